@@ -1,0 +1,67 @@
+"""Command line: `obitui [options]` runs the console; subcommands run the other tools.
+
+Textual is imported only when the UI is requested, so headless runs, the simulator, the
+benchmarks and the doctor never load it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+BENCH_TARGETS = {
+    "ring": "obitui.bench.ring",
+}
+PLANNED_BENCH_TARGETS = ("book", "feed", "pipeline", "sim", "soak")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="obitui",
+        description="Operator console for low-latency crypto market data "
+                    "(Binance spot, Bitget v2): feeds -> shared-memory rings -> engine -> UI.",
+    )
+    ap.add_argument("--config", metavar="FILE", help="TOML config (default: built-in four feeds)")
+    ap.add_argument("--sim", action="store_true", help="run against the built-in exchange simulator")
+    ap.add_argument("--sim-fault", action="append", default=[], metavar="NAME[=VALUE]",
+                    help="inject a simulator fault (repeatable; see `obitui sim --help`)")
+    ap.add_argument("--no-ui", action="store_true", help="headless: print status lines")
+    ap.add_argument("--json", action="store_true", help="headless: one JSON object per interval")
+    ap.add_argument("--interval", type=float, default=1.0, metavar="S", help="headless print interval")
+    ap.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    ap.add_argument("--record", metavar="DIR", help="record every raw frame to capture files in DIR")
+    ap.add_argument("--replay", metavar="FILE", help="replay a capture file through the simulator")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("sim", help="run the exchange simulator in the foreground", add_help=False)
+    b = sub.add_parser("bench", help="benchmarks against baselines, side by side "
+                                     f"({', '.join([*BENCH_TARGETS, *PLANNED_BENCH_TARGETS])})")
+    b.add_argument("target", choices=[*BENCH_TARGETS, *PLANNED_BENCH_TARGETS])
+    b.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the benchmark")
+    sub.add_parser("doctor", help="inspect host tuning for low latency", add_help=False)
+    sub.add_parser("soak", help="fault-injection soak of the whole fleet", add_help=False)
+    return ap
+
+
+def not_built(what: str) -> int:
+    print(f"obitui: {what} is not built yet in this version", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = build_parser()
+    args, extra = ap.parse_known_args(argv)
+    if args.command == "bench":
+        if args.target not in BENCH_TARGETS:
+            return not_built(f"`obitui bench {args.target}`")
+        import importlib
+        module = importlib.import_module(BENCH_TARGETS[args.target])
+        return int(module.main(list(args.args) + extra) or 0)
+    if extra:
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("sim", "doctor", "soak"):
+        return not_built(f"`obitui {args.command}`")
+    return not_built("the console (feeds, engine, UI)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+/* Shared-memory layouts and cross-process memory orders (ring, stats block).
+ * Every word shared between processes is read and written through the helpers below,
+ * so the ordering of each access is explicit in one place (GCC/Clang __atomic builtins). */
+#ifndef OBITUI_SHM_H
+#define OBITUI_SHM_H
+
+#include <stdint.h>
+#include <time.h>
+
+#define OBI_CACHE_LINE 64
+
+static inline uint64_t obi_load_acquire_u64(const volatile uint64_t *p) {
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+static inline uint64_t obi_load_relaxed_u64(const volatile uint64_t *p) {
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+static inline void obi_store_release_u64(volatile uint64_t *p, uint64_t v) {
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+static inline void obi_store_relaxed_u64(volatile uint64_t *p, uint64_t v) {
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+static inline uint32_t obi_load_acquire_u32(const volatile uint32_t *p) {
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+static inline void obi_store_release_u32(volatile uint32_t *p, uint32_t v) {
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+static inline void obi_fence_seq_cst(void) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+static inline void obi_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+static inline uint64_t obi_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+static inline uint64_t obi_realtime_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- SPSC ring segment -------------------------------------------------------
+ * [RingHeader: 512 bytes][data: capacity bytes, a power of two]
+ * Each cache line has exactly one writer. tail/head are monotonically increasing byte
+ * counters; position = counter & (capacity - 1). */
+
+#define OBI_RING_MAGIC 0x31474E495249424Full   /* b"OBIRING1" read as a little-endian u64 */
+#define OBI_RING_VERSION 1u
+#define OBI_RING_HEADER_SIZE 512u
+#define OBI_REC_HDR 16u
+#define OBI_REC_PADDING 0xFFFFu
+
+typedef struct {
+    /* line 0: immutable after create (writer: creator, before anyone attaches) */
+    uint64_t magic;
+    uint32_t version;
+    uint32_t header_size;
+    uint64_t total_size;
+    uint64_t capacity;
+    int64_t creator_pid;
+    uint64_t created_ns;      /* CLOCK_REALTIME */
+    uint32_t creator_uid;
+    uint32_t _pad0;
+    uint64_t _pad0b;
+    /* line 1: producer index (writer: producer) */
+    volatile uint64_t tail;
+    volatile int64_t producer_pid;
+    volatile uint64_t producer_heartbeat_ns;   /* CLOCK_MONOTONIC */
+    uint8_t _pad1[40];
+    /* line 2: consumer index (writer: consumer) */
+    volatile uint64_t head;
+    volatile int64_t consumer_pid;
+    volatile uint64_t consumer_heartbeat_ns;
+    uint8_t _pad2[40];
+    /* line 3: producer counters (writer: producer) */
+    volatile uint64_t seq;           /* last seq assigned; every push attempt takes one */
+    volatile uint64_t pushed;        /* records written */
+    volatile uint64_t drops;         /* records refused because the ring was full */
+    volatile uint64_t pushed_bytes;
+    volatile uint64_t high_water;    /* highest tail - head seen by the producer, bytes */
+    uint8_t _pad3[24];
+    /* line 4: consumer counters (writer: consumer) */
+    volatile uint64_t popped;
+    volatile uint64_t popped_bytes;
+    volatile uint64_t corrupt;       /* corrupt records detected by the consumer */
+    uint8_t _pad4[40];
+    /* line 5: wake-up word for a sleeping consumer (futex; used by the engine's block strategy) */
+    volatile uint32_t consumer_sleeping;
+    volatile uint32_t wake_seq;
+    uint8_t _pad5[56];
+    uint8_t _reserved[OBI_RING_HEADER_SIZE - 6 * OBI_CACHE_LINE];
+} obi_ring_header;
+
+typedef struct {
+    uint32_t length;   /* header + payload bytes (unaligned); for PADDING: bytes to the end */
+    uint16_t type;     /* record kind; OBI_REC_PADDING marks the skip to the end of the buffer */
+    uint16_t flags;
+    uint64_t seq;      /* absent (not written) in a PADDING record shorter than 16 bytes */
+} obi_rec_header;
+
+_Static_assert(sizeof(obi_ring_header) == OBI_RING_HEADER_SIZE, "ring header size");
+_Static_assert(__builtin_offsetof(obi_ring_header, tail) == 64, "tail on line 1");
+_Static_assert(__builtin_offsetof(obi_ring_header, head) == 128, "head on line 2");
+_Static_assert(__builtin_offsetof(obi_ring_header, seq) == 192, "producer counters on line 3");
+_Static_assert(__builtin_offsetof(obi_ring_header, popped) == 256, "consumer counters on line 4");
+_Static_assert(__builtin_offsetof(obi_ring_header, consumer_sleeping) == 320, "wake word on line 5");
+_Static_assert(sizeof(obi_rec_header) == OBI_REC_HDR, "record header size");
+
+#endif

@@ -1,0 +1,62 @@
+# Declarations of shm.h (layouts and memory orders) and the Segment class.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+
+cdef extern from "shm.h" nogil:
+    enum: OBI_CACHE_LINE
+    enum: OBI_RING_HEADER_SIZE
+    enum: OBI_RING_VERSION
+    enum: OBI_REC_HDR
+    enum: OBI_REC_PADDING
+    const uint64_t OBI_RING_MAGIC
+
+    uint64_t obi_load_acquire_u64(const uint64_t *p)
+    uint64_t obi_load_relaxed_u64(const uint64_t *p)
+    void obi_store_release_u64(uint64_t *p, uint64_t v)
+    void obi_store_relaxed_u64(uint64_t *p, uint64_t v)
+    uint32_t obi_load_acquire_u32(const uint32_t *p)
+    void obi_store_release_u32(uint32_t *p, uint32_t v)
+    void obi_fence_seq_cst()
+    void obi_cpu_relax()
+    uint64_t obi_monotonic_ns()
+    uint64_t obi_realtime_ns()
+
+    ctypedef struct obi_ring_header:
+        uint64_t magic
+        uint32_t version
+        uint32_t header_size
+        uint64_t total_size
+        uint64_t capacity
+        int64_t creator_pid
+        uint64_t created_ns
+        uint32_t creator_uid
+        uint64_t tail
+        int64_t producer_pid
+        uint64_t producer_heartbeat_ns
+        uint64_t head
+        int64_t consumer_pid
+        uint64_t consumer_heartbeat_ns
+        uint64_t seq
+        uint64_t pushed
+        uint64_t drops
+        uint64_t pushed_bytes
+        uint64_t high_water
+        uint64_t popped
+        uint64_t popped_bytes
+        uint64_t corrupt
+        uint32_t consumer_sleeping
+        uint32_t wake_seq
+
+    ctypedef struct obi_rec_header:
+        uint32_t length
+        uint16_t type
+        uint16_t flags
+        uint64_t seq
+
+
+cdef class Segment:
+    cdef readonly str name
+    cdef readonly str path
+    cdef readonly size_t size
+    cdef readonly bint created
+    cdef char *base
+    cdef void _map(self, int fd, size_t size) except *

@@ -1,0 +1,141 @@
+# cython: language_level=3
+"""POSIX shared-memory segments in /dev/shm, opened and mapped directly.
+
+Not ``multiprocessing.shared_memory``: in Python 3.11 its resource tracker unlinks a segment
+when any attaching process exits. Segments are created 0600 with O_EXCL|O_NOFOLLOW, and an
+attach refuses symlinks, non-regular files, files of another user and group/world access.
+"""
+import os
+import re
+import stat as _stat
+
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
+
+SHM_DIR = "/dev/shm"
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,200}\Z")
+
+
+class ShmError(OSError):
+    """A shared-memory segment could not be created, attached or used."""
+
+
+def shm_path(name: str) -> str:
+    """Return the /dev/shm path of segment ``name`` (a leading '/' is allowed, as in shm_open)."""
+    if not isinstance(name, str):
+        raise ShmError(f"segment name must be a str, not {type(name).__name__}")
+    bare = name[1:] if name.startswith("/") else name
+    if not _NAME_RE.match(bare) or bare in (".", ".."):
+        raise ShmError(f"invalid segment name {name!r}: use 1-200 of [A-Za-z0-9._-]")
+    return os.path.join(SHM_DIR, bare)
+
+
+def segment_owner(name: str) -> tuple[int, int]:
+    """Return (uid, size) of an existing segment without following symlinks."""
+    st = os.lstat(shm_path(name))
+    return st.st_uid, st.st_size
+
+
+cdef class Segment:
+    """One mapped segment. ``created`` is True on the side that made (and should unlink) it."""
+
+    def __cinit__(self):
+        self.base = NULL
+        self.size = 0
+
+    def __dealloc__(self):
+        if self.base != NULL:
+            munmap(self.base, self.size)
+            self.base = NULL
+
+    cdef void _map(self, int fd, size_t size) except *:
+        cdef void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        if p == MAP_FAILED:
+            raise ShmError(f"mmap of {self.path} ({size} bytes) failed")
+        self.base = <char *>p
+        self.size = size
+
+    @staticmethod
+    def create(str name, size_t size):
+        """Create and map a new zero-filled segment; fails if the name exists."""
+        cdef Segment seg = Segment.__new__(Segment)
+        seg.name = name
+        seg.path = shm_path(name)
+        seg.created = True
+        if size == 0:
+            raise ShmError("segment size must be > 0")
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(seg.path, flags, 0o600)
+        except FileExistsError:
+            raise ShmError(f"segment {seg.path} already exists") from None
+        except OSError as exc:
+            raise ShmError(f"cannot create segment {seg.path}: {exc.strerror}") from None
+        try:
+            os.fchmod(fd, 0o600)
+            # Reserve the pages now: a full /dev/shm fails here with ENOSPC instead of a
+            # SIGBUS at the first write into a sparse file.
+            os.posix_fallocate(fd, 0, size)
+            seg._map(fd, size)
+        except OSError as exc:
+            os.close(fd)
+            os.unlink(seg.path)
+            raise ShmError(f"cannot size segment {seg.path} to {size} bytes: {exc.strerror}") from None
+        except BaseException:
+            os.close(fd)
+            os.unlink(seg.path)
+            raise
+        os.close(fd)
+        return seg
+
+    @staticmethod
+    def attach(str name, size_t min_size=1):
+        """Map an existing segment after checking it is ours, private and large enough."""
+        cdef Segment seg = Segment.__new__(Segment)
+        seg.name = name
+        seg.path = shm_path(name)
+        seg.created = False
+        try:
+            fd = os.open(seg.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ShmError(f"segment {seg.path} does not exist") from None
+        except OSError as exc:
+            if os.path.islink(seg.path):
+                raise ShmError(f"segment {seg.path} is a symlink: refused") from None
+            raise ShmError(f"cannot open segment {seg.path}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not _stat.S_ISREG(st.st_mode):
+                raise ShmError(f"segment {seg.path} is not a regular file: refused")
+            if st.st_uid != os.geteuid():
+                raise ShmError(
+                    f"segment {seg.path} is owned by uid {st.st_uid}, not by this user "
+                    f"(uid {os.geteuid()}): refused")
+            if st.st_mode & 0o077:
+                raise ShmError(
+                    f"segment {seg.path} has mode {st.st_mode & 0o777:o}, expected 600: refused")
+            if <size_t>st.st_size < min_size:
+                raise ShmError(
+                    f"segment {seg.path} is {st.st_size} bytes, smaller than its header "
+                    f"({min_size} bytes): refused")
+            seg._map(fd, st.st_size)
+        finally:
+            os.close(fd)
+        return seg
+
+    def close(self) -> None:
+        if self.base != NULL:
+            munmap(self.base, self.size)
+            self.base = NULL
+
+    @property
+    def closed(self) -> bool:
+        return self.base == NULL
+
+    @staticmethod
+    def unlink(str name) -> bool:
+        """Remove a segment by name; False if it was already gone."""
+        try:
+            os.unlink(shm_path(name))
+        except FileNotFoundError:
+            return False
+        return True

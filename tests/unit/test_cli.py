@@ -1,0 +1,52 @@
+"""The command line as a user meets it, and the rule that the core never imports the UI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HOT_PATH_MODULES = ["obitui.core.ring", "obitui.core.fixed", "obitui.core.shm", "obitui.bench.ring",
+                    "obitui.__main__"]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "obitui", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.timeout(60)
+def test_help_lists_subcommands() -> None:
+    res = run("--help")
+    assert res.returncode == 0
+    for word in ("sim", "bench", "doctor", "soak", "--sim", "--no-ui", "--json", "--duration"):
+        assert word in res.stdout
+
+
+@pytest.mark.timeout(60)
+def test_console_script_installed() -> None:
+    exe = subprocess.run([sys.executable, "-c", "import shutil,sys,os;"
+                          "print(shutil.which('obitui', path=os.path.dirname(sys.executable)))"],
+                         capture_output=True, text=True, timeout=30).stdout.strip()
+    assert exe and exe != "None", "the obitui console script is not installed beside python"
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and "bench" in res.stdout
+
+
+@pytest.mark.timeout(60)
+def test_unbuilt_parts_say_so_with_exit_2() -> None:
+    res = run("doctor")
+    assert res.returncode == 2 and "not built yet" in res.stderr
+    res = run("--bogus-flag")
+    assert res.returncode == 2
+
+
+@pytest.mark.timeout(60)
+def test_core_imports_neither_textual_nor_rich() -> None:
+    code = ("import sys, json\n"
+            f"for m in {HOT_PATH_MODULES!r}: __import__(m)\n"
+            "print(json.dumps(sorted(k for k in sys.modules if k.split('.')[0] in ('textual', 'rich'))))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == []
