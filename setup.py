@@ -17,6 +17,7 @@ setup(
             ext("obitui.core.shm"),
             ext("obitui.core.fixed"),
             ext("obitui.core.ring"),
+            ext("obitui.core.book"),
             ext("obitui.bench._ringloops"),
         ],
         build_dir="build/cython",

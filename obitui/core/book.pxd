@@ -1,0 +1,41 @@
+# Cython-level API of the order book (engine and feeds apply whole frames without Python objects).
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+
+cdef struct Level:
+    int64_t key      # price * side sign: ascending in the array, best level at the end
+    int64_t qty
+    uint8_t pdec     # decimals of the price as received
+    uint8_t qdec     # decimals of the quantity as received
+
+cdef class BookSide:
+    cdef Level *lv
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef int64_t sign
+    cdef int digits
+    cdef int reserve(self, Py_ssize_t want) noexcept nogil
+    cdef Py_ssize_t lower_bound(self, int64_t key) noexcept nogil
+    cdef int set_level(self, int64_t price, int64_t qty, uint8_t pdec, uint8_t qdec) noexcept nogil
+    cdef int load_sorted_best_first(self, const Level *src, Py_ssize_t n) noexcept nogil
+    cdef void clear(self) noexcept nogil
+    cdef int64_t price_at(self, Py_ssize_t i) noexcept nogil   # i-th best (0 = best)
+    cdef Level *level_at(self, Py_ssize_t i) noexcept nogil
+
+cdef class OrderBook:
+    cdef readonly BookSide bids
+    cdef readonly BookSide asks
+    cdef readonly int digits
+    cdef public uint64_t update_id
+    cdef public bint valid
+    cdef readonly bint crossed
+    cdef readonly uint64_t crossed_count
+    cdef readonly uint64_t levels_applied
+    cdef Level *scratch
+    cdef Py_ssize_t scratch_cap
+    cdef int apply_levels(self, int side, const Level *levels, Py_ssize_t n) noexcept nogil
+    cdef void clear(self) noexcept nogil
+    cdef void check_crossed(self) noexcept nogil
+    cdef double obi_c(self, Py_ssize_t n) noexcept nogil
+    cdef int32_t checksum_c(self, Py_ssize_t depth) noexcept nogil
+    cdef Py_ssize_t _parse(self, object levels, Py_ssize_t offset) except -1
+    cdef int _replace_side(self, BookSide side, Py_ssize_t off, Py_ssize_t n) except -1

@@ -1,0 +1,419 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Order book keyed by exact int64 fixed-point prices (DESIGN.md, Fixed point and OBI).
+
+Each side is one sorted array of levels with the best level at the END, so the updates that
+dominate real streams (near the top of book) insert and delete with a short memmove, and a
+lookup near the top is a couple of comparisons before any binary search. Bids use key = price,
+asks key = -price, so one implementation serves both. Each level keeps the number of decimals
+its price and size had on the wire: ``format_fixed`` rebuilds the original strings, which
+Bitget's checksum is computed over. A crossed book is reported (flag + counter), never repaired.
+"""
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memmove, memcpy
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+
+from obitui.core.fixed cimport parse_fixed_c, format_fixed_c, fixed_error_message, FIXED_OK
+
+cdef extern from *:
+    """
+    typedef __int128 obi_int128;
+    """
+    ctypedef long long obi_int128
+
+# ---------------------------------------------------------------- CRC32 (IEEE, as zlib)
+cdef uint32_t[256] CRC_TABLE
+cdef uint32_t _c
+for _i in range(256):
+    _c = _i
+    for _k in range(8):
+        _c = (0xEDB88320 ^ (_c >> 1)) if (_c & 1) else (_c >> 1)
+    CRC_TABLE[_i] = _c
+
+
+cdef inline uint32_t crc32_c(const char *buf, Py_ssize_t n) noexcept nogil:
+    cdef uint32_t c = 0xFFFFFFFFU
+    cdef Py_ssize_t i
+    for i in range(n):
+        c = CRC_TABLE[(c ^ <uint8_t>buf[i]) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFFU
+
+
+cdef class BookSide:
+    """One side of the book. ``len(side)`` is its number of levels."""
+
+    def __cinit__(self, int64_t sign=1, int digits=8):
+        self.lv = NULL
+        self.n = 0
+        self.cap = 0
+        self.sign = sign
+        self.digits = digits
+
+    def __dealloc__(self):
+        free(self.lv)
+
+    cdef int reserve(self, Py_ssize_t want) noexcept nogil:
+        cdef Py_ssize_t cap = self.cap if self.cap else 64
+        cdef Level *p
+        if want <= self.cap:
+            return 0
+        while cap < want:
+            cap *= 2
+        p = <Level *>realloc(self.lv, cap * sizeof(Level))
+        if p == NULL:
+            return -1
+        self.lv = p
+        self.cap = cap
+        return 0
+
+    cdef Py_ssize_t lower_bound(self, int64_t key) noexcept nogil:
+        """First index whose key is >= ``key`` (the array ascends; the top of book is last)."""
+        cdef Py_ssize_t lo = 0, hi = self.n, mid, i
+        # fast path: the top few levels, where most updates land
+        i = self.n - 1
+        while i >= 0 and i >= self.n - 4:
+            if self.lv[i].key < key:
+                return i + 1
+            i -= 1
+        hi = i + 1
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self.lv[mid].key < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    cdef int set_level(self, int64_t price, int64_t qty, uint8_t pdec, uint8_t qdec) noexcept nogil:
+        """Absolute quantity: 0 deletes (an absent level is fine). -1 only if out of memory."""
+        cdef int64_t key = price * self.sign
+        cdef Py_ssize_t pos = self.lower_bound(key)
+        cdef bint found = pos < self.n and self.lv[pos].key == key
+        if qty == 0:
+            if found:
+                memmove(&self.lv[pos], &self.lv[pos + 1], (self.n - pos - 1) * sizeof(Level))
+                self.n -= 1
+            return 0
+        if found:
+            self.lv[pos].qty = qty
+            self.lv[pos].pdec = pdec
+            self.lv[pos].qdec = qdec
+            return 0
+        if self.reserve(self.n + 1) < 0:
+            return -1
+        memmove(&self.lv[pos + 1], &self.lv[pos], (self.n - pos) * sizeof(Level))
+        self.lv[pos].key = key
+        self.lv[pos].qty = qty
+        self.lv[pos].pdec = pdec
+        self.lv[pos].qdec = qdec
+        self.n += 1
+        return 0
+
+    cdef int load_sorted_best_first(self, const Level *src, Py_ssize_t n) noexcept nogil:
+        """Replace the side with ``src`` (keys strictly descending = best first, no zeros)."""
+        cdef Py_ssize_t i
+        if self.reserve(n) < 0:
+            return -1
+        for i in range(n):
+            self.lv[n - 1 - i] = src[i]
+        self.n = n
+        return 0
+
+    cdef void clear(self) noexcept nogil:
+        self.n = 0
+
+    cdef int64_t price_at(self, Py_ssize_t i) noexcept nogil:
+        return self.lv[self.n - 1 - i].key * self.sign
+
+    cdef Level *level_at(self, Py_ssize_t i) noexcept nogil:
+        return &self.lv[self.n - 1 - i]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def levels(self, Py_ssize_t n=-1) -> list:
+        """The best ``n`` levels (all with -1) as original (price, qty) strings, best first."""
+        if n < 0 or n > self.n:
+            n = self.n
+        return [_level_strings(self.level_at(i), self.sign, self.digits) for i in range(n)]
+
+    def fixed_levels(self, Py_ssize_t n=-1) -> list:
+        """The best ``n`` levels as (price, qty) int64 fixed point, best first."""
+        if n < 0 or n > self.n:
+            n = self.n
+        return [(self.level_at(i).key * self.sign, self.level_at(i).qty) for i in range(n)]
+
+    def total_qty(self, Py_ssize_t n) -> int:
+        """Exact sum of the quantities of the best ``n`` levels."""
+        cdef obi_int128 s = 0
+        cdef Py_ssize_t i
+        if n > self.n:
+            n = self.n
+        for i in range(n):
+            s += self.level_at(i).qty
+        return _int128_to_py(s)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by this side's level array."""
+        return self.cap * sizeof(Level)
+
+
+cdef object _int128_to_py(obi_int128 v):
+    cdef bint neg = v < 0
+    cdef obi_int128 m = -v if neg else v
+    cdef uint64_t hi = <uint64_t>(m >> 64), lo = <uint64_t>m
+    r = (int(hi) << 64) | int(lo)
+    return -r if neg else r
+
+
+cdef tuple _level_strings(Level *lv, int64_t sign, int digits):
+    cdef char buf[64]
+    cdef Py_ssize_t n1 = format_fixed_c(lv.key * sign, digits, lv.pdec, buf, 64)
+    cdef Py_ssize_t n2 = format_fixed_c(lv.qty, digits, lv.qdec, buf + 32, 32)
+    return (PyUnicode_DecodeASCII(buf, n1, NULL), PyUnicode_DecodeASCII(buf + 32, n2, NULL))
+
+
+cdef inline const char *_text_ptr(object o, Py_ssize_t *n) except NULL:
+    if isinstance(o, str):
+        return PyUnicode_AsUTF8AndSize(o, n)
+    if PyBytes_CheckExact(o):
+        n[0] = PyBytes_GET_SIZE(o)
+        return PyBytes_AS_STRING(o)
+    raise TypeError(f"price and quantity must be str or bytes, not {type(o).__name__}")
+
+
+cdef inline int _apply_to(BookSide s, const Level *levels, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if s.set_level(levels[i].key, levels[i].qty, levels[i].pdec, levels[i].qdec) < 0:
+            return -1
+    return 0
+
+
+cdef inline Py_ssize_t _append_level(BookSide side, Py_ssize_t i, int digits, char *buf,
+                                     Py_ssize_t n) noexcept nogil:
+    """Append ":price:qty" (no leading ':' at the start) of the i-th best level, if any."""
+    cdef Level *lv
+    cdef Py_ssize_t k
+    if i >= side.n:
+        return n
+    lv = side.level_at(i)
+    if n:
+        buf[n] = c':'
+        n += 1
+    k = format_fixed_c(lv.key * side.sign, digits, lv.pdec, buf + n, 8192 - n)
+    n += k if k > 0 else 0
+    buf[n] = c':'
+    n += 1
+    k = format_fixed_c(lv.qty, digits, lv.qdec, buf + n, 8192 - n)
+    return n + (k if k > 0 else 0)
+
+
+cdef class OrderBook:
+    """Bids and asks keyed by exact int64 fixed-point prices with ``digits`` decimals.
+
+    Inputs are lists of (price, qty) decimal strings as received (extra elements per level are
+    ignored). A call is atomic: every level is parsed first, and a bad one raises ValueError
+    naming it with the book unchanged.
+    """
+
+    def __cinit__(self, int digits=8):
+        if digits < 0 or digits > 18:
+            raise ValueError(f"digits must be in [0, 18], got {digits}")
+        self.digits = digits
+        self.bids = BookSide(1, digits)
+        self.asks = BookSide(-1, digits)
+        self.scratch = NULL
+        self.scratch_cap = 0
+        self.update_id = 0
+        self.valid = False
+
+    def __dealloc__(self):
+        free(self.scratch)
+
+    # ------------------------------------------------------------ Cython-level entry points
+    cdef int apply_levels(self, int side, const Level *levels, Py_ssize_t n) noexcept nogil:
+        """Apply parsed levels to side 0 (bids) or 1 (asks); ``key`` holds the PRICE here."""
+        cdef int rc
+        if side == 0:
+            rc = _apply_to(self.bids, levels, n)
+        else:
+            rc = _apply_to(self.asks, levels, n)
+        if rc == 0:
+            self.levels_applied += n
+        return rc
+
+    cdef void clear(self) noexcept nogil:
+        self.bids.clear()
+        self.asks.clear()
+        self.crossed = False
+
+    cdef void check_crossed(self) noexcept nogil:
+        cdef bint now = (self.bids.n > 0 and self.asks.n > 0
+                         and self.bids.price_at(0) >= self.asks.price_at(0))
+        if now and not self.crossed:
+            self.crossed_count += 1
+        self.crossed = now
+
+    cdef double obi_c(self, Py_ssize_t n) noexcept nogil:
+        cdef obi_int128 b = 0, a = 0
+        cdef Py_ssize_t i
+        for i in range(min(n, self.bids.n)):
+            b += self.bids.level_at(i).qty
+        for i in range(min(n, self.asks.n)):
+            a += self.asks.level_at(i).qty
+        if a + b == 0:
+            return 0.0
+        return <double>(b - a) / <double>(b + a)
+
+    cdef int32_t checksum_c(self, Py_ssize_t depth) noexcept nogil:
+        cdef char buf[8192]
+        cdef Py_ssize_t n = 0, i, k
+        if depth > 50:
+            depth = 50
+        for i in range(depth):
+            n = _append_level(self.bids, i, self.digits, buf, n)
+            n = _append_level(self.asks, i, self.digits, buf, n)
+        return <int32_t>crc32_c(buf, n)
+
+    # ------------------------------------------------------------ parsing
+    cdef Py_ssize_t _parse(self, object levels, Py_ssize_t offset) except -1:
+        """Parse a list of levels into scratch[offset:]; returns how many."""
+        cdef Py_ssize_t count = len(levels), i = 0, np, nq
+        cdef const char *sp
+        cdef const char *sq
+        cdef int64_t price, qty
+        cdef int pdec, qdec, rc
+        if offset + count > self.scratch_cap:
+            cap = max(256, 2 * (offset + count))
+            p = <Level *>realloc(self.scratch, cap * sizeof(Level))
+            if p == NULL:
+                raise MemoryError()
+            self.scratch = p
+            self.scratch_cap = cap
+        for lvl in levels:
+            if len(lvl) < 2:
+                raise ValueError(f"book level {lvl!r} needs a price and a quantity")
+            ps = lvl[0]
+            qs = lvl[1]
+            sp = _text_ptr(ps, &np)
+            sq = _text_ptr(qs, &nq)
+            rc = parse_fixed_c(sp, np, self.digits, False, &price, &pdec)
+            if rc != FIXED_OK:
+                raise ValueError("price: " + fixed_error_message(rc, ps, self.digits))
+            if price == 0:
+                raise ValueError(f"price: zero price {ps!r} in a book level")
+            rc = parse_fixed_c(sq, nq, self.digits, False, &qty, &qdec)
+            if rc != FIXED_OK:
+                raise ValueError("quantity: " + fixed_error_message(rc, qs, self.digits))
+            if pdec > 255 or qdec > 255:
+                raise ValueError(f"book level {lvl!r}: more than 255 decimals")
+            self.scratch[offset + i].key = price
+            self.scratch[offset + i].qty = qty
+            self.scratch[offset + i].pdec = <uint8_t>pdec
+            self.scratch[offset + i].qdec = <uint8_t>qdec
+            i += 1
+        return count
+
+    # ------------------------------------------------------------ Python API
+    def apply_snapshot(self, bids, asks) -> None:
+        """Replace the whole book with these levels (decimal strings as received)."""
+        cdef Py_ssize_t nb = self._parse(bids, 0)
+        cdef Py_ssize_t na = self._parse(asks, nb)
+        self._replace_side(self.bids, 0, nb)
+        self._replace_side(self.asks, nb, na)
+        self.levels_applied += nb + na
+        self.check_crossed()
+        if self.scratch_cap > 4096:   # a big snapshot's parse buffer is not kept around
+            free(self.scratch)
+            self.scratch = NULL
+            self.scratch_cap = 0
+
+    cdef int _replace_side(self, BookSide side, Py_ssize_t off, Py_ssize_t n) except -1:
+        cdef Level *src = self.scratch + off
+        cdef Py_ssize_t i
+        cdef bint ordered = True
+        for i in range(n):
+            if src[i].qty == 0 or (i and src[i].key * side.sign >= src[i - 1].key * side.sign):
+                ordered = False
+                break
+        side.clear()
+        if ordered:
+            for i in range(n):
+                src[i].key = src[i].key * side.sign
+            if side.load_sorted_best_first(src, n) < 0:
+                raise MemoryError()
+            return 0
+        for i in range(n):
+            if side.set_level(src[i].key, src[i].qty, src[i].pdec, src[i].qdec) < 0:
+                raise MemoryError()
+        return 0
+
+    def apply(self, bids, asks) -> None:
+        """Apply absolute quantities: 0 deletes (absent is fine), a known price is replaced,
+        an unknown one inserted in order."""
+        cdef Py_ssize_t nb = self._parse(bids, 0)
+        cdef Py_ssize_t na = self._parse(asks, nb)
+        if self.apply_levels(0, self.scratch, nb) < 0 or self.apply_levels(1, self.scratch + nb, na) < 0:
+            raise MemoryError()
+        self.check_crossed()
+
+    def best_bid(self):
+        """(price, qty) original strings of the best bid, or None."""
+        if self.bids.n == 0:
+            return None
+        return _level_strings(self.bids.level_at(0), 1, self.digits)
+
+    def best_ask(self):
+        if self.asks.n == 0:
+            return None
+        return _level_strings(self.asks.level_at(0), -1, self.digits)
+
+    def top(self, Py_ssize_t n) -> tuple:
+        """(bids high->low, asks low->high), each the best ``n`` levels as original strings."""
+        return self.bids.levels(n), self.asks.levels(n)
+
+    def obi(self, Py_ssize_t n=20) -> float:
+        """(bid qty - ask qty) / (bid qty + ask qty) over the best ``n`` levels per side, exact
+        sums, one correctly rounded division at the end; 0.0 for an empty book."""
+        b = self.bids.total_qty(n)
+        a = self.asks.total_qty(n)
+        if a + b == 0:
+            return 0.0
+        return (b - a) / (b + a)
+
+    def mid_fixed(self):
+        """(best bid + best ask) as a fixed-point int with ``digits`` decimals times 2
+        (exact: no halving), or None if a side is empty."""
+        if self.bids.n == 0 or self.asks.n == 0:
+            return None
+        return self.bids.price_at(0) + self.asks.price_at(0)
+
+    def reset(self) -> None:
+        """Drop every level (the book becomes invalid until the next snapshot)."""
+        self.clear()
+        self.valid = False
+
+    def __len__(self) -> int:
+        return self.bids.n + self.asks.n
+
+    @property
+    def nbytes(self) -> int:
+        return self.bids.nbytes + self.asks.nbytes + self.scratch_cap * sizeof(Level)
+
+    def __repr__(self) -> str:
+        return (f"<OrderBook bids={self.bids.n} asks={self.asks.n} best={self.best_bid()}/"
+                f"{self.best_ask()} update_id={self.update_id} crossed={self.crossed}>")
+
+
+def bitget_checksum(OrderBook book, Py_ssize_t depth=25) -> int:
+    """Bitget's book checksum: CRC32 (signed 32-bit) of the best ``depth`` bids and asks
+    interleaved as bid price:bid size:ask price:ask size..., over the original strings."""
+    return book.checksum_c(depth)
+
+
+def crc32_signed(data: bytes) -> int:
+    """CRC32 of ``data`` as a signed 32-bit integer (for tests against zlib)."""
+    return <int32_t>crc32_c(data, len(data))

@@ -1,0 +1,160 @@
+"""Binance spot (and USD-M futures) depth: event parsing and the local-book sync procedure
+of PROTOCOLS.md, as a pure state machine (no I/O) that the feed process drives.
+
+Spot: buffer events, fetch a snapshot, refetch while ``lastUpdateId < first U``, drop events
+with ``u <= lastUpdateId``, the first applied event must satisfy ``U <= lastUpdateId + 1 <= u``,
+and every later one ``U <= book_id + 1`` (``u <= book_id``: already applied, ignored);
+``U > book_id + 1`` is a gap: the book is invalid and a new snapshot is needed (the socket stays).
+USD-M futures: chain on ``pu == previous u``; drop ``u < lastUpdateId``; the first event must
+satisfy ``U <= lastUpdateId <= u``.
+"""
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from obitui.core.book import OrderBook
+
+
+class DepthFormatError(ValueError):
+    """A depth event or snapshot that does not have the protocol's shape."""
+
+
+@dataclass(slots=True)
+class DepthEvent:
+    first_id: int          # U
+    last_id: int           # u
+    prev_id: int | None    # pu (futures only)
+    bids: list[Any]
+    asks: list[Any]
+    event_time_ms: int
+
+
+def _int_field(obj: dict[str, Any], key: str) -> int:
+    v = obj.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise DepthFormatError(f"depth event field {key!r} must be a non-negative int, got {v!r}")
+    return v
+
+
+def _levels(obj: dict[str, Any], key: str) -> list[Any]:
+    v = obj.get(key)
+    if not isinstance(v, list):
+        raise DepthFormatError(f"field {key!r} must be a list of [price, qty], got {type(v).__name__}")
+    return v
+
+
+def parse_depth_event(data: dict[str, Any]) -> DepthEvent:
+    """Build a DepthEvent from a decoded ``depthUpdate`` payload (the ``data`` of a combined
+    stream message). Extra keys are ignored; ``pu`` is kept when present (futures)."""
+    if data.get("e") != "depthUpdate":
+        raise DepthFormatError(f"not a depthUpdate event: e={data.get('e')!r}")
+    first, last = _int_field(data, "U"), _int_field(data, "u")
+    if first > last:
+        raise DepthFormatError(f"depth event with U={first} > u={last}")
+    pu = _int_field(data, "pu") if "pu" in data else None
+    return DepthEvent(first, last, pu, _levels(data, "b"), _levels(data, "a"),
+                      data.get("E") if isinstance(data.get("E"), int) else 0)
+
+
+def parse_snapshot(body: dict[str, Any]) -> tuple[int, list[Any], list[Any]]:
+    """(lastUpdateId, bids, asks) of a REST depth body."""
+    return _int_field(body, "lastUpdateId"), _levels(body, "bids"), _levels(body, "asks")
+
+
+class SyncResult(enum.Enum):
+    BUFFERED = "buffered"        # waiting for a snapshot
+    APPLIED = "applied"          # event applied; book continuous
+    ALREADY_APPLIED = "already_applied"   # u <= book id (duplicate or late): ignored
+    GAP = "gap"                  # continuity broken: book invalid, resync needed
+    SYNCED = "synced"            # snapshot accepted, buffered events applied
+    STALE_SNAPSHOT = "stale_snapshot"     # lastUpdateId < first buffered U: fetch again
+    BUFFER_OVERFLOW = "buffer_overflow"   # too many events while waiting: resync
+
+
+class DepthSync:
+    """The sync procedure over one OrderBook. Feed ``on_event`` every depth event (also before
+    the snapshot), ``on_snapshot`` every REST snapshot; act on the returned SyncResult."""
+
+    def __init__(self, book: OrderBook, futures: bool = False, max_buffer: int = 50_000) -> None:
+        self.book = book
+        self.futures = futures
+        self.max_buffer = max_buffer
+        self.buffer: deque[DepthEvent] = deque()
+        self.synced = False
+        self.awaiting_first = False   # snapshot loaded, first event not applied yet
+        self.last_u = 0               # futures: u of the last applied event
+        self.gap_detail = ""
+
+    def reset(self) -> None:
+        """Start over (after a gap or a reconnect): the book is invalid until the next sync.
+        Events keep being buffered, so a resync needs no new socket."""
+        self.synced = False
+        self.awaiting_first = False
+        self.book.valid = False
+
+    @property
+    def first_buffered_id(self) -> int | None:
+        return self.buffer[0].first_id if self.buffer else None
+
+    def on_event(self, ev: DepthEvent) -> SyncResult:
+        if not self.synced:
+            self.buffer.append(ev)
+            if len(self.buffer) > self.max_buffer:
+                self.buffer.popleft()
+                return SyncResult.BUFFER_OVERFLOW
+            return SyncResult.BUFFERED
+        return self._apply(ev)
+
+    def on_snapshot(self, last_update_id: int, bids: list[Any], asks: list[Any]) -> SyncResult:
+        first = self.first_buffered_id
+        if first is not None and last_update_id < first:
+            return SyncResult.STALE_SNAPSHOT
+        self.book.apply_snapshot(bids, asks)
+        self.book.update_id = last_update_id
+        self.last_u = last_update_id
+        self.synced = True
+        self.awaiting_first = True
+        self.book.valid = True
+        buffered, self.buffer = self.buffer, deque()
+        for ev in buffered:
+            if self._apply(ev) is SyncResult.GAP:
+                return SyncResult.GAP
+        return SyncResult.SYNCED
+
+    def _apply(self, ev: DepthEvent) -> SyncResult:
+        book = self.book
+        bid = book.update_id
+        if self.futures:
+            if self.awaiting_first:
+                if ev.last_id < bid:
+                    return SyncResult.ALREADY_APPLIED
+                if not ev.first_id <= bid <= ev.last_id:
+                    return self._gap(f"first event U={ev.first_id} u={ev.last_id} does not cover "
+                                     f"lastUpdateId={bid}")
+            elif ev.prev_id != self.last_u:
+                if ev.last_id <= self.last_u:
+                    return SyncResult.ALREADY_APPLIED
+                return self._gap(f"pu={ev.prev_id} but the previous event ended at u={self.last_u}")
+        else:
+            if ev.last_id <= bid:
+                return SyncResult.ALREADY_APPLIED
+            if self.awaiting_first:
+                if not ev.first_id <= bid + 1 <= ev.last_id:
+                    return self._gap(f"first event U={ev.first_id} u={ev.last_id} does not cover "
+                                     f"lastUpdateId+1={bid + 1}")
+            elif ev.first_id > bid + 1:
+                return self._gap(f"U={ev.first_id} after u={bid}: "
+                                 f"{ev.first_id - bid - 1} update ids missing")
+        book.apply(ev.bids, ev.asks)
+        book.update_id = ev.last_id
+        self.last_u = ev.last_id
+        self.awaiting_first = False
+        return SyncResult.APPLIED
+
+    def _gap(self, detail: str) -> SyncResult:
+        self.gap_detail = detail
+        self.reset()
+        return SyncResult.GAP

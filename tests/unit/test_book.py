@@ -1,0 +1,165 @@
+"""The Cython order book against a dict/Decimal model, and its reporting of odd states."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from obitui.core.book import OrderBook, bitget_checksum
+from tests.book_model import ModelBook
+
+
+def test_basics() -> None:
+    b = OrderBook(digits=8)
+    assert b.best_bid() is None and b.best_ask() is None and b.obi(20) == 0.0
+    b.apply_snapshot([["100.0", "1.5"], ["99.5", "2"]], [["100.5", "1.00"], ["101", "0.5000"]])
+    assert b.best_bid() == ("100.0", "1.5")
+    assert b.best_ask() == ("100.5", "1.00")
+    assert len(b.bids) == 2 and len(b.asks) == 2 and len(b) == 4
+    assert b.top(1) == ([("100.0", "1.5")], [("100.5", "1.00")])
+    assert b.top(10)[1] == [("100.5", "1.00"), ("101", "0.5000")]
+    assert b.obi(20) == pytest.approx((3.5 - 1.5) / 5.0)
+    b.apply([["99.5", "0"], ["99.9", "3"]], [["100.5", "0.00000000"], ["105", "0"]])
+    assert b.top(5) == ([("100.0", "1.5"), ("99.9", "3")], [("101", "0.5000")])
+    assert not b.crossed
+
+
+def test_float_keys_bug_cannot_happen() -> None:
+    """The system obitui replaces keyed levels by float: 30000.96 never got deleted."""
+    b = OrderBook(8)
+    b.apply_snapshot([["30000.96", "1"]], [["30001.00", "1"]])
+    b.apply([["30000.9600", "0"]], [])
+    assert len(b.bids) == 0
+    assert b.obi(20) == -1.0
+
+
+def test_snapshot_in_any_order_with_duplicates_and_zeros() -> None:
+    b = OrderBook(8)
+    b.apply_snapshot([["99", "1"], ["101", "2"], ["100", "0"], ["99", "5"]], [["103", "1"], ["102", "0"]])
+    assert b.top(5) == ([("101", "2"), ("99", "5")], [("103", "1")])
+
+
+def test_crossed_book_is_reported_not_repaired() -> None:
+    b = OrderBook(8)
+    b.apply_snapshot([["100", "1"]], [["101", "1"]])
+    assert not b.crossed and b.crossed_count == 0
+    b.apply([["101.5", "1"]], [])
+    assert b.crossed and b.crossed_count == 1
+    assert b.best_bid() == ("101.5", "1") and b.best_ask() == ("101", "1")  # untouched
+    b.apply([["102", "1"]], [])
+    assert b.crossed_count == 1  # still the same crossing
+    b.apply([["101.5", "0"], ["102", "0"]], [])
+    assert not b.crossed
+    b.apply([], [["100", "2"]])  # touching (bid == ask) counts as crossed
+    assert b.crossed and b.crossed_count == 2
+
+
+@pytest.mark.parametrize("level", [["abc", "1"], ["1e3", "1"], ["-1", "1"], ["100", "-1"],
+                                   ["100", "1.000000001"], ["0", "1"], ["100"], [100, "1"],
+                                   ["", "1"], ["99999999999999999", "1"]])
+def test_bad_level_raises_and_leaves_book_unchanged(level: list) -> None:
+    b = OrderBook(8)
+    b.apply_snapshot([["100", "1"]], [["101", "1"]])
+    before = b.top(10)
+    with pytest.raises((ValueError, TypeError)):
+        b.apply([["99", "7"], level], [["102", "3"]])
+    assert b.top(10) == before
+    with pytest.raises((ValueError, TypeError)):
+        b.apply_snapshot([level], [])
+    assert b.top(10) == before
+
+
+def test_extra_elements_per_level_are_ignored() -> None:
+    b = OrderBook(8)
+    b.apply_snapshot([["100", "1", "extra", 7]], [["101", "2", []]])
+    assert b.top(1) == ([("100", "1")], [("101", "2")])
+
+
+def test_large_and_tiny_prices() -> None:
+    b = OrderBook(8)
+    b.apply_snapshot([["0.00000001", "92233720368"]], [["92233720368.54775807", "0.00000001"]])
+    assert b.best_bid() == ("0.00000001", "92233720368")
+    assert b.best_ask() == ("92233720368.54775807", "0.00000001")
+    assert b.obi(1) == (9223372036800000000 - 1) / (9223372036800000000 + 1)
+
+
+def test_checksum_depth_and_missing_levels() -> None:
+    import zlib
+    b = OrderBook(8)
+    b.apply_snapshot([["1.10", "2"]], [["1.20", "3.0"], ["1.3", "4"]])
+    expected = zlib.crc32(b"1.10:2:1.20:3.0:1.3:4")
+    assert bitget_checksum(b) == (expected - 2**32 if expected >= 2**31 else expected)
+    assert bitget_checksum(OrderBook(8)) == 0
+
+
+def test_fixed_levels_and_memory() -> None:
+    b = OrderBook(2)
+    b.apply_snapshot([[f"{100 + i}.00", "1"] for i in range(10_000)][::-1], [])
+    assert len(b.bids) == 10_000
+    assert b.bids.fixed_levels(1) == [(1_009_900, 100)]
+    assert b.nbytes < 10_000 * 24 * 3
+
+
+prices = st.builds(lambda i, d: (Decimal(i) / (10 ** d)), st.integers(1, 9 * 10**10), st.integers(0, 8))
+qtys = st.one_of(st.just(Decimal(0)), st.builds(lambda i, d: Decimal(i) / (10 ** d),
+                                                   st.integers(0, 10**10), st.integers(0, 8)))
+
+
+def _text(d: Decimal, extra_zeros: int) -> str:
+    s = format(d, "f")
+    if extra_zeros:
+        s += ("" if "." in s else ".") + "0" * extra_zeros
+    return s
+
+
+levels = st.lists(st.tuples(prices, qtys, st.integers(0, 3), st.integers(0, 3)), max_size=30).map(
+    lambda xs: [[_text(p, zp), _text(q, zq)] for p, q, zp, zq in xs])
+
+
+class BookMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.book = OrderBook(8)
+        self.model = ModelBook()
+        self.live = False
+
+    @rule(bids=levels, asks=levels)
+    def snapshot(self, bids: list, asks: list) -> None:
+        self.book.apply_snapshot(bids, asks)
+        self.model.snapshot(bids, asks)
+        self.live = True
+
+    @precondition(lambda self: self.live)
+    @rule(bids=levels, asks=levels)
+    def update(self, bids: list, asks: list) -> None:
+        self.book.apply(bids, asks)
+        self.model.apply(bids, asks)
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def delete_known_and_absent(self, data: st.DataObject) -> None:
+        known = [p for p, _ in self.model.top(1000)[0]]
+        pick = data.draw(st.lists(st.sampled_from(known), max_size=5)) if known else []
+        bids = [[p, "0"] for p in pick] + [["0.12345678", "0.000"]]
+        self.book.apply(bids, [])
+        self.model.apply(bids, [])
+
+    @invariant()
+    def agrees(self) -> None:
+        for n in (1, 5, 20, 1000):
+            assert self.book.top(n) == self.model.top(n)
+            assert self.book.obi(n) == self.model.obi(n)
+        mb, ma = self.model.top(1)
+        assert self.book.best_bid() == (mb[0] if mb else None)
+        assert self.book.best_ask() == (ma[0] if ma else None)
+        assert len(self.book.bids) == len(self.model.bids)
+        assert len(self.book.asks) == len(self.model.asks)
+        crossed = bool(mb and ma and Decimal(mb[0][0]) >= Decimal(ma[0][0]))
+        assert self.book.crossed == crossed
+
+
+TestBookMachine = BookMachine.TestCase
+TestBookMachine.settings = settings(max_examples=200, stateful_step_count=25, deadline=None)
