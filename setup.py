@@ -19,6 +19,7 @@ setup(
             ext("obitui.core.ring"),
             ext("obitui.core.book"),
             ext("obitui.bench._ringloops"),
+            ext("obitui.bench._bookloops", "c++"),
         ],
         build_dir="build/cython",
         compiler_directives={"language_level": "3"},

@@ -10,6 +10,10 @@ Bitget's checksum is computed over. A crossed book is reported (flag + counter),
 """
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
+from cpython.list cimport PyList_CheckExact, PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memmove, memcpy
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
@@ -68,15 +72,21 @@ cdef class BookSide:
         return 0
 
     cdef Py_ssize_t lower_bound(self, int64_t key) noexcept nogil:
-        """First index whose key is >= ``key`` (the array ascends; the top of book is last)."""
-        cdef Py_ssize_t lo = 0, hi = self.n, mid, i
-        # fast path: the top few levels, where most updates land
-        i = self.n - 1
-        while i >= 0 and i >= self.n - 4:
-            if self.lv[i].key < key:
-                return i + 1
-            i -= 1
-        hi = i + 1
+        """First index whose key is >= ``key``. The array ascends and the top of book is at
+        the end, where most updates land: gallop down from the end (1, 2, 4, ... levels
+        deep), then binary-search the last step, so a level d deep costs O(log d)."""
+        cdef Py_ssize_t hi = self.n, lo, step = 1, mid
+        # invariant: every index >= hi has key >= `key`
+        while True:
+            lo = hi - step
+            if lo <= 0:
+                lo = 0
+                break
+            if self.lv[lo].key < key:
+                lo += 1          # lv[lo] < key: the answer lies in (lo, hi]
+                break
+            hi = lo
+            step *= 2
         while lo < hi:
             mid = (lo + hi) >> 1
             if self.lv[mid].key < key:
@@ -268,6 +278,26 @@ cdef class OrderBook:
             return 0.0
         return <double>(b - a) / <double>(b + a)
 
+    cdef Py_ssize_t top_into(self, int side, Py_ssize_t n, int64_t *prices,
+                             int64_t *qtys) noexcept nogil:
+        """Copy the best ``n`` levels of side 0 (bids) or 1 (asks) as int64 price/qty, best
+        first; returns how many were copied."""
+        cdef Py_ssize_t i
+        cdef Level *lv
+        if side == 0:
+            n = min(n, self.bids.n)
+            for i in range(n):
+                lv = self.bids.level_at(i)
+                prices[i] = lv.key
+                qtys[i] = lv.qty
+        else:
+            n = min(n, self.asks.n)
+            for i in range(n):
+                lv = self.asks.level_at(i)
+                prices[i] = -lv.key
+                qtys[i] = lv.qty
+        return n
+
     cdef int32_t checksum_c(self, Py_ssize_t depth) noexcept nogil:
         cdef char buf[8192]
         cdef Py_ssize_t n = 0, i, k
@@ -293,21 +323,30 @@ cdef class OrderBook:
                 raise MemoryError()
             self.scratch = p
             self.scratch_cap = cap
+        cdef PyObject *ps
+        cdef PyObject *qs
         for lvl in levels:
-            if len(lvl) < 2:
-                raise ValueError(f"book level {lvl!r} needs a price and a quantity")
-            ps = lvl[0]
-            qs = lvl[1]
-            sp = _text_ptr(ps, &np)
-            sq = _text_ptr(qs, &nq)
+            # orjson gives lists: read their items without generic indexing (borrowed refs)
+            if PyList_CheckExact(lvl) and PyList_GET_SIZE(lvl) >= 2:
+                ps = PyList_GET_ITEM(lvl, 0)
+                qs = PyList_GET_ITEM(lvl, 1)
+            elif PyTuple_CheckExact(lvl) and PyTuple_GET_SIZE(lvl) >= 2:
+                ps = PyTuple_GET_ITEM(lvl, 0)
+                qs = PyTuple_GET_ITEM(lvl, 1)
+            else:
+                if len(lvl) < 2:
+                    raise ValueError(f"book level {lvl!r} needs a price and a quantity")
+                return self._parse_generic(levels, offset)
+            sp = _text_ptr(<object>ps, &np)
+            sq = _text_ptr(<object>qs, &nq)
             rc = parse_fixed_c(sp, np, self.digits, False, &price, &pdec)
             if rc != FIXED_OK:
-                raise ValueError("price: " + fixed_error_message(rc, ps, self.digits))
+                raise ValueError("price: " + fixed_error_message(rc, <object>ps, self.digits))
             if price == 0:
-                raise ValueError(f"price: zero price {ps!r} in a book level")
+                raise ValueError(f"price: zero price {<object>ps!r} in a book level")
             rc = parse_fixed_c(sq, nq, self.digits, False, &qty, &qdec)
             if rc != FIXED_OK:
-                raise ValueError("quantity: " + fixed_error_message(rc, qs, self.digits))
+                raise ValueError("quantity: " + fixed_error_message(rc, <object>qs, self.digits))
             if pdec > 255 or qdec > 255:
                 raise ValueError(f"book level {lvl!r}: more than 255 decimals")
             self.scratch[offset + i].key = price
@@ -330,6 +369,15 @@ cdef class OrderBook:
             free(self.scratch)
             self.scratch = NULL
             self.scratch_cap = 0
+
+    cdef Py_ssize_t _parse_generic(self, object levels, Py_ssize_t offset) except -1:
+        """Levels of other sequence types: normalised to tuples, then the fast path."""
+        cdef list norm = []
+        for lvl in levels:
+            if len(lvl) < 2:
+                raise ValueError(f"book level {lvl!r} needs a price and a quantity")
+            norm.append((lvl[0], lvl[1]))
+        return self._parse(norm, offset)
 
     cdef int _replace_side(self, BookSide side, Py_ssize_t off, Py_ssize_t n) except -1:
         cdef Level *src = self.scratch + off
@@ -378,11 +426,78 @@ cdef class OrderBook:
     def obi(self, Py_ssize_t n=20) -> float:
         """(bid qty - ask qty) / (bid qty + ask qty) over the best ``n`` levels per side, exact
         sums, one correctly rounded division at the end; 0.0 for an empty book."""
-        b = self.bids.total_qty(n)
-        a = self.asks.total_qty(n)
+        cdef obi_int128 b = 0, a = 0
+        cdef Py_ssize_t i
+        for i in range(min(n, self.bids.n)):
+            b += self.bids.level_at(i).qty
+        for i in range(min(n, self.asks.n)):
+            a += self.asks.level_at(i).qty
         if a + b == 0:
             return 0.0
-        return (b - a) / (b + a)
+        if a + b < (<obi_int128>1 << 53):
+            # both operands exact in a double: one IEEE division is correctly rounded
+            return <double>(b - a) / <double>(b + a)
+        pb, pa = _int128_to_py(b), _int128_to_py(a)
+        return (pb - pa) / (pb + pa)
+
+    def apply_packed(self, bids, asks, int pdec=8, int qdec=8) -> None:
+        """Apply levels given as packed little-endian int64 (price, qty) pairs in ``digits``
+        fixed point (the ring records' layout), with the decimals to show them with."""
+        self._apply_packed(bids, asks, pdec, qdec, False)
+
+    def apply_snapshot_packed(self, bids, asks, int pdec=8, int qdec=8) -> None:
+        """Replace the book with packed int64 (price, qty) pairs, best first."""
+        self._apply_packed(bids, asks, pdec, qdec, True)
+
+    cdef int _apply_packed(self, object bids, object asks, int pdec, int qdec,
+                           bint snapshot) except -1:
+        cdef Py_buffer bb, ab
+        PyObject_GetBuffer(bids, &bb, PyBUF_SIMPLE)
+        try:
+            PyObject_GetBuffer(asks, &ab, PyBUF_SIMPLE)
+            try:
+                return self._apply_packed_raw(<const char *>bb.buf, bb.len, <const char *>ab.buf,
+                                              ab.len, pdec, qdec, snapshot)
+            finally:
+                PyBuffer_Release(&ab)
+        finally:
+            PyBuffer_Release(&bb)
+
+    cdef int _apply_packed_raw(self, const char *bp, Py_ssize_t blen, const char *ap,
+                               Py_ssize_t alen, int pdec, int qdec, bint snapshot) except -1:
+        """Cython entry point for ring payloads: packed little-endian int64 (price, qty)."""
+        cdef Py_ssize_t nb = blen // 16, na = alen // 16, i
+        if blen % 16 or alen % 16:
+            raise ValueError("packed levels must be whole (price, qty) int64 pairs")
+        if pdec < 0 or pdec > 255 or qdec < 0 or qdec > 255:
+            raise ValueError("decimals must be in [0, 255]")
+        if nb + na > self.scratch_cap:
+            p = <Level *>realloc(self.scratch, max(256, 2 * (nb + na)) * sizeof(Level))
+            if p == NULL:
+                raise MemoryError()
+            self.scratch = p
+            self.scratch_cap = max(256, 2 * (nb + na))
+        for i in range(nb + na):
+            # memcpy: a buffer slice need not be 8-byte aligned
+            if i < nb:
+                memcpy(&self.scratch[i].key, bp + 16 * i, 8)
+                memcpy(&self.scratch[i].qty, bp + 16 * i + 8, 8)
+            else:
+                memcpy(&self.scratch[i].key, ap + 16 * (i - nb), 8)
+                memcpy(&self.scratch[i].qty, ap + 16 * (i - nb) + 8, 8)
+            if self.scratch[i].key <= 0 or self.scratch[i].qty < 0:
+                raise ValueError(f"packed level {i}: price {self.scratch[i].key} and quantity "
+                                 f"{self.scratch[i].qty} must be > 0 and >= 0")
+            self.scratch[i].pdec = <uint8_t>pdec
+            self.scratch[i].qdec = <uint8_t>qdec
+        if snapshot:
+            self._replace_side(self.bids, 0, nb)
+            self._replace_side(self.asks, nb, na)
+            self.levels_applied += nb + na
+        elif self.apply_levels(0, self.scratch, nb) < 0 or self.apply_levels(1, self.scratch + nb, na) < 0:
+            raise MemoryError()
+        self.check_crossed()
+        return 0
 
     def mid_fixed(self):
         """(best bid + best ask) as a fixed-point int with ``digits`` decimals times 2

@@ -13,6 +13,10 @@ cdef enum:
 MAX_DIGITS = 18
 MAX_TEXT = C_MAX_TEXT
 
+# overflow test without a division per digit: acc * 10 + d > INT64_MAX
+cdef uint64_t LIM10 = <uint64_t>INT64_MAX // 10
+cdef uint64_t LIM_LAST = <uint64_t>INT64_MAX % 10
+
 cdef uint64_t[19] POW10
 POW10[0] = 1
 for _i in range(1, 19):
@@ -47,7 +51,7 @@ cdef int parse_fixed_c(const char *s, Py_ssize_t n, int digits, bint allow_sign,
         c = s[i]
         if c >= c'0' and c <= c'9':
             d = c - c'0'
-            if acc > (limit - d) // 10:
+            if acc >= LIM10 and (acc > LIM10 or d > LIM_LAST):
                 return FIXED_OVERFLOW
             acc = acc * 10 + d
             int_digits += 1
@@ -66,7 +70,7 @@ cdef int parse_fixed_c(const char *s, Py_ssize_t n, int digits, bint allow_sign,
                     break
                 d = c - c'0'
                 if frac_digits < digits:
-                    if acc > (limit - d) // 10:
+                    if acc >= LIM10 and (acc > LIM10 or d > LIM_LAST):
                         return FIXED_OVERFLOW
                     acc = acc * 10 + d
                     kept += 1

@@ -9,6 +9,12 @@
 
 #define OBI_CACHE_LINE 64
 
+#ifdef __cplusplus
+#define OBI_STATIC_ASSERT static_assert
+#else
+#define OBI_STATIC_ASSERT _Static_assert
+#endif
+
 static inline uint64_t obi_load_acquire_u64(const volatile uint64_t *p) {
     return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
@@ -107,12 +113,12 @@ typedef struct {
     uint64_t seq;      /* absent (not written) in a PADDING record shorter than 16 bytes */
 } obi_rec_header;
 
-_Static_assert(sizeof(obi_ring_header) == OBI_RING_HEADER_SIZE, "ring header size");
-_Static_assert(__builtin_offsetof(obi_ring_header, tail) == 64, "tail on line 1");
-_Static_assert(__builtin_offsetof(obi_ring_header, head) == 128, "head on line 2");
-_Static_assert(__builtin_offsetof(obi_ring_header, seq) == 192, "producer counters on line 3");
-_Static_assert(__builtin_offsetof(obi_ring_header, popped) == 256, "consumer counters on line 4");
-_Static_assert(__builtin_offsetof(obi_ring_header, consumer_sleeping) == 320, "wake word on line 5");
-_Static_assert(sizeof(obi_rec_header) == OBI_REC_HDR, "record header size");
+OBI_STATIC_ASSERT(sizeof(obi_ring_header) == OBI_RING_HEADER_SIZE, "ring header size");
+OBI_STATIC_ASSERT(__builtin_offsetof(obi_ring_header, tail) == 64, "tail on line 1");
+OBI_STATIC_ASSERT(__builtin_offsetof(obi_ring_header, head) == 128, "head on line 2");
+OBI_STATIC_ASSERT(__builtin_offsetof(obi_ring_header, seq) == 192, "producer counters on line 3");
+OBI_STATIC_ASSERT(__builtin_offsetof(obi_ring_header, popped) == 256, "consumer counters on line 4");
+OBI_STATIC_ASSERT(__builtin_offsetof(obi_ring_header, consumer_sleeping) == 320, "wake word on line 5");
+OBI_STATIC_ASSERT(sizeof(obi_rec_header) == OBI_REC_HDR, "record header size");
 
 #endif
