@@ -57,9 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         import importlib
         module = importlib.import_module(BENCH_TARGETS[args.target])
         return int(module.main(list(args.args) + extra) or 0)
+    if args.command == "sim":
+        from obitui.sim.cli import main as sim_main
+        return sim_main(argv[argv.index("sim") + 1:])
     if extra:
         ap.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in ("sim", "doctor", "soak"):
+    if args.command in ("doctor", "soak"):
         return not_built(f"`obitui {args.command}`")
     return not_built("the console (feeds, engine, UI)")
 

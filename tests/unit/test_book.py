@@ -4,7 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -163,3 +163,37 @@ class BookMachine(RuleBasedStateMachine):
 
 TestBookMachine = BookMachine.TestCase
 TestBookMachine.settings = settings(max_examples=200, stateful_step_count=25, deadline=None)
+
+
+def _pack(levels: list) -> bytes:
+    import struct
+    from obitui.core.fixed import parse_fixed
+    return b"".join(struct.pack("<qq", parse_fixed(p), parse_fixed(q)) for p, q in levels)
+
+
+@given(st.lists(levels, min_size=1, max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_packed_records_path_equals_string_path(frames: list) -> None:
+    by_text, by_packed = OrderBook(8), OrderBook(8)
+    by_text.apply_snapshot(frames[0], frames[0][::-1])
+    by_packed.apply_snapshot_packed(_pack(frames[0]), _pack(frames[0][::-1]), 8, 8)
+    for f in frames[1:]:
+        by_text.apply(f, f[:3])
+        by_packed.apply_packed(_pack(f), _pack(f[:3]), 8, 8)
+    assert by_text.bids.fixed_levels() == by_packed.bids.fixed_levels()
+    assert by_text.asks.fixed_levels() == by_packed.asks.fixed_levels()
+    assert by_text.obi(20) == by_packed.obi(20)
+    assert by_text.crossed == by_packed.crossed
+
+
+def test_packed_records_are_validated() -> None:
+    import struct
+    b = OrderBook(8)
+    with pytest.raises(ValueError, match="whole"):
+        b.apply_packed(b"\x00" * 8, b"")
+    with pytest.raises(ValueError, match="must be > 0"):
+        b.apply_packed(struct.pack("<qq", -5, 1), b"")
+    with pytest.raises(ValueError, match="must be > 0"):
+        b.apply_packed(struct.pack("<qq", 5, -1), b"")
+    b.apply_packed(memoryview(b"\x00" + struct.pack("<qq", 5, 1))[1:], bytearray())  # unaligned
+    assert b.bids.fixed_levels() == [(5, 1)]

@@ -1,0 +1,85 @@
+"""`obitui sim`: the exchange simulator in the foreground."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from obitui.sim.faults import FaultError, Faults, help_text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="obitui sim",
+        description="Binance spot and Bitget v2 exchange simulator on loopback. Prints, as its "
+                    "first lines, `binance ws=... rest=...` and `bitget ws=...`; Ctrl+C or "
+                    "SIGTERM stops it.",
+        epilog="faults (--sim-fault, repeatable):\n" + help_text()
+               + "\n\nAt run time: POST /sim/fault?name=NAME&value=V (or ?clear=NAME) on the "
+                 "binance port;\nthe true book: GET /sim/truth?venue=binance|bitget&symbol=BTCUSDT[&id=N].",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=1, help="market model seed (default 1)")
+    ap.add_argument("--port-base", type=int, metavar="P",
+                    help="binance on P, bitget on P+1 (default: free ports)")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ap.add_argument("--rate", type=float, default=20.0, help="market steps per second per symbol")
+    ap.add_argument("--depth", type=int, default=2000, help="levels per side")
+    ap.add_argument("--checksum", action="store_true", help="Bitget books frames carry checksums")
+    ap.add_argument("--sim-fault", action="append", default=[], metavar="NAME[=VALUE]")
+    ap.add_argument("--replay", metavar="FILE", help="serve a capture file instead of the market")
+    ap.add_argument("--speed", type=float, default=1.0,
+                    help="replay pacing: 1 original, X times faster, 0 as fast as the client reads")
+    ap.add_argument("--duration", type=float, help="stop after S seconds")
+    return ap
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from obitui.sim.replay import ReplaySimulator
+    from obitui.sim.server import PortInUseError, SimConfig, Simulator
+    sim: Simulator | ReplaySimulator
+    if args.replay:
+        sim = ReplaySimulator(args.replay, args.speed, args.host, args.port_base)
+    else:
+        sim = Simulator(SimConfig(seed=args.seed, rate=args.rate, host=args.host,
+                                  port_base=args.port_base, depth=args.depth,
+                                  bitget_checksum=args.checksum, faults=args.sim_fault))
+    try:
+        await sim.start()
+    except PortInUseError as exc:
+        print(f"obitui sim: {exc}", file=sys.stderr)
+        return 1
+    for line in sim.banner():
+        print(line, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await asyncio.wait_for(stop.wait(), args.duration)
+    except asyncio.TimeoutError:
+        pass
+    await sim.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        Faults.from_specs(args.sim_fault)
+    except FaultError as exc:
+        print(f"obitui sim: {exc}", file=sys.stderr)
+        return 2
+    if args.replay:
+        from pathlib import Path
+        if not Path(args.replay).is_file():
+            print(f"obitui sim: capture file {args.replay} not found", file=sys.stderr)
+            return 2
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(_run(args))

@@ -1,0 +1,214 @@
+"""Seeded market model: the simulator's true book, one per (venue, symbol).
+
+The book is integer ticks -> integer lots on two SortedDicts (an implementation independent of
+``obitui.core.book``, so comparing a consumer's book with this truth proves something). Each
+``step()`` is one market event: level changes concentrated near the top of book, sometimes a
+trade that consumes the best level, sometimes a level inside the spread, deep adds and
+deletes that keep each side near its target depth. The sequence of steps depends only on the
+seed. A bounded history of undo records lets ``book_at`` rebuild the book at any recent update.
+"""
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+from sortedcontainers import SortedDict
+
+BID, ASK = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSpec:
+    symbol: str
+    price_decimals: int = 2      # tick = 10**-price_decimals
+    qty_decimals: int = 5        # lot = 10**-qty_decimals
+    start_price: int = 2_700_000  # in ticks (27000.00)
+    depth: int = 2000            # target levels per side
+
+
+@dataclass(slots=True)
+class Trade:
+    trade_id: int
+    price: int        # ticks
+    lots: int
+    buyer_is_maker: bool   # True: the taker sold (Binance "m")
+
+
+@dataclass(slots=True)
+class Step:
+    first_id: int                 # Binance U
+    last_id: int                  # Binance u
+    seq: int                      # Bitget seq (grows, not by +1)
+    prev_seq: int                 # Bitget pseq
+    changes: list[tuple[int, int, int]] = field(default_factory=list)   # (side, ticks, new lots)
+    trades: list[Trade] = field(default_factory=list)
+    ts_ms: int = 0
+
+
+class MarketModel:
+    def __init__(self, spec: SymbolSpec, seed: int, history: int = 100_000,
+                 first_update_id: int | None = None) -> None:
+        self.spec = spec
+        self.rng = random.Random(seed)
+        self.bids: SortedDict = SortedDict()
+        self.asks: SortedDict = SortedDict()
+        self.update_id = first_update_id if first_update_id is not None else 10_000_000 + self.rng.randrange(10**6)
+        self.seq = 400_000_000_000 + self.rng.randrange(10**9)
+        self.trade_id = 1_000_000 + self.rng.randrange(10**6)
+        self.steps = 0
+        # undo log: (last_id, seq, [(side, ticks, old lots)])
+        self.history: deque[tuple[int, int, list[tuple[int, int, int]]]] = deque(maxlen=history)
+        mid = spec.start_price
+        for i in range(spec.depth):
+            self.bids[mid - 1 - i] = self._lots()
+            self.asks[mid + 1 + i] = self._lots()
+        self.recent_trades: deque[Trade] = deque(maxlen=50)
+
+    # ------------------------------------------------------------ model
+    def _lots(self) -> int:
+        # mostly around 0.01 units, a heavy tail
+        return max(1, int(self.rng.paretovariate(1.3) * 10 ** max(0, self.spec.qty_decimals - 2)))
+
+    def best_bid(self) -> int:
+        return self.bids.peekitem(-1)[0]
+
+    def best_ask(self) -> int:
+        return self.asks.peekitem(0)[0]
+
+    def _set(self, side: int, ticks: int, lots: int, undo: list[tuple[int, int, int]],
+             changes: list[tuple[int, int, int]]) -> None:
+        book = self.bids if side == BID else self.asks
+        old = book.get(ticks, 0)
+        if old == lots:
+            return
+        undo.append((side, ticks, old))
+        if lots:
+            book[ticks] = lots
+        else:
+            del book[ticks]
+        changes.append((side, ticks, lots))
+
+    def step(self, ts_ms: int = 0) -> Step:
+        rng = self.rng
+        undo: list[tuple[int, int, int]] = []
+        changes: list[tuple[int, int, int]] = []
+        trades: list[Trade] = []
+        r = rng.random()
+        if r < 0.12:
+            self._trade(undo, changes, trades)
+        elif r < 0.2:
+            self._inside_spread(undo, changes)
+        n = rng.randint(1, 4)
+        for _ in range(n):
+            self._level_change(undo, changes)
+        self._keep_depth(undo, changes)
+        self._tighten(undo, changes)
+        if not changes:  # every step carries at least one change
+            self._level_change(undo, changes, force=True)
+        first = self.update_id + 1
+        self.update_id += len(changes)
+        prev_seq = self.seq
+        self.seq += rng.randint(1, 60)
+        self.steps += 1
+        self.history.append((self.update_id, self.seq, undo))
+        for t in trades:
+            self.recent_trades.append(t)
+        return Step(first, self.update_id, self.seq, prev_seq, changes, trades, ts_ms)
+
+    def _trade(self, undo: list, changes: list, trades: list) -> None:
+        rng = self.rng
+        taker_buys = rng.random() < 0.5
+        side = ASK if taker_buys else BID
+        book = self.asks if taker_buys else self.bids
+        if len(book) < 2:
+            return
+        ticks, lots = book.peekitem(0) if taker_buys else book.peekitem(-1)
+        take = lots if rng.random() < 0.3 else max(1, int(lots * rng.random()))
+        self.trade_id += 1
+        trades.append(Trade(self.trade_id, ticks, take, not taker_buys))
+        self._set(side, ticks, lots - take, undo, changes)
+
+    def _inside_spread(self, undo: list, changes: list) -> None:
+        bb, ba = self.best_bid(), self.best_ask()
+        if ba - bb <= 1:
+            return
+        if self.rng.random() < 0.5:
+            self._set(BID, bb + 1, self._lots(), undo, changes)
+        else:
+            self._set(ASK, ba - 1, self._lots(), undo, changes)
+
+    def _tighten(self, undo: list, changes: list) -> None:
+        """Liquidity providers refill a spread that trades and cancels opened up."""
+        while self.best_ask() - self.best_bid() > 3:
+            self._inside_spread(undo, changes)
+
+    def _level_change(self, undo: list, changes: list, force: bool = False) -> None:
+        rng = self.rng
+        side = BID if rng.random() < 0.5 else ASK
+        deep = rng.random() < 0.05
+        depth = rng.randrange(self.spec.depth) if deep else min(int(rng.expovariate(0.25)), self.spec.depth)
+        if side == BID:
+            ticks = self.best_bid() - depth
+            if ticks <= 0 or ticks >= self.best_ask():
+                return
+        else:
+            ticks = self.best_ask() + depth
+            if ticks <= self.best_bid():
+                return
+        book = self.bids if side == BID else self.asks
+        delete = rng.random() < 0.2 and len(book) > 10 and not force
+        self._set(side, ticks, 0 if delete else self._lots(), undo, changes)
+
+    def _keep_depth(self, undo: list, changes: list) -> None:
+        target = self.spec.depth
+        for side, book in ((BID, self.bids), (ASK, self.asks)):
+            if len(book) > target + 50:
+                worst = book.peekitem(0)[0] if side == BID else book.peekitem(-1)[0]
+                self._set(side, worst, 0, undo, changes)
+            elif len(book) < target - 50:
+                worst = book.peekitem(0)[0] if side == BID else book.peekitem(-1)[0]
+                self._set(side, worst - 1 if side == BID else worst + 1, self._lots(), undo, changes)
+
+    # ------------------------------------------------------------ truth
+    def levels(self, side: int, n: int | None = None) -> list[tuple[int, int]]:
+        """Best-first (ticks, lots) of a side."""
+        book = self.bids if side == BID else self.asks
+        keys = book.keys()
+        if side == BID:
+            it = reversed(keys) if n is None else book.islice(max(0, len(book) - n), reverse=True)
+        else:
+            it = iter(keys) if n is None else book.islice(0, n)
+        return [(k, book[k]) for k in it]
+
+    def book_at(self, update_id: int | None = None, seq: int | None = None
+                ) -> tuple[dict[int, int], dict[int, int]] | None:
+        """(bids, asks) as they were right after the step ending at ``update_id`` (Binance u)
+        or with Bitget ``seq``; None if that is older than the history or not a step end."""
+        bids, asks = dict(self.bids), dict(self.asks)
+        key_now = self.update_id if seq is None else self.seq
+        want = key_now if update_id is None and seq is None else (update_id if seq is None else seq)
+        if want == key_now:
+            return bids, asks
+        for last_id, s, undo in reversed(self.history):
+            key = last_id if seq is None else s
+            if key == want:
+                return bids, asks
+            if key < want:
+                return None
+            for side, ticks, old in reversed(undo):
+                book = bids if side == BID else asks
+                if old:
+                    book[ticks] = old
+                else:
+                    book.pop(ticks, None)
+        return None
+
+
+def fmt(value: int, decimals: int, pad_to: int | None = None) -> str:
+    """Integer units of 10**-decimals as a decimal string, padded to ``pad_to`` decimals."""
+    s = str(value).rjust(decimals + 1, "0")
+    text = f"{s[:-decimals]}.{s[-decimals:]}" if decimals else s
+    if pad_to is not None and pad_to > decimals:
+        text += ("" if decimals else ".") + "0" * (pad_to - decimals)
+    return text

@@ -1,0 +1,135 @@
+"""Replay of a capture file (obitui.capture) by the simulator's servers.
+
+Every WebSocket client of a venue receives that venue's recorded frames from the start of the
+capture, in order: with the original pacing (``speed`` 1), faster or slower (``speed`` X), or as
+fast as the client reads (``speed`` 0). REST requests are answered with the recorded REST bodies
+of the venue, in order (the last one again once they run out). Client messages (subscribes,
+pings) are accepted; Bitget text pings are answered."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import defaultdict
+from pathlib import Path
+
+from aiohttp import WSMsgType, web
+
+from obitui.capture import CaptureRecord, read_capture
+
+log = logging.getLogger("obitui.sim")
+
+
+class ReplaySimulator:
+    def __init__(self, capture: str | Path, speed: float = 1.0, host: str = "127.0.0.1",
+                 port_base: int | None = None) -> None:
+        self.path = Path(capture)
+        self.speed = speed
+        self.host = host
+        self.port_base = port_base
+        self.errors: list[str] = []
+        self.ws: dict[str, list[CaptureRecord]] = defaultdict(list)
+        self.rest: dict[str, list[CaptureRecord]] = defaultdict(list)
+        for rec in read_capture(self.path, self.errors):
+            (self.ws if rec.kind == "ws" else self.rest)[rec.venue].append(rec)
+        for e in self.errors:
+            log.warning("replay: skipped a bad capture line: %s", e)
+        self.rest_served: dict[str, int] = defaultdict(int)
+        self.ports: dict[str, int] = {}
+        self.counters: dict[str, int] = defaultdict(int)
+        self._runners: list[web.AppRunner] = []
+        self._clients: set[web.WebSocketResponse] = set()
+
+    @property
+    def binance_ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ports['binance']}"
+
+    @property
+    def binance_rest_url(self) -> str:
+        return f"http://{self.host}:{self.ports['binance']}"
+
+    @property
+    def bitget_ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ports['bitget']}/v2/ws/public"
+
+    def banner(self) -> list[str]:
+        return [f"binance ws={self.binance_ws_url} rest={self.binance_rest_url}",
+                f"bitget ws={self.bitget_ws_url}"]
+
+    async def start(self) -> None:
+        from obitui.sim.server import PortInUseError
+        for i, venue in enumerate(("binance", "bitget")):
+            app = web.Application()
+            app.router.add_route("GET", "/{tail:.*}", self._handler(venue))
+            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            await runner.setup()
+            self._runners.append(runner)
+            sock = socket.socket()
+            try:
+                sock.bind((self.host, 0 if self.port_base is None else self.port_base + i))
+            except OSError as exc:
+                sock.close()
+                await self.stop()
+                raise PortInUseError(f"cannot listen for {venue} replay: {exc.strerror}") from None
+            sock.listen(64)
+            await web.SockSite(runner, sock).start()
+            self.ports[venue] = sock.getsockname()[1]
+
+    async def stop(self) -> None:
+        for ws in list(self._clients):
+            await ws.close(code=1001, message=b"replay stopped")
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+
+    async def __aenter__(self) -> ReplaySimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _handler(self, venue: str):  # noqa: ANN202
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if request.headers.get("Upgrade", "").lower() == "websocket":
+                return await self._serve_ws(venue, request)
+            bodies = self.rest[venue]
+            if not bodies:
+                return web.Response(status=404, text="no REST bodies in this capture\n")
+            i = min(self.rest_served[venue], len(bodies) - 1)
+            self.rest_served[venue] += 1
+            return web.Response(text=bodies[i].data, content_type="application/json")
+        return handle
+
+    async def _serve_ws(self, venue: str, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        self._clients.add(ws)
+        self.counters[f"{venue}_connections"] += 1
+        reader = asyncio.get_running_loop().create_task(self._read(ws))
+        try:
+            frames = self.ws[venue]
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            first = frames[0].t if frames else 0
+            for rec in frames:
+                if self.speed > 0:
+                    delay = (rec.t - first) / 1e9 / self.speed - (loop.time() - t0)
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                if ws.closed:
+                    break
+                await ws.send_str(rec.data)
+                self.counters[f"{venue}_frames"] += 1
+            await reader   # keep the socket open until the client leaves
+        finally:
+            reader.cancel()
+            self._clients.discard(ws)
+        return ws
+
+    async def _read(self, ws: web.WebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT and msg.data == "ping":
+                await ws.send_str("pong")
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                break
