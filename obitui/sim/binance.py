@@ -106,7 +106,7 @@ class BinanceVenue:
 
     # ------------------------------------------------------------ WebSocket
     async def ws_handler(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=False, max_msg_size=64 * 1024)
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=64 * 1024, timeout=2.0, compress=False)
         await ws.prepare(request)
         sim = self.sim
         conn = Conn(ws, sim.faults, sim.counters, sim.next_conn_seed(), f"binance {request.remote}")
@@ -130,7 +130,7 @@ class BinanceVenue:
                     if not sim.faults.no_pong:
                         await ws.pong(msg.data)
                 elif msg.type == WSMsgType.PONG:
-                    conn.subs["__last_pong__"] = time.monotonic()
+                    conn.subs["__ping_outstanding__"] = None
                 elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                     break
         finally:
@@ -140,10 +140,10 @@ class BinanceVenue:
         return ws
 
     async def _pinger(self, conn: Conn) -> None:
-        """Ping every ping_interval; no pong for pong_timeout: disconnect (unless no_ping_check);
-        `disconnect=S` closes the connection S seconds after it opened."""
+        """Ping every ping_interval; a ping unanswered for pong_timeout disconnects (unless
+        no_ping_check); `disconnect=S` closes the connection S seconds after it opened."""
         sim = self.sim
-        conn.subs["__last_pong__"] = time.monotonic()
+        conn.subs["__ping_outstanding__"] = None
         next_ping = time.monotonic() + sim.config.ping_interval
         while not conn.closed:
             await asyncio.sleep(0.05)
@@ -154,13 +154,15 @@ class BinanceVenue:
                 return
             if now >= next_ping:
                 next_ping = now + sim.config.ping_interval
+                if conn.subs["__ping_outstanding__"] is None:
+                    conn.subs["__ping_outstanding__"] = now
                 try:
                     await conn.ws.ping(b"obitui-sim")
                 except Exception as exc:  # transport already closing
                     log.debug("sim: ping failed: %s", exc)
                     return
-            if (not sim.faults.no_ping_check
-                    and now - conn.subs["__last_pong__"] > sim.config.pong_timeout):
+            since = conn.subs["__ping_outstanding__"]
+            if not sim.faults.no_ping_check and since is not None and now - since > sim.config.pong_timeout:
                 sim.count("closed_no_pong")
                 conn.close_soon(1008, "pong timeout")
                 return

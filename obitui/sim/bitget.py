@@ -126,7 +126,7 @@ class BitgetVenue:
 
     # ------------------------------------------------------------ WebSocket
     async def ws_handler(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=False, max_msg_size=64 * 1024)
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=64 * 1024, timeout=2.0, compress=False)
         await ws.prepare(request)
         sim = self.sim
         conn = Conn(ws, sim.faults, sim.counters, sim.next_conn_seed(), f"bitget {request.remote}")

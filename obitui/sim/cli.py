@@ -45,6 +45,10 @@ async def _run(args: argparse.Namespace) -> int:
         sim = Simulator(SimConfig(seed=args.seed, rate=args.rate, host=args.host,
                                   port_base=args.port_base, depth=args.depth,
                                   bitget_checksum=args.checksum, faults=args.sim_fault))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
     try:
         await sim.start()
     except PortInUseError as exc:
@@ -52,10 +56,6 @@ async def _run(args: argparse.Namespace) -> int:
         return 1
     for line in sim.banner():
         print(line, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await asyncio.wait_for(stop.wait(), args.duration)
     except asyncio.TimeoutError:

@@ -122,7 +122,8 @@ class Conn:
         asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
-        self.queue.put_nowait(None)
+        # what is still queued is dropped, as a closing exchange socket does
+        self.writer.cancel()
         try:
             await self.ws.close(code=code, message=reason.encode())
         except Exception as exc:  # already gone

@@ -61,7 +61,7 @@ class ReplaySimulator:
         for i, venue in enumerate(("binance", "bitget")):
             app = web.Application()
             app.router.add_route("GET", "/{tail:.*}", self._handler(venue))
-            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
             await runner.setup()
             self._runners.append(runner)
             sock = socket.socket()
@@ -102,7 +102,7 @@ class ReplaySimulator:
         return handle
 
     async def _serve_ws(self, venue: str, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20)
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20, timeout=2.0, compress=False)
         await ws.prepare(request)
         self._clients.add(ws)
         self.counters[f"{venue}_connections"] += 1

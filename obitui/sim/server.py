@@ -96,7 +96,7 @@ class Simulator:
         for i, (name, venue) in enumerate((("binance", self.binance), ("bitget", self.bitget))):
             app = web.Application()
             app.add_routes(venue.routes() + control)
-            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
             await runner.setup()
             self._runners.append(runner)
             port = 0 if cfg.port_base is None else cfg.port_base + i
