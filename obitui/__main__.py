@@ -11,8 +11,9 @@ import sys
 BENCH_TARGETS = {
     "ring": "obitui.bench.ring",
     "book": "obitui.bench.book",
+    "sim": "obitui.bench.sim",
 }
-PLANNED_BENCH_TARGETS = ("feed", "pipeline", "sim", "soak")
+PLANNED_BENCH_TARGETS = ("feed", "pipeline", "soak")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     ap.add_argument("--rate", type=float, default=20.0, help="market steps per second per symbol")
     ap.add_argument("--depth", type=int, default=2000, help="levels per side")
+    ap.add_argument("--symbols", default="BTCUSDT,ETHUSDT",
+                    help="comma-separated markets to simulate (default BTCUSDT,ETHUSDT)")
     ap.add_argument("--checksum", action="store_true", help="Bitget books frames carry checksums")
     ap.add_argument("--sim-fault", action="append", default=[], metavar="NAME[=VALUE]")
     ap.add_argument("--replay", metavar="FILE", help="serve a capture file instead of the market")
@@ -44,7 +46,8 @@ async def _run(args: argparse.Namespace) -> int:
     else:
         sim = Simulator(SimConfig(seed=args.seed, rate=args.rate, host=args.host,
                                   port_base=args.port_base, depth=args.depth,
-                                  bitget_checksum=args.checksum, faults=args.sim_fault))
+                                  bitget_checksum=args.checksum, faults=args.sim_fault,
+                                  symbols=tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -71,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     except FaultError as exc:
         print(f"obitui sim: {exc}", file=sys.stderr)
         return 2
+    from obitui.sim.server import SimConfig, Simulator
+    if not args.replay:
+        try:
+            Simulator(SimConfig(symbols=tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip()), depth=10))
+        except ValueError as exc:
+            print(f"obitui sim: {exc}", file=sys.stderr)
+            return 2
     if args.replay:
         from pathlib import Path
         if not Path(args.replay).is_file():

@@ -43,6 +43,7 @@ class SimConfig:
     retry_after_429: int = 1
     retry_after_418: int = 2
     faults: list[str] = field(default_factory=list)
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
 
 
 class Simulator:
@@ -51,10 +52,15 @@ class Simulator:
         self.faults = Faults.from_specs(self.config.faults)
         self.counters: dict[str, int] = {}
         seed = self.config.seed
+        want = set(self.config.symbols)
+        unknown = want - {s.symbol for s in BINANCE_SYMBOLS}
+        if unknown:
+            raise ValueError(f"the simulator has no market for {', '.join(sorted(unknown))}; "
+                             f"it knows {', '.join(s.symbol for s in BINANCE_SYMBOLS)}")
         self.binance_models = {s.symbol: MarketModel(_with_depth(s, self.config.depth), seed * 1000 + i)
-                               for i, s in enumerate(BINANCE_SYMBOLS)}
+                               for i, s in enumerate(BINANCE_SYMBOLS) if s.symbol in want}
         self.bitget_models = {s.symbol: MarketModel(_with_depth(s, self.config.depth), seed * 1000 + 500 + i)
-                              for i, s in enumerate(BITGET_SYMBOLS)}
+                              for i, s in enumerate(BITGET_SYMBOLS) if s.symbol in want}
         self.binance = BinanceVenue(self, self.binance_models)
         self.bitget = BitgetVenue(self, self.bitget_models)
         self._conn_seq = 0

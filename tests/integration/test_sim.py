@@ -499,3 +499,11 @@ def test_cli_prints_the_contract_lines_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_cli_rejects_unknown_symbols_and_faults() -> None:
+    for args in (["--symbols", "FOOUSDT"], ["--sim-fault", "gap=7"], ["--replay", "/nonexistent.jsonl"]):
+        res = subprocess.run([sys.executable, "-m", "obitui", "sim", *args], capture_output=True,
+                             text=True, timeout=30)
+        assert res.returncode == 2 and res.stderr.startswith("obitui sim: ")
+        assert "Traceback" not in res.stderr
