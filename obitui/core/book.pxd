@@ -39,6 +39,8 @@ cdef class OrderBook:
     cdef int32_t checksum_c(self, Py_ssize_t depth) noexcept nogil
     cdef Py_ssize_t top_into(self, int side, Py_ssize_t n, int64_t *prices, int64_t *qtys) noexcept nogil
     cdef Py_ssize_t _parse(self, object levels, Py_ssize_t offset) except -1
+    cdef tuple _pack_scratch(self, Py_ssize_t n)
+    cdef int _max_dec(self, Py_ssize_t n, int which)
     cdef Py_ssize_t _parse_generic(self, object levels, Py_ssize_t offset) except -1
     cdef int _replace_side(self, BookSide side, Py_ssize_t off, Py_ssize_t n) except -1
     cdef int _apply_packed(self, object bids, object asks, int pdec, int qdec, bint snapshot) except -1

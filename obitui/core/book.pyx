@@ -9,7 +9,9 @@ its price and size had on the wire: ``format_fixed`` rebuilds the original strin
 Bitget's checksum is computed over. A crossed book is reported (flag + counter), never repaired.
 """
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
+from cpython.bytes cimport (
+    PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+)
 from cpython.list cimport PyList_CheckExact, PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.object cimport PyObject
@@ -399,14 +401,56 @@ cdef class OrderBook:
                 raise MemoryError()
         return 0
 
-    def apply(self, bids, asks) -> None:
+    def apply(self, bids, asks, bint pack=False):
         """Apply absolute quantities: 0 deletes (absent is fine), a known price is replaced,
-        an unknown one inserted in order."""
+        an unknown one inserted in order. With ``pack``, also return the levels as a ring
+        payload: (packed int64 (price, qty) pairs, bids then asks; n_bids; n_asks; the most
+        price decimals; the most quantity decimals)."""
         cdef Py_ssize_t nb = self._parse(bids, 0)
         cdef Py_ssize_t na = self._parse(asks, nb)
+        packed = self._pack_scratch(nb + na) if pack else None
         if self.apply_levels(0, self.scratch, nb) < 0 or self.apply_levels(1, self.scratch + nb, na) < 0:
             raise MemoryError()
         self.check_crossed()
+        if pack:
+            return packed + (nb, na, self._max_dec(nb + na, 0), self._max_dec(nb + na, 1))
+        return None
+
+    cdef tuple _pack_scratch(self, Py_ssize_t n):
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, 16 * n)
+        cdef char *p = out
+        cdef Py_ssize_t i
+        for i in range(n):
+            memcpy(p + 16 * i, &self.scratch[i].key, 8)
+            memcpy(p + 16 * i + 8, &self.scratch[i].qty, 8)
+        return (out,)
+
+    cdef int _max_dec(self, Py_ssize_t n, int which):
+        cdef int m = 0
+        cdef Py_ssize_t i
+        for i in range(n):
+            m = max(m, self.scratch[i].pdec if which == 0 else self.scratch[i].qdec)
+        return m
+
+    def packed(self, Py_ssize_t depth=-1) -> tuple:
+        """The book as a ring payload: (packed int64 (price, qty) pairs, bids best first then
+        asks best first; n_bids; n_asks; the most price decimals; the most quantity decimals)."""
+        cdef Py_ssize_t nb = self.bids.n if depth < 0 else min(depth, self.bids.n)
+        cdef Py_ssize_t na = self.asks.n if depth < 0 else min(depth, self.asks.n)
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, 16 * (nb + na))
+        cdef char *p = out
+        cdef Py_ssize_t i
+        cdef int pd = 0, qd = 0
+        cdef Level *lv
+        cdef int64_t price
+        for i in range(nb + na):
+            lv = self.bids.level_at(i) if i < nb else self.asks.level_at(i - nb)
+            price = lv.key if i < nb else -lv.key
+            memcpy(p + 16 * i, &price, 8)
+            memcpy(p + 16 * i + 8, &lv.qty, 8)
+            pd = max(pd, lv.pdec)
+            qd = max(qd, lv.qdec)
+        return out, nb, na, pd, qd
 
     def best_bid(self):
         """(price, qty) original strings of the best bid, or None."""

@@ -60,3 +60,4 @@ cdef class Segment:
     cdef readonly bint created
     cdef char *base
     cdef void _map(self, int fd, size_t size) except *
+    cdef int _check(self, size_t offset, size_t n) except -1

@@ -10,6 +10,11 @@ import re
 import stat as _stat
 
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.buffer cimport PyBUF_WRITE
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport uint64_t
+from libc.string cimport memcpy
 
 SHM_DIR = "/dev/shm"
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,200}\Z")
@@ -33,6 +38,12 @@ def segment_owner(name: str) -> tuple[int, int]:
     """Return (uid, size) of an existing segment without following symlinks."""
     st = os.lstat(shm_path(name))
     return st.st_uid, st.st_size
+
+
+from obitui.core.shm cimport (
+    obi_load_acquire_u64, obi_load_relaxed_u64, obi_store_release_u64, obi_store_relaxed_u64,
+    obi_fence_seq_cst,
+)
 
 
 cdef class Segment:
@@ -121,6 +132,64 @@ cdef class Segment:
         finally:
             os.close(fd)
         return seg
+
+    def view(self) -> memoryview:
+        """A writable memoryview of the whole mapping (valid until close)."""
+        if self.base == NULL:
+            raise ShmError(f"segment {self.path} is closed")
+        return PyMemoryView_FromMemory(self.base, self.size, PyBUF_WRITE)
+
+    cdef inline int _check(self, size_t offset, size_t n) except -1:
+        if self.base == NULL:
+            raise ShmError(f"segment {self.path} is closed")
+        if offset + n > self.size or offset & 7:
+            raise ShmError(f"access of {n} bytes at offset {offset} outside {self.path} "
+                           f"({self.size} bytes) or misaligned")
+        return 0
+
+    def load_u64(self, size_t offset) -> int:
+        """Acquire-load of the u64 at ``offset`` (a word another process writes)."""
+        self._check(offset, 8)
+        return obi_load_acquire_u64(<uint64_t *>(self.base + offset))
+
+    def store_u64(self, size_t offset, uint64_t value) -> None:
+        """Release-store of the u64 at ``offset``."""
+        self._check(offset, 8)
+        obi_store_release_u64(<uint64_t *>(self.base + offset), value)
+
+    def write_begin(self, size_t offset) -> None:
+        """Seqlock writer: make the sequence word at ``offset`` odd before changing the slot."""
+        self._check(offset, 8)
+        cdef uint64_t *seq = <uint64_t *>(self.base + offset)
+        obi_store_relaxed_u64(seq, obi_load_relaxed_u64(seq) | 1)
+        obi_fence_seq_cst()   # the odd sequence is visible before any field changes
+
+    def write_end(self, size_t offset) -> None:
+        """Seqlock writer: publish the slot (sequence even and larger)."""
+        self._check(offset, 8)
+        cdef uint64_t *seq = <uint64_t *>(self.base + offset)
+        obi_store_release_u64(seq, (obi_load_relaxed_u64(seq) | 1) + 1)
+
+    def read_consistent(self, size_t offset, size_t size, int retries=1000):
+        """Seqlock reader: a copy of ``size`` bytes at ``offset`` (which starts with the
+        sequence word) taken while no write was in progress; None if the writer was always
+        mid-write. Never blocks the writer."""
+        self._check(offset, size)
+        cdef uint64_t *seq = <uint64_t *>(self.base + offset)
+        cdef uint64_t s1, s2
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+        cdef char *dst = out
+        cdef int i
+        for i in range(retries):
+            s1 = obi_load_acquire_u64(seq)
+            if s1 & 1:
+                continue
+            memcpy(dst, self.base + offset, size)
+            obi_fence_seq_cst()   # the copy completes before the sequence is read again
+            s2 = obi_load_relaxed_u64(seq)
+            if s1 == s2:
+                return out
+        return None
 
     def close(self) -> None:
         if self.base != NULL:

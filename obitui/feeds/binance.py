@@ -78,8 +78,11 @@ class DepthSync:
     """The sync procedure over one OrderBook. Feed ``on_event`` every depth event (also before
     the snapshot), ``on_snapshot`` every REST snapshot; act on the returned SyncResult."""
 
-    def __init__(self, book: OrderBook, futures: bool = False, max_buffer: int = 50_000) -> None:
+    def __init__(self, book: OrderBook, futures: bool = False, max_buffer: int = 50_000,
+                 pack: bool = False) -> None:
         self.book = book
+        self.pack = pack
+        self.last_packed: tuple | None = None   # ring payload of the last applied event
         self.futures = futures
         self.max_buffer = max_buffer
         self.buffer: deque[DepthEvent] = deque()
@@ -148,7 +151,7 @@ class DepthSync:
             elif ev.first_id > bid + 1:
                 return self._gap(f"U={ev.first_id} after u={bid}: "
                                  f"{ev.first_id - bid - 1} update ids missing")
-        book.apply(ev.bids, ev.asks)
+        self.last_packed = book.apply(ev.bids, ev.asks, self.pack)
         book.update_id = ev.last_id
         self.last_u = ev.last_id
         self.awaiting_first = False

@@ -1,0 +1,101 @@
+"""Normalized ring records (DESIGN.md, Normalized records): fixed-width little-endian fields,
+prices and quantities as int64 fixed point with the book's ``digits`` decimals.
+
+BOOK_SNAPSHOT / BOOK_DELTA: header then (price, qty) int64 pairs, bids then asks.
+TRADE, TICKER: fixed structs. BOOK_INVALID: the feed tells the engine to drop a book.
+"""
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+
+class Kind(enum.IntEnum):
+    BOOK_SNAPSHOT = 1
+    BOOK_DELTA = 2
+    TRADE = 3
+    TICKER = 4
+    BOOK_INVALID = 5
+
+
+BOOK_HEADER = struct.Struct("<HBBIIIqqQQ")        # 48 bytes
+TRADE = struct.Struct("<HBBIqqQqq")               # 48 bytes
+TICKER = struct.Struct("<HHIqqqqqqq")             # 64 bytes
+INVALID = struct.Struct("<HHIq")                  # 16 bytes, then the reason (utf-8)
+
+SIDE_BUY = 1     # the aggressor (taker) bought
+SIDE_SELL = 2
+
+
+class RecordError(ValueError):
+    """A ring payload that does not decode as its kind."""
+
+
+def encode_book(kind: Kind, book_id: int, exch_ns: int, recv_ns: int, first_id: int, last_id: int,
+                packed: bytes, n_bids: int, n_asks: int, pdec: int, qdec: int) -> bytes:
+    return BOOK_HEADER.pack(book_id, pdec, qdec, n_bids, n_asks, 0, exch_ns, recv_ns,
+                            first_id, last_id) + packed
+
+
+@dataclass(slots=True)
+class BookRecord:
+    book_id: int
+    pdec: int
+    qdec: int
+    n_bids: int
+    n_asks: int
+    exch_ns: int
+    recv_ns: int
+    first_id: int
+    last_id: int
+    bids: memoryview
+    asks: memoryview
+
+
+def decode_book(payload: bytes) -> BookRecord:
+    if len(payload) < BOOK_HEADER.size:
+        raise RecordError(f"book record of {len(payload)} bytes is shorter than its header")
+    book_id, pdec, qdec, nb, na, _, exch, recv, first, last = BOOK_HEADER.unpack_from(payload)
+    if len(payload) != BOOK_HEADER.size + 16 * (nb + na):
+        raise RecordError(f"book record of {len(payload)} bytes does not hold {nb}+{na} levels")
+    mv = memoryview(payload)
+    cut = BOOK_HEADER.size + 16 * nb
+    return BookRecord(book_id, pdec, qdec, nb, na, exch, recv, first, last,
+                      mv[BOOK_HEADER.size:cut], mv[cut:])
+
+
+def encode_trade(book_id: int, exch_ns: int, recv_ns: int, trade_id: int, price: int, qty: int,
+                 side: int) -> bytes:
+    return TRADE.pack(book_id, side, 0, 0, exch_ns, recv_ns, trade_id, price, qty)
+
+
+def decode_trade(payload: bytes) -> tuple[int, int, int, int, int, int, int]:
+    """(book_id, side, exch_ns, recv_ns, trade_id, price, qty)"""
+    if len(payload) != TRADE.size:
+        raise RecordError(f"trade record of {len(payload)} bytes, expected {TRADE.size}")
+    book_id, side, _, _, exch, recv, tid, price, qty = TRADE.unpack(payload)
+    return book_id, side, exch, recv, tid, price, qty
+
+
+def encode_ticker(book_id: int, exch_ns: int, recv_ns: int, last: int, bid: int, bid_qty: int,
+                  ask: int, ask_qty: int) -> bytes:
+    return TICKER.pack(book_id, 0, 0, exch_ns, recv_ns, last, bid, bid_qty, ask, ask_qty)
+
+
+def decode_ticker(payload: bytes) -> tuple[int, ...]:
+    if len(payload) != TICKER.size:
+        raise RecordError(f"ticker record of {len(payload)} bytes, expected {TICKER.size}")
+    book_id, _, _, exch, recv, last, bid, bq, ask, aq = TICKER.unpack(payload)
+    return book_id, exch, recv, last, bid, bq, ask, aq
+
+
+def encode_invalid(book_id: int, ts_ns: int, reason: str) -> bytes:
+    return INVALID.pack(book_id, 0, 0, ts_ns) + reason.encode()[:200]
+
+
+def decode_invalid(payload: bytes) -> tuple[int, int, str]:
+    if len(payload) < INVALID.size:
+        raise RecordError("book-invalid record too short")
+    book_id, _, _, ts = INVALID.unpack_from(payload)
+    return book_id, ts, payload[INVALID.size:].decode("utf-8", "replace")

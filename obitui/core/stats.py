@@ -1,0 +1,451 @@
+"""The stats block: one shared-memory segment the UI and headless mode read, and the only thing
+they read (DESIGN.md, Stats block).
+
+Layout: a header, then ``n_feeds`` FeedSlots, ``n_books`` BookSlots and one EngineSlot. Every
+slot has exactly one writer and starts with a seqlock word: the writer makes it odd, copies the
+slot in, makes it even and larger; a reader copies the slot between two reads of it and retries
+on a change, so it never blocks a writer and never sees a torn slot. Writers keep their figures
+in process memory and publish whole slots (a memcpy) at their own pace. Control words (operator
+commands to a feed) and their acknowledgements are separate words outside the seqlock'd part,
+each with its own writer.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import struct
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+from obitui.core.shm import Segment, ShmError
+
+MAGIC = int.from_bytes(b"OBISTAT1", "little")
+VERSION = 1
+HEADER_SIZE = 4096
+FEED_SLOT = 4096
+BOOK_SLOT = 4096
+ENGINE_SLOT = 1024
+TOP_N = 20
+OBI_HISTORY = 256
+HIST_BUCKETS = 64
+MAX_RINGS = 16
+
+
+class StatsError(ShmError):
+    """The stats block cannot be created, attached or read."""
+
+
+class FeedState(enum.IntEnum):
+    """Feed states (contract: their names appear in headless output)."""
+    STOPPED = 0
+    CONNECTING = 1
+    SUBSCRIBING = 2
+    SYNCING = 3
+    CONNECTED_SYNCED = 4
+    CONNECTED = 5
+    LIVE = 6
+    RESYNCING = 7
+    BACKOFF = 8
+    FAILED = 9
+
+    @property
+    def word(self) -> str:
+        return self.name.lower()
+
+
+class Command(enum.IntEnum):
+    NONE = 0
+    RECONNECT = 1
+    RESYNC = 2
+    STOP = 3
+
+
+class AckResult(enum.IntEnum):
+    PENDING = 0
+    OK = 1
+    FAILED = 2
+    UNSUPPORTED = 3
+
+
+FEED_COUNTERS = (
+    "frames", "bytes", "records", "parse_errors", "gaps", "resyncs", "checksum_failures",
+    "reconnects", "ring_drops", "rejected", "snapshots", "stale_events", "rest_requests",
+    "rest_errors", "http_429", "http_418", "oversize", "subscribes", "watchdog", "pings",
+    "pongs", "lossy", "server_errors", "control_commands",
+)
+_FC = {name: i for i, name in enumerate(FEED_COUNTERS)}
+N_COUNTERS = 32
+
+# ---- FeedSlot: [seq][fixed fields][counters][2 histograms][ring name] ... [control][ack]
+_FEED_FIXED = struct.Struct("<Q16s16s48s16sIIqqQqqq96s")
+_FEED_COUNTERS_OFF = _FEED_FIXED.size
+_FEED_HIST1_OFF = _FEED_COUNTERS_OFF + 8 * N_COUNTERS
+_FEED_HIST2_OFF = _FEED_HIST1_OFF + 8 * HIST_BUCKETS
+_FEED_RING_OFF = _FEED_HIST2_OFF + 8 * HIST_BUCKETS
+_FEED_PUBLISHED = _FEED_RING_OFF + 64                        # what a publish copies
+FEED_CONTROL_OFF = 3968      # u64 (seq << 8 | command), written by the supervisor
+FEED_ACK_OFF = 4032          # u64 (seq << 8 | result), then 56 bytes of text, written by the feed
+
+# ---- BookSlot
+_BOOK_FIXED = struct.Struct("<Q16s16s16sIIQqIIIIqqqqdqqQQqqQQQQQQ")
+_BOOK_LEVELS_OFF = 512
+_BOOK_OBI_OFF = _BOOK_LEVELS_OFF + 16 * 2 * TOP_N             # 1152
+_BOOK_HIST_OFF = _BOOK_OBI_OFF + 8 * OBI_HISTORY              # 3200
+_BOOK_PUBLISHED = _BOOK_HIST_OFF + 8 * HIST_BUCKETS           # 3712
+
+# ---- EngineSlot
+_ENGINE_FIXED = struct.Struct("<QqQQQdd16sQ")
+_ENGINE_HW_OFF = 128
+_ENGINE_PUBLISHED = _ENGINE_HW_OFF + 8 * MAX_RINGS
+
+_HEADER = struct.Struct("<QIIQIIIIqQ32sI")
+
+
+def _s(b: bytes) -> str:
+    return b.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _b(text: str, n: int) -> bytes:
+    return text.encode("utf-8")[:n]
+
+
+def hist_bucket(ns: int) -> int:
+    """Log2 bucket of a latency in ns: bucket i holds [2**i, 2**(i+1))."""
+    return min(HIST_BUCKETS - 1, max(0, int(ns).bit_length() - 1)) if ns > 0 else 0
+
+
+def hist_quantile(counts: list[int] | array, q: float) -> float | None:
+    """Approximate quantile (ns) of a log2 histogram: the geometric middle of the bucket."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = q * total
+    acc = 0
+    for i, c in enumerate(counts):
+        acc += c
+        if acc >= rank:
+            return float(2 ** i) * 1.4142135623730951
+    return float(2 ** (HIST_BUCKETS - 1))
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+@dataclass
+class FeedView:
+    label: str
+    exchange: str
+    stream: str
+    symbol: str
+    state: FeedState
+    reason: str
+    since_ns: int
+    pid: int
+    heartbeat_ns: int
+    next_retry_ns: int
+    last_exchange_ns: int
+    last_receive_ns: int
+    counters: dict[str, int]
+    hist_exchange_receive: list[int]
+    hist_receive_push: list[int]
+    ring: str
+    ack_seq: int = 0
+    ack_result: AckResult = AckResult.PENDING
+    ack_text: str = ""
+
+
+@dataclass
+class BookView:
+    label: str
+    exchange: str
+    symbol: str
+    valid: bool
+    crossed: bool
+    update_id: int
+    last_update_ns: int
+    price_decimals: int
+    qty_decimals: int
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+    obi: float
+    obi_history: list[float]
+    buy_qty_1s: int
+    sell_qty_1s: int
+    buy_count_1s: int
+    sell_count_1s: int
+    last_trade_price: int
+    last_trade_qty: int
+    last_trade_side: int
+    last_trade_ns: int
+    invalidations: int
+    records_applied: int
+    hist_ring_engine: list[int]
+    obi_pos: int
+
+
+@dataclass
+class EngineView:
+    pid: int
+    heartbeat_ns: int
+    records: int
+    batches: int
+    records_per_s: float
+    obi_levels: float
+    wait: str
+    gaps: int
+    ring_high_water: list[int]
+
+
+class StatsBlock:
+    """Create (supervisor) or attach (everyone else) the stats block segment."""
+
+    def __init__(self, seg: Segment, n_feeds: int, n_books: int) -> None:
+        self.seg = seg
+        self.view = seg.view()
+        self.n_feeds = n_feeds
+        self.n_books = n_books
+
+    @staticmethod
+    def size_for(n_feeds: int, n_books: int) -> int:
+        return HEADER_SIZE + n_feeds * FEED_SLOT + n_books * BOOK_SLOT + ENGINE_SLOT
+
+    @classmethod
+    def create(cls, name: str, n_feeds: int, n_books: int, run_id: str = "") -> StatsBlock:
+        if not (0 < n_feeds <= 256 and 0 <= n_books <= 256):
+            raise StatsError(f"stats block needs 1-256 feeds and 0-256 books, got {n_feeds}/{n_books}")
+        size = cls.size_for(n_feeds, n_books)
+        try:
+            seg = Segment.create(name, size)
+        except ShmError as exc:
+            raise StatsError(str(exc)) from None
+        blk = cls(seg, n_feeds, n_books)
+        blk.view[8:_HEADER.size] = _HEADER.pack(0, VERSION, HEADER_SIZE, size, n_feeds, n_books, FEED_SLOT,
+                                               BOOK_SLOT, os.getpid(), now_ns(), _b(run_id, 32),
+                                               os.geteuid())[8:]
+        seg.store_u64(0, MAGIC)   # last, with release order: a reader sees a complete header
+        return blk
+
+    @classmethod
+    def attach(cls, name: str) -> StatsBlock:
+        try:
+            seg = Segment.attach(name, HEADER_SIZE)
+        except ShmError as exc:
+            raise StatsError(str(exc)) from None
+        try:
+            if seg.load_u64(0) != MAGIC:
+                raise StatsError(f"{seg.path}: not an obitui stats block")
+            (_, version, header_size, size, n_feeds, n_books, fslot, bslot, _, _, _,
+             uid) = _HEADER.unpack_from(seg.view(), 0)
+            if version != VERSION or header_size != HEADER_SIZE or fslot != FEED_SLOT or bslot != BOOK_SLOT:
+                raise StatsError(f"{seg.path}: stats layout version {version}, this build reads {VERSION}")
+            if size != seg.size or size != cls.size_for(n_feeds, n_books):
+                raise StatsError(f"{seg.path}: segment is {seg.size} bytes, header says {size}: refused")
+            if uid != os.geteuid():
+                raise StatsError(f"{seg.path}: created by uid {uid}, not this user: refused")
+        except BaseException:
+            seg.close()
+            raise
+        return cls(seg, n_feeds, n_books)
+
+    def header(self) -> dict[str, Any]:
+        (_, version, _, size, n_feeds, n_books, _, _, pid, start_ns, run_id, uid) = \
+            _HEADER.unpack_from(self.view, 0)
+        return {"version": version, "size": size, "n_feeds": n_feeds, "n_books": n_books,
+                "supervisor_pid": pid, "start_ns": start_ns, "run_id": _s(run_id)}
+
+    def close(self) -> None:
+        self.view.release()
+        self.seg.close()
+
+    # ------------------------------------------------------------ offsets
+    def feed_offset(self, i: int) -> int:
+        if not 0 <= i < self.n_feeds:
+            raise StatsError(f"feed slot {i} out of range (0..{self.n_feeds - 1})")
+        return HEADER_SIZE + i * FEED_SLOT
+
+    def book_offset(self, i: int) -> int:
+        if not 0 <= i < self.n_books:
+            raise StatsError(f"book slot {i} out of range (0..{self.n_books - 1})")
+        return HEADER_SIZE + self.n_feeds * FEED_SLOT + i * BOOK_SLOT
+
+    @property
+    def engine_offset(self) -> int:
+        return HEADER_SIZE + self.n_feeds * FEED_SLOT + self.n_books * BOOK_SLOT
+
+    def _publish(self, off: int, data: bytes) -> None:
+        self.seg.write_begin(off)
+        self.view[off + 8:off + len(data)] = data[8:]
+        self.seg.write_end(off)
+
+    # ------------------------------------------------------------ control words
+    def send_command(self, feed: int, command: Command) -> int:
+        """Supervisor: post a command to a feed; returns its sequence number."""
+        off = self.feed_offset(feed) + FEED_CONTROL_OFF
+        seq = (self.seg.load_u64(off) >> 8) + 1
+        self.seg.store_u64(off, (seq << 8) | int(command))
+        return seq
+
+    def read_command(self, feed: int) -> tuple[int, Command]:
+        word = self.seg.load_u64(self.feed_offset(feed) + FEED_CONTROL_OFF)
+        try:
+            return word >> 8, Command(word & 0xFF)
+        except ValueError:
+            return word >> 8, Command.NONE
+
+    def ack_command(self, feed: int, seq: int, result: AckResult, text: str = "") -> None:
+        off = self.feed_offset(feed) + FEED_ACK_OFF
+        raw = _b(text, 55).ljust(56, b"\0")
+        self.view[off + 8:off + 64] = raw
+        self.seg.store_u64(off, (seq << 8) | int(result))
+
+    def read_ack(self, feed: int) -> tuple[int, AckResult, str]:
+        off = self.feed_offset(feed) + FEED_ACK_OFF
+        word = self.seg.load_u64(off)
+        text = _s(bytes(self.view[off + 8:off + 64]))
+        return word >> 8, AckResult(word & 0xFF), text
+
+    # ------------------------------------------------------------ readers
+    def read_feed(self, i: int) -> FeedView | None:
+        off = self.feed_offset(i)
+        raw = self.seg.read_consistent(off, _FEED_PUBLISHED)
+        if raw is None:
+            return None
+        (_, label, exch, stream, sym, state, _, since, pid, hb, retry, lex, lrx,
+         reason) = _FEED_FIXED.unpack_from(raw, 0)
+        counters = array("Q", raw[_FEED_COUNTERS_OFF:_FEED_HIST1_OFF])
+        ack_seq, ack_res, ack_text = self.read_ack(i)
+        try:
+            st = FeedState(state)
+        except ValueError:
+            st = FeedState.FAILED
+        return FeedView(_s(label), _s(exch), _s(stream), _s(sym), st, _s(reason), since, pid, hb,
+                        retry, lex, lrx, {n: counters[k] for n, k in _FC.items()},
+                        list(array("Q", raw[_FEED_HIST1_OFF:_FEED_HIST2_OFF])),
+                        list(array("Q", raw[_FEED_HIST2_OFF:_FEED_RING_OFF])),
+                        _s(raw[_FEED_RING_OFF:_FEED_PUBLISHED]), ack_seq, ack_res, ack_text)
+
+    def read_book(self, i: int) -> BookView | None:
+        off = self.book_offset(i)
+        raw = self.seg.read_consistent(off, _BOOK_PUBLISHED)
+        if raw is None:
+            return None
+        f = _BOOK_FIXED.unpack_from(raw, 0)
+        (_, exch, sym, label, valid, crossed, update_id, last_ns, pdec, qdec, nb, na, _bb, _ba,
+         _bq, _aq, obi, buy_q, sell_q, buy_n, sell_n, lt_p, lt_q, lt_side, lt_ns, resets, applied,
+         obi_pos, _r1) = f
+        lv = array("q", raw[_BOOK_LEVELS_OFF:_BOOK_OBI_OFF])
+        bids = [(lv[2 * k], lv[2 * k + 1]) for k in range(min(nb, TOP_N))]
+        asks = [(lv[2 * (TOP_N + k)], lv[2 * (TOP_N + k) + 1]) for k in range(min(na, TOP_N))]
+        hist = array("d", raw[_BOOK_OBI_OFF:_BOOK_HIST_OFF])
+        n_hist = min(obi_pos, OBI_HISTORY)
+        ordered = [hist[(obi_pos - n_hist + k) % OBI_HISTORY] for k in range(n_hist)]
+        return BookView(_s(label), _s(exch), _s(sym), bool(valid), bool(crossed), update_id, last_ns,
+                        pdec, qdec, bids, asks, obi, ordered, buy_q, sell_q, buy_n, sell_n, lt_p, lt_q,
+                        lt_side, lt_ns, resets, applied,
+                        list(array("Q", raw[_BOOK_HIST_OFF:_BOOK_PUBLISHED])), obi_pos)
+
+    def read_engine(self) -> EngineView | None:
+        off = self.engine_offset
+        raw = self.seg.read_consistent(off, _ENGINE_PUBLISHED)
+        if raw is None:
+            return None
+        (_, pid, hb, records, batches, rps, obi_levels, wait, gaps) = _ENGINE_FIXED.unpack_from(raw, 0)
+        return EngineView(pid, hb, records, batches, rps, obi_levels, _s(wait), gaps,
+                          list(array("Q", raw[_ENGINE_HW_OFF:_ENGINE_PUBLISHED])))
+
+
+@dataclass
+class FeedSlotWriter:
+    """A feed's figures in its own memory, published into its FeedSlot by ``publish()``."""
+    block: StatsBlock
+    index: int
+    label: str
+    exchange: str
+    stream: str
+    symbol: str
+    ring: str = ""
+    state: FeedState = FeedState.STOPPED
+    reason: str = ""
+    since_ns: int = 0
+    next_retry_ns: int = 0
+    last_exchange_ns: int = 0
+    last_receive_ns: int = 0
+    counters: array = field(default_factory=lambda: array("Q", bytes(8 * N_COUNTERS)))
+    hist_exchange_receive: array = field(default_factory=lambda: array("Q", bytes(8 * HIST_BUCKETS)))
+    hist_receive_push: array = field(default_factory=lambda: array("Q", bytes(8 * HIST_BUCKETS)))
+
+    def __post_init__(self) -> None:
+        self.offset = self.block.feed_offset(self.index)
+        self.pid = os.getpid()
+
+    def inc(self, name: str, n: int = 1) -> None:
+        self.counters[_FC[name]] += n
+
+    def get(self, name: str) -> int:
+        return self.counters[_FC[name]]
+
+    def set_state(self, state: FeedState, reason: str = "") -> None:
+        if state != self.state or reason != self.reason:
+            self.state = state
+            self.reason = reason
+            self.since_ns = now_ns()
+        self.publish()
+
+    def publish(self) -> None:
+        fixed = _FEED_FIXED.pack(0, _b(self.label, 16), _b(self.exchange, 16), _b(self.stream, 48),
+                                 _b(self.symbol, 16), int(self.state), 0, self.since_ns, self.pid,
+                                 time.monotonic_ns(), self.next_retry_ns, self.last_exchange_ns,
+                                 self.last_receive_ns, _b(self.reason, 96))
+        data = (fixed + self.counters.tobytes() + self.hist_exchange_receive.tobytes()
+                + self.hist_receive_push.tobytes() + _b(self.ring, 64).ljust(64, b"\0"))
+        self.block._publish(self.offset, data)
+
+
+@dataclass
+class BookSlotWriter:
+    block: StatsBlock
+    index: int
+    label: str
+    exchange: str
+    symbol: str
+
+    def __post_init__(self) -> None:
+        self.offset = self.block.book_offset(self.index)
+        self.obi_history = array("d", bytes(8 * OBI_HISTORY))
+        self.obi_pos = 0
+        self.hist = array("Q", bytes(8 * HIST_BUCKETS))
+
+    def push_obi(self, value: float) -> None:
+        self.obi_history[self.obi_pos % OBI_HISTORY] = value
+        self.obi_pos += 1
+
+    def publish(self, *, valid: bool, crossed: bool, update_id: int, pdec: int, qdec: int,
+                bids: list[tuple[int, int]], asks: list[tuple[int, int]], obi: float,
+                flow: tuple[int, int, int, int] = (0, 0, 0, 0),
+                last_trade: tuple[int, int, int, int] = (0, 0, 0, 0), invalidations: int = 0,
+                records_applied: int = 0) -> None:
+        bb = bids[0] if bids else (0, 0)
+        ba = asks[0] if asks else (0, 0)
+        fixed = _BOOK_FIXED.pack(0, _b(self.exchange, 16), _b(self.symbol, 16), _b(self.label, 16),
+                                 int(valid), int(crossed), update_id, now_ns(), pdec, qdec,
+                                 len(bids), len(asks), bb[0], ba[0], bb[1], ba[1], obi, *flow,
+                                 *last_trade, invalidations, records_applied, self.obi_pos, 0)
+        lv = array("q", bytes(16 * 2 * TOP_N))
+        for k, (p, q) in enumerate(bids[:TOP_N]):
+            lv[2 * k], lv[2 * k + 1] = p, q
+        for k, (p, q) in enumerate(asks[:TOP_N]):
+            lv[2 * (TOP_N + k)], lv[2 * (TOP_N + k) + 1] = p, q
+        data = (fixed.ljust(_BOOK_LEVELS_OFF, b"\0") + lv.tobytes() + self.obi_history.tobytes()
+                + self.hist.tobytes())
+        self.block._publish(self.offset, data)
+
+
+def publish_engine(block: StatsBlock, *, records: int, batches: int, records_per_s: float,
+                   obi_levels: int, wait: str, gaps: int, ring_high_water: list[int]) -> None:
+    fixed = _ENGINE_FIXED.pack(0, os.getpid(), time.monotonic_ns(), records, batches, records_per_s,
+                               float(obi_levels), _b(wait, 16), gaps)
+    hw = array("Q", (ring_high_water + [0] * MAX_RINGS)[:MAX_RINGS])
+    block._publish(block.engine_offset, fixed.ljust(_ENGINE_HW_OFF, b"\0") + hw.tobytes())

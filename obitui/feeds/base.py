@@ -1,0 +1,257 @@
+"""What every feed process shares: the connection loop with capped exponential backoff and
+full jitter (honouring Retry-After), the per-channel stale watchdog, control words from the
+supervisor, stats publishing, ring pushes that never block, and recording.
+
+A venue feed implements ``session(ws)``: subscribe, then handle frames until the socket ends
+or it raises ``Restart``."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from typing import Any
+
+import websockets
+
+from obitui.config import FeedConfig
+from obitui.core.records import Kind, encode_book, encode_invalid
+from obitui.core.ring import Ring
+from obitui.core.stats import AckResult, Command, FeedSlotWriter, FeedState, hist_bucket
+from obitui.feeds.recorder import Recorder
+
+log = logging.getLogger("obitui.feed")
+
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+HEALTHY_RESET = 30.0     # connected this long: the next failure starts the backoff afresh
+HOUSEKEEPING = 0.05
+
+
+class Restart(Exception):
+    """End this connection and connect again; ``reason`` is the state reason word."""
+
+    def __init__(self, reason: str, detail: str = "", delay: float | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.delay = delay      # None: the backoff decides; 0: at once
+
+
+class Failed(Exception):
+    """A permanent error (unknown symbol, bad config): the feed stops retrying."""
+
+
+def backoff_delay(attempt: int, rng: random.Random, base: float = BACKOFF_BASE,
+                  cap: float = BACKOFF_CAP) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0.0, min(cap, base * (2 ** min(attempt, 30))))
+
+
+class Feed:
+    def __init__(self, cfg: FeedConfig, index: int, ring: Ring, stats: FeedSlotWriter,
+                 recorder: Recorder | None = None, seed: int | None = None) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.ring = ring
+        self.stats = stats
+        self.recorder = recorder
+        self.rng = random.Random(seed)
+        self.stop = asyncio.Event()
+        self.ws: Any = None
+        self.attempt = 0
+        self.last_data = time.monotonic()
+        self.restart: Restart | None = None       # set by housekeeping, raised by the loop
+        self.skip_backoff = asyncio.Event()
+        self.control_seq = stats.block.read_command(index)[0]
+        self.lossy = False
+        self.connected_at = 0.0
+        self._log_budget = 0.0
+
+    # ------------------------------------------------------------ states and counters
+    def state(self, st: FeedState, reason: str = "") -> None:
+        if st != self.stats.state or reason != self.stats.reason:
+            log.info("%s: %s (%s)", self.cfg.label, st.word, reason)
+        self.stats.set_state(st, reason)
+
+    def reject(self, counter: str, detail: str) -> None:
+        """A frame that could not be used: counted, logged (at most ~5 lines/s)."""
+        self.stats.inc(counter)
+        now = time.monotonic()
+        if now >= self._log_budget:
+            self._log_budget = now + 0.2
+            log.warning("%s: %s: %s", self.cfg.label, counter, detail[:300])
+
+    # ------------------------------------------------------------ ring
+    def push(self, kind: Kind, payload: bytes, recv_ns: int) -> bool:
+        ok = self.ring.push(payload, int(kind))
+        if ok:
+            self.stats.inc("records")
+            self.stats.hist_receive_push[hist_bucket(time.time_ns() - recv_ns)] += 1
+        else:
+            self.stats.inc("ring_drops")
+            if not self.lossy:
+                self.lossy = True
+                self.stats.inc("lossy")
+                log.warning("%s: ring full, record dropped (engine behind?)", self.cfg.label)
+        return ok
+
+    def push_book(self, kind: Kind, packed: tuple, first_id: int, last_id: int, exch_ns: int,
+                  recv_ns: int) -> bool:
+        data, nb, na, pdec, qdec = packed
+        return self.push(kind, encode_book(kind, self.index, exch_ns, recv_ns, first_id, last_id,
+                                           data, nb, na, pdec, qdec), recv_ns)
+
+    def push_invalid(self, reason: str) -> None:
+        self.push(Kind.BOOK_INVALID, encode_invalid(self.index, time.time_ns(), reason), time.time_ns())
+
+    def note_exchange_time(self, exch_ms: int, recv_ns: int) -> None:
+        if exch_ms > 0:
+            exch_ns = exch_ms * 1_000_000
+            self.stats.last_exchange_ns = exch_ns
+            lat = recv_ns - exch_ns
+            if lat > 0:
+                self.stats.hist_exchange_receive[hist_bucket(lat)] += 1
+
+    def on_frame(self, text: str | bytes, recv_ns: int) -> None:
+        self.last_data = time.monotonic()
+        self.stats.inc("frames")
+        self.stats.inc("bytes", len(text))
+        self.stats.last_receive_ns = recv_ns
+        if self.recorder is not None:
+            self.recorder.add(recv_ns, "ws", self.url(), text if isinstance(text, str) else text.decode("utf-8", "replace"))
+
+    # ------------------------------------------------------------ to override
+    def url(self) -> str:
+        raise NotImplementedError
+
+    async def session(self, ws: Any) -> None:
+        raise NotImplementedError
+
+    def on_disconnect(self) -> None:
+        """The socket is gone: book feeds invalidate their book."""
+
+    def ring_has_room(self) -> None:
+        """Called by housekeeping after a drop once the ring has room again."""
+        self.lossy = False
+
+    async def on_command(self, cmd: Command) -> tuple[AckResult, str]:
+        if cmd == Command.RECONNECT:
+            self.request_restart(Restart("operator_reconnect", "reconnect requested", delay=0))
+            self.skip_backoff.set()
+            return AckResult.OK, "reconnecting"
+        if cmd == Command.STOP:
+            self.stop.set()
+            self.skip_backoff.set()
+            return AckResult.OK, "stopping"
+        return AckResult.UNSUPPORTED, f"{cmd.name.lower()} does not apply to a {self.cfg.channel} feed"
+
+    # ------------------------------------------------------------ the loop
+    def request_restart(self, r: Restart) -> None:
+        if self.restart is None:
+            self.restart = r
+        if self.ws is not None:
+            asyncio.get_running_loop().create_task(self.ws.close(1000, r.reason))
+
+    async def _housekeeping(self) -> None:
+        last_publish = 0.0
+        while not self.stop.is_set():
+            await asyncio.sleep(HOUSEKEEPING)
+            now = time.monotonic()
+            seq, cmd = self.stats.block.read_command(self.index)
+            if seq != self.control_seq:
+                self.control_seq = seq
+                self.stats.inc("control_commands")
+                result, text = await self.on_command(cmd)
+                self.stats.block.ack_command(self.index, seq, result, text)
+                log.info("%s: command %s: %s (%s)", self.cfg.label, cmd.name.lower(), result.name.lower(), text)
+            if (self.ws is not None and self.restart is None
+                    and now - self.last_data > self.cfg.stale_limit()):
+                self.stats.inc("watchdog")
+                self.request_restart(Restart("stale", f"no data for {self.cfg.stale_limit():.0f} s"))
+            if self.lossy and self.ring.used_bytes() < self.ring.capacity // 2:
+                self.ring_has_room()
+            if now - last_publish >= 0.1:
+                last_publish = now
+                self.stats.publish()
+
+    async def run(self) -> None:
+        """Connect, run sessions, back off, until ``stop`` is set."""
+        hk = asyncio.get_running_loop().create_task(self._housekeeping())
+        rec = None
+        if self.recorder is not None:
+            rec = asyncio.get_running_loop().create_task(self.recorder.run(self.stop))
+        try:
+            await self._loop()
+        finally:
+            self.stop.set()
+            hk.cancel()
+            if rec is not None:
+                await rec
+            self.state(FeedState.STOPPED, "stopped")
+
+    async def _loop(self) -> None:
+        while not self.stop.is_set():
+            self.restart = None
+            self.state(FeedState.CONNECTING, f"connecting to {self.url()}")
+            delay: float | None = None
+            reason = "disconnected"
+            try:
+                async with websockets.connect(self.url(), max_size=self.cfg.max_frame, open_timeout=10,
+                                              close_timeout=2, compression=None, ping_interval=None,
+                                              max_queue=None) as ws:
+                    sock = ws.transport.get_extra_info("socket")
+                    if sock is not None:
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self.ws = ws
+                    self.connected_at = time.monotonic()
+                    self.last_data = time.monotonic()
+                    await self.session(ws)
+                if self.restart is not None:
+                    raise self.restart
+            except Restart as r:
+                reason, delay = r.reason, r.delay
+            except Failed as exc:
+                self.state(FeedState.FAILED, str(exc))
+                self.ws = None
+                self.on_disconnect()
+                await self._wait_for_operator()
+                continue
+            except websockets.ConnectionClosed as exc:
+                if self.restart is not None:
+                    reason, delay = self.restart.reason, self.restart.delay
+                else:
+                    code = exc.rcvd.code if exc.rcvd else (exc.sent.code if exc.sent else 1006)
+                    reason = "oversize" if code == 1009 else f"closed_{code}"
+                    if code == 1009:
+                        self.stats.inc("oversize")
+            except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+                reason = "connect_failed"
+                log.warning("%s: connection failed: %s", self.cfg.label, exc)
+            finally:
+                self.ws = None
+            self.on_disconnect()
+            if self.stop.is_set():
+                break
+            self.stats.inc("reconnects")
+            if time.monotonic() - self.connected_at > HEALTHY_RESET and self.connected_at:
+                self.attempt = 0
+            if delay is None:
+                delay = backoff_delay(self.attempt, self.rng)
+                self.attempt += 1
+            await self._backoff(delay, reason)
+
+    async def _backoff(self, delay: float, reason: str) -> None:
+        self.skip_backoff.clear()
+        self.stats.next_retry_ns = time.time_ns() + int(delay * 1e9)
+        self.state(FeedState.BACKOFF, reason)
+        try:
+            await asyncio.wait_for(self.skip_backoff.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+        self.stats.next_retry_ns = 0
+
+    async def _wait_for_operator(self) -> None:
+        self.skip_backoff.clear()
+        await self.skip_backoff.wait()

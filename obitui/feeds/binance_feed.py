@@ -1,0 +1,254 @@
+"""Binance spot feeds: depth (local book kept in sync, PROTOCOLS.md) and trades."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from obitui.core.book import OrderBook
+from obitui.core.fixed import parse_fixed
+from obitui.core.records import SIDE_BUY, SIDE_SELL, Kind, encode_trade
+from obitui.core.stats import AckResult, Command, FeedState
+from obitui.feeds.base import Feed, Restart, backoff_delay
+from obitui.feeds.binance import DepthFormatError, DepthSync, SyncResult, parse_depth_event, parse_snapshot
+
+log = logging.getLogger("obitui.feed")
+
+
+class BinanceFeed(Feed):
+    def url(self) -> str:
+        return f"{self.cfg.ws_url.rstrip('/')}/stream?streams={self.cfg.stream_name}"
+
+    def decode(self, text: str | bytes) -> dict[str, Any] | None:
+        """The payload of a combined-stream frame, or None (counted) if unusable."""
+        try:
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            self.reject("parse_errors", f"invalid JSON ({exc}): {str(text)[:80]!r}")
+            return None
+        if not isinstance(msg, dict):
+            self.reject("parse_errors", f"frame is not an object: {str(text)[:80]!r}")
+            return None
+        data = msg.get("data", msg)
+        if not isinstance(data, dict):
+            self.reject("parse_errors", f"'data' is not an object: {str(text)[:80]!r}")
+            return None
+        if data.get("e") == "serverShutdown":
+            raise Restart("server_shutdown", "the exchange announced a shutdown", delay=0)
+        if "result" in msg and "id" in msg:
+            return None   # a reply to a live subscribe
+        if "error" in msg:
+            self.reject("server_errors", f"server error: {msg['error']!r}")
+            return None
+        return data
+
+
+class BinanceDepthFeed(BinanceFeed):
+    """Buffer -> snapshot -> continuity on every event -> resync on a gap, socket kept."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.book = OrderBook(self.cfg.digits)
+        self.sync = DepthSync(self.book, futures=self.cfg.futures, pack=True)
+        self.snapshot_task: asyncio.Task[None] | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.snap_attempt = 0
+
+    async def session(self, ws: Any) -> None:
+        self.sync.buffer.clear()
+        self.sync.reset()
+        self.state(FeedState.SYNCING, "waiting for the first event and a snapshot")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            self.http = http
+            try:
+                async for text in ws:
+                    recv_ns = time.time_ns()
+                    self.on_frame(text, recv_ns)
+                    data = self.decode(text)
+                    if data is None:
+                        continue
+                    if data.get("e") != "depthUpdate":
+                        self.reject("rejected", f"unexpected event {data.get('e')!r}")
+                        continue
+                    try:
+                        ev = parse_depth_event(data)
+                    except DepthFormatError as exc:
+                        self.reject("parse_errors", str(exc))
+                        continue
+                    self.note_exchange_time(ev.event_time_ms, recv_ns)
+                    self.handle_event(ev, recv_ns)
+            finally:
+                self.http = None
+                if self.snapshot_task is not None:
+                    self.snapshot_task.cancel()
+                    self.snapshot_task = None
+
+    def handle_event(self, ev: Any, recv_ns: int) -> None:
+        try:
+            res = self.sync.on_event(ev)
+        except (ValueError, TypeError) as exc:  # a level that is not a decimal string
+            self.reject("parse_errors", f"bad level in U={ev.first_id}: {exc}")
+            self.start_resync("bad_level", f"could not apply event U={ev.first_id}")
+            return
+        if res is SyncResult.APPLIED:
+            self.push_book(Kind.BOOK_DELTA, self.sync.last_packed, ev.first_id, ev.last_id,
+                           ev.event_time_ms * 1_000_000, recv_ns)
+        elif res is SyncResult.BUFFERED:
+            if self.snapshot_task is None:
+                self.snapshot_task = asyncio.get_running_loop().create_task(self.fetch_snapshot())
+        elif res is SyncResult.ALREADY_APPLIED:
+            self.stats.inc("stale_events")
+        elif res is SyncResult.GAP:
+            self.stats.inc("gaps")
+            self.start_resync("gap", self.sync.gap_detail)
+        elif res is SyncResult.BUFFER_OVERFLOW:
+            self.reject("rejected", "event buffer overflow while waiting for a snapshot")
+
+    def start_resync(self, reason: str, detail: str) -> None:
+        """The book is invalid: tell the engine, fetch a new snapshot, keep the socket."""
+        self.stats.inc("resyncs")
+        self.sync.reset()
+        self.sync.buffer.clear()
+        self.push_invalid(reason)
+        self.state(FeedState.RESYNCING, f"{reason}: {detail}"[:95])
+        # the next event starts the buffer and the snapshot fetch
+
+    async def fetch_snapshot(self) -> None:
+        try:
+            while self.http is not None:
+                url = f"{self.cfg.rest_url.rstrip('/')}/api/v3/depth"
+                params = {"symbol": self.cfg.symbol, "limit": str(self.cfg.snapshot_limit)}
+                self.stats.inc("rest_requests")
+                wait: float | None = None
+                try:
+                    async with self.http.get(url, params=params) as r:
+                        body_text = await r.text()
+                        recv_ns = time.time_ns()
+                        if self.recorder is not None:
+                            self.recorder.add(recv_ns, "rest", str(r.url), body_text)
+                        if r.status in (429, 418):
+                            self.stats.inc("http_429" if r.status == 429 else "http_418")
+                            retry = _retry_after(r.headers.get("Retry-After"))
+                            wait = max(retry, backoff_delay(self.snap_attempt, self.rng))
+                            self.snap_attempt += 1
+                            self._waiting(f"http_{r.status}", f"REST {r.status}, retry after {wait:.1f} s", wait)
+                        elif r.status != 200:
+                            self.stats.inc("rest_errors")
+                            wait = backoff_delay(self.snap_attempt, self.rng)
+                            self.snap_attempt += 1
+                            self._waiting("rest_error", f"REST status {r.status}", wait)
+                        else:
+                            wait = self.apply_snapshot(body_text, recv_ns)
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    self.stats.inc("rest_errors")
+                    wait = backoff_delay(self.snap_attempt, self.rng)
+                    self.snap_attempt += 1
+                    self._waiting("rest_error", f"REST failed: {exc!r}"[:90], wait)
+                if wait is None:
+                    return
+                await asyncio.sleep(wait)
+        finally:
+            self.snapshot_task = None
+
+    def _waiting(self, reason: str, detail: str, wait: float) -> None:
+        self.stats.next_retry_ns = time.time_ns() + int(wait * 1e9)
+        st = FeedState.RESYNCING if self.stats.state == FeedState.RESYNCING else FeedState.SYNCING
+        self.state(st, f"{reason}: {detail}"[:95])
+
+    def apply_snapshot(self, body_text: str, recv_ns: int) -> float | None:
+        """None when synced (or the socket's next event will restart the sync); otherwise
+        seconds to wait before fetching again."""
+        try:
+            body = orjson.loads(body_text)
+            last_id, bids, asks = parse_snapshot(body)
+            res = self.sync.on_snapshot(last_id, bids, asks)
+        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
+            self.reject("parse_errors", f"bad REST snapshot: {exc}")
+            self.sync.reset()
+            wait = backoff_delay(self.snap_attempt, self.rng)
+            self.snap_attempt += 1
+            return wait
+        if res is SyncResult.STALE_SNAPSHOT:
+            self.stats.inc("snapshots")
+            wait = max(0.2, backoff_delay(self.snap_attempt, self.rng, base=0.25, cap=5.0))
+            self.snap_attempt += 1
+            self._waiting("stale_snapshot", f"lastUpdateId {last_id} older than the stream", wait)
+            return wait
+        if res is SyncResult.GAP:
+            self.stats.inc("gaps")
+            self.start_resync("gap", self.sync.gap_detail)
+            return None
+        self.stats.inc("snapshots")
+        self.snap_attempt = 0
+        self.stats.next_retry_ns = 0
+        self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), last_id, self.book.update_id, 0, recv_ns)
+        self.lossy = False
+        self.state(FeedState.CONNECTED_SYNCED, f"synced at update {self.book.update_id}")
+        return None
+
+    def ring_has_room(self) -> None:
+        """Records were dropped: the engine's copy of the book is wrong. Our book is right:
+        send it whole again."""
+        super().ring_has_room()
+        if self.book.valid:
+            self.stats.inc("resyncs")
+            self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), self.book.update_id,
+                           self.book.update_id, 0, time.time_ns())
+
+    def on_disconnect(self) -> None:
+        if self.book.valid:
+            self.push_invalid("disconnected")
+        self.sync.reset()
+
+    async def on_command(self, cmd: Command) -> tuple[AckResult, str]:
+        if cmd == Command.RESYNC:
+            if self.ws is None:
+                return AckResult.FAILED, "not connected"
+            self.start_resync("operator_resync", "resync requested")
+            return AckResult.OK, "resync started, socket kept"
+        return await super().on_command(cmd)
+
+
+class BinanceTradeFeed(BinanceFeed):
+    async def session(self, ws: Any) -> None:
+        self.state(FeedState.SUBSCRIBING, f"subscribed to {self.cfg.stream_name}, waiting for trades")
+        receiving = False
+        async for text in ws:
+            recv_ns = time.time_ns()
+            self.on_frame(text, recv_ns)
+            data = self.decode(text)
+            if data is None:
+                continue
+            if data.get("e") not in ("trade", "aggTrade"):
+                self.reject("rejected", f"unexpected event {data.get('e')!r}")
+                continue
+            try:
+                tid = data["t"] if data["e"] == "trade" else data["a"]
+                price = parse_fixed(data["p"], self.cfg.digits)
+                qty = parse_fixed(data["q"], self.cfg.digits)
+                ts = data["T"]
+                maker = data["m"]
+                if not isinstance(tid, int) or not isinstance(ts, int) or not isinstance(maker, bool):
+                    raise TypeError("t/T must be ints and m a boolean")
+                if price <= 0 or qty <= 0:
+                    raise ValueError(f"price {data['p']} and quantity {data['q']} must be > 0")
+            except (KeyError, TypeError, ValueError) as exc:
+                self.reject("parse_errors", f"bad trade: {exc!r}")
+                continue
+            self.note_exchange_time(ts, recv_ns)
+            side = SIDE_SELL if maker else SIDE_BUY     # m: the buyer was the maker, the taker sold
+            self.push(Kind.TRADE, encode_trade(self.index, ts * 1_000_000, recv_ns, tid, price, qty, side), recv_ns)
+            if not receiving:
+                receiving = True
+                self.state(FeedState.CONNECTED, "receiving trades")
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value is not None else 1.0
+    except ValueError:
+        return 1.0
