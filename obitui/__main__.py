@@ -65,7 +65,40 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("doctor", "soak"):
         return not_built(f"`obitui {args.command}`")
-    return not_built("the console (feeds, engine, UI)")
+    from obitui.config import ConfigError, load_config
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"obitui: config: {exc}", file=sys.stderr)
+        return 2
+    if args.sim_fault:
+        from obitui.sim.faults import FaultError, Faults
+        try:
+            Faults.from_specs(args.sim_fault)
+        except FaultError as exc:
+            print(f"obitui: {exc}", file=sys.stderr)
+            return 2
+    if args.interval <= 0 or (args.duration is not None and args.duration <= 0):
+        print("obitui: --interval and --duration must be > 0", file=sys.stderr)
+        return 2
+    if args.replay:
+        from pathlib import Path
+        if not Path(args.replay).is_file():
+            print(f"obitui: capture file {args.replay} not found", file=sys.stderr)
+            return 2
+        from obitui.replay_config import feeds_from_capture
+        try:
+            cfg.feeds = feeds_from_capture(args.replay)
+        except ValueError as exc:
+            print(f"obitui: {exc}", file=sys.stderr)
+            return 2
+    if args.no_ui or args.json:
+        from obitui import headless
+        headless.setup_logging(args.json)
+        return headless.run(cfg, sim=args.sim, sim_faults=args.sim_fault, as_json=args.json,
+                            interval=args.interval, duration=args.duration,
+                            record_dir=args.record, replay=args.replay)
+    return not_built("the Textual UI (use --no-ui)")
 
 
 if __name__ == "__main__":

@@ -40,10 +40,34 @@ def segment_owner(name: str) -> tuple[int, int]:
     return st.st_uid, st.st_size
 
 
+cdef extern from "<linux/futex.h>":
+    enum: FUTEX_WAIT
+    enum: FUTEX_WAKE
+
+cdef extern from "<sys/syscall.h>":
+    enum: SYS_futex
+
+cdef extern from "<time.h>" nogil:
+    cdef struct timespec:
+        long tv_sec
+        long tv_nsec
+
+cdef extern from "<unistd.h>" nogil:
+    long syscall(long number, ...)
+
 from obitui.core.shm cimport (
     obi_load_acquire_u64, obi_load_relaxed_u64, obi_store_release_u64, obi_store_relaxed_u64,
-    obi_fence_seq_cst,
+    obi_fence_seq_cst, obi_load_acquire_u32, obi_store_release_u32,
 )
+from libc.stdint cimport uint32_t
+
+cdef extern from *:
+    """
+    static inline uint32_t __atomic_add_fetch_u32(uint32_t *p, uint32_t v) {
+        return __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST);
+    }
+    """
+    uint32_t __atomic_add_fetch_u32(uint32_t *p, uint32_t v) nogil
 
 
 cdef class Segment:
@@ -190,6 +214,51 @@ cdef class Segment:
             if s1 == s2:
                 return out
         return None
+
+    def futex_wait(self, size_t offset, unsigned int expected, double timeout_s) -> None:
+        """Sleep until the u32 at ``offset`` is woken or changes from ``expected``, or
+        ``timeout_s`` passes (shared futex: works across processes on MAP_SHARED memory)."""
+        self._check(offset & ~(<size_t>7), 8)
+        cdef timespec ts
+        ts.tv_sec = <long>timeout_s
+        ts.tv_nsec = <long>((timeout_s - <long>timeout_s) * 1e9)
+        cdef unsigned int *addr = <unsigned int *>(self.base + offset)
+        with nogil:
+            syscall(SYS_futex, addr, FUTEX_WAIT, expected, &ts, NULL, 0)
+
+    def futex_wake(self, size_t offset, int n=1) -> None:
+        """Wake up to ``n`` waiters of the futex word at ``offset``."""
+        self._check(offset & ~(<size_t>7), 8)
+        cdef unsigned int *addr = <unsigned int *>(self.base + offset)
+        syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0)
+
+    def wake_if_sleeping(self, size_t sleeping_offset, size_t wake_offset) -> bool:
+        """Producer side of the block wait strategy, called after a push: a full fence (the
+        push's tail store is visible before the flag is read), then, only if the consumer
+        flagged that it sleeps, bump the wake word and wake it. The busy path is one fence
+        and one load, no syscall."""
+        self._check(sleeping_offset & ~(<size_t>7), 8)
+        self._check(wake_offset & ~(<size_t>7), 8)
+        obi_fence_seq_cst()
+        if obi_load_acquire_u32(<uint32_t *>(self.base + sleeping_offset)) == 0:
+            return False
+        __atomic_add_fetch_u32(<uint32_t *>(self.base + wake_offset), 1)
+        syscall(SYS_futex, <uint32_t *>(self.base + wake_offset), FUTEX_WAKE, 1, NULL, NULL, 0)
+        return True
+
+    def load_u32(self, size_t offset) -> int:
+        self._check(offset & ~(<size_t>7), 8)
+        return obi_load_acquire_u32(<uint32_t *>(self.base + offset))
+
+    def store_u32(self, size_t offset, uint32_t value) -> None:
+        self._check(offset & ~(<size_t>7), 8)
+        obi_store_release_u32(<uint32_t *>(self.base + offset), value)
+        obi_fence_seq_cst()
+
+    def add_u32(self, size_t offset, uint32_t value) -> int:
+        """Atomic fetch-add on the u32 at ``offset``; returns the new value."""
+        self._check(offset & ~(<size_t>7), 8)
+        return __atomic_add_fetch_u32(<uint32_t *>(self.base + offset), value)
 
     def close(self) -> None:
         if self.base != NULL:

@@ -101,6 +101,8 @@ _ENGINE_HW_OFF = 128
 _ENGINE_PUBLISHED = _ENGINE_HW_OFF + 8 * MAX_RINGS
 
 _HEADER = struct.Struct("<QIIQIIIIqQ32sI")
+ENGINE_SLEEPING_OFF = 512     # u32, written by the engine: 1 while it sleeps on the wake word
+ENGINE_WAKE_OFF = 576         # u32 futex word, bumped by a producer that wakes the engine
 
 
 def _s(b: bytes) -> str:
@@ -274,6 +276,23 @@ class StatsBlock:
     @property
     def engine_offset(self) -> int:
         return HEADER_SIZE + self.n_feeds * FEED_SLOT + self.n_books * BOOK_SLOT
+
+    # ------------------------------------------------------------ engine wake-up (block strategy)
+    def wake_engine_if_sleeping(self) -> bool:
+        off = self.engine_offset
+        return self.seg.wake_if_sleeping(off + ENGINE_SLEEPING_OFF, off + ENGINE_WAKE_OFF)
+
+    def engine_sleep_begin(self) -> int:
+        """Flag that the engine is about to sleep; returns the wake word to wait on."""
+        off = self.engine_offset
+        self.seg.store_u32(off + ENGINE_SLEEPING_OFF, 1)
+        return self.seg.load_u32(off + ENGINE_WAKE_OFF)
+
+    def engine_sleep(self, wake_word: int, timeout_s: float) -> None:
+        self.seg.futex_wait(self.engine_offset + ENGINE_WAKE_OFF, wake_word, timeout_s)
+
+    def engine_sleep_end(self) -> None:
+        self.seg.store_u32(self.engine_offset + ENGINE_SLEEPING_OFF, 0)
 
     def _publish(self, off: int, data: bytes) -> None:
         self.seg.write_begin(off)

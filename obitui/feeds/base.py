@@ -68,6 +68,7 @@ class Feed:
         self.lossy = False
         self.connected_at = 0.0
         self._log_budget = 0.0
+        self.wake_engine = stats.block.wake_engine_if_sleeping
 
     # ------------------------------------------------------------ states and counters
     def state(self, st: FeedState, reason: str = "") -> None:
@@ -87,6 +88,7 @@ class Feed:
     def push(self, kind: Kind, payload: bytes, recv_ns: int) -> bool:
         ok = self.ring.push(payload, int(kind))
         if ok:
+            self.wake_engine()
             self.stats.inc("records")
             self.stats.hist_receive_push[hist_bucket(time.time_ns() - recv_ns)] += 1
         else:
@@ -148,6 +150,10 @@ class Feed:
         return AckResult.UNSUPPORTED, f"{cmd.name.lower()} does not apply to a {self.cfg.channel} feed"
 
     # ------------------------------------------------------------ the loop
+    def request_restart_if_connected(self) -> None:
+        if self.ws is not None:
+            self.request_restart(Restart("stopping", "shutting down", delay=0))
+
     def request_restart(self, r: Restart) -> None:
         if self.restart is None:
             self.restart = r

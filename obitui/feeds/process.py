@@ -1,0 +1,53 @@
+"""Feed process entry point (spawned by the supervisor): one feed, one asyncio loop."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from obitui.config import FeedConfig
+from obitui.core.ring import Ring
+from obitui.core.stats import FeedSlotWriter, StatsBlock
+from obitui.feeds.bitget_feed import make_feed
+from obitui.feeds.recorder import Recorder
+
+log = logging.getLogger("obitui.feed")
+
+
+async def _run(cfg: FeedConfig, index: int, ring_name: str, stats_name: str,
+               record_dir: str | None) -> None:
+    ring = Ring.attach(ring_name, role="producer")
+    block = StatsBlock.attach(stats_name)
+    slot = FeedSlotWriter(block, index, cfg.label, cfg.venue, cfg.stream_name, cfg.symbol, ring_name)
+    recorder = Recorder(record_dir, cfg.label, cfg.venue) if record_dir else None
+    feed = make_feed(cfg, index, ring, slot, recorder)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, lambda: (feed.stop.set(), feed.skip_backoff.set(),
+                                              feed.request_restart_if_connected()))
+    # a restarted feed tells the engine first that whatever it holds of this book is stale
+    if cfg.is_book:
+        feed.push_invalid("feed_started")
+    try:
+        await feed.run()
+    finally:
+        ring.close()
+        block.close()
+
+
+def feed_main(cfg: FeedConfig, index: int, ring_name: str, stats_name: str,
+              record_dir: str | None = None, log_level: int = logging.INFO) -> None:
+    logging.basicConfig(level=log_level, format=f"%(asctime)s {cfg.label} %(levelname)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl+C goes to the supervisor, which stops us
+    if cfg.cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cfg.cpu})
+        except OSError as exc:
+            log.warning("cannot pin to CPU %d: %s", cfg.cpu, exc)
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_run(cfg, index, ring_name, stats_name, record_dir))

@@ -1,0 +1,134 @@
+"""`obitui --no-ui`: the status line or one JSON object per interval on stdout (contract),
+logs on stderr."""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any, TextIO
+
+from obitui.config import Config
+from obitui.core.fixed import format_fixed
+from obitui.core.stats import BookView, StatsBlock
+from obitui.engine import book_plan
+from obitui.supervisor import Supervisor, SupervisorError
+
+log = logging.getLogger("obitui")
+
+
+def _fmt(value: int, digits: int, decimals: int) -> str:
+    try:
+        return format_fixed(value, digits, decimals)
+    except ValueError:
+        return format_fixed(value, digits, digits)
+
+
+def book_json(bv: BookView, digits: int) -> dict[str, Any]:
+    return {
+        "valid": bv.valid, "update_id": bv.update_id, "obi": round(bv.obi, 6), "crossed": bv.crossed,
+        "bids": [[_fmt(p, digits, bv.price_decimals), _fmt(q, digits, bv.qty_decimals)] for p, q in bv.bids],
+        "asks": [[_fmt(p, digits, bv.price_decimals), _fmt(q, digits, bv.qty_decimals)] for p, q in bv.asks],
+    }
+
+
+def snapshot(cfg: Config, stats: StatsBlock, fills: list[tuple[float, int]]) -> dict[str, Any]:
+    """The JSON object of one interval (DESIGN.md, Headless mode)."""
+    feeds: dict[str, Any] = {}
+    for i, f in enumerate(cfg.feeds):
+        fv = stats.read_feed(i)
+        if fv is None:
+            continue
+        c = fv.counters
+        fill, drops = fills[i] if i < len(fills) else (0.0, 0)
+        feeds[f.label] = {"state": fv.state.word, "reason": fv.reason, "frames": c["frames"],
+                          "gaps": c["gaps"], "resyncs": c["resyncs"], "reconnects": c["reconnects"],
+                          "ring_fill": round(fill, 6), "ring_drops": drops,
+                          "records": c["records"], "parse_errors": c["parse_errors"],
+                          "checksum_failures": c["checksum_failures"]}
+    books: dict[str, Any] = {}
+    for j, key in enumerate(book_plan(cfg.feeds)):
+        bv = stats.read_book(j)
+        if bv is None or not bv.exchange:
+            continue
+        digits = next(f.digits for f in cfg.feeds if f.book_key == key)
+        books[key] = book_json(bv, digits)
+    return {"ts": round(time.time(), 3), "feeds": feeds, "books": books}
+
+
+def status_line(cfg: Config, snap: dict[str, Any]) -> str:
+    parts = []
+    for f in cfg.feeds:
+        fv = snap["feeds"].get(f.label)
+        if fv is None:
+            parts.append(f"{f.label}: stopped")
+            continue
+        text = f"{f.label}: {fv['state']}"
+        book = snap["books"].get(f.book_key) if f.is_book else None
+        if book is not None and book["valid"]:
+            text += f" (OBI:{book['obi']:.4f})"
+        parts.append(text)
+    return "[Main Status] " + " | ".join(parts)
+
+
+class JsonLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"ts": round(record.created, 3), "level": record.levelname.lower(),
+                           "logger": record.name, "msg": record.getMessage()})
+
+
+def setup_logging(as_json: bool, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if as_json else
+                         logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interval: float,
+        duration: float | None, record_dir: str | None, replay: str | None,
+        out: TextIO = sys.stdout) -> int:
+    stop = {"now": False}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["now"] = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    sup = Supervisor(cfg, record_dir)
+    try:
+        if sim or replay:
+            bws, brest, gws = sup.start_simulator(sim_faults, replay=replay)
+            sup.cfg = cfg = cfg.with_sim(bws, brest, gws)
+        sup.start()
+        t0 = time.monotonic()
+        next_print = t0 + interval
+        while not stop["now"]:
+            now = time.monotonic()
+            if duration is not None and now - t0 >= duration:
+                break
+            if sup.sim_proc is not None and sup.sim_proc.poll() is not None:
+                log.info("the simulator ended (code %s): stopping", sup.sim_proc.returncode)
+                break
+            sup.poll()
+            if now >= next_print:
+                next_print += interval
+                _emit(cfg, sup, as_json, out)
+            time.sleep(min(0.05, max(0.0, next_print - time.monotonic())))
+        if sup.stats is not None:
+            _emit(cfg, sup, as_json, out)   # the last object holds the final books
+        return 0
+    except SupervisorError as exc:
+        print(f"obitui: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sup.stop()
+
+
+def _emit(cfg: Config, sup: Supervisor, as_json: bool, out: TextIO) -> None:
+    assert sup.stats is not None
+    snap = snapshot(cfg, sup.stats, sup.ring_fill())
+    out.write((json.dumps(snap) if as_json else status_line(cfg, snap)) + "\n")
+    out.flush()

@@ -1,0 +1,260 @@
+"""The supervisor: config -> shared-memory segments -> child processes (spawn) -> watch and
+restart -> control words -> clean shutdown that unlinks every segment it made.
+
+Segments are named ``obitui-<uid>-<run_id>-<part>`` with the supervisor's pid in the run id, so
+a later run can tell a dead run's leftovers (removed at start) from a live run's (left alone)."""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from obitui.config import Config
+from obitui.core.ring import Ring
+from obitui.core.shm import SHM_DIR, Segment, ShmError
+from obitui.core.stats import Command, StatsBlock
+from obitui.engine import book_plan, engine_main
+from obitui.feeds.process import feed_main
+
+log = logging.getLogger("obitui.supervisor")
+
+RESTART_BACKOFF_CAP = 10.0
+HEARTBEAT_STALE_S = 10.0
+STOP_GRACE_S = 3.0
+
+
+class SupervisorError(RuntimeError):
+    """Start-up failed (shared memory, simulator); the message is one line for the operator."""
+
+
+def segment_prefix() -> str:
+    return f"obitui-{os.getuid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:   # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+_RUN_RE = re.compile(r"^obitui-(\d+)-r(\d+)x[0-9a-f]+-")
+
+
+def clean_stale_segments() -> tuple[list[str], list[str]]:
+    """Remove this user's segments whose creating supervisor is gone; returns (removed,
+    left because their run is alive)."""
+    removed, live = [], []
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError as exc:
+        raise SupervisorError(f"cannot list {SHM_DIR}: {exc.strerror}") from None
+    for name in names:
+        m = _RUN_RE.match(name)
+        if not m or int(m.group(1)) != os.getuid():
+            continue
+        st = os.lstat(os.path.join(SHM_DIR, name))
+        if st.st_uid != os.geteuid():
+            continue
+        if _pid_alive(int(m.group(2))):
+            live.append(name)
+            continue
+        Segment.unlink(name)
+        removed.append(name)
+    return removed, live
+
+
+@dataclass
+class Child:
+    name: str
+    target: Any
+    args: tuple
+    proc: Any = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = 0.0
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, record_dir: str | None = None, log_level: int = logging.INFO) -> None:
+        self.cfg = cfg
+        self.record_dir = record_dir
+        self.log_level = log_level
+        self.run_id = f"r{os.getpid()}x{secrets.token_hex(3)}"
+        self.prefix = f"{segment_prefix()}{self.run_id}"
+        self.stats_name = f"{self.prefix}-stats"
+        self.ring_names = [f"{self.prefix}-ring{i}" for i in range(len(cfg.feeds))]
+        self.created: list[str] = []
+        self.stats: StatsBlock | None = None
+        self.monitors: list[Ring] = []
+        self.children: list[Child] = []
+        self.ctx = mp.get_context("spawn")
+        self.sim_proc: subprocess.Popen[str] | None = None
+        self.started = False
+
+    # ------------------------------------------------------------ start
+    def start(self) -> None:
+        removed, live = clean_stale_segments()
+        if removed:
+            log.info("removed %d segment(s) left by dead runs", len(removed))
+        if live:
+            log.info("%d segment(s) of other live runs left alone", len(live))
+        try:
+            self.stats = StatsBlock.create(self.stats_name, len(self.cfg.feeds),
+                                           len(book_plan(self.cfg.feeds)), self.run_id)
+            self.created.append(self.stats_name)
+            for f, name in zip(self.cfg.feeds, self.ring_names):
+                Ring.create(name, f.ring_capacity).close()
+                self.created.append(name)
+                self.monitors.append(Ring.attach(name, role="monitor"))
+        except ShmError as exc:
+            self.cleanup()
+            raise SupervisorError(f"shared memory: {exc}") from None
+        for i, (f, ring) in enumerate(zip(self.cfg.feeds, self.ring_names)):
+            self.children.append(Child(f.label, feed_main,
+                                       (f, i, ring, self.stats_name, self.record_dir, self.log_level)))
+        self.children.append(Child("engine", engine_main,
+                                   (self.cfg, self.ring_names, self.stats_name, self.log_level, False)))
+        # the engine first: it must be consuming before the feeds fill their rings
+        for child in [self.children[-1], *self.children[:-1]]:
+            self._spawn(child)
+        self.started = True
+
+    def start_simulator(self, faults: list[str], seed: int = 1, replay: str | None = None,
+                        rate: float | None = None) -> tuple[str, str, str]:
+        """Run `obitui sim` as a child; returns (binance ws, binance rest, bitget ws)."""
+        cmd = [sys.executable, "-m", "obitui", "sim", "--seed", str(seed)]
+        for f in faults:
+            cmd += ["--sim-fault", f]
+        if replay:
+            cmd += ["--replay", replay]
+        if rate:
+            cmd += ["--rate", str(rate)]
+        self.sim_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True, start_new_session=True)
+        lines = [self.sim_proc.stdout.readline().strip() for _ in range(2)]  # type: ignore[union-attr]
+        if not lines[0].startswith("binance ws=") or not lines[1].startswith("bitget ws="):
+            err = self.sim_proc.stderr.read() if self.sim_proc.stderr else ""  # type: ignore[union-attr]
+            self.stop_simulator()
+            raise SupervisorError(f"the simulator did not start: {(err or lines[0]).strip()[:300]}")
+        b = dict(kv.split("=", 1) for kv in lines[0].split()[1:])
+        g = dict(kv.split("=", 1) for kv in lines[1].split()[1:])
+        return b["ws"], b["rest"], g["ws"]
+
+    def _spawn(self, child: Child) -> None:
+        child.proc = self.ctx.Process(target=child.target, args=child.args, name=f"obitui-{child.name}",
+                                      daemon=True)
+        child.proc.start()
+        child.started_at = time.monotonic()
+
+    # ------------------------------------------------------------ watch
+    def poll(self) -> list[str]:
+        """Restart dead or hung children (with backoff); returns what happened."""
+        events = []
+        now = time.monotonic()
+        for i, child in enumerate(self.children):
+            proc = child.proc
+            alive = proc is not None and proc.is_alive()
+            if alive and child.name != "engine" and self.stats is not None:
+                fv = self.stats.read_feed(i)
+                if (fv is not None and fv.heartbeat_ns and now - child.started_at > HEARTBEAT_STALE_S
+                        and time.monotonic_ns() - fv.heartbeat_ns > HEARTBEAT_STALE_S * 1e9):
+                    log.warning("%s: no heartbeat for %.0f s: killing it", child.name, HEARTBEAT_STALE_S)
+                    proc.kill()
+                    proc.join(2)
+                    alive = False
+            if alive:
+                if now - child.started_at > 30:
+                    child.restarts = 0
+                continue
+            if child.next_start == 0.0:
+                code = proc.exitcode if proc is not None else None
+                delay = min(RESTART_BACKOFF_CAP, 0.25 * (2 ** child.restarts))
+                child.next_start = now + delay
+                events.append(f"{child.name} exited with code {code}; restarting in {delay:.2f} s")
+                log.warning(events[-1])
+            if now >= child.next_start:
+                child.restarts += 1
+                child.next_start = 0.0
+                if child.name == "engine":
+                    child.args = (*child.args[:4], True)   # resync every book
+                self._spawn(child)
+                events.append(f"{child.name} restarted (pid {child.proc.pid})")
+                log.info(events[-1])
+        return events
+
+    def command(self, label: str, cmd: Command) -> int:
+        assert self.stats is not None
+        for i, f in enumerate(self.cfg.feeds):
+            if f.label == label:
+                return self.stats.send_command(i, cmd)
+        raise KeyError(f"no feed labelled {label!r}")
+
+    def pids(self) -> dict[str, int]:
+        return {c.name: c.proc.pid for c in self.children if c.proc is not None and c.proc.is_alive()}
+
+    def ring_fill(self) -> list[tuple[float, int]]:
+        """(fill 0..1, drops) per ring, read from the ring counters only."""
+        return [(m.fill(), m.drops) for m in self.monitors]
+
+    # ------------------------------------------------------------ stop
+    def stop(self) -> None:
+        for child in self.children:
+            if child.proc is not None and child.proc.is_alive():
+                child.proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in self.children:
+            if child.proc is not None:
+                child.proc.join(max(0.0, deadline - time.monotonic()))
+                if child.proc.is_alive():
+                    log.warning("%s did not stop in %.0f s: killed", child.name, STOP_GRACE_S)
+                    child.proc.kill()
+                    child.proc.join(2)
+        self.stop_simulator()
+        self.cleanup()
+
+    def stop_simulator(self) -> None:
+        if self.sim_proc is not None and self.sim_proc.poll() is None:
+            self.sim_proc.terminate()
+            try:
+                self.sim_proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.sim_proc.kill()
+                self.sim_proc.wait(5)
+        self.sim_proc = None
+
+    def cleanup(self) -> None:
+        for m in self.monitors:
+            m.close()
+        self.monitors.clear()
+        if self.stats is not None:
+            self.stats.close()
+            self.stats = None
+        for name in self.created:
+            Segment.unlink(name)
+        self.created.clear()
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def our_segments() -> list[str]:
+    return sorted(p.name for p in Path(SHM_DIR).glob(f"{segment_prefix()}*"))
