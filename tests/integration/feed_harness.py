@@ -1,0 +1,93 @@
+"""Run one real feed (in this process's event loop) against the in-process simulator, with a
+real ring and stats block in /dev/shm."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from obitui.config import FeedConfig, default_feeds
+from obitui.core.ring import Ring
+from obitui.core.shm import Segment
+from obitui.core.stats import FeedSlotWriter, FeedState, StatsBlock
+from obitui.feeds.base import Feed
+from obitui.feeds.bitget_feed import make_feed
+from obitui.sim.server import Simulator
+
+
+class FeedHarness:
+    def __init__(self, sim: Simulator, label: str, ring_capacity: int = 1 << 20, **overrides: Any) -> None:
+        base = next(f for f in default_feeds() if f.label == label)
+        url = sim.binance_ws_url if base.venue == "binance" else sim.bitget_ws_url
+        self.cfg: FeedConfig = replace(base, ws_url=url, rest_url=sim.binance_rest_url,
+                                       ring_capacity=ring_capacity, **overrides)
+        self.sim = sim
+        self.prefix = f"obitui-{os.getuid()}-test-feed-{uuid.uuid4().hex[:8]}"
+        self.stats = StatsBlock.create(self.prefix + "-stats", 1, 1)
+        self.ring = Ring.create(self.prefix + "-ring", ring_capacity)
+        self.consumer = Ring.attach(self.prefix + "-ring")
+        slot = FeedSlotWriter(self.stats, 0, self.cfg.label, self.cfg.venue, self.cfg.stream_name,
+                              self.cfg.symbol, self.ring.name)
+        self.feed: Feed = make_feed(self.cfg, 0, self.ring, slot, seed=1)
+        self.task: asyncio.Task[None] | None = None
+        self.states: list[tuple[FeedState, str]] = []
+
+    async def __aenter__(self) -> FeedHarness:
+        self.task = asyncio.get_running_loop().create_task(self.feed.run())
+        orig = self.feed.stats.set_state
+
+        def spy(state: FeedState, reason: str = "") -> None:
+            if not self.states or self.states[-1] != (state, reason):
+                self.states.append((state, reason))
+            orig(state, reason)
+        self.feed.stats.set_state = spy  # type: ignore[method-assign]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.feed.stop.set()
+        self.feed.skip_backoff.set()
+        self.feed.request_restart_if_connected()
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(self.task, 10)
+            except asyncio.TimeoutError:
+                self.task.cancel()
+        self.consumer.close()
+        self.ring.close()
+        self.stats.close()
+        Ring.unlink(self.ring.name)
+        Segment.unlink(self.prefix + "-stats")
+
+    @property
+    def state(self) -> FeedState:
+        return self.feed.stats.state
+
+    def count(self, name: str) -> int:
+        return self.feed.stats.get(name)
+
+    async def wait_for(self, pred: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+        t0 = time.monotonic()
+        while not pred():
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
+                                     f"state {self.state.word} ({self.feed.stats.reason}); "
+                                     f"states {self.states[-8:]}")
+            await asyncio.sleep(0.02)
+
+    async def wait_state(self, state: FeedState, timeout: float = 10.0) -> None:
+        await self.wait_for(lambda: self.state == state, timeout, state.word)
+
+    def book_matches_truth(self) -> bool:
+        book = self.feed.book  # type: ignore[attr-defined]
+        if not book.valid:
+            return False
+        venue = self.cfg.venue
+        truth = self.sim.truth(venue, self.cfg.symbol, book.update_id)
+        if truth is None:
+            return False
+        bids, asks = book.top(100_000)
+        return [tuple(x) for x in truth["bids"]] == bids and [tuple(x) for x in truth["asks"]] == asks
