@@ -16,7 +16,7 @@ from typing import Any
 import websockets
 
 from obitui.config import FeedConfig
-from obitui.core.records import Kind, encode_book, encode_invalid
+from obitui.core.records import BOOK_HEADER, Kind, encode_book, encode_invalid
 from obitui.core.ring import Ring
 from obitui.core.stats import AckResult, Command, FeedSlotWriter, FeedState, hist_bucket
 from obitui.feeds.recorder import Recorder
@@ -86,7 +86,11 @@ class Feed:
 
     # ------------------------------------------------------------ ring
     def push(self, kind: Kind, payload: bytes, recv_ns: int) -> bool:
-        ok = self.ring.push(payload, int(kind))
+        try:
+            ok = self.ring.push(payload, int(kind))
+        except ValueError as exc:      # larger than the ring can ever hold
+            self.reject("rejected", f"record not pushed: {exc}")
+            return False
         if ok:
             self.wake_engine()
             self.stats.inc("records")
@@ -101,9 +105,27 @@ class Feed:
 
     def push_book(self, kind: Kind, packed: tuple, first_id: int, last_id: int, exch_ns: int,
                   recv_ns: int) -> bool:
+        """Push a book record; one larger than the ring takes is split: the first part keeps
+        ``kind``, the rest follow as deltas of absolute levels (same ids), which rebuild the
+        same book. A lost part shows as a seq gap to the engine like any lost record."""
         data, nb, na, pdec, qdec = packed
-        return self.push(kind, encode_book(kind, self.index, exch_ns, recv_ns, first_id, last_id,
-                                           data, nb, na, pdec, qdec), recv_ns)
+        per = max(1, (self.ring.max_payload - BOOK_HEADER.size) // 16)
+        if nb + na <= per:
+            return self.push(kind, encode_book(kind, self.index, exch_ns, recv_ns, first_id, last_id,
+                                               data, nb, na, pdec, qdec), recv_ns)
+        ok = True
+        start = 0
+        part_kind = kind
+        while start < nb + na:
+            end = min(nb + na, start + per)
+            cb = max(0, min(end, nb) - start)        # bids in this part
+            ca = (end - start) - cb
+            ok &= self.push(part_kind, encode_book(part_kind, self.index, exch_ns, recv_ns, first_id,
+                                                   last_id, data[16 * start:16 * end], cb, ca, pdec,
+                                                   qdec), recv_ns)
+            part_kind = Kind.BOOK_DELTA
+            start = end
+        return ok
 
     def push_invalid(self, reason: str) -> None:
         self.push(Kind.BOOK_INVALID, encode_invalid(self.index, time.time_ns(), reason), time.time_ns())

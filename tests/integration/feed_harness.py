@@ -81,7 +81,9 @@ class FeedHarness:
     async def wait_state(self, state: FeedState, timeout: float = 10.0) -> None:
         await self.wait_for(lambda: self.state == state, timeout, state.word)
 
-    def book_matches_truth(self) -> bool:
+    def book_matches_truth(self, depth: int = 500) -> bool:
+        """The top ``depth`` levels (a Binance snapshot holds ``snapshot_limit`` levels, so a
+        deeper comparison would fail on a deeper simulated book by design)."""
         book = self.feed.book  # type: ignore[attr-defined]
         if not book.valid:
             return False
@@ -89,5 +91,6 @@ class FeedHarness:
         truth = self.sim.truth(venue, self.cfg.symbol, book.update_id)
         if truth is None:
             return False
-        bids, asks = book.top(100_000)
-        return [tuple(x) for x in truth["bids"]] == bids and [tuple(x) for x in truth["asks"]] == asks
+        bids, asks = book.top(depth)
+        return ([tuple(x) for x in truth["bids"][:depth]] == bids
+                and [tuple(x) for x in truth["asks"][:depth]] == asks)

@@ -195,3 +195,31 @@ async def test_records_keep_their_seq_and_exchange_latency_is_measured(sim: Simu
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
         assert sum(h.feed.stats.hist_exchange_receive) > 0
         assert sum(h.feed.stats.hist_receive_push) == h.count("records")
+
+
+async def test_snapshot_larger_than_a_ring_record_is_split() -> None:
+    big = Simulator(SimConfig(seed=5, rate=50.0, depth=2000))
+    await big.start()
+    try:
+        async with FeedHarness(big, "Bi-OB", ring_capacity=1 << 16, snapshot_limit=5000) as h:
+            await synced_and_true(h)
+            from obitui.core.book import OrderBook
+            rebuilt = OrderBook(8)
+            parts = 0
+            for kind, _, payload in h.consumer.pop_batch(1_000_000):
+                if kind in (Kind.BOOK_SNAPSHOT, Kind.BOOK_DELTA):
+                    rec = decode_book(payload)
+                    assert len(payload) <= h.ring.max_payload
+                    if kind == Kind.BOOK_SNAPSHOT:
+                        rebuilt.apply_snapshot_packed(rec.bids, rec.asks)
+                        parts = 1
+                    else:
+                        rebuilt.apply_packed(rec.bids, rec.asks)
+                        parts += 1
+            assert parts > 2
+            feed_book = h.feed.book  # type: ignore[attr-defined]
+            assert rebuilt.bids.fixed_levels() == feed_book.bids.fixed_levels()
+            assert rebuilt.asks.fixed_levels() == feed_book.asks.fixed_levels()
+            assert h.count("rejected") == 0
+    finally:
+        await big.stop()
