@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     ap.add_argument("--record", metavar="DIR", help="record every raw frame to capture files in DIR")
     ap.add_argument("--replay", metavar="FILE", help="replay a capture file through the simulator")
+    ap.add_argument("--speed", type=float, default=1.0, metavar="X",
+                    help="replay pacing: 1 original, X times faster, 0 as fast as the feeds read")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("sim", help="run the exchange simulator in the foreground", add_help=False)
     b = sub.add_parser("bench", help="benchmarks against baselines, side by side "
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         headless.setup_logging(args.json)
         return headless.run(cfg, sim=args.sim, sim_faults=args.sim_fault, as_json=args.json,
                             interval=args.interval, duration=args.duration,
-                            record_dir=args.record, replay=args.replay)
+                            record_dir=args.record, replay=args.replay, replay_speed=args.speed)
     return not_built("the Textual UI (use --no-ui)")
 
 

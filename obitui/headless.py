@@ -89,7 +89,7 @@ def setup_logging(as_json: bool, level: int = logging.INFO) -> None:
 
 def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interval: float,
         duration: float | None, record_dir: str | None, replay: str | None,
-        out: TextIO = sys.stdout) -> int:
+        replay_speed: float = 1.0, out: TextIO = sys.stdout) -> int:
     stop = {"now": False}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -100,7 +100,7 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
     sup = Supervisor(cfg, record_dir)
     try:
         if sim or replay:
-            bws, brest, gws = sup.start_simulator(sim_faults, replay=replay)
+            bws, brest, gws = sup.start_simulator(sim_faults, replay=replay, replay_speed=replay_speed)
             sup.cfg = cfg = cfg.with_sim(bws, brest, gws)
         sup.start()
         t0 = time.monotonic()
@@ -109,8 +109,11 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
             now = time.monotonic()
             if duration is not None and now - t0 >= duration:
                 break
+            if sup.sim_finished.is_set():
+                log.info("the replay reached the end of the capture: stopping")
+                break
             if sup.sim_proc is not None and sup.sim_proc.poll() is not None:
-                log.info("the simulator ended (code %s): stopping", sup.sim_proc.returncode)
+                log.error("the simulator ended unexpectedly (code %s): stopping", sup.sim_proc.returncode)
                 break
             sup.poll()
             if now >= next_print:

@@ -12,6 +12,7 @@ import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,7 @@ class Supervisor:
         self.children: list[Child] = []
         self.ctx = mp.get_context("spawn")
         self.sim_proc: subprocess.Popen[str] | None = None
+        self.sim_finished = threading.Event()
         self.started = False
 
     # ------------------------------------------------------------ start
@@ -136,13 +138,13 @@ class Supervisor:
         self.started = True
 
     def start_simulator(self, faults: list[str], seed: int = 1, replay: str | None = None,
-                        rate: float | None = None) -> tuple[str, str, str]:
+                        rate: float | None = None, replay_speed: float = 1.0) -> tuple[str, str, str]:
         """Run `obitui sim` as a child; returns (binance ws, binance rest, bitget ws)."""
         cmd = [sys.executable, "-m", "obitui", "sim", "--seed", str(seed)]
         for f in faults:
             cmd += ["--sim-fault", f]
         if replay:
-            cmd += ["--replay", replay]
+            cmd += ["--replay", replay, "--speed", str(replay_speed), "--exit-at-end"]
         if rate:
             cmd += ["--rate", str(rate)]
         self.sim_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -152,9 +154,17 @@ class Supervisor:
             err = self.sim_proc.stderr.read() if self.sim_proc.stderr else ""  # type: ignore[union-attr]
             self.stop_simulator()
             raise SupervisorError(f"the simulator did not start: {(err or lines[0]).strip()[:300]}")
+        self.sim_finished = threading.Event()
+        threading.Thread(target=self._watch_sim_output, args=(self.sim_proc,), daemon=True).start()
         b = dict(kv.split("=", 1) for kv in lines[0].split()[1:])
         g = dict(kv.split("=", 1) for kv in lines[1].split()[1:])
         return b["ws"], b["rest"], g["ws"]
+
+    def _watch_sim_output(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip() == "replay finished":
+                self.sim_finished.set()
 
     def _spawn(self, child: Child) -> None:
         child.proc = self.ctx.Process(target=child.target, args=child.args, name=f"obitui-{child.name}",

@@ -178,7 +178,8 @@ class BitgetBooksFeed(BitgetFeed):
                 self.awaiting_snapshot = False
                 self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), 0, seq or 0, ts_ms * 1_000_000, recv_ns)
                 self.lossy = False
-                self.state(FeedState.CONNECTED_SYNCED, f"synced at seq {seq}")
+                self.state(FeedState.CONNECTED_SYNCED, f"synced at seq {seq}" if seq is not None
+                           else "synced (no seq in this feed: checksums only)")
             elif action == "update":
                 if self.awaiting_snapshot:
                     self.stats.inc("stale_events")   # in flight before the new snapshot

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--speed", type=float, default=1.0,
                     help="replay pacing: 1 original, X times faster, 0 as fast as the client reads")
     ap.add_argument("--duration", type=float, help="stop after S seconds")
+    ap.add_argument("--exit-at-end", action="store_true",
+                    help="replay: exit 2 s after every venue's frames were all sent to a client")
     return ap
 
 
@@ -59,10 +61,18 @@ async def _run(args: argparse.Namespace) -> int:
         return 1
     for line in sim.banner():
         print(line, flush=True)
-    try:
-        await asyncio.wait_for(stop.wait(), args.duration)
-    except asyncio.TimeoutError:
-        pass
+    waits = [asyncio.ensure_future(stop.wait())]
+    if args.replay and args.exit_at_end:
+        async def ended() -> None:
+            await sim.finished.wait()   # type: ignore[union-attr]
+            await asyncio.sleep(1.0)    # let the clients apply what they received
+            # the supervisor reads this, takes its last look, then stops us
+            print("replay finished", flush=True)
+            await asyncio.sleep(30.0)
+        waits.append(asyncio.ensure_future(ended()))
+    await asyncio.wait(waits, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
     await sim.stop()
     return 0
 

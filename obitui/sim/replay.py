@@ -2,9 +2,12 @@
 
 Every WebSocket client of a venue receives that venue's recorded frames from the start of the
 capture, in order: with the original pacing (``speed`` 1), faster or slower (``speed`` X), or as
-fast as the client reads (``speed`` 0). REST requests are answered with the recorded REST bodies
-of the venue, in order (the last one again once they run out). Client messages (subscribes,
-pings) are accepted; Bitget text pings are answered."""
+fast as the client reads (``speed`` 0). A client that names streams (Binance ``/stream?streams=``
+or ``/ws/<stream>``) or subscribes (Bitget ``op: subscribe``) gets the frames of those streams
+and channels only (a Bitget subscribe is acknowledged by the replay itself); one that does
+neither gets everything. REST requests are answered with the recorded REST bodies of the venue
+for the requested symbol, in order (the last one again once they run out). Bitget text pings
+are answered."""
 from __future__ import annotations
 
 import asyncio
@@ -13,6 +16,9 @@ import socket
 from collections import defaultdict
 from pathlib import Path
 
+from urllib.parse import parse_qs, urlparse
+
+import orjson
 from aiohttp import WSMsgType, web
 
 from obitui.capture import CaptureRecord, read_capture
@@ -34,7 +40,10 @@ class ReplaySimulator:
             (self.ws if rec.kind == "ws" else self.rest)[rec.venue].append(rec)
         for e in self.errors:
             log.warning("replay: skipped a bad capture line: %s", e)
-        self.rest_served: dict[str, int] = defaultdict(int)
+        self.rest_served: dict[tuple[str, str], int] = defaultdict(int)
+        self.done: set[str] = set()           # venues whose frames were all sent to a client
+        self.finished = asyncio.Event()
+        self._keys = {id(r): _frame_key(r) for recs in self.ws.values() for r in recs}
         self.ports: dict[str, int] = {}
         self.counters: dict[str, int] = defaultdict(int)
         self._runners: list[web.AppRunner] = []
@@ -93,11 +102,12 @@ class ReplaySimulator:
         async def handle(request: web.Request) -> web.StreamResponse:
             if request.headers.get("Upgrade", "").lower() == "websocket":
                 return await self._serve_ws(venue, request)
-            bodies = self.rest[venue]
+            symbol = request.query.get("symbol", "")
+            bodies = [b for b in self.rest[venue] if not symbol or _query_symbol(b.url) in ("", symbol)]
             if not bodies:
-                return web.Response(status=404, text="no REST bodies in this capture\n")
-            i = min(self.rest_served[venue], len(bodies) - 1)
-            self.rest_served[venue] += 1
+                return web.Response(status=404, text="no REST bodies for this request in the capture\n")
+            i = min(self.rest_served[(venue, symbol)], len(bodies) - 1)
+            self.rest_served[(venue, symbol)] += 1
             return web.Response(text=bodies[i].data, content_type="application/json")
         return handle
 
@@ -106,13 +116,31 @@ class ReplaySimulator:
         await ws.prepare(request)
         self._clients.add(ws)
         self.counters[f"{venue}_connections"] += 1
-        reader = asyncio.get_running_loop().create_task(self._read(ws))
+        wanted: set[str] = set()
+        if venue == "binance":
+            if request.path == "/stream":
+                wanted = set(filter(None, request.query.get("streams", "").split("/")))
+            elif request.path.startswith("/ws/"):
+                wanted = set(request.path[4:].split("/"))
+        subscribed = asyncio.Event()
+        if wanted or venue == "binance":
+            subscribed.set()
+        reader = asyncio.get_running_loop().create_task(self._read(ws, venue, wanted, subscribed))
         try:
+            try:
+                await asyncio.wait_for(subscribed.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass              # no subscribe: everything
             frames = self.ws[venue]
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             first = frames[0].t if frames else 0
             for rec in frames:
+                key = self._keys[id(rec)]
+                if wanted and key.startswith("event:"):
+                    continue      # the replay acknowledged the subscribes itself
+                if wanted and key not in wanted:
+                    continue
                 if self.speed > 0:
                     delay = (rec.t - first) / 1e9 / self.speed - (loop.time() - t0)
                     if delay > 0:
@@ -121,15 +149,56 @@ class ReplaySimulator:
                     break
                 await ws.send_str(rec.data)
                 self.counters[f"{venue}_frames"] += 1
+            else:
+                self.done.add(venue)
+                if self.done >= {v for v, recs in self.ws.items() if recs}:
+                    self.finished.set()
             await reader   # keep the socket open until the client leaves
         finally:
             reader.cancel()
             self._clients.discard(ws)
         return ws
 
-    async def _read(self, ws: web.WebSocketResponse) -> None:
+    async def _read(self, ws: web.WebSocketResponse, venue: str, wanted: set[str],
+                    subscribed: asyncio.Event) -> None:
         async for msg in ws:
-            if msg.type == WSMsgType.TEXT and msg.data == "ping":
-                await ws.send_str("pong")
+            if msg.type == WSMsgType.TEXT:
+                if msg.data == "ping":
+                    await ws.send_str("pong")
+                    continue
+                if venue == "bitget":
+                    try:
+                        req = orjson.loads(msg.data)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(req, dict) and req.get("op") == "subscribe":
+                        for arg in req.get("args") or []:
+                            if isinstance(arg, dict):
+                                wanted.add(f"{arg.get('channel')}:{arg.get('instId')}")
+                                await ws.send_str(orjson.dumps({"event": "subscribe", "arg": arg}).decode())
+                        subscribed.set()
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                 break
+
+
+def _query_symbol(url: str) -> str:
+    q = parse_qs(urlparse(url).query)
+    return q.get("symbol", [""])[0]
+
+
+def _frame_key(rec: CaptureRecord) -> str:
+    """What a frame belongs to: a Binance stream name, a Bitget 'channel:instId', or 'event:'."""
+    try:
+        msg = orjson.loads(rec.data)
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(msg, dict):
+        return ""
+    if rec.venue == "binance":
+        return str(msg.get("stream", ""))
+    if "event" in msg:
+        return "event:"
+    arg = msg.get("arg")
+    if isinstance(arg, dict):
+        return f"{arg.get('channel', arg.get('topic'))}:{arg.get('instId', arg.get('symbol'))}"
+    return ""

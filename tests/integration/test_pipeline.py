@@ -273,3 +273,32 @@ def test_stale_segments_of_dead_runs_are_removed_live_ones_kept() -> None:
     finally:
         Segment.unlink(dead_name)
         Segment.unlink(live_name)
+
+
+def test_replay_of_real_recordings_end_to_end(shared_data: Path, tmp_path: Path) -> None:
+    from obitui.capture import CaptureRecord, convert_cryptofeed, write_capture
+    recs: list[CaptureRecord] = []
+    url = "wss://stream.binance.com:9443/stream?streams=nknusdt@depth@100ms"
+    for r in convert_cryptofeed(shared_data / "recorded" / "BINANCE.http.0.0"):
+        if "NKNUSDT" in r.url:
+            recs.append(r)
+    for r in convert_cryptofeed(shared_data / "recorded" / "BINANCE.ws.1.0"):
+        if '"stream":"nknusdt@depth@100ms"' in r.data:
+            recs.append(CaptureRecord(r.t, r.venue, r.kind, url, r.data))
+    n_books = 0
+    for r in convert_cryptofeed(shared_data / "recorded" / "BITGET.ws.1.0"):
+        if '"channel":"books","instId":"EOSUSDT"}' in r.data:
+            recs.append(r)
+            n_books += 1
+    cap = tmp_path / "session.jsonl.zst"
+    write_capture(cap, sorted(recs, key=lambda r: r.t))
+    res = subprocess.run([sys.executable, "-m", "obitui", "--replay", str(cap), "--speed", "0", "--no-ui",
+                          "--json", "--duration", "60"], capture_output=True, text=True, timeout=90)
+    assert res.returncode == 0, res.stderr[-3000:]
+    final = json.loads(res.stdout.splitlines()[-1])
+    assert set(final["feeds"]) == {"Bi-OB", "Bg-OB"}
+    bi, bg = final["feeds"]["Bi-OB"], final["feeds"]["Bg-OB"]
+    assert bi["gaps"] == 0 and bi["parse_errors"] == 0
+    assert bg["gaps"] == 0 and bg["checksum_failures"] == 0 and bg["frames"] >= n_books
+    assert final["books"]["binance:NKNUSDT"]["valid"] and final["books"]["bitget:EOSUSDT"]["valid"]
+    assert final["books"]["binance:NKNUSDT"]["update_id"] > 499869752

@@ -424,35 +424,50 @@ async def test_replay_serves_a_recording_frame_for_frame(shared_data: Path, tmp_
     assert write_capture(cap, records) == len(records) == 684
     assert [r.data for r in read_capture(cap)] == [r.data for r in records]
     async with ReplaySimulator(cap, speed=0) as rs:
-        async with websockets.connect(rs.bitget_ws_url) as ws:
-            await ws.send('{"op":"subscribe","args":[]}')
+        async with websockets.connect(rs.bitget_ws_url) as ws:   # no subscribe: everything
             got = [await asyncio.wait_for(ws.recv(), 5) for _ in records]
             await ws.send("ping")
             assert await asyncio.wait_for(ws.recv(), 5) == "pong"
-    assert got == [r.data for r in records]
+        assert got == [r.data for r in records]
+        # a subscriber gets its channel only, acknowledged by the replay
+        arg = {"instType": "SP", "channel": "books", "instId": "EOSUSDT"}
+        want = [r.data for r in records if '"channel":"books","instId":"EOSUSDT"}' in r.data
+                and '"action"' in r.data]
+        async with websockets.connect(rs.bitget_ws_url) as ws:
+            await ws.send(orjson.dumps({"op": "subscribe", "args": [arg]}).decode())
+            assert await recv_json(ws) == {"event": "subscribe", "arg": arg}
+            got = [await asyncio.wait_for(ws.recv(), 5) for _ in want]
+            assert got == want
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.5)
+        assert rs.finished.is_set()
 
 
-async def test_replay_rest_bodies_in_order_and_pacing(shared_data: Path, tmp_path: Path) -> None:
+async def test_replay_rest_bodies_by_symbol_and_pacing(shared_data: Path, tmp_path: Path) -> None:
     cap = tmp_path / "binance.jsonl"
-    write_capture(cap, convert_cryptofeed(shared_data / "recorded" / "BINANCE.http.0.0"))
+    http = list(convert_cryptofeed(shared_data / "recorded" / "BINANCE.http.0.0"))
+    write_capture(cap, http)
     ws_recs = list(convert_cryptofeed(shared_data / "recorded" / "BINANCE.ws.1.0"))[:20]
     write_capture(cap, ws_recs)
     async with ReplaySimulator(cap, speed=4.0) as rs:
         async with aiohttp.ClientSession() as s:
-            ids = []
-            for _ in range(5):
-                async with s.get(rs.binance_rest_url + "/api/v3/depth?symbol=X&limit=1000") as r:
-                    ids.append((await r.json())["lastUpdateId"])
-        assert ids[:4] == [orjson.loads(r.data)["lastUpdateId"] for r in
-                           convert_cryptofeed(shared_data / "recorded" / "BINANCE.http.0.0")]
-        assert ids[4] == ids[3]
-        async with websockets.connect(rs.binance_ws_url + "/stream?streams=x") as ws:
+            for rec in http:
+                sym = rec.url.split("symbol=")[1].split("&")[0]
+                async with s.get(rs.binance_rest_url + f"/api/v3/depth?symbol={sym}&limit=1000") as r:
+                    assert (await r.json())["lastUpdateId"] == orjson.loads(rec.data)["lastUpdateId"]
+            async with s.get(rs.binance_rest_url + "/api/v3/depth?symbol=NOPE") as r:
+                assert r.status == 404
+        async with websockets.connect(rs.binance_ws_url + "/stream") as ws:
             t0 = time.monotonic()
             got = [await asyncio.wait_for(ws.recv(), 10) for _ in ws_recs]
             took = time.monotonic() - t0
-    span = (ws_recs[-1].t - ws_recs[0].t) / 1e9
-    assert got == [r.data for r in ws_recs]
-    assert took >= span / 4 * 0.8
+        span = (ws_recs[-1].t - ws_recs[0].t) / 1e9
+        assert got == [r.data for r in ws_recs]
+        assert took >= span / 4 * 0.8
+        async with websockets.connect(rs.binance_ws_url + "/stream?streams=nknusdt@depth@100ms") as ws:
+            want = [r.data for r in ws_recs if '"stream":"nknusdt@depth@100ms"' in r.data]
+            got = [await asyncio.wait_for(ws.recv(), 10) for _ in want]
+            assert got == want
 
 
 async def test_clean_shutdown_closes_clients_ports_and_tasks() -> None:
