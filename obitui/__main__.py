@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sim-fault", action="append", default=[], metavar="NAME[=VALUE]",
                     help="inject a simulator fault (repeatable; see `obitui sim --help`)")
     ap.add_argument("--no-ui", action="store_true", help="headless: print status lines")
+    ap.add_argument("--refresh-hz", type=float, default=8.0, metavar="HZ",
+                    help="UI refresh rate (default 8)")
+    ap.add_argument("--no-mouse", action="store_true", help="UI: do not capture the mouse")
     ap.add_argument("--json", action="store_true", help="headless: one JSON object per interval")
     ap.add_argument("--interval", type=float, default=1.0, metavar="S", help="headless print interval")
     ap.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -100,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         return headless.run(cfg, sim=args.sim, sim_faults=args.sim_fault, as_json=args.json,
                             interval=args.interval, duration=args.duration,
                             record_dir=args.record, replay=args.replay, replay_speed=args.speed)
-    return not_built("the Textual UI (use --no-ui)")
+    from obitui.app import run_app
+    return run_app(cfg, sim=args.sim, sim_faults=args.sim_fault, refresh_hz=args.refresh_hz,
+                   mouse=not args.no_mouse, record_dir=args.record, replay=args.replay,
+                   replay_speed=args.speed)
 
 
 if __name__ == "__main__":

@@ -234,9 +234,10 @@ class Engine:
 
 
 def engine_main(cfg: Config, ring_names: list[str], stats_name: str, log_level: int = logging.INFO,
-                resync_books: bool = False) -> None:
+                resync_books: bool = False, log_file: str | None = None) -> None:
     """Process entry (spawned by the supervisor)."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=log_level, filename=log_file,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if cfg.engine_cpu is not None:
         try:
             os.sched_setaffinity(0, {cfg.engine_cpu})

@@ -92,8 +92,10 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, cfg: Config, record_dir: str | None = None, log_level: int = logging.INFO) -> None:
+    def __init__(self, cfg: Config, record_dir: str | None = None, log_level: int = logging.INFO,
+                 log_file: str | None = None) -> None:
         self.cfg = cfg
+        self.log_file = log_file
         self.record_dir = record_dir
         self.log_level = log_level
         self.run_id = f"r{os.getpid()}x{secrets.token_hex(3)}"
@@ -129,9 +131,11 @@ class Supervisor:
             raise SupervisorError(f"shared memory: {exc}") from None
         for i, (f, ring) in enumerate(zip(self.cfg.feeds, self.ring_names)):
             self.children.append(Child(f.label, feed_main,
-                                       (f, i, ring, self.stats_name, self.record_dir, self.log_level)))
+                                       (f, i, ring, self.stats_name, self.record_dir, self.log_level,
+                                        self.log_file)))
         self.children.append(Child("engine", engine_main,
-                                   (self.cfg, self.ring_names, self.stats_name, self.log_level, False)))
+                                   (self.cfg, self.ring_names, self.stats_name, self.log_level, False,
+                                    self.log_file)))
         # the engine first: it must be consuming before the feeds fill their rings
         for child in [self.children[-1], *self.children[:-1]]:
             self._spawn(child)
@@ -147,7 +151,8 @@ class Supervisor:
             cmd += ["--replay", replay, "--speed", str(replay_speed), "--exit-at-end"]
         if rate:
             cmd += ["--rate", str(rate)]
-        self.sim_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        err = open(self.log_file, "a") if self.log_file else subprocess.PIPE  # noqa: SIM115
+        self.sim_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
                                          text=True, start_new_session=True)
         lines = [self.sim_proc.stdout.readline().strip() for _ in range(2)]  # type: ignore[union-attr]
         if not lines[0].startswith("binance ws=") or not lines[1].startswith("bitget ws="):
@@ -202,7 +207,7 @@ class Supervisor:
                 child.restarts += 1
                 child.next_start = 0.0
                 if child.name == "engine":
-                    child.args = (*child.args[:4], True)   # resync every book
+                    child.args = (*child.args[:4], True, *child.args[5:])   # resync every book
                 self._spawn(child)
                 events.append(f"{child.name} restarted (pid {child.proc.pid})")
                 log.info(events[-1])
@@ -221,6 +226,9 @@ class Supervisor:
     def ring_fill(self) -> list[tuple[float, int]]:
         """(fill 0..1, drops) per ring, read from the ring counters only."""
         return [(m.fill(), m.drops) for m in self.monitors]
+
+    def ring_high_water(self) -> list[float]:
+        return [m.high_water / m.capacity for m in self.monitors]
 
     # ------------------------------------------------------------ stop
     def stop(self) -> None:

@@ -37,8 +37,10 @@ async def _run(cfg: FeedConfig, index: int, ring_name: str, stats_name: str,
 
 
 def feed_main(cfg: FeedConfig, index: int, ring_name: str, stats_name: str,
-              record_dir: str | None = None, log_level: int = logging.INFO) -> None:
-    logging.basicConfig(level=log_level, format=f"%(asctime)s {cfg.label} %(levelname)s %(message)s")
+              record_dir: str | None = None, log_level: int = logging.INFO,
+              log_file: str | None = None) -> None:
+    logging.basicConfig(level=log_level, filename=log_file,
+                        format=f"%(asctime)s {cfg.label} %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl+C goes to the supervisor, which stops us
     if cfg.cpu is not None:
         try:

@@ -1,0 +1,425 @@
+"""The Textual console. It reads only the stats block (and ring counters for fill levels),
+at its own pace: one timer, all widget updates inside ``batch_update()``."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psutil
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Header, RichLog, Static
+
+from obitui.config import Config
+from obitui.core.stats import AckResult, BookView, Command, FeedState, FeedView, StatsBlock, hist_quantile
+from obitui.engine import book_plan
+from obitui.widgets.ladder import DepthLadder
+from obitui.widgets.sparkline import ObiSparkline
+
+REFRESH_STEPS = (2.0, 4.0, 8.0, 10.0, 16.0)
+ACK_TIMEOUT = 5.0
+
+STATE_STYLE = {
+    FeedState.CONNECTED_SYNCED: "green", FeedState.CONNECTED: "green", FeedState.LIVE: "green",
+    FeedState.SYNCING: "yellow", FeedState.SUBSCRIBING: "yellow", FeedState.CONNECTING: "yellow",
+    FeedState.RESYNCING: "yellow", FeedState.BACKOFF: "red", FeedState.FAILED: "bold red",
+    FeedState.STOPPED: "dim",
+}
+
+
+class Controller(Protocol):
+    stats: StatsBlock | None
+
+    def command(self, label: str, cmd: Command) -> int: ...
+    def pids(self) -> dict[str, int]: ...
+    def ring_fill(self) -> list[tuple[float, int]]: ...
+    def ring_high_water(self) -> list[float]: ...
+    def poll(self) -> list[str]: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Pending:
+    label: str
+    index: int
+    seq: int
+    what: str
+    sent: float
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,f1,question_mark", "dismiss", "Close", id="help.close")]
+
+    def __init__(self, bindings: list[Binding]) -> None:
+        super().__init__()
+        self.lines = bindings
+
+    def compose(self) -> ComposeResult:
+        rows = ["[b]obitui keys[/b]", ""]
+        for b in self.lines:
+            rows.append(f"  [b]{(b.key_display or b.key):<10}[/b] {b.description}")
+        rows += ["", "The display reads the stats block only; pausing it never stops the data.",
+                 "Esc closes this help."]
+        yield Vertical(Static("\n".join(rows)))
+
+
+def _us(ns: float | None) -> str:
+    if ns is None:
+        return "-"
+    return f"{ns / 1e3:.0f}" if ns < 1e7 else f"{ns / 1e6:.0f}ms"
+
+
+def _age(now_ns: int, then_ns: int) -> str:
+    if not then_ns:
+        return "-"
+    s = max(0.0, (now_ns - then_ns) / 1e9)
+    return f"{s:.1f}s" if s < 100 else f"{s / 60:.0f}m"
+
+
+class ObituiApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "obitui"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    BINDINGS = [
+        Binding("r", "reconnect", "Reconnect", id="feed.reconnect"),
+        Binding("s", "resync", "Resync", id="feed.resync"),
+        Binding("a", "reconnect_all", "Reconnect all", id="feed.reconnect_all"),
+        Binding("p", "pause", "Pause", id="display.pause"),
+        Binding("b", "cycle_book", "Next book", id="display.cycle_book"),
+        Binding("plus,equals_sign", "faster", "Faster", key_display="+", id="display.faster"),
+        Binding("minus", "slower", "Slower", key_display="-", id="display.slower"),
+        Binding("f1,question_mark", "help", "Help", key_display="F1", id="app.help"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+    ]
+
+    def __init__(self, cfg: Config, controller: Controller, refresh_hz: float = 8.0,
+                 mouse: bool = True, clock: bool = True) -> None:
+        """``clock``: a wall clock in the header and times in the log (off for snapshots)."""
+        super().__init__()
+        self.clock = clock
+        self.cfg = cfg
+        self.controller = controller
+        self.refresh_hz = refresh_hz
+        self.mouse_enabled = mouse
+        self.book_keys = book_plan(cfg.feeds)
+        self.focused_book = 0
+        self.paused = False
+        self.timer: Timer | None = None
+        self.pending: list[Pending] = []
+        self.last_states: dict[str, tuple[FeedState, str]] = {}
+        self.frames_prev: dict[str, tuple[int, float]] = {}
+        self.rates: dict[str, float] = {}
+        self.procs: dict[int, psutil.Process] = {}
+        self.ticks = 0
+        self.ready = False      # widgets composed and the table built
+
+    @property
+    def main(self) -> Any:
+        """The main screen (widgets are queried there even while the help screen is up)."""
+        return self.screen_stack[0]
+
+    # ------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=self.clock)
+        with Horizontal(id="books"):
+            for i, key in enumerate(self.book_keys):
+                digits = next(f.digits for f in self.cfg.feeds if f.book_key == key)
+                yield DepthLadder(key, digits, id=f"ladder{i}", classes="book" + (" focused" if i == 0 else ""))
+        with Horizontal(classes="sparks"):
+            for i, key in enumerate(self.book_keys):
+                yield ObiSparkline(key, id=f"spark{i}", classes="focused" if i == 0 else "")
+        table: DataTable[Any] = DataTable(id="feeds", cursor_type="row", zebra_stripes=True)
+        yield table
+        with Horizontal(id="bottom"):
+            yield Static(id="rings")
+            yield Static(id="procs")
+        yield RichLog(id="log", max_lines=500, markup=True, wrap=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.compact = self.size.width < 110
+        self._build_table()
+        self.main.query_one("#rings", Static).border_title = "rings"
+        self.main.query_one("#procs", Static).border_title = "processes"
+        self.main.query_one("#log", RichLog).border_title = "log"
+        self.main.query_one("#feeds", DataTable).border_title = "feeds"
+        self.ready = True
+        self._start_timer()
+        self.tick()
+
+    FULL_COLUMNS = (("feed", "label", 5), ("state", "state", 16), ("reason", "reason", 15),
+                    ("age", "age", 5), ("msg/s", "rate", 5), ("ex→rx µs", "lat1", 11),
+                    ("rx→ring", "lat2", 9), ("gaps", "gaps", 4), ("resync", "resyncs", 6),
+                    ("reconn", "reconnects", 6), ("drops", "drops", 5), ("retry", "retry", 5))
+    COMPACT_KEYS = ("label", "state", "age", "rate", "gaps", "resyncs", "reconnects", "drops", "retry")
+
+    def _build_table(self) -> None:
+        """All columns when wide; at 80 columns the ones that fit without scrolling."""
+        table = self.main.query_one("#feeds", DataTable)
+        cursor = table.cursor_row
+        table.clear(columns=True)
+        for col, key, width in self.FULL_COLUMNS:
+            if not self.compact or key in self.COMPACT_KEYS:
+                table.add_column(col, key=key, width=width)
+        for f in self.cfg.feeds:
+            table.add_row(*([f.label] + [""] * (len(table.columns) - 1)), key=f.label)
+        table.move_cursor(row=max(0, cursor))
+
+    def on_resize(self, event: Any) -> None:
+        compact = event.size.width < 110
+        if compact != getattr(self, "compact", compact) and self.ready:
+            self.compact = compact
+            self._build_table()
+            self.tick()
+
+    def _start_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.stop()
+        self.timer = self.set_interval(1.0 / self.refresh_hz, self.tick)
+
+    # ------------------------------------------------------------ the one timer
+    def tick(self) -> None:
+        if not self.ready:
+            return
+        self.ticks += 1
+        for event in self.controller.poll():
+            self.log_line(f"[yellow]{event}[/]")
+        stats = self.controller.stats
+        if stats is None:
+            return
+        self._check_acks(stats)
+        feeds = [stats.read_feed(i) for i in range(len(self.cfg.feeds))]
+        self._note_state_changes(feeds)
+        if self.paused:
+            return
+        books = [stats.read_book(j) for j in range(len(self.book_keys))]
+        with self.batch_update():
+            self._update_books(books, feeds)
+            self._update_table(feeds)
+            if self.ticks % max(1, int(self.refresh_hz)) == 1 or self.refresh_hz < 2:
+                self._update_rings(feeds)
+                self._update_procs()
+
+    def _update_books(self, books: list[BookView | None], feeds: list[FeedView | None]) -> None:
+        for j, (key, view) in enumerate(zip(self.book_keys, books)):
+            state = next((fv.state.word for f, fv in zip(self.cfg.feeds, feeds)
+                          if fv is not None and f.is_book and f.book_key == key), "")
+            self.main.query_one(f"#ladder{j}", DepthLadder).show(view, state)
+            if view is not None:
+                self.main.query_one(f"#spark{j}", ObiSparkline).show(view.obi_history, view.obi, view.valid)
+
+    def _update_table(self, feeds: list[FeedView | None]) -> None:
+        table = self.main.query_one("#feeds", DataTable)
+        now_ns = time.time_ns()
+        now = time.monotonic()
+        fills = self.controller.ring_fill()
+        for i, (f, fv) in enumerate(zip(self.cfg.feeds, feeds)):
+            if fv is None:
+                continue
+            c = fv.counters
+            prev = self.frames_prev.get(f.label)
+            if prev is None or now - prev[1] >= 1.0:
+                if prev is not None:
+                    self.rates[f.label] = (c["frames"] - prev[0]) / (now - prev[1])
+                self.frames_prev[f.label] = (c["frames"], now)
+            retry = ""
+            if fv.state == FeedState.BACKOFF and fv.next_retry_ns:
+                retry = f"{max(0.0, (fv.next_retry_ns - now_ns) / 1e9):.1f}s"
+            drops = fills[i][1] if i < len(fills) else c["ring_drops"]
+            row = {
+                "state": f"[{STATE_STYLE.get(fv.state, '')}]{fv.state.word}[/]",
+                "reason": fv.reason[:15], "age": _age(now_ns, fv.last_receive_ns),
+                "rate": f"{self.rates.get(f.label, 0.0):.0f}",
+                "lat1": f"{_us(hist_quantile(fv.hist_exchange_receive, 0.5))}/"
+                        f"{_us(hist_quantile(fv.hist_exchange_receive, 0.99))}",
+                "lat2": f"{_us(hist_quantile(fv.hist_receive_push, 0.5))}/"
+                        f"{_us(hist_quantile(fv.hist_receive_push, 0.99))}",
+                "gaps": str(c["gaps"]), "resyncs": str(c["resyncs"]),
+                "reconnects": str(c["reconnects"]), "drops": str(drops), "retry": retry,
+            }
+            for col, value in row.items():
+                if col in table.columns and table.get_cell(f.label, col) != value:
+                    table.update_cell(f.label, col, value)
+
+    def _update_rings(self, feeds: list[FeedView | None]) -> None:
+        fills = self.controller.ring_fill()
+        hws = self.controller.ring_high_water()
+        lines = []
+        for i, f in enumerate(self.cfg.feeds):
+            if i >= len(fills):
+                break
+            fill, drops = fills[i]
+            hw = hws[i] if i < len(hws) else 0.0
+            n = 5 if self.compact else 12
+            filled = int(round(fill * n))
+            mark = min(n - 1, int(hw * n))
+            bar = "".join("█" if k < filled else ("│" if k == mark else "░") for k in range(n))
+            if self.compact:
+                lines.append(f"{f.label:<6}{bar} {fill * 100:3.0f}% hw{hw * 100:3.0f}% drops {drops}")
+            else:
+                lines.append(f"{f.label:<6} {bar} {fill * 100:5.1f}% hw {hw * 100:5.1f}% drops {drops}")
+        self.main.query_one("#rings", Static).update("\n".join(lines) or "no rings")
+
+    def _update_procs(self) -> None:
+        pids = self.controller.pids()
+        if not pids:
+            self.main.query_one("#procs", Static).update("no child processes\n(reading a stats block)")
+            return
+        lines = []
+        for name, pid in pids.items():
+            proc = self.procs.get(pid)
+            try:
+                if proc is None:
+                    proc = self.procs[pid] = psutil.Process(pid)
+                    proc.cpu_percent(None)
+                cpu = proc.cpu_percent(None)
+                rss = proc.memory_info().rss / 2**20
+                lines.append(f"{name:<6}{cpu:4.0f}% {rss:4.0f}M" if self.compact else
+                             f"{name:<7} pid {pid:<7} cpu {cpu:5.1f}% rss {rss:6.1f} MiB")
+            except psutil.Error:
+                lines.append(f"{name:<7} pid {pid:<7} gone")
+        me = psutil.Process()
+        cpu, rss = me.cpu_percent(None), me.memory_info().rss / 2**20
+        lines.append(f"{'ui':<6}{cpu:4.0f}% {rss:4.0f}M" if self.compact else
+                     f"{'ui':<7} pid {me.pid:<7} cpu {cpu:5.1f}% rss {rss:6.1f} MiB")
+        if self.compact:
+            lines = ["  ".join(lines[k:k + 2]) for k in range(0, len(lines), 2)]
+        self.main.query_one("#procs", Static).update("\n".join(lines))
+
+    def _note_state_changes(self, feeds: list[FeedView | None]) -> None:
+        for f, fv in zip(self.cfg.feeds, feeds):
+            if fv is None:
+                continue
+            now = (fv.state, fv.reason)
+            if self.last_states.get(f.label) != now:
+                self.last_states[f.label] = now
+                style = STATE_STYLE.get(fv.state, "")
+                self.log_line(f"{f.label}: [{style}]{fv.state.word}[/] {fv.reason}")
+
+    def _check_acks(self, stats: StatsBlock) -> None:
+        now = time.monotonic()
+        for p in list(self.pending):
+            seq, result, text = stats.read_ack(p.index)
+            if seq == p.seq:
+                self.pending.remove(p)
+                ok = result == AckResult.OK
+                msg = f"{p.label}: {p.what} {'acknowledged' if ok else result.name.lower()}: {text}"
+                self.log_line(f"[{'green' if ok else 'red'}]{msg}[/]")
+                self.notify(msg, severity="information" if ok else "error", timeout=4)
+            elif now - p.sent > ACK_TIMEOUT:
+                self.pending.remove(p)
+                msg = f"{p.label}: {p.what} not acknowledged in {ACK_TIMEOUT:.0f} s (feed process down?)"
+                self.log_line(f"[red]{msg}[/]")
+                self.notify(msg, severity="error", timeout=4)
+
+    def log_line(self, text: str) -> None:
+        stamp = f"[dim]{time.strftime('%H:%M:%S')}[/] " if self.clock else ""
+        self.main.query_one("#log", RichLog).write(stamp + text)
+
+    # ------------------------------------------------------------ actions
+    def _selected(self) -> tuple[int, str]:
+        table = self.main.query_one("#feeds", DataTable)
+        row = max(0, min(table.cursor_row, len(self.cfg.feeds) - 1))
+        return row, self.cfg.feeds[row].label
+
+    def _send(self, index: int, label: str, cmd: Command) -> None:
+        try:
+            seq = self.controller.command(label, cmd)
+        except (KeyError, AssertionError) as exc:
+            self.log_line(f"[red]{label}: {cmd.name.lower()} failed: {exc}[/]")
+            return
+        self.pending.append(Pending(label, index, seq, cmd.name.lower(), time.monotonic()))
+        self.log_line(f"{label}: {cmd.name.lower()} sent")
+
+    def action_reconnect(self) -> None:
+        self._send(*self._selected(), Command.RECONNECT)
+
+    def action_resync(self) -> None:
+        i, label = self._selected()
+        if not self.cfg.feeds[i].is_book:
+            self.log_line(f"[yellow]{label}: resync applies to book feeds only[/]")
+            self.notify(f"{label} is not a book feed: nothing to resync", severity="warning")
+            return
+        self._send(i, label, Command.RESYNC)
+
+    def action_reconnect_all(self) -> None:
+        for i, f in enumerate(self.cfg.feeds):
+            self._send(i, f.label, Command.RECONNECT)
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self.sub_title = "PAUSED (data keeps flowing)" if self.paused else ""
+        self.log_line("display paused" if self.paused else "display resumed")
+
+    def action_cycle_book(self) -> None:
+        if not self.book_keys:
+            return
+        self.focused_book = (self.focused_book + 1) % len(self.book_keys)
+        for j in range(len(self.book_keys)):
+            self.main.query_one(f"#ladder{j}").set_class(j == self.focused_book, "focused")
+            self.main.query_one(f"#spark{j}").set_class(j == self.focused_book, "focused")
+
+    def _set_rate(self, hz: float) -> None:
+        self.refresh_hz = hz
+        self._start_timer()
+        self.log_line(f"refresh {hz:g} Hz")
+
+    def action_faster(self) -> None:
+        bigger = [h for h in REFRESH_STEPS if h > self.refresh_hz]
+        self._set_rate(bigger[0] if bigger else self.refresh_hz)
+
+    def action_slower(self) -> None:
+        smaller = [h for h in REFRESH_STEPS if h < self.refresh_hz]
+        self._set_rate(smaller[-1] if smaller else self.refresh_hz)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen([b for b in self.BINDINGS if isinstance(b, Binding)]))
+
+
+def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float, mouse: bool,
+            record_dir: str | None, replay: str | None, replay_speed: float = 1.0) -> int:
+    """Start the supervisor (and the simulator), run the app, always stop everything."""
+    import signal
+    import sys
+
+    import logging
+    import os
+    from pathlib import Path
+
+    from obitui.supervisor import Supervisor, SupervisorError
+    # the terminal belongs to the UI: every process logs to a file instead
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "obitui"
+    state.mkdir(parents=True, exist_ok=True)
+    log_file = str(state / "obitui.log")
+    logging.basicConfig(level=logging.INFO, filename=log_file, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sup = Supervisor(cfg, record_dir, log_file=log_file)
+    holder: dict[str, ObituiApp] = {}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        # a dropped SSH session (SIGHUP) or SIGTERM ends the app; the finally below cleans up
+        if "app" in holder:
+            holder["app"].exit()
+        else:
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if sim or replay:
+            urls = sup.start_simulator(sim_faults, replay=replay, replay_speed=replay_speed)
+            sup.cfg = cfg = cfg.with_sim(*urls)
+        sup.start()
+        app = holder["app"] = ObituiApp(cfg, sup, refresh_hz, mouse)
+        app.run(mouse=mouse)
+        return 0
+    except SupervisorError as exc:
+        print(f"obitui: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sup.stop()

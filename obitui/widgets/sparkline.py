@@ -1,0 +1,49 @@
+"""OBI sparkline of one book: the last samples as block characters, coloured by sign, with the
+current value (line API)."""
+from __future__ import annotations
+
+from rich.segment import Segment
+from textual.strip import Strip
+from textual.widget import Widget
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+class ObiSparkline(Widget):
+    COMPONENT_CLASSES = {"spark--pos", "spark--neg", "spark--label"}
+    DEFAULT_CSS = """
+    ObiSparkline { height: 2; }
+    """
+
+    def __init__(self, key: str, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.key = key
+        self.values: list[float] = []
+        self.current = 0.0
+        self.valid = False
+
+    def show(self, values: list[float], current: float, valid: bool) -> None:
+        self.values = values
+        self.current = current
+        self.valid = valid
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        pos = self.get_component_rich_style("spark--pos")
+        neg = self.get_component_rich_style("spark--neg")
+        if y == 0:
+            label = self.get_component_rich_style("spark--label")
+            value = f"{self.current:+.4f}" if self.valid else "  n/a "
+            return Strip([Segment(f" OBI {self.key} ", label),
+                          Segment(value, pos if self.current >= 0 else neg)]).crop(0, width)
+        if y > 1:
+            return Strip.blank(width)
+        vals = self.values[-width:]
+        segs = []
+        for v in vals:
+            v = max(-1.0, min(1.0, v))
+            idx = min(len(BLOCKS) - 1, int((v + 1.0) / 2.0 * len(BLOCKS)))
+            segs.append(Segment(BLOCKS[idx], pos if v >= 0 else neg))
+        pad = width - len(vals)
+        return Strip([Segment(" " * pad)] + segs if pad > 0 else segs).crop(0, width)

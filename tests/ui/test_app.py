@@ -1,0 +1,228 @@
+"""The Textual app against a real stats block (filled by an in-test writer, as the engine and
+feeds would) and once against the real fleet on the simulator."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from textual.widgets import DataTable, RichLog
+
+from obitui.app import ObituiApp
+from obitui.config import load_config
+from obitui.controller import StatsController
+from obitui.core.ring import Ring
+from obitui.core.shm import Segment
+from obitui.core.stats import AckResult, BookSlotWriter, Command, FeedSlotWriter, FeedState, StatsBlock
+from obitui.widgets.ladder import DepthLadder
+from obitui.widgets.sparkline import ObiSparkline
+
+pytestmark = pytest.mark.timeout(60)
+STATES = [FeedState.CONNECTED_SYNCED, FeedState.CONNECTED, FeedState.RESYNCING, FeedState.LIVE]
+
+
+@dataclass
+class World:
+    cfg: object
+    stats: StatsBlock
+    feeds: list[FeedSlotWriter]
+    books: list[BookSlotWriter]
+    rings: list[Ring]
+    controller: StatsController
+
+    def publish_books(self, update_id: int, valid: bool = True) -> None:
+        for j, w in enumerate(self.books):
+            base = 2_700_000_000_000 + j * 100_000_000
+            bids = [(base - k * 1_000_000, (k + 1) * 1_000_000) for k in range(20)]
+            asks = [(base + (k + 1) * 1_000_000, (20 - k) * 500_000) for k in range(20)]
+            w.push_obi(0.25 if j == 0 else -0.4)
+            w.publish(valid=valid, crossed=False, update_id=update_id, pdec=8, qdec=8, bids=bids,
+                      asks=asks, obi=0.25 if j == 0 else -0.4)
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    cfg = load_config(None)
+    prefix = f"obitui-{os.getuid()}-test-ui-{uuid.uuid4().hex[:8]}"
+    stats = StatsBlock.create(prefix + "-stats", 4, 2)
+    rings = [Ring.create(f"{prefix}-ring{i}", 1 << 16) for i in range(4)]
+    feeds = []
+    for i, f in enumerate(cfg.feeds):
+        w = FeedSlotWriter(stats, i, f.label, f.venue, f.stream_name, f.symbol, rings[i].name)
+        w.inc("frames", 100 * (i + 1))
+        w.inc("gaps", i)
+        w.set_state(STATES[i], "because" if i != 2 else "gap: U=5 after u=3")
+        feeds.append(w)
+    books = [BookSlotWriter(stats, 0, "Bi-OB", "binance", "BTCUSDT"),
+             BookSlotWriter(stats, 1, "Bg-OB", "bitget", "BTCUSDT")]
+    rings[0].push(b"x" * 1000)
+    ctl = StatsController(cfg, stats, [r.name for r in rings])
+    wd = World(cfg, stats, feeds, books, rings, ctl)
+    wd.publish_books(42)
+    try:
+        yield wd
+    finally:
+        ctl.stop()
+        for r in rings:
+            r.close()
+            Ring.unlink(r.name)
+        stats.close()
+        Segment.unlink(prefix + "-stats")
+
+
+def app_for(world: World, **kw: object) -> ObituiApp:
+    return ObituiApp(world.cfg, world.controller, refresh_hz=10, clock=False, **kw)  # type: ignore[arg-type]
+
+
+async def test_widgets_show_what_the_block_says(world: World) -> None:
+    app = app_for(world)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        table = app.query_one("#feeds", DataTable)
+        assert "connected_synced" in str(table.get_cell("Bi-OB", "state"))
+        assert "resyncing" in str(table.get_cell("Bg-OB", "state"))
+        assert table.get_cell("Bg-OB", "gaps") == "2"
+        assert table.get_cell("Bg-OB", "reason").startswith("gap: U=5")
+        ladder = app.query_one("#ladder0", DepthLadder)
+        assert ladder.view is not None and ladder.view.update_id == 42 and ladder.view.valid
+        spark = app.query_one("#spark1", ObiSparkline)
+        assert spark.current == -0.4 and spark.values == [-0.4]
+        assert "drops 0" in str(app.query_one("#rings").render())
+        world.publish_books(43, valid=False)
+        await pilot.pause(0.3)
+        assert not ladder.view.valid and ladder.view.update_id == 43
+
+
+async def test_keys_send_control_words_and_show_the_ack(world: World) -> None:
+    app = app_for(world)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.2)
+        await pilot.press("s")                      # cursor on Bi-OB
+        assert world.stats.read_command(0) == (1, Command.RESYNC)
+        world.stats.ack_command(0, 1, AckResult.OK, "resync started, socket kept")
+        await pilot.pause(0.3)
+        log = "\n".join(str(line.text) for line in app.query_one("#log", RichLog).lines)
+        assert "Bi-OB: resync acknowledged: resync started, socket kept" in log
+        await pilot.press("r")
+        assert world.stats.read_command(0) == (2, Command.RECONNECT)
+        world.stats.ack_command(0, 2, AckResult.FAILED, "not connected")
+        await pilot.pause(0.3)
+        log = "\n".join(str(line.text) for line in app.query_one("#log", RichLog).lines)
+        assert "Bi-OB: reconnect failed: not connected" in log
+        await pilot.press("down", "s")               # Bi-TR is not a book feed
+        assert world.stats.read_command(1) == (0, Command.NONE)
+        await pilot.press("a")
+        assert [world.stats.read_command(i)[1] for i in range(4)] == [Command.RECONNECT] * 4
+
+
+async def test_pause_freezes_the_display_only(world: World) -> None:
+    app = app_for(world)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.2)
+        await pilot.press("p")
+        assert "PAUSED" in app.sub_title
+        world.publish_books(99)
+        await pilot.pause(0.4)
+        assert app.query_one("#ladder0", DepthLadder).view.update_id == 42
+        assert world.stats.read_book(0).update_id == 99      # the data kept flowing
+        await pilot.press("p")
+        await pilot.pause(0.3)
+        assert app.query_one("#ladder0", DepthLadder).view.update_id == 99
+
+
+async def test_refresh_rate_keys_and_help(world: World) -> None:
+    app = app_for(world)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("plus")
+        assert app.refresh_hz == 16.0
+        await pilot.press("minus", "minus")
+        assert app.refresh_hz == 8.0
+        await pilot.press("f1")
+        assert app.screen.__class__.__name__ == "HelpScreen"
+        await pilot.press("escape")
+        assert app.screen.__class__.__name__ != "HelpScreen"
+        ids = {b.id for b in app.BINDINGS}
+        assert {"feed.reconnect", "feed.resync", "feed.reconnect_all", "display.pause",
+                "display.cycle_book", "app.help", "app.quit"} <= ids
+
+
+async def test_compact_layout_at_80x24(world: World) -> None:
+    app = app_for(world)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        table = app.query_one("#feeds", DataTable)
+        assert [str(table.get_cell(f.label, "label")) for f in world.cfg.feeds] == ["Bi-OB", "Bi-TR", "Bg-OB", "Bg-PR"]
+        assert "reason" not in table.columns          # the columns that fit
+        assert table.virtual_size.width <= table.size.width
+        l0, l1 = app.query_one("#ladder0"), app.query_one("#ladder1")
+        assert l0.display and not l1.display
+        await pilot.press("b")
+        await pilot.pause(0.1)
+        assert l1.display and not l0.display
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause(0.3)
+        assert "reason" in table.columns and l0.display and l1.display
+
+
+def test_snapshot_main_screen(world: World, snap_compare) -> None:  # noqa: ANN001
+    assert snap_compare(app_for(world), terminal_size=(120, 40), run_before=_settle)
+
+
+def test_snapshot_main_screen_80x24(world: World, snap_compare) -> None:  # noqa: ANN001
+    assert snap_compare(app_for(world), terminal_size=(80, 24), run_before=_settle)
+
+
+def test_snapshot_help_screen(world: World, snap_compare) -> None:  # noqa: ANN001
+    assert snap_compare(app_for(world), terminal_size=(120, 40), press=["f1"], run_before=_settle)
+
+
+async def _settle(pilot) -> None:  # noqa: ANN001
+    await pilot.pause(0.3)
+
+
+@pytest.mark.timeout(90)
+async def test_against_the_real_fleet_on_the_simulator() -> None:
+    from obitui.supervisor import Supervisor, our_segments
+    cfg = load_config(None)
+    sup = Supervisor(cfg)
+    try:
+        urls = sup.start_simulator([], seed=6)
+        sup.cfg = cfg = cfg.with_sim(*urls)
+        sup.start()
+        app = ObituiApp(cfg, sup, refresh_hz=8)
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.query_one("#feeds", DataTable)
+            t0 = time.monotonic()
+            while "connected_synced" not in str(table.get_cell("Bi-OB", "state")):
+                assert time.monotonic() - t0 < 20, "Bi-OB never synced"
+                await pilot.pause(0.2)
+            await pilot.press("s")
+            t0 = time.monotonic()
+            while True:
+                log = "\n".join(str(line.text) for line in app.query_one("#log", RichLog).lines)
+                if "Bi-OB: resync acknowledged" in log:
+                    break
+                assert time.monotonic() - t0 < 10, log[-2000:]
+                await pilot.pause(0.2)
+            assert "cpu" in str(app.query_one("#procs").render())
+    finally:
+        sup.stop()
+    assert not [s for s in our_segments() if f"-r{os.getpid()}x" in s]
+
+
+def test_hot_path_never_imports_the_ui() -> None:
+    mods = ["obitui.core.ring", "obitui.core.book", "obitui.core.stats", "obitui.feeds.process",
+            "obitui.feeds.binance_feed", "obitui.feeds.bitget_feed", "obitui.engine",
+            "obitui.supervisor", "obitui.sim.server", "obitui.sim.cli", "obitui.headless",
+            "obitui.config", "obitui.capture"]
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in mods)
+            + "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('textual', 'rich'))\n"
+            + "print(','.join(bad))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == ""
