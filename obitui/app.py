@@ -10,6 +10,7 @@ import psutil
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
@@ -117,6 +118,7 @@ class ObituiApp(App[None]):
         self.procs: dict[int, psutil.Process] = {}
         self.ticks = 0
         self.ready = False      # widgets composed and the table built
+        self.last_slow = 0.0
 
     @property
     def main(self) -> Any:
@@ -148,6 +150,9 @@ class ObituiApp(App[None]):
         self.main.query_one("#procs", Static).border_title = "processes"
         self.main.query_one("#log", RichLog).border_title = "log"
         self.main.query_one("#feeds", DataTable).border_title = "feeds"
+
+    def on_ready(self) -> None:
+        # every widget is mounted now (under load on_mount can come before the screen's children)
         self.ready = True
         self._start_timer()
         self.tick()
@@ -186,6 +191,19 @@ class ObituiApp(App[None]):
     def tick(self) -> None:
         if not self.ready:
             return
+        try:
+            self._tick()
+        except NoMatches:
+            # the app is being torn down (quit) while a tick was queued: nothing left to draw
+            if not (self._exit or not self.main.is_attached):
+                raise
+
+    def on_unmount(self) -> None:
+        self.ready = False
+        if self.timer is not None:
+            self.timer.stop()
+
+    def _tick(self) -> None:
         self.ticks += 1
         for event in self.controller.poll():
             self.log_line(f"[yellow]{event}[/]")
@@ -201,7 +219,9 @@ class ObituiApp(App[None]):
         with self.batch_update():
             self._update_books(books, feeds)
             self._update_table(feeds)
-            if self.ticks % max(1, int(self.refresh_hz)) == 1 or self.refresh_hz < 2:
+            now = time.monotonic()
+            if now - self.last_slow >= 1.0:      # rings and processes: once a second
+                self.last_slow = now
                 self._update_rings(feeds)
                 self._update_procs()
 

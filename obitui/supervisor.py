@@ -151,6 +151,11 @@ class Supervisor:
             cmd += ["--replay", replay, "--speed", str(replay_speed), "--exit-at-end"]
         if rate:
             cmd += ["--rate", str(rate)]
+        if not replay:
+            symbols = sorted({f.symbol for f in self.cfg.feeds})
+            from obitui.sim.server import BINANCE_SYMBOLS
+            known = {s.symbol for s in BINANCE_SYMBOLS}
+            cmd += ["--symbols", ",".join(s for s in symbols if s in known) or "BTCUSDT"]
         err = open(self.log_file, "a") if self.log_file else subprocess.PIPE  # noqa: SIM115
         self.sim_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
                                          text=True, start_new_session=True)

@@ -182,7 +182,11 @@ def test_snapshot_help_screen(world: World, snap_compare) -> None:  # noqa: ANN0
 
 
 async def _settle(pilot) -> None:  # noqa: ANN001
-    await pilot.pause(0.3)
+    """Wait for a few display ticks (not a fixed time: a loaded machine is slower)."""
+    t0 = time.monotonic()
+    while pilot.app.ticks < 3 and time.monotonic() - t0 < 20:
+        await pilot.pause(0.05)
+    await pilot.pause(0.2)
 
 
 @pytest.mark.timeout(90)

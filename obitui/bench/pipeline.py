@@ -1,0 +1,104 @@
+"""`obitui bench pipeline`: the whole fleet against the simulator at several rates.
+
+For each rate the simulator steps each market R times a second (Binance depth and Bitget books
+each get R messages/s, trades and tickers come on top: the total is measured from the feeds'
+frame counters). After a warm-up, over a measured window: receive -> engine-applied latency
+(from the engine's per-book log2 histograms, so quantiles are bucket-resolution: the bucket's
+geometric middle), ring drops, and CPU and RSS of every process (psutil). Idle: the fleet with
+the simulator at 1 step/s and the default `block` wait strategy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import psutil
+
+from obitui.bench.ring import machine_info
+from obitui.config import load_config
+from obitui.core.stats import HIST_BUCKETS, hist_quantile
+from obitui.supervisor import Supervisor
+
+
+def _hist(sup: Supervisor) -> list[int]:
+    assert sup.stats is not None
+    total = [0] * HIST_BUCKETS
+    for j in range(sup.stats.n_books):
+        v = sup.stats.read_book(j)
+        if v is not None:
+            total = [a + b for a, b in zip(total, v.hist_ring_engine)]
+    return total
+
+
+def _frames(sup: Supervisor) -> int:
+    assert sup.stats is not None
+    return sum(sup.stats.read_feed(i).counters["frames"] for i in range(len(sup.cfg.feeds)))
+
+
+def measure(rate: float, warmup: float, window: float, wait: str = "block") -> dict[str, Any]:
+    cfg = load_config(None)
+    cfg.engine_wait = wait
+    sup = Supervisor(cfg)
+    try:
+        sup.cfg = cfg.with_sim(*sup.start_simulator([], seed=1, rate=rate))
+        sup.start()
+        t_end = time.monotonic() + warmup
+        while time.monotonic() < t_end:
+            sup.poll()
+            time.sleep(0.1)
+        procs = {name: psutil.Process(pid) for name, pid in sup.pids().items()}
+        if sup.sim_proc is not None:
+            procs["sim"] = psutil.Process(sup.sim_proc.pid)
+        cpu0 = {n: p.cpu_times() for n, p in procs.items()}
+        h0, f0 = _hist(sup), _frames(sup)
+        d0 = sum(d for _, d in sup.ring_fill())
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < window:
+            sup.poll()
+            time.sleep(0.1)
+        el = time.monotonic() - t0
+        h1, f1 = _hist(sup), _frames(sup)
+        d1 = sum(d for _, d in sup.ring_fill())
+        cpu = {}
+        rss = {}
+        for n, p in procs.items():
+            c = p.cpu_times()
+            cpu[n] = round(100 * (c.user + c.system - cpu0[n].user - cpu0[n].system) / el, 1)
+            rss[n] = round(p.memory_info().rss / 2**20, 1)
+        h = [b - a for a, b in zip(h0, h1)]
+        q = {k: hist_quantile(h, v) for k, v in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))}
+        return {"rate_steps": rate, "msgs_per_s": round((f1 - f0) / el), "drops": d1 - d0,
+                "latency_us": {k: (round(v / 1e3, 1) if v else None) for k, v in q.items()},
+                "cpu_pct": cpu, "rss_mib": rss,
+                "fleet_cpu_pct": round(sum(v for k, v in cpu.items() if k != "sim"), 1)}
+    finally:
+        sup.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="obitui bench pipeline", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default="470,2350,4700", help="simulator steps/s per market")
+    ap.add_argument("--window", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    rows = []
+    idle = measure(1.0, args.warmup, args.window)
+    idle["label"] = "idle (1 step/s)"
+    rows.append(idle)
+    for r in (float(x) for x in args.rates.split(",")):
+        row = measure(r, args.warmup, args.window)
+        row["label"] = f"{r:g} steps/s"
+        rows.append(row)
+    if args.json:
+        print(json.dumps({"machine": machine_info(), "rows": rows}))
+        return 0
+    for row in rows:
+        print(f"{row['label']:>18}: {row['msgs_per_s']:6d} msgs/s, drops {row['drops']}, rx->applied "
+              f"p50/p99/p99.9 {row['latency_us']['p50']}/{row['latency_us']['p99']}/"
+              f"{row['latency_us']['p999']} us, fleet CPU {row['fleet_cpu_pct']}% "
+              f"(sim {row['cpu_pct'].get('sim')}%), CPU {row['cpu_pct']}, RSS MiB {row['rss_mib']}")
+    return 0
