@@ -40,6 +40,10 @@ def produce(Ring ring, uint64_t count, uint32_t size, uint64_t gap_ns=0) -> int:
     return spins
 
 
+cdef enum:
+    EMPTY_PAUSES = 16
+
+
 def consume(Ring ring, uint64_t count, uint64_t[::1] latencies=None) -> tuple:
     """Spin-pop ``count`` records, committing the head once per batch of what is available.
     Returns (errors, elapsed_ns from the first record to the last). With ``latencies``,
@@ -52,12 +56,16 @@ def consume(Ring ring, uint64_t count, uint64_t[::1] latencies=None) -> tuple:
     cdef uint64_t nlat = latencies.shape[0] if want_lat else 0
     cdef uint64_t prev_seq = 0
     cdef const uint64_t *p
+    cdef int k
     with nogil:
         while got < count:
             rc = ring.read_next(&rh)
             if rc == 0:
                 ring.commit()
-                obi_cpu_relax()
+                # caught up: let the producer write a few records before touching its tail
+                # line again (re-reading it at once makes the line bounce on every record)
+                for k in range(EMPTY_PAUSES):
+                    obi_cpu_relax()
                 continue
             if rc < 0:
                 errors += 1
