@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sim", action="store_true", help="run against the built-in exchange simulator")
     ap.add_argument("--sim-fault", action="append", default=[], metavar="NAME[=VALUE]",
                     help="inject a simulator fault (repeatable; see `obitui sim --help`)")
+    ap.add_argument("--sim-rate", type=float, metavar="STEPS",
+                    help="with --sim: market steps per second per symbol (default 20)")
     ap.add_argument("--no-ui", action="store_true", help="headless: print status lines")
     ap.add_argument("--refresh-hz", type=float, default=8.0, metavar="HZ",
                     help="UI refresh rate (default 8)")
@@ -103,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         headless.setup_logging(args.json)
         return headless.run(cfg, sim=args.sim, sim_faults=args.sim_fault, as_json=args.json,
                             interval=args.interval, duration=args.duration,
-                            record_dir=args.record, replay=args.replay, replay_speed=args.speed)
+                            record_dir=args.record, replay=args.replay, replay_speed=args.speed,
+                            sim_rate=args.sim_rate)
     from obitui.app import run_app
     return run_app(cfg, sim=args.sim, sim_faults=args.sim_fault, refresh_hz=args.refresh_hz,
                    mouse=not args.no_mouse, record_dir=args.record, replay=args.replay,
-                   replay_speed=args.speed)
+                   replay_speed=args.speed, sim_rate=args.sim_rate)
 
 
 if __name__ == "__main__":

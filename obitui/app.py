@@ -23,6 +23,7 @@ from obitui.widgets.sparkline import ObiSparkline
 
 REFRESH_STEPS = (2.0, 4.0, 8.0, 10.0, 16.0)
 ACK_TIMEOUT = 5.0
+TABLE_EVERY = 0.5       # the feed table is a slow table (DataTable): 2 Hz
 
 STATE_STYLE = {
     FeedState.CONNECTED_SYNCED: "green", FeedState.CONNECTED: "green", FeedState.LIVE: "green",
@@ -119,6 +120,8 @@ class ObituiApp(App[None]):
         self.ticks = 0
         self.ready = False      # widgets composed and the table built
         self.last_slow = 0.0
+        self.last_table = 0.0
+        self.last_poll = 0.0
 
     @property
     def main(self) -> Any:
@@ -205,8 +208,10 @@ class ObituiApp(App[None]):
 
     def _tick(self) -> None:
         self.ticks += 1
-        for event in self.controller.poll():
-            self.log_line(f"[yellow]{event}[/]")
+        if time.monotonic() - self.last_poll >= TABLE_EVERY:   # child watch: 2 Hz is plenty
+            self.last_poll = time.monotonic()
+            for event in self.controller.poll():
+                self.log_line(f"[yellow]{event}[/]")
         stats = self.controller.stats
         if stats is None:
             return
@@ -216,10 +221,12 @@ class ObituiApp(App[None]):
         if self.paused:
             return
         books = [stats.read_book(j) for j in range(len(self.book_keys))]
+        now = time.monotonic()
         with self.batch_update():
-            self._update_books(books, feeds)
-            self._update_table(feeds)
-            now = time.monotonic()
+            self._update_books(books, feeds)      # hot widgets: every tick
+            if now - self.last_table >= TABLE_EVERY:
+                self.last_table = now
+                self._update_table(feeds)
             if now - self.last_slow >= 1.0:      # rings and processes: once a second
                 self.last_slow = now
                 self._update_rings(feeds)
@@ -402,7 +409,7 @@ class ObituiApp(App[None]):
 
 
 def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float, mouse: bool,
-            record_dir: str | None, replay: str | None, replay_speed: float = 1.0) -> int:
+            record_dir: str | None, replay: str | None, replay_speed: float = 1.0, sim_rate: float | None = None) -> int:
     """Start the supervisor (and the simulator), run the app, always stop everything."""
     import signal
     import sys
@@ -432,7 +439,8 @@ def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float,
     signal.signal(signal.SIGTERM, on_signal)
     try:
         if sim or replay:
-            urls = sup.start_simulator(sim_faults, replay=replay, replay_speed=replay_speed)
+            urls = sup.start_simulator(sim_faults, replay=replay, replay_speed=replay_speed,
+                                                  rate=sim_rate)
             sup.cfg = cfg = cfg.with_sim(*urls)
         sup.start()
         app = holder["app"] = ObituiApp(cfg, sup, refresh_hz, mouse)

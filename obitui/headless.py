@@ -89,7 +89,7 @@ def setup_logging(as_json: bool, level: int = logging.INFO) -> None:
 
 def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interval: float,
         duration: float | None, record_dir: str | None, replay: str | None,
-        replay_speed: float = 1.0, out: TextIO = sys.stdout) -> int:
+        replay_speed: float = 1.0, sim_rate: float | None = None, out: TextIO = sys.stdout) -> int:
     stop = {"now": False}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -100,7 +100,8 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
     sup = Supervisor(cfg, record_dir)
     try:
         if sim or replay:
-            bws, brest, gws = sup.start_simulator(sim_faults, replay=replay, replay_speed=replay_speed)
+            bws, brest, gws = sup.start_simulator(sim_faults, replay=replay, replay_speed=replay_speed,
+                                                  rate=sim_rate)
             sup.cfg = cfg = cfg.with_sim(bws, brest, gws)
         sup.start()
         t0 = time.monotonic()
