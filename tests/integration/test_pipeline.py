@@ -145,7 +145,13 @@ def _wait(pred, timeout: float, what: str, sup: Supervisor) -> None:  # noqa: AN
     while not pred():
         sup.poll()
         if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
+            feeds = [(v.label, v.state.word, v.reason, v.counters["gaps"], v.counters["resyncs"],
+                      v.counters["ring_drops"]) for v in
+                     (sup.stats.read_feed(i) for i in range(len(sup.cfg.feeds))) if v is not None]
+            books = [(b.exchange, b.valid, b.update_id) for b in
+                     (sup.stats.read_book(j) for j in range(sup.stats.n_books)) if b is not None]
+            raise AssertionError(f"timed out waiting for {what}: feeds {feeds}, books {books}, "
+                                 f"processes {sup.pids()}")
         time.sleep(0.05)
 
 
@@ -216,7 +222,7 @@ def test_paused_engine_fills_a_ring_then_recovers() -> None:
                 return False
             from obitui.headless import book_json
             return book_json(b, 8)["bids"] == t["bids"][:20] and book_json(b, 8)["asks"] == t["asks"][:20]
-        _wait(book_true, 15, "the engine's book to equal the truth again", sup)
+        _wait(book_true, 30, "the engine's book to equal the truth again", sup)
         assert sup.stats.read_feed(0).counters["resyncs"] >= 1
     finally:
         sup.stop()
