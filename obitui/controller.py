@@ -7,6 +7,14 @@ from obitui.core.ring import Ring
 from obitui.core.stats import Command, StatsBlock
 
 
+def command_by_label(cfg: Config, stats: StatsBlock, label: str, cmd: Command) -> int:
+    """Post ``cmd`` to the feed labelled ``label``; returns the command's sequence number."""
+    for i, f in enumerate(cfg.feeds):
+        if f.label == label:
+            return stats.send_command(i, cmd)
+    raise KeyError(f"no feed labelled {label!r}")
+
+
 class StatsController:
     """Reads a stats block and its rings; sends control words. Starts no process."""
 
@@ -17,10 +25,7 @@ class StatsController:
 
     def command(self, label: str, cmd: Command) -> int:
         assert self.stats is not None
-        for i, f in enumerate(self.cfg.feeds):
-            if f.label == label:
-                return self.stats.send_command(i, cmd)
-        raise KeyError(f"no feed labelled {label!r}")
+        return command_by_label(self.cfg, self.stats, label, cmd)
 
     def pids(self) -> dict[str, int]:
         return {}

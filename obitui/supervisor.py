@@ -219,11 +219,9 @@ class Supervisor:
         return events
 
     def command(self, label: str, cmd: Command) -> int:
+        from obitui.controller import command_by_label
         assert self.stats is not None
-        for i, f in enumerate(self.cfg.feeds):
-            if f.label == label:
-                return self.stats.send_command(i, cmd)
-        raise KeyError(f"no feed labelled {label!r}")
+        return command_by_label(self.cfg, self.stats, label, cmd)
 
     def pids(self) -> dict[str, int]:
         return {c.name: c.proc.pid for c in self.children if c.proc is not None and c.proc.is_alive()}

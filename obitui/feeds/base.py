@@ -13,6 +13,7 @@ import socket
 import time
 from typing import Any
 
+import orjson
 import websockets
 
 from obitui.config import FeedConfig
@@ -129,6 +130,18 @@ class Feed:
 
     def push_invalid(self, reason: str) -> None:
         self.push(Kind.BOOK_INVALID, encode_invalid(self.index, time.time_ns(), reason), time.time_ns())
+
+    def load_object(self, text: str | bytes) -> dict[str, Any] | None:
+        """The frame as a JSON object, or None after counting and logging why it is not one."""
+        try:
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            self.reject("parse_errors", f"invalid JSON ({exc}): {str(text)[:80]!r}")
+            return None
+        if not isinstance(msg, dict):
+            self.reject("parse_errors", f"frame is not an object: {str(text)[:80]!r}")
+            return None
+        return msg
 
     def note_exchange_time(self, exch_ms: int, recv_ns: int) -> None:
         if exch_ms > 0:

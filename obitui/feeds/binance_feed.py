@@ -25,13 +25,8 @@ class BinanceFeed(Feed):
 
     def decode(self, text: str | bytes) -> dict[str, Any] | None:
         """The payload of a combined-stream frame, or None (counted) if unusable."""
-        try:
-            msg = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            self.reject("parse_errors", f"invalid JSON ({exc}): {str(text)[:80]!r}")
-            return None
-        if not isinstance(msg, dict):
-            self.reject("parse_errors", f"frame is not an object: {str(text)[:80]!r}")
+        msg = self.load_object(text)
+        if msg is None:
             return None
         data = msg.get("data", msg)
         if not isinstance(data, dict):

@@ -53,13 +53,8 @@ class BitgetFeed(Feed):
             await ws.send("ping")
 
     def decode(self, text: str | bytes) -> dict[str, Any] | None:
-        try:
-            msg = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            self.reject("parse_errors", f"invalid JSON ({exc}): {str(text)[:80]!r}")
-            return None
-        if not isinstance(msg, dict):
-            self.reject("parse_errors", f"frame is not an object: {str(text)[:80]!r}")
+        msg = self.load_object(text)
+        if msg is None:
             return None
         event = msg.get("event")
         if event == "error":

@@ -148,9 +148,7 @@ class BinanceVenue:
         while not conn.closed:
             await asyncio.sleep(0.05)
             now = time.monotonic()
-            if sim.faults.disconnect and now - conn.opened >= sim.faults.disconnect:
-                sim.count("injected_disconnect")
-                conn.close_soon(1001, "simulated disconnect")
+            if conn.disconnect_due():
                 return
             if now >= next_ping:
                 next_ping = now + sim.config.ping_interval

@@ -159,9 +159,7 @@ class BitgetVenue:
         while not conn.closed:
             await asyncio.sleep(0.05)
             now = time.monotonic()
-            if sim.faults.disconnect and now - conn.opened >= sim.faults.disconnect:
-                sim.count("injected_disconnect")
-                conn.close_soon(1001, "simulated disconnect")
+            if conn.disconnect_due():
                 return
             if (not sim.faults.no_ping_check
                     and now - conn.subs_last_ping > sim.config.bitget_ping_timeout):  # type: ignore[attr-defined]

@@ -45,6 +45,15 @@ class Conn:
         s = self.faults.silence
         return bool(s) and time.monotonic() - self.opened >= s
 
+    def disconnect_due(self) -> bool:
+        """The `disconnect=S` fault: close this connection S seconds after it opened."""
+        d = self.faults.disconnect
+        if d and time.monotonic() - self.opened >= d:
+            self.count("injected_disconnect")
+            self.close_soon(1001, "simulated disconnect")
+            return True
+        return False
+
     def send_control(self, text: str) -> None:
         """Acks, errors, pongs: never subject to data faults."""
         self._enqueue(text)
