@@ -142,7 +142,8 @@ class Supervisor:
         self.started = True
 
     def start_simulator(self, faults: list[str], seed: int = 1, replay: str | None = None,
-                        rate: float | None = None, replay_speed: float = 1.0) -> tuple[str, str, str]:
+                        rate: float | None = None, replay_speed: float = 1.0,
+                        extra: list[str] | None = None) -> tuple[str, str, str]:
         """Run `obitui sim` as a child; returns (binance ws, binance rest, bitget ws)."""
         cmd = [sys.executable, "-m", "obitui", "sim", "--seed", str(seed)]
         for f in faults:
@@ -151,6 +152,7 @@ class Supervisor:
             cmd += ["--replay", replay, "--speed", str(replay_speed), "--exit-at-end"]
         if rate:
             cmd += ["--rate", str(rate)]
+        cmd += extra or []
         if not replay:
             symbols = sorted({f.symbol for f in self.cfg.feeds})
             from obitui.sim.server import BINANCE_SYMBOLS

@@ -113,7 +113,11 @@ class DepthSync:
 
     def on_snapshot(self, last_update_id: int, bids: list[Any], asks: list[Any]) -> SyncResult:
         first = self.first_buffered_id
-        if first is not None and last_update_id < first:
+        # Spot: a snapshot that ends right before the first buffered event (lastUpdateId + 1 ==
+        # U) joins it with no gap, so only an older one is stale (the docs' "lastUpdateId < U"
+        # would refetch that contiguous case for nothing). USD-M needs U <= lastUpdateId.
+        stale_before = first if self.futures else (first - 1 if first is not None else None)
+        if stale_before is not None and last_update_id < stale_before:
             return SyncResult.STALE_SNAPSHOT
         self.book.apply_snapshot(bids, asks)
         self.book.update_id = last_update_id

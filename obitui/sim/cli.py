@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--depth", type=int, default=2000, help="levels per side")
     ap.add_argument("--symbols", default="BTCUSDT,ETHUSDT",
                     help="comma-separated markets to simulate (default BTCUSDT,ETHUSDT)")
+    ap.add_argument("--changes", type=int, default=0, metavar="N",
+                    help="level changes per market step (default: 1-4, like the real stream)")
     ap.add_argument("--checksum", action="store_true", help="Bitget books frames carry checksums")
     ap.add_argument("--sim-fault", action="append", default=[], metavar="NAME[=VALUE]")
     ap.add_argument("--replay", metavar="FILE", help="serve a capture file instead of the market")
@@ -49,6 +51,7 @@ async def _run(args: argparse.Namespace) -> int:
         sim = Simulator(SimConfig(seed=args.seed, rate=args.rate, host=args.host,
                                   port_base=args.port_base, depth=args.depth,
                                   bitget_checksum=args.checksum, faults=args.sim_fault,
+                                  changes_per_step=args.changes,
                                   symbols=tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -48,8 +48,9 @@ class Step:
 
 class MarketModel:
     def __init__(self, spec: SymbolSpec, seed: int, history: int = 100_000,
-                 first_update_id: int | None = None) -> None:
+                 first_update_id: int | None = None, changes_per_step: int = 0) -> None:
         self.spec = spec
+        self.changes_per_step = changes_per_step    # 0: 1-4 level changes a step
         self.rng = random.Random(seed)
         self.bids: SortedDict = SortedDict()
         self.asks: SortedDict = SortedDict()
@@ -99,7 +100,7 @@ class MarketModel:
             self._trade(undo, changes, trades)
         elif r < 0.2:
             self._inside_spread(undo, changes)
-        n = rng.randint(1, 4)
+        n = self.changes_per_step or rng.randint(1, 4)
         for _ in range(n):
             self._level_change(undo, changes)
         self._keep_depth(undo, changes)

@@ -44,6 +44,7 @@ class SimConfig:
     retry_after_418: int = 2
     faults: list[str] = field(default_factory=list)
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    changes_per_step: int = 0       # level changes per market step (0: 1-4, like the real stream)
 
 
 class Simulator:
@@ -57,9 +58,11 @@ class Simulator:
         if unknown:
             raise ValueError(f"the simulator has no market for {', '.join(sorted(unknown))}; "
                              f"it knows {', '.join(s.symbol for s in BINANCE_SYMBOLS)}")
-        self.binance_models = {s.symbol: MarketModel(_with_depth(s, self.config.depth), seed * 1000 + i)
+        self.binance_models = {s.symbol: MarketModel(_with_depth(s, self.config.depth), seed * 1000 + i,
+                                                   changes_per_step=self.config.changes_per_step)
                                for i, s in enumerate(BINANCE_SYMBOLS) if s.symbol in want}
-        self.bitget_models = {s.symbol: MarketModel(_with_depth(s, self.config.depth), seed * 1000 + 500 + i)
+        self.bitget_models = {s.symbol: MarketModel(_with_depth(s, self.config.depth), seed * 1000 + 500 + i,
+                                                  changes_per_step=self.config.changes_per_step)
                               for i, s in enumerate(BITGET_SYMBOLS) if s.symbol in want}
         self.binance = BinanceVenue(self, self.binance_models)
         self.bitget = BitgetVenue(self, self.bitget_models)

@@ -146,11 +146,23 @@ def test_binance_first_kept_event_is_last_update_id_plus_one(shared_data: Path) 
     assert first_kept["U"] == last + 1
 
 
+def test_snapshot_right_before_the_first_event_is_not_stale() -> None:
+    sync = DepthSync(OrderBook(8))
+    ev = parse_depth_event({"e": "depthUpdate", "U": 8, "u": 10, "b": [["1.0", "2"]], "a": []})
+    assert sync.on_event(ev) is SyncResult.BUFFERED
+    assert sync.on_snapshot(7, [["1.0", "1"]], [["2.0", "1"]]) is SyncResult.SYNCED
+    assert sync.book.update_id == 10 and sync.book.best_bid() == ("1.0", "2")
+    futures = DepthSync(OrderBook(8), futures=True)
+    futures.on_event(parse_depth_event({"e": "depthUpdate", "U": 8, "u": 10, "pu": 5, "b": [], "a": []}))
+    assert futures.on_snapshot(7, [["1.0", "1"]], [["2.0", "1"]]) is SyncResult.STALE_SNAPSHOT
+
+
 def test_binance_gap_is_detected_and_resync_keeps_buffering() -> None:
     sync = DepthSync(OrderBook(8))
     ev = lambda U, u, b: parse_depth_event({"e": "depthUpdate", "U": U, "u": u, "b": b, "a": []})  # noqa: E731
     assert sync.on_event(ev(8, 10, [["1.0", "1"]])) is SyncResult.BUFFERED
     assert sync.on_snapshot(5, [["0.9", "1"]], [["2.0", "1"]]) is SyncResult.STALE_SNAPSHOT
+    assert sync.on_snapshot(6, [["0.9", "1"]], [["2.0", "1"]]) is SyncResult.STALE_SNAPSHOT
     assert sync.on_snapshot(9, [["0.9", "1"]], [["2.0", "1"]]) is SyncResult.SYNCED
     assert sync.book.update_id == 10 and sync.book.valid
     assert sync.on_event(ev(11, 12, [])) is SyncResult.APPLIED
