@@ -7,6 +7,12 @@ cdef struct Level:
     uint8_t pdec     # decimals of the price as received
     uint8_t qdec     # decimals of the quantity as received
 
+cdef extern from *:
+    """
+    typedef __int128 obi_int128;
+    """
+    ctypedef long long obi_int128
+
 cdef class BookSide:
     cdef Level *lv
     cdef Py_ssize_t n
@@ -36,6 +42,7 @@ cdef class OrderBook:
     cdef void clear(self) noexcept nogil
     cdef void check_crossed(self) noexcept nogil
     cdef double obi_c(self, Py_ssize_t n) noexcept nogil
+    cdef void _depth_sums(self, Py_ssize_t n, obi_int128 *b, obi_int128 *a) noexcept nogil
     cdef int32_t checksum_c(self, Py_ssize_t depth) noexcept nogil
     cdef Py_ssize_t top_into(self, int side, Py_ssize_t n, int64_t *prices, int64_t *qtys) noexcept nogil
     cdef Py_ssize_t _parse(self, object levels, Py_ssize_t offset) except -1

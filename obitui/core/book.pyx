@@ -22,12 +22,6 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from obitui.core.fixed cimport parse_fixed_c, format_fixed_c, fixed_error_message, FIXED_OK
 
-cdef extern from *:
-    """
-    typedef __int128 obi_int128;
-    """
-    ctypedef long long obi_int128
-
 # ---------------------------------------------------------------- CRC32 (IEEE, as zlib)
 cdef uint32_t[256] CRC_TABLE
 cdef uint32_t _c
@@ -269,13 +263,19 @@ cdef class OrderBook:
             self.crossed_count += 1
         self.crossed = now
 
-    cdef double obi_c(self, Py_ssize_t n) noexcept nogil:
-        cdef obi_int128 b = 0, a = 0
+    cdef void _depth_sums(self, Py_ssize_t n, obi_int128 *b, obi_int128 *a) noexcept nogil:
+        """Exact sums of the quantities of the best ``n`` bids and asks."""
         cdef Py_ssize_t i
+        b[0] = 0
+        a[0] = 0
         for i in range(min(n, self.bids.n)):
-            b += self.bids.level_at(i).qty
+            b[0] += self.bids.level_at(i).qty
         for i in range(min(n, self.asks.n)):
-            a += self.asks.level_at(i).qty
+            a[0] += self.asks.level_at(i).qty
+
+    cdef double obi_c(self, Py_ssize_t n) noexcept nogil:
+        cdef obi_int128 b, a
+        self._depth_sums(n, &b, &a)
         if a + b == 0:
             return 0.0
         return <double>(b - a) / <double>(b + a)
@@ -470,12 +470,8 @@ cdef class OrderBook:
     def obi(self, Py_ssize_t n=20) -> float:
         """(bid qty - ask qty) / (bid qty + ask qty) over the best ``n`` levels per side, exact
         sums, one correctly rounded division at the end; 0.0 for an empty book."""
-        cdef obi_int128 b = 0, a = 0
-        cdef Py_ssize_t i
-        for i in range(min(n, self.bids.n)):
-            b += self.bids.level_at(i).qty
-        for i in range(min(n, self.asks.n)):
-            a += self.asks.level_at(i).qty
+        cdef obi_int128 b, a
+        self._depth_sums(n, &b, &a)
         if a + b == 0:
             return 0.0
         if a + b < (<obi_int128>1 << 53):
