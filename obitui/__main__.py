@@ -14,6 +14,7 @@ BENCH_TARGETS = {
     "sim": "obitui.bench.sim",
     "pipeline": "obitui.bench.pipeline",
     "feed": "obitui.bench.feed",
+    "ui": "obitui.bench.ui",
 }
 PLANNED_BENCH_TARGETS = ("soak",)
 
