@@ -438,11 +438,8 @@ def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float,
     signal.signal(signal.SIGHUP, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        if sim or replay:
-            urls = sup.start_simulator(sim_faults, replay=replay, replay_speed=replay_speed,
-                                                  rate=sim_rate)
-            sup.cfg = cfg = cfg.with_sim(*urls)
-        sup.start()
+        cfg = sup.launch(sim=sim, faults=sim_faults, replay=replay, replay_speed=replay_speed,
+                         rate=sim_rate)
         app = holder["app"] = ObituiApp(cfg, sup, refresh_hz, mouse)
         app.run(mouse=mouse)
         return 0

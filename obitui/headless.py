@@ -99,11 +99,8 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
         signal.signal(sig, on_signal)
     sup = Supervisor(cfg, record_dir)
     try:
-        if sim or replay:
-            bws, brest, gws = sup.start_simulator(sim_faults, replay=replay, replay_speed=replay_speed,
-                                                  rate=sim_rate)
-            sup.cfg = cfg = cfg.with_sim(bws, brest, gws)
-        sup.start()
+        cfg = sup.launch(sim=sim, faults=sim_faults, replay=replay, replay_speed=replay_speed,
+                         rate=sim_rate)
         t0 = time.monotonic()
         next_print = t0 + interval
         while not stop["now"]:

@@ -141,6 +141,16 @@ class Supervisor:
             self._spawn(child)
         self.started = True
 
+    def launch(self, *, sim: bool = False, faults: list[str] | None = None, replay: str | None = None,
+               replay_speed: float = 1.0, rate: float | None = None) -> Config:
+        """What both front ends do: the simulator first when asked (the feeds then point at it),
+        then the fleet. Returns the config the fleet runs with."""
+        if sim or replay:
+            urls = self.start_simulator(faults or [], replay=replay, replay_speed=replay_speed, rate=rate)
+            self.cfg = self.cfg.with_sim(*urls)
+        self.start()
+        return self.cfg
+
     def start_simulator(self, faults: list[str], seed: int = 1, replay: str | None = None,
                         rate: float | None = None, replay_speed: float = 1.0,
                         extra: list[str] | None = None) -> tuple[str, str, str]:
