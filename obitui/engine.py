@@ -63,7 +63,8 @@ class Engine:
         self.cfg = cfg
         self.stats = StatsBlock.attach(stats_name)
         self.rings = [Ring.attach(n) for n in ring_names]
-        self.last_seq = [0] * len(self.rings)
+        # resume loss detection where a previous engine (killed, restarted) stopped
+        self.last_seq = [r.last_seq for r in self.rings]
         self.books: dict[str, EngineBook] = {}
         for i, key in enumerate(book_plan(cfg.feeds)):
             venue, symbol = key.split(":", 1)

@@ -34,6 +34,8 @@ cdef class Ring:
     cdef uint64_t tail_cache
     cdef uint64_t popped_local
     cdef uint64_t popped_bytes_local
+    cdef uint64_t last_seq_local
+    cdef uint64_t lost_local
     cdef str corrupt_reason
 
     cdef int try_push_raw(self, const char *payload, uint32_t n, uint16_t kind, uint16_t flags) noexcept nogil

@@ -166,6 +166,8 @@ cdef class Ring:
         self.high_water_local = self.hdr.high_water
         self.popped_local = self.hdr.popped
         self.popped_bytes_local = self.hdr.popped_bytes
+        self.last_seq_local = self.hdr.last_seq
+        self.lost_local = self.hdr.lost
 
     cdef int _check_open(self, RingRole want) except -1:
         if self.hdr == NULL:
@@ -263,12 +265,17 @@ cdef class Ring:
             self.head_local += alen
             self.popped_local += 1
             self.popped_bytes_local += length - OBI_REC_HDR
+            if rh.seq > self.last_seq_local + 1:
+                self.lost_local += rh.seq - self.last_seq_local - 1
+            self.last_seq_local = rh.seq
             rec[0] = rh
             return 1
 
     cdef void commit(self) noexcept nogil:
         obi_store_relaxed_u64(&self.hdr.popped, self.popped_local)
         obi_store_relaxed_u64(&self.hdr.popped_bytes, self.popped_bytes_local)
+        obi_store_relaxed_u64(&self.hdr.last_seq, self.last_seq_local)
+        obi_store_relaxed_u64(&self.hdr.lost, self.lost_local)
         # Release: our reads of the records happen before the producer may reuse the space.
         obi_store_release_u64(&self.hdr.head, self.head_local)
 
@@ -414,6 +421,19 @@ cdef class Ring:
         return obi_load_relaxed_u64(&self.hdr.popped)
 
     @property
+    def last_seq(self) -> int:
+        """Seq of the last record the consumer popped (kept across consumer restarts)."""
+        self._check_open(ROLE_ANY)
+        return obi_load_relaxed_u64(&self.hdr.last_seq)
+
+    @property
+    def lost(self) -> int:
+        """Seqs the consumer never saw (records dropped by the producer, as the consumer
+        counts them): ``lost == drops`` once the ring is drained."""
+        self._check_open(ROLE_ANY)
+        return obi_load_relaxed_u64(&self.hdr.lost)
+
+    @property
     def high_water(self) -> int:
         self._check_open(ROLE_ANY)
         return obi_load_relaxed_u64(&self.hdr.high_water)
@@ -428,6 +448,7 @@ cdef class Ring:
             "seq": h.seq, "pushed": h.pushed, "pushed_bytes": h.pushed_bytes,
             "drops": h.drops, "high_water": h.high_water, "popped": h.popped,
             "popped_bytes": h.popped_bytes, "corrupt": h.corrupt,
+            "last_seq": h.last_seq, "lost": h.lost,
             "creator_pid": h.creator_pid, "created_ns": h.created_ns,
             "producer_pid": h.producer_pid, "producer_heartbeat_ns": h.producer_heartbeat_ns,
             "consumer_pid": h.consumer_pid, "consumer_heartbeat_ns": h.consumer_heartbeat_ns,

@@ -60,7 +60,7 @@ static inline uint64_t obi_realtime_ns(void) {
  * counters; position = counter & (capacity - 1). */
 
 #define OBI_RING_MAGIC 0x31474E495249424Full   /* b"OBIRING1" read as a little-endian u64 */
-#define OBI_RING_VERSION 1u
+#define OBI_RING_VERSION 2u
 #define OBI_RING_HEADER_SIZE 512u
 #define OBI_REC_HDR 16u
 #define OBI_REC_PADDING 0xFFFFu
@@ -98,7 +98,9 @@ typedef struct {
     volatile uint64_t popped;
     volatile uint64_t popped_bytes;
     volatile uint64_t corrupt;       /* corrupt records detected by the consumer */
-    uint8_t _pad4[40];
+    volatile uint64_t last_seq;      /* seq of the last record popped (a restarted consumer resumes here) */
+    volatile uint64_t lost;          /* seqs the consumer never saw: the drops, as it counts them */
+    uint8_t _pad4[24];
     /* line 5: wake-up word for a sleeping consumer (futex; used by the engine's block strategy) */
     volatile uint32_t consumer_sleeping;
     volatile uint32_t wake_seq;

@@ -43,6 +43,8 @@ cdef extern from "shm.h" nogil:
         uint64_t popped
         uint64_t popped_bytes
         uint64_t corrupt
+        uint64_t last_seq
+        uint64_t lost
         uint32_t consumer_sleeping
         uint32_t wake_seq
 

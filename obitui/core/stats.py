@@ -74,7 +74,12 @@ FEED_COUNTERS = (
     "reconnects", "ring_drops", "rejected", "snapshots", "stale_events", "rest_requests",
     "rest_errors", "http_429", "http_418", "oversize", "subscribes", "watchdog", "pings",
     "pongs", "lossy", "server_errors", "control_commands",
+    # what became of every received frame (feeds/base.py): frames == the five fates + pending
+    "frames_pushed", "frames_dropped", "frames_rejected", "frames_ignored", "frames_discarded",
+    "frames_pending", "unhandled",
 )
+FRAME_FATES = ("frames_pushed", "frames_dropped", "frames_rejected", "frames_ignored",
+               "frames_discarded", "frames_pending")
 _FC = {name: i for i, name in enumerate(FEED_COUNTERS)}
 N_COUNTERS = 32
 

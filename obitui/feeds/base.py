@@ -29,6 +29,12 @@ BACKOFF_CAP = 30.0
 HEALTHY_RESET = 30.0     # connected this long: the next failure starts the backoff afresh
 HOUSEKEEPING = 0.05
 
+# What became of a received frame; the worst outcome wins when a frame has several parts.
+# BUFFERED frames stay pending until the sync releases them (Binance depth).
+F_NONE, F_IGNORED, F_BUFFERED, F_PUSHED, F_DROPPED, F_REJECTED = range(6)
+_FATE_COUNTER = {F_IGNORED: "frames_ignored", F_PUSHED: "frames_pushed",
+                 F_DROPPED: "frames_dropped", F_REJECTED: "frames_rejected"}
+
 
 class Restart(Exception):
     """End this connection and connect again; ``reason`` is the state reason word."""
@@ -69,6 +75,7 @@ class Feed:
         self.lossy = False
         self.connected_at = 0.0
         self._log_budget = 0.0
+        self._fate: int | None = None        # the outcome of the frame in hand; None: no frame
         self.wake_engine = stats.block.wake_engine_if_sleeping
 
     # ------------------------------------------------------------ states and counters
@@ -80,10 +87,38 @@ class Feed:
     def reject(self, counter: str, detail: str) -> None:
         """A frame that could not be used: counted, logged (at most ~5 lines/s)."""
         self.stats.inc(counter)
+        self.fate(F_REJECTED)
         now = time.monotonic()
         if now >= self._log_budget:
             self._log_budget = now + 0.2
             log.warning("%s: %s: %s", self.cfg.label, counter, detail[:300])
+
+    # ------------------------------------------------------------ frame accounting
+    # Invariant, true at every publish: frames == frames_pushed + frames_dropped +
+    # frames_rejected + frames_ignored + frames_discarded + frames_pending.
+    def fate(self, f: int) -> None:
+        """Record an outcome of the frame in hand (the worst one counts)."""
+        if self._fate is not None and f > self._fate:
+            self._fate = f
+
+    def frame_done(self) -> None:
+        """Settle the frame in hand: every frame ends in exactly one fate counter."""
+        f, self._fate = self._fate, None
+        if f is None or f == F_BUFFERED:
+            return
+        self.stats.inc("frames_pending", -1)
+        if f == F_NONE:      # a handler forgot to say what it did: a bug, but still counted
+            self.stats.inc("unhandled")
+            self.stats.inc("frames_rejected")
+            log.warning("%s: a frame had no outcome (counted as unhandled)", self.cfg.label)
+            return
+        self.stats.inc(_FATE_COUNTER[f])
+
+    def release_buffered(self, n: int, counter: str) -> None:
+        """``n`` buffered frames left the sync buffer into ``counter``."""
+        if n:
+            self.stats.inc("frames_pending", -n)
+            self.stats.inc(counter, n)
 
     # ------------------------------------------------------------ ring
     def push(self, kind: Kind, payload: bytes, recv_ns: int) -> bool:
@@ -92,6 +127,7 @@ class Feed:
         except ValueError as exc:      # larger than the ring can ever hold
             self.reject("rejected", f"record not pushed: {exc}")
             return False
+        self.fate(F_PUSHED if ok else F_DROPPED)
         if ok:
             self.wake_engine()
             self.stats.inc("records")
@@ -129,7 +165,12 @@ class Feed:
         return ok
 
     def push_invalid(self, reason: str) -> None:
-        self.push(Kind.BOOK_INVALID, encode_invalid(self.index, time.time_ns(), reason), time.time_ns())
+        """Not an outcome of the frame in hand (if any): that one is rejected by the caller."""
+        fate, self._fate = self._fate, None
+        try:
+            self.push(Kind.BOOK_INVALID, encode_invalid(self.index, time.time_ns(), reason), time.time_ns())
+        finally:
+            self._fate = fate
 
     def load_object(self, text: str | bytes) -> dict[str, Any] | None:
         """The frame as a JSON object, or None after counting and logging why it is not one."""
@@ -154,6 +195,8 @@ class Feed:
     def on_frame(self, text: str | bytes, recv_ns: int) -> None:
         self.last_data = time.monotonic()
         self.stats.inc("frames")
+        self.stats.inc("frames_pending")
+        self._fate = F_NONE
         self.stats.inc("bytes", len(text))
         self.stats.last_receive_ns = recv_ns
         if self.recorder is not None:

@@ -90,6 +90,7 @@ class DepthSync:
         self.awaiting_first = False   # snapshot loaded, first event not applied yet
         self.last_u = 0               # futures: u of the last applied event
         self.gap_detail = ""
+        self.replayed = (0, 0, 0)     # the last snapshot's buffered events: applied, skipped, left
 
     def reset(self) -> None:
         """Start over (after a gap or a reconnect): the book is invalid until the next sync.
@@ -126,9 +127,17 @@ class DepthSync:
         self.awaiting_first = True
         self.book.valid = True
         buffered, self.buffer = self.buffer, deque()
-        for ev in buffered:
-            if self._apply(ev) is SyncResult.GAP:
+        applied = skipped = 0
+        for i, ev in enumerate(buffered):
+            res = self._apply(ev)
+            if res is SyncResult.GAP:
+                self.replayed = (applied, skipped, len(buffered) - i - 1)
                 return SyncResult.GAP
+            if res is SyncResult.APPLIED:
+                applied += 1
+            else:
+                skipped += 1
+        self.replayed = (applied, skipped, 0)
         return SyncResult.SYNCED
 
     def _apply(self, ev: DepthEvent) -> SyncResult:

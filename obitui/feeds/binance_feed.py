@@ -13,7 +13,7 @@ from obitui.core.book import OrderBook
 from obitui.core.fixed import parse_fixed
 from obitui.core.records import SIDE_BUY, SIDE_SELL, Kind, encode_trade
 from obitui.core.stats import AckResult, Command, FeedState
-from obitui.feeds.base import Feed, Restart, backoff_delay
+from obitui.feeds.base import F_BUFFERED, F_IGNORED, F_REJECTED, Feed, Restart, backoff_delay
 from obitui.feeds.binance import DepthFormatError, DepthSync, SyncResult, parse_depth_event, parse_snapshot
 
 log = logging.getLogger("obitui.feed")
@@ -33,8 +33,10 @@ class BinanceFeed(Feed):
             self.reject("parse_errors", f"'data' is not an object: {str(text)[:80]!r}")
             return None
         if data.get("e") == "serverShutdown":
+            self.fate(F_IGNORED)
             raise Restart("server_shutdown", "the exchange announced a shutdown", delay=0)
         if "result" in msg and "id" in msg:
+            self.fate(F_IGNORED)
             return None   # a reply to a live subscribe
         if "error" in msg:
             self.reject("server_errors", f"server error: {msg['error']!r}")
@@ -54,7 +56,7 @@ class BinanceDepthFeed(BinanceFeed):
         self.snap_attempt = 0
 
     async def session(self, ws: Any) -> None:
-        self.sync.buffer.clear()
+        self.discard_buffer()
         self.sync.reset()
         self.state(FeedState.SYNCING, "waiting for the first event and a snapshot")
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
@@ -63,24 +65,35 @@ class BinanceDepthFeed(BinanceFeed):
                 async for text in ws:
                     recv_ns = time.time_ns()
                     self.on_frame(text, recv_ns)
-                    data = self.decode(text)
-                    if data is None:
-                        continue
-                    if data.get("e") != "depthUpdate":
-                        self.reject("rejected", f"unexpected event {data.get('e')!r}")
-                        continue
                     try:
-                        ev = parse_depth_event(data)
-                    except DepthFormatError as exc:
-                        self.reject("parse_errors", str(exc))
-                        continue
-                    self.note_exchange_time(ev.event_time_ms, recv_ns)
-                    self.handle_event(ev, recv_ns)
+                        self.handle_frame(text, recv_ns)
+                    finally:
+                        self.frame_done()
             finally:
                 self.http = None
                 if self.snapshot_task is not None:
                     self.snapshot_task.cancel()
                     self.snapshot_task = None
+
+    def handle_frame(self, text: str | bytes, recv_ns: int) -> None:
+        data = self.decode(text)
+        if data is None:
+            return
+        if data.get("e") != "depthUpdate":
+            self.reject("rejected", f"unexpected event {data.get('e')!r}")
+            return
+        try:
+            ev = parse_depth_event(data)
+        except DepthFormatError as exc:
+            self.reject("parse_errors", str(exc))
+            return
+        self.note_exchange_time(ev.event_time_ms, recv_ns)
+        self.handle_event(ev, recv_ns)
+
+    def discard_buffer(self) -> None:
+        """Events buffered for a sync that will not happen (resync, new connection)."""
+        self.release_buffered(len(self.sync.buffer), "frames_discarded")
+        self.sync.buffer.clear()
 
     def handle_event(self, ev: Any, recv_ns: int) -> None:
         try:
@@ -93,21 +106,25 @@ class BinanceDepthFeed(BinanceFeed):
             self.push_book(Kind.BOOK_DELTA, self.sync.last_packed, ev.first_id, ev.last_id,
                            ev.event_time_ms * 1_000_000, recv_ns)
         elif res is SyncResult.BUFFERED:
+            self.fate(F_BUFFERED)
             if self.snapshot_task is None:
                 self.snapshot_task = asyncio.get_running_loop().create_task(self.fetch_snapshot())
         elif res is SyncResult.ALREADY_APPLIED:
             self.stats.inc("stale_events")
+            self.fate(F_IGNORED)
         elif res is SyncResult.GAP:
             self.stats.inc("gaps")
+            self.fate(F_REJECTED)
             self.start_resync("gap", self.sync.gap_detail)
         elif res is SyncResult.BUFFER_OVERFLOW:
+            # this frame joined the buffer and the oldest one left it: one frame rejected
             self.reject("rejected", "event buffer overflow while waiting for a snapshot")
 
     def start_resync(self, reason: str, detail: str) -> None:
         """The book is invalid: tell the engine, fetch a new snapshot, keep the socket."""
         self.stats.inc("resyncs")
         self.sync.reset()
-        self.sync.buffer.clear()
+        self.discard_buffer()
         self.push_invalid(reason)
         self.state(FeedState.RESYNCING, f"{reason}: {detail}"[:95])
         # the next event starts the buffer and the snapshot fetch
@@ -173,14 +190,22 @@ class BinanceDepthFeed(BinanceFeed):
             self.snap_attempt += 1
             self._waiting("stale_snapshot", f"lastUpdateId {last_id} older than the stream", wait)
             return wait
+        applied, skipped, left = self.sync.replayed
         if res is SyncResult.GAP:
             self.stats.inc("gaps")
+            # the buffered events applied to a book that is now invalid, and those after the
+            # gap, are thrown away; the one that broke continuity is rejected
+            self.release_buffered(applied + left, "frames_discarded")
+            self.release_buffered(skipped, "frames_ignored")
+            self.release_buffered(1, "frames_rejected")
             self.start_resync("gap", self.sync.gap_detail)
             return None
         self.stats.inc("snapshots")
         self.snap_attempt = 0
         self.stats.next_retry_ns = 0
-        self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), last_id, self.book.update_id, 0, recv_ns)
+        ok = self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), last_id, self.book.update_id, 0, recv_ns)
+        self.release_buffered(applied, "frames_pushed" if ok else "frames_dropped")
+        self.release_buffered(skipped, "frames_ignored")
         self.lossy = False
         self.state(FeedState.CONNECTED_SYNCED, f"synced at update {self.book.update_id}")
         return None
@@ -198,6 +223,7 @@ class BinanceDepthFeed(BinanceFeed):
         if self.book.valid:
             self.push_invalid("disconnected")
         self.sync.reset()
+        self.discard_buffer()
 
     async def on_command(self, cmd: Command) -> tuple[AckResult, str]:
         if cmd == Command.RESYNC:
@@ -209,37 +235,45 @@ class BinanceDepthFeed(BinanceFeed):
 
 
 class BinanceTradeFeed(BinanceFeed):
+    receiving = False
+
     async def session(self, ws: Any) -> None:
         self.state(FeedState.SUBSCRIBING, f"subscribed to {self.cfg.stream_name}, waiting for trades")
-        receiving = False
+        self.receiving = False
         async for text in ws:
             recv_ns = time.time_ns()
             self.on_frame(text, recv_ns)
-            data = self.decode(text)
-            if data is None:
-                continue
-            if data.get("e") not in ("trade", "aggTrade"):
-                self.reject("rejected", f"unexpected event {data.get('e')!r}")
-                continue
             try:
-                tid = data["t"] if data["e"] == "trade" else data["a"]
-                price = parse_fixed(data["p"], self.cfg.digits)
-                qty = parse_fixed(data["q"], self.cfg.digits)
-                ts = data["T"]
-                maker = data["m"]
-                if not isinstance(tid, int) or not isinstance(ts, int) or not isinstance(maker, bool):
-                    raise TypeError("t/T must be ints and m a boolean")
-                if price <= 0 or qty <= 0:
-                    raise ValueError(f"price {data['p']} and quantity {data['q']} must be > 0")
-            except (KeyError, TypeError, ValueError) as exc:
-                self.reject("parse_errors", f"bad trade: {exc!r}")
-                continue
-            self.note_exchange_time(ts, recv_ns)
-            side = SIDE_SELL if maker else SIDE_BUY     # m: the buyer was the maker, the taker sold
-            self.push(Kind.TRADE, encode_trade(self.index, ts * 1_000_000, recv_ns, tid, price, qty, side), recv_ns)
-            if not receiving:
-                receiving = True
-                self.state(FeedState.CONNECTED, "receiving trades")
+                self.handle_frame(text, recv_ns)
+            finally:
+                self.frame_done()
+
+    def handle_frame(self, text: str | bytes, recv_ns: int) -> None:
+        data = self.decode(text)
+        if data is None:
+            return
+        if data.get("e") not in ("trade", "aggTrade"):
+            self.reject("rejected", f"unexpected event {data.get('e')!r}")
+            return
+        try:
+            tid = data["t"] if data["e"] == "trade" else data["a"]
+            price = parse_fixed(data["p"], self.cfg.digits)
+            qty = parse_fixed(data["q"], self.cfg.digits)
+            ts = data["T"]
+            maker = data["m"]
+            if not isinstance(tid, int) or not isinstance(ts, int) or not isinstance(maker, bool):
+                raise TypeError("t/T must be ints and m a boolean")
+            if price <= 0 or qty <= 0:
+                raise ValueError(f"price {data['p']} and quantity {data['q']} must be > 0")
+        except (KeyError, TypeError, ValueError) as exc:
+            self.reject("parse_errors", f"bad trade: {exc!r}")
+            return
+        self.note_exchange_time(ts, recv_ns)
+        side = SIDE_SELL if maker else SIDE_BUY     # m: the buyer was the maker, the taker sold
+        self.push(Kind.TRADE, encode_trade(self.index, ts * 1_000_000, recv_ns, tid, price, qty, side), recv_ns)
+        if not self.receiving:
+            self.receiving = True
+            self.state(FeedState.CONNECTED, "receiving trades")
 
 
 def _retry_after(value: str | None) -> float:

@@ -17,7 +17,7 @@ from obitui.core.book import OrderBook, bitget_checksum
 from obitui.core.fixed import parse_fixed
 from obitui.core.records import Kind, encode_ticker
 from obitui.core.stats import AckResult, Command, FeedState
-from obitui.feeds.base import Failed, Feed, Restart
+from obitui.feeds.base import F_IGNORED, F_REJECTED, Failed, Feed, Restart
 
 log = logging.getLogger("obitui.feed")
 
@@ -61,10 +61,12 @@ class BitgetFeed(Feed):
             arg = msg.get("arg") or {}
             code = str(msg.get("code"))
             if code == "30001" and (not arg or arg.get("instId", arg.get("symbol")) == self.cfg.symbol):
+                self.fate(F_REJECTED)
                 raise Failed(f"unknown_symbol: {msg.get('msg', '')}"[:95])
             self.reject("server_errors", f"error event {code}: {msg.get('msg')}")
             return None
         if event is not None:
+            self.fate(F_IGNORED)
             return msg     # subscribe/unsubscribe acks
         arg = msg.get("arg")
         if not isinstance(arg, dict) or not isinstance(msg.get("data"), list) or not msg["data"]:
@@ -89,13 +91,16 @@ class BitgetFeed(Feed):
                     self.last_data = time.monotonic()
                     continue
                 self.on_frame(text, recv_ns)
-                msg = self.decode(text)
-                if msg is None:
-                    continue
-                if "event" in msg:
-                    self.on_event(msg)
-                    continue
-                await self.on_data(ws, msg, recv_ns)
+                try:
+                    msg = self.decode(text)
+                    if msg is None:
+                        continue
+                    if "event" in msg:
+                        self.on_event(msg)
+                        continue
+                    await self.on_data(ws, msg, recv_ns)
+                finally:
+                    self.frame_done()
         finally:
             pinger.cancel()
 
@@ -165,6 +170,7 @@ class BitgetBooksFeed(BitgetFeed):
                     continue
                 self.stats.inc("snapshots")
                 if not self._checksum_ok(checksum):
+                    self.fate(F_REJECTED)
                     await self.resync(ws, "checksum", f"snapshot checksum {checksum} mismatch")
                     continue
                 self.prev_seq = seq
@@ -178,10 +184,12 @@ class BitgetBooksFeed(BitgetFeed):
             elif action == "update":
                 if self.awaiting_snapshot:
                     self.stats.inc("stale_events")   # in flight before the new snapshot
+                    self.fate(F_IGNORED)
                     continue
                 gap = self._continuity(seq, pseq)
                 if gap:
                     self.stats.inc("gaps")
+                    self.fate(F_REJECTED)
                     await self.resync(ws, "gap", gap)
                     continue
                 try:
@@ -191,6 +199,7 @@ class BitgetBooksFeed(BitgetFeed):
                     await self.resync(ws, "bad_level", str(exc))
                     continue
                 if not self._checksum_ok(checksum):
+                    self.fate(F_REJECTED)
                     await self.resync(ws, "checksum", f"seq {seq}: checksum {checksum} mismatch")
                     continue
                 if seq is not None:

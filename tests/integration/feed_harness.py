@@ -10,10 +10,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from obitui.accounting import feed_violations, ring_violations
 from obitui.config import FeedConfig, default_feeds
 from obitui.core.ring import Ring
 from obitui.core.shm import Segment
-from obitui.core.stats import FeedSlotWriter, FeedState, StatsBlock
+from obitui.core.stats import FEED_COUNTERS, FeedSlotWriter, FeedState, StatsBlock
 from obitui.feeds.base import Feed
 from obitui.feeds.bitget_feed import make_feed
 from obitui.sim.server import Simulator
@@ -47,20 +48,31 @@ class FeedHarness:
         self.feed.stats.set_state = spy  # type: ignore[method-assign]
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
         self.feed.stop.set()
         self.feed.skip_backoff.set()
         self.feed.request_restart_if_connected()
+        stopped = False
         if self.task is not None:
             try:
                 await asyncio.wait_for(self.task, 10)
+                stopped = True
             except asyncio.TimeoutError:
                 self.task.cancel()
+        violations: list[str] = []
+        if exc_type is None and stopped:
+            # nothing the feed received or pushed may have disappeared uncounted
+            while self.consumer.pop_batch(4096):
+                pass
+            counters = dict(zip(FEED_COUNTERS, self.feed.stats.counters))
+            violations = (feed_violations(self.cfg.label, counters, settled=True)
+                          + ring_violations(self.cfg.label, self.ring.stats(), drained=True))
         self.consumer.close()
         self.ring.close()
         self.stats.close()
         Ring.unlink(self.ring.name)
         Segment.unlink(self.prefix + "-stats")
+        assert not violations, violations
 
     @property
     def state(self) -> FeedState:

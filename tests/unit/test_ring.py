@@ -256,3 +256,27 @@ def test_producer_reattach_continues_seq(shm_name: str) -> None:
         w2.push(b"two")
         w2.close()
         assert r.pop_batch(5) == [(0, 1, b"one"), (0, 2, b"two")]
+
+
+def test_consumer_counts_lost_records_and_resumes_after_a_restart(shm_name: str) -> None:
+    """The consumer's own count of missing seqs equals the producer's drops once drained,
+    and a consumer that attaches again (a restarted engine) resumes from the last seq."""
+    with owned_ring(shm_name, 4096) as w:
+        r = Ring.attach(shm_name)
+        payload = bytes(48)
+        while w.push(payload):
+            pass
+        for _ in range(4):
+            w.push(payload)                   # 5 drops in all
+        got = r.pop_batch(1000)
+        assert r.lost == 0 and r.last_seq == got[-1][1]
+        r.close()                             # the engine dies between two batches
+        w.push(b"after the drops")
+        r2 = Ring.attach(shm_name)
+        assert r2.last_seq == got[-1][1]
+        assert r2.pop() == (0, w.seq, b"after the drops")
+        assert r2.lost == w.drops == 5
+        st = r2.stats()
+        assert st["seq"] == st["pushed"] + st["drops"]
+        assert st["popped"] == st["pushed"] and st["lost"] == st["drops"]
+        r2.close()
