@@ -35,6 +35,7 @@ class FeedConfig:
     stale_after: float = 0.0     # no data for this long: reconnect (0: per-channel default)
     max_frame: int = 8 << 20     # largest websocket frame accepted
     ping_interval: float = 25.0  # bitget text ping
+    pong_timeout: float = 5.0    # bitget: no pong this long after a ping: reconnect
     digits: int = 8              # fixed-point decimals of prices and quantities
     futures: bool = False        # binance USD-M depth rules (pu chaining)
     cpu: int | None = None       # pin the feed process to this CPU

@@ -22,7 +22,7 @@ from typing import Any
 from obitui.core.shm import Segment, ShmError
 
 MAGIC = int.from_bytes(b"OBISTAT1", "little")
-VERSION = 1
+VERSION = 2
 HEADER_SIZE = 4096
 FEED_SLOT = 4096
 BOOK_SLOT = 4096
@@ -76,12 +76,13 @@ FEED_COUNTERS = (
     "pongs", "lossy", "server_errors", "control_commands",
     # what became of every received frame (feeds/base.py): frames == the five fates + pending
     "frames_pushed", "frames_dropped", "frames_rejected", "frames_ignored", "frames_discarded",
-    "frames_pending", "unhandled",
+    "frames_pending", "unhandled", "stale_snapshots", "rest_outages",
+    "pong_timeouts",
 )
 FRAME_FATES = ("frames_pushed", "frames_dropped", "frames_rejected", "frames_ignored",
                "frames_discarded", "frames_pending")
 _FC = {name: i for i, name in enumerate(FEED_COUNTERS)}
-N_COUNTERS = 32
+N_COUNTERS = 40
 
 # ---- FeedSlot: [seq][fixed fields][counters][2 histograms][ring name] ... [control][ack]
 _FEED_FIXED = struct.Struct("<Q16s16s48s16sIIqqQqqq96s")
@@ -92,6 +93,7 @@ _FEED_RING_OFF = _FEED_HIST2_OFF + 8 * HIST_BUCKETS
 _FEED_PUBLISHED = _FEED_RING_OFF + 64                        # what a publish copies
 FEED_CONTROL_OFF = 3968      # u64 (seq << 8 | command), written by the supervisor
 FEED_ACK_OFF = 4032          # u64 (seq << 8 | result), then 56 bytes of text, written by the feed
+assert _FEED_PUBLISHED <= FEED_CONTROL_OFF and len(FEED_COUNTERS) <= N_COUNTERS
 
 # ---- BookSlot
 _BOOK_FIXED = struct.Struct("<Q16s16s16sIIQqIIIIqqqqdqqQQqqQQQQQQ")

@@ -273,7 +273,7 @@ class Feed:
             hk.cancel()
             if rec is not None:
                 await rec
-            self.state(FeedState.STOPPED, "stopped")
+            self.state(FeedState.STOPPED, "stopped")   # publishes the final counters too
 
     async def _loop(self) -> None:
         while not self.stop.is_set():

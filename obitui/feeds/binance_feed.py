@@ -150,6 +150,8 @@ class BinanceDepthFeed(BinanceFeed):
                             self._waiting(f"http_{r.status}", f"REST {r.status}, retry after {wait:.1f} s", wait)
                         elif r.status != 200:
                             self.stats.inc("rest_errors")
+                            if r.status >= 500:
+                                self.stats.inc("rest_outages")
                             wait = backoff_delay(self.snap_attempt, self.rng)
                             self.snap_attempt += 1
                             self._waiting("rest_error", f"REST status {r.status}", wait)
@@ -186,6 +188,7 @@ class BinanceDepthFeed(BinanceFeed):
             return wait
         if res is SyncResult.STALE_SNAPSHOT:
             self.stats.inc("snapshots")
+            self.stats.inc("stale_snapshots")
             wait = max(0.2, backoff_delay(self.snap_attempt, self.rng, base=0.25, cap=5.0))
             self.snap_attempt += 1
             self._waiting("stale_snapshot", f"lastUpdateId {last_id} older than the stream", wait)

@@ -34,6 +34,7 @@ class BitgetFeed(Feed):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.subscribe_times: collections.deque[float] = collections.deque()
+        self.pong = asyncio.Event()
 
     async def subscribe(self, ws: Any, op: str = "subscribe") -> None:
         now = time.monotonic()
@@ -47,10 +48,18 @@ class BitgetFeed(Feed):
         await ws.send(orjson.dumps({"op": op, "args": [self.arg()]}).decode())
 
     async def _pinger(self, ws: Any) -> None:
+        """Text ping every ``ping_interval``; no pong within ``pong_timeout``: reconnect."""
         while True:
             await asyncio.sleep(self.cfg.ping_interval)
             self.stats.inc("pings")
+            self.pong.clear()
             await ws.send("ping")
+            try:
+                await asyncio.wait_for(self.pong.wait(), self.cfg.pong_timeout)
+            except asyncio.TimeoutError:
+                self.stats.inc("pong_timeouts")
+                self.request_restart(Restart("pong_timeout", f"no pong {self.cfg.pong_timeout:g} s after a ping"))
+                return
 
     def decode(self, text: str | bytes) -> dict[str, Any] | None:
         msg = self.load_object(text)
@@ -88,6 +97,7 @@ class BitgetFeed(Feed):
                 recv_ns = time.time_ns()
                 if text == "pong":
                     self.stats.inc("pongs")
+                    self.pong.set()
                     self.last_data = time.monotonic()
                     continue
                 self.on_frame(text, recv_ns)

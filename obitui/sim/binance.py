@@ -201,6 +201,10 @@ class BinanceVenue:
         sim = self.sim
         f = sim.faults
         now = time.monotonic()
+        if f.rest_down:
+            f.rest_down -= 1
+            sim.count("injected_rest_down")
+            return _error(503, -1001, "Service unavailable.")
         if f.http_418:
             f.http_418 -= 1
             sim.count("injected_http_418")

@@ -103,7 +103,7 @@ async def test_stale_snapshot_is_fetched_again(sim: Simulator) -> None:
     async with FeedHarness(sim, "Bi-OB") as h:
         await synced_and_true(h, 15)
         assert any("stale_snapshot" in r for _, r in h.states)
-        assert h.count("snapshots") >= 3
+        assert h.count("snapshots") >= 3 and h.count("stale_snapshots") == 2
 
 
 async def test_http_429_and_418_are_honoured(sim: Simulator) -> None:
@@ -113,6 +113,14 @@ async def test_http_429_and_418_are_honoured(sim: Simulator) -> None:
         await synced_and_true(h, 20)
         assert h.count("http_429") == 2 and h.count("http_418") == 1
         assert any(r.startswith("http_4") for _, r in h.states)
+
+
+async def test_rest_outage_is_retried(sim: Simulator) -> None:
+    sim.faults.set("rest_down", 3)
+    async with FeedHarness(sim, "Bi-OB") as h:
+        await synced_and_true(h, 20)
+        assert h.count("rest_outages") == 3 and h.count("rest_errors") == 3
+        assert any(r.startswith("rest_error") for _, r in h.states)
 
 
 @pytest.mark.parametrize("label", ["Bi-OB", "Bg-OB", "Bi-TR"])
@@ -228,3 +236,15 @@ async def test_snapshot_larger_than_a_ring_record_is_split() -> None:
             assert h.count("rejected") == 0
     finally:
         await big.stop()
+
+
+async def test_bitget_pong_timeout_reconnects(sim: Simulator) -> None:
+    """A server that stops answering the text ping: the feed gives up on the socket."""
+    async with FeedHarness(sim, "Bg-OB", ping_interval=0.5, pong_timeout=0.5) as h:
+        await synced_and_true(h)
+        sim.faults.set("no_pong")
+        await h.wait_for(lambda: h.count("pong_timeouts") >= 1 and h.count("reconnects") >= 1, 10,
+                         "a pong timeout and a reconnect")
+        assert any(r == "pong_timeout" for _, r in h.states)
+        sim.faults.clear()
+        await synced_and_true(h, 15)
