@@ -15,8 +15,9 @@ BENCH_TARGETS = {
     "pipeline": "obitui.bench.pipeline",
     "feed": "obitui.bench.feed",
     "ui": "obitui.bench.ui",
+    "soak": "obitui.soak",
 }
-PLANNED_BENCH_TARGETS = ("soak",)
+PLANNED_BENCH_TARGETS: tuple[str, ...] = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,10 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sim":
         from obitui.sim.cli import main as sim_main
         return sim_main(argv[argv.index("sim") + 1:])
+    if args.command == "doctor":
+        from obitui.doctor import main as doctor_main
+        return doctor_main(argv[argv.index("doctor") + 1:])
+    if args.command == "soak":
+        from obitui.soak import main as soak_main
+        return soak_main(argv[argv.index("soak") + 1:])
     if extra:
         ap.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in ("doctor", "soak"):
-        return not_built(f"`obitui {args.command}`")
     from obitui.config import ConfigError, load_config
     try:
         cfg = load_config(args.config)

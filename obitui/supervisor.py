@@ -109,6 +109,7 @@ class Supervisor:
         self.ctx = mp.get_context("spawn")
         self.sim_proc: subprocess.Popen[str] | None = None
         self.sim_finished = threading.Event()
+        self._sim_watcher: threading.Thread | None = None
         self.started = False
 
     # ------------------------------------------------------------ start
@@ -177,7 +178,9 @@ class Supervisor:
             self.stop_simulator()
             raise SupervisorError(f"the simulator did not start: {(err or lines[0]).strip()[:300]}")
         self.sim_finished = threading.Event()
-        threading.Thread(target=self._watch_sim_output, args=(self.sim_proc,), daemon=True).start()
+        self._sim_watcher = threading.Thread(target=self._watch_sim_output, args=(self.sim_proc,),
+                                             daemon=True)
+        self._sim_watcher.start()
         b = dict(kv.split("=", 1) for kv in lines[0].split()[1:])
         g = dict(kv.split("=", 1) for kv in lines[1].split()[1:])
         return b["ws"], b["rest"], g["ws"]
@@ -189,6 +192,7 @@ class Supervisor:
                 self.sim_finished.set()
 
     def _spawn(self, child: Child) -> None:
+        _release(child.proc)
         child.proc = self.ctx.Process(target=child.target, args=child.args, name=f"obitui-{child.name}",
                                       daemon=True)
         child.proc.start()
@@ -258,6 +262,8 @@ class Supervisor:
                     log.warning("%s did not stop in %.0f s: killed", child.name, STOP_GRACE_S)
                     child.proc.kill()
                     child.proc.join(2)
+                _release(child.proc)
+                child.proc = None
         self.stop_simulator()
         self.cleanup()
 
@@ -269,6 +275,13 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self.sim_proc.kill()
                 self.sim_proc.wait(5)
+        if self.sim_proc is not None:
+            if self._sim_watcher is not None:
+                self._sim_watcher.join(2)      # it reads stdout to the end
+                self._sim_watcher = None
+            for pipe in (self.sim_proc.stdout, self.sim_proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         self.sim_proc = None
 
     def cleanup(self) -> None:
@@ -287,6 +300,15 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _release(proc: Any) -> None:
+    """Close a finished child's handle (its sentinel pipe would stay open until collected)."""
+    if proc is not None and proc.exitcode is not None:
+        try:
+            proc.close()
+        except ValueError:
+            pass
 
 
 def our_segments() -> list[str]:

@@ -224,6 +224,7 @@ class Feed:
         if cmd == Command.STOP:
             self.stop.set()
             self.skip_backoff.set()
+            self.request_restart_if_connected()
             return AckResult.OK, "stopping"
         return AckResult.UNSUPPORTED, f"{cmd.name.lower()} does not apply to a {self.cfg.channel} feed"
 

@@ -97,8 +97,7 @@ class BitgetFeed(Feed):
                 recv_ns = time.time_ns()
                 if text == "pong":
                     self.stats.inc("pongs")
-                    self.pong.set()
-                    self.last_data = time.monotonic()
+                    self.pong.set()       # proves the socket, not the channel: no watchdog reset
                     continue
                 self.on_frame(text, recv_ns)
                 try:
