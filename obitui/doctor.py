@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,13 +119,14 @@ def _sysctl_int(host: Host, key: str) -> int | None:
 
 
 def _persist(key: str, value: str) -> str:
-    return f"sudo sysctl -w {key}={value!r}; echo '{key} = {value}' | sudo tee -a {SYSCTL_FILE}"
+    return (f"sudo sysctl -w {key}={shlex.quote(value)}; "
+            f"echo '{key} = {value}' | sudo tee -a {SYSCTL_FILE}")
 
 
 def check_sysctls(host: Host) -> list[Check]:
     out = []
     v = _sysctl_int(host, "net.ipv4.tcp_fastopen")
-    out.append(Check("net.ipv4.tcp_fastopen", "unreadable" if v is None else str(v), "3 (client and server)",
+    out.append(Check("net.ipv4.tcp_fastopen", "unreadable" if v is None else str(v), "1 or 3 (bit 0: client side)",
                      "TCP Fast Open sends data in the SYN: one round trip less on every reconnect",
                      _persist("net.ipv4.tcp_fastopen", "3"),
                      INFO if v is None else (OK if v is not None and v & 1 else WARN)))
