@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--replay", metavar="FILE", help="replay a capture file through the simulator")
     ap.add_argument("--speed", type=float, default=1.0, metavar="X",
                     help="replay pacing: 1 original, X times faster, 0 as fast as the feeds read")
+    ap.add_argument("--metrics-port", type=int, metavar="PORT",
+                    help="serve Prometheus metrics on PORT (0: any free port, logged)")
+    ap.add_argument("--metrics-host", default="127.0.0.1", metavar="ADDR",
+                    help="address of the metrics endpoint (default 127.0.0.1)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("sim", help="run the exchange simulator in the foreground", add_help=False)
     b = sub.add_parser("bench", help="benchmarks against baselines, side by side "
@@ -96,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.interval <= 0 or (args.duration is not None and args.duration <= 0):
         print("obitui: --interval and --duration must be > 0", file=sys.stderr)
         return 2
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        print("obitui: --metrics-port must be in [0, 65535]", file=sys.stderr)
+        return 2
+    metrics = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
     if args.replay:
         from pathlib import Path
         if not Path(args.replay).is_file():
@@ -113,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         return headless.run(cfg, sim=args.sim, sim_faults=args.sim_fault, as_json=args.json,
                             interval=args.interval, duration=args.duration,
                             record_dir=args.record, replay=args.replay, replay_speed=args.speed,
-                            sim_rate=args.sim_rate)
+                            sim_rate=args.sim_rate, metrics=metrics)
     from obitui.app import run_app
     return run_app(cfg, sim=args.sim, sim_faults=args.sim_fault, refresh_hz=args.refresh_hz,
                    mouse=not args.no_mouse, record_dir=args.record, replay=args.replay,
-                   replay_speed=args.speed, sim_rate=args.sim_rate)
+                   replay_speed=args.speed, sim_rate=args.sim_rate, metrics=metrics)
 
 
 if __name__ == "__main__":

@@ -409,7 +409,8 @@ class ObituiApp(App[None]):
 
 
 def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float, mouse: bool,
-            record_dir: str | None, replay: str | None, replay_speed: float = 1.0, sim_rate: float | None = None) -> int:
+            record_dir: str | None, replay: str | None, replay_speed: float = 1.0, sim_rate: float | None = None,
+            metrics: tuple[str, int] | None = None) -> int:
     """Start the supervisor (and the simulator), run the app, always stop everything."""
     import signal
     import sys
@@ -439,7 +440,7 @@ def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float,
     signal.signal(signal.SIGTERM, on_signal)
     try:
         cfg = sup.launch(sim=sim, faults=sim_faults, replay=replay, replay_speed=replay_speed,
-                         rate=sim_rate)
+                         rate=sim_rate, metrics=metrics)
         app = holder["app"] = ObituiApp(cfg, sup, refresh_hz, mouse)
         app.run(mouse=mouse)
         return 0

@@ -89,7 +89,8 @@ def setup_logging(as_json: bool, level: int = logging.INFO) -> None:
 
 def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interval: float,
         duration: float | None, record_dir: str | None, replay: str | None,
-        replay_speed: float = 1.0, sim_rate: float | None = None, out: TextIO = sys.stdout) -> int:
+        replay_speed: float = 1.0, sim_rate: float | None = None, out: TextIO = sys.stdout,
+        metrics: tuple[str, int] | None = None) -> int:
     stop = {"now": False}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -100,7 +101,7 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
     sup = Supervisor(cfg, record_dir)
     try:
         cfg = sup.launch(sim=sim, faults=sim_faults, replay=replay, replay_speed=replay_speed,
-                         rate=sim_rate)
+                         rate=sim_rate, metrics=metrics)
         t0 = time.monotonic()
         next_print = t0 + interval
         while not stop["now"]:

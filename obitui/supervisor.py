@@ -64,7 +64,8 @@ def clean_stale_segments() -> tuple[list[str], list[str]]:
     try:
         names = os.listdir(SHM_DIR)
     except OSError as exc:
-        raise SupervisorError(f"cannot list {SHM_DIR}: {exc.strerror}") from None
+        raise SupervisorError(f"shared memory directory {SHM_DIR}: {exc.strerror} "
+                              f"(the rings need a tmpfs there; `obitui doctor` checks it)") from None
     for name in names:
         m = _RUN_RE.match(name)
         if not m or int(m.group(1)) != os.getuid():
@@ -110,6 +111,7 @@ class Supervisor:
         self.sim_proc: subprocess.Popen[str] | None = None
         self.sim_finished = threading.Event()
         self._sim_watcher: threading.Thread | None = None
+        self.metrics: Any = None
         self.started = False
 
     # ------------------------------------------------------------ start
@@ -129,7 +131,10 @@ class Supervisor:
                 self.monitors.append(Ring.attach(name, role="monitor"))
         except ShmError as exc:
             self.cleanup()
-            raise SupervisorError(f"shared memory: {exc}") from None
+            hint = ""
+            if isinstance(exc.__cause__ or exc.__context__, OSError) or "cannot size" in str(exc):
+                hint = f" (is {SHM_DIR} full? `obitui doctor` compares its free space with the rings)"
+            raise SupervisorError(f"shared memory: {exc}{hint}") from None
         for i, (f, ring) in enumerate(zip(self.cfg.feeds, self.ring_names)):
             self.children.append(Child(f.label, feed_main,
                                        (f, i, ring, self.stats_name, self.record_dir, self.log_level,
@@ -143,13 +148,21 @@ class Supervisor:
         self.started = True
 
     def launch(self, *, sim: bool = False, faults: list[str] | None = None, replay: str | None = None,
-               replay_speed: float = 1.0, rate: float | None = None) -> Config:
+               replay_speed: float = 1.0, rate: float | None = None,
+               metrics: tuple[str, int] | None = None) -> Config:
         """What both front ends do: the simulator first when asked (the feeds then point at it),
-        then the fleet. Returns the config the fleet runs with."""
+        then the fleet, then the metrics endpoint (host, port) when asked. Returns the config
+        the fleet runs with."""
         if sim or replay:
             urls = self.start_simulator(faults or [], replay=replay, replay_speed=replay_speed, rate=rate)
             self.cfg = self.cfg.with_sim(*urls)
         self.start()
+        if metrics is not None:
+            from obitui.metrics import start_metrics
+            try:
+                self.metrics = start_metrics(self, *metrics)
+            except OSError as exc:
+                raise SupervisorError(f"metrics endpoint {metrics[0]}:{metrics[1]}: {exc.strerror or exc}") from None
         return self.cfg
 
     def start_simulator(self, faults: list[str], seed: int = 1, replay: str | None = None,
@@ -251,6 +264,9 @@ class Supervisor:
 
     # ------------------------------------------------------------ stop
     def stop(self) -> None:
+        if self.metrics is not None:     # no scrape may read a segment while it goes away
+            self.metrics.close()
+            self.metrics = None
         for child in self.children:
             if child.proc is not None and child.proc.is_alive():
                 child.proc.terminate()

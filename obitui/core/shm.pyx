@@ -16,7 +16,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
-SHM_DIR = "/dev/shm"
+# OBITUI_SHM_DIR: another tmpfs directory (hosts whose shared memory is mounted elsewhere; tests)
+SHM_DIR = os.environ.get("OBITUI_SHM_DIR") or "/dev/shm"
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,200}\Z")
 
 

@@ -180,6 +180,13 @@ def fleet() -> Iterator[Supervisor]:
 
 def test_kill_9_a_feed_and_the_engine(fleet: Supervisor) -> None:
     sup = fleet
+    # every segment of the run: private, ours, named per user and run
+    import stat
+    assert len(sup.created) == 5
+    for name in sup.created:
+        assert re.fullmatch(rf"obitui-{UID}-r{os.getpid()}x[0-9a-f]{{6}}-(stats|ring[0-3])", name), name
+        st = os.lstat(f"/dev/shm/{name}")
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
     pid = sup.pids()["Bi-OB"]
     os.kill(pid, signal.SIGKILL)
     t0 = time.monotonic()

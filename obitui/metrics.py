@@ -1,0 +1,199 @@
+"""Prometheus metrics (`--metrics-port`): a collector that reads the stats block, the rings'
+counters and the children's CPU/RSS at scrape time. Nothing is recorded on the hot path: a
+scrape costs one seqlock read per slot.
+
+Latency histograms are the stats block's log2 buckets (bucket i holds [2**i, 2**(i+1)) ns)
+exposed as Prometheus buckets with ``le`` = 2**(i+1) ns; their ``_sum`` is estimated from the
+buckets' geometric middles (the feeds do not keep exact sums).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import psutil
+from prometheus_client.core import (
+    CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
+)
+from prometheus_client.exposition import start_http_server
+
+from obitui.core.stats import FEED_COUNTERS, FeedState
+from obitui.engine import book_plan
+
+if TYPE_CHECKING:
+    from obitui.supervisor import Supervisor
+
+log = logging.getLogger("obitui.metrics")
+
+HIST_FIRST = 9            # buckets below 2**10 ns (1 us) fold into the first one
+HIST_LAST = 34            # 2**35 ns = 34 s; above that: +Inf
+GAUGE_COUNTERS = {"frames_pending"}
+
+
+def _histogram(name: str, doc: str, label: str, series: list[tuple[str, list[int]]]) -> HistogramMetricFamily:
+    h = HistogramMetricFamily(name, doc, labels=[label])
+    for value, counts in series:
+        buckets = []
+        acc = 0
+        for i, c in enumerate(counts):
+            acc += c
+            if HIST_FIRST <= i <= HIST_LAST:
+                buckets.append((repr(2 ** (i + 1) / 1e9), acc))
+        total = sum(counts)
+        buckets.append(("+Inf", total))
+        est = sum(c * (2 ** i) * 1.5 for i, c in enumerate(counts)) / 1e9
+        h.add_metric([value], buckets, est)
+    return h
+
+
+class StatsCollector:
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.lock = threading.Lock()
+        self.closed = False
+        self.procs: dict[int, psutil.Process] = {}
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+
+    def describe(self) -> list[Metric]:
+        return []        # no describe-time collect: the registry must not read the block early
+
+    def collect(self) -> Iterator[Metric]:
+        with self.lock:
+            if self.closed or self.sup.stats is None:
+                return
+            yield from self._collect()
+
+    def _collect(self) -> Iterator[Metric]:
+        sup = self.sup
+        stats = sup.stats
+        assert stats is not None
+        cfg = sup.cfg
+        labels = [f.label for f in cfg.feeds]
+        views = [stats.read_feed(i) for i in range(len(cfg.feeds))]
+        state = GaugeMetricFamily("obitui_feed_state", "1 for the feed's current state (DESIGN.md words)",
+                                  labels=["feed", "state"])
+        age = GaugeMetricFamily("obitui_feed_last_message_age_seconds", "seconds since the last frame",
+                                labels=["feed"])
+        counters = {name: (GaugeMetricFamily if name in GAUGE_COUNTERS else CounterMetricFamily)(
+            f"obitui_feed_{name}", f"feed counter {name}", labels=["feed"]) for name in FEED_COUNTERS}
+        lat_er, lat_rp = [], []
+        now_ns = time.time_ns()
+        for label, v in zip(labels, views):
+            if v is None:
+                continue
+            for st in FeedState:
+                state.add_metric([label, st.word], 1.0 if v.state == st else 0.0)
+            if v.last_receive_ns:
+                age.add_metric([label], max(0.0, (now_ns - v.last_receive_ns) / 1e9))
+            for name, fam in counters.items():
+                fam.add_metric([label], float(v.counters.get(name, 0)))
+            lat_er.append((label, v.hist_exchange_receive))
+            lat_rp.append((label, v.hist_receive_push))
+        yield state
+        yield age
+        yield from counters.values()
+        yield _histogram("obitui_feed_exchange_receive_latency_seconds",
+                         "exchange timestamp to receive (log2 buckets; sum estimated)", "feed", lat_er)
+        yield _histogram("obitui_feed_receive_push_latency_seconds",
+                         "receive to pushed into the ring (log2 buckets; sum estimated)", "feed", lat_rp)
+
+        fill = GaugeMetricFamily("obitui_ring_fill_ratio", "used bytes / capacity", labels=["feed"])
+        hw = GaugeMetricFamily("obitui_ring_high_water_ratio", "highest fill seen by the producer",
+                               labels=["feed"])
+        drops = CounterMetricFamily("obitui_ring_drops", "records refused because the ring was full",
+                                    labels=["feed"])
+        lost = CounterMetricFamily("obitui_ring_lost", "records the engine saw missing (seq gaps)",
+                                   labels=["feed"])
+        for label, m in zip(labels, sup.monitors):
+            st = m.stats()
+            fill.add_metric([label], m.fill())
+            hw.add_metric([label], st["high_water"] / st["capacity"])
+            drops.add_metric([label], float(st["drops"]))
+            lost.add_metric([label], float(st["lost"]))
+        yield from (fill, hw, drops, lost)
+
+        valid = GaugeMetricFamily("obitui_book_valid", "1 when the engine's book is valid", labels=["book"])
+        obi = GaugeMetricFamily("obitui_book_obi", f"order-book imbalance over {cfg.obi_levels} levels",
+                                labels=["book"])
+        spread = GaugeMetricFamily("obitui_book_spread", "best ask - best bid (price units)", labels=["book"])
+        mid = GaugeMetricFamily("obitui_book_mid", "(best bid + best ask) / 2 (price units)", labels=["book"])
+        uid = GaugeMetricFamily("obitui_book_update_id", "last applied update id / seq", labels=["book"])
+        inval = CounterMetricFamily("obitui_book_invalidations", "times the book was marked invalid",
+                                    labels=["book"])
+        lat_re = []
+        for j, key in enumerate(book_plan(cfg.feeds)):
+            bv = stats.read_book(j)
+            if bv is None:
+                continue
+            digits = next(f.digits for f in cfg.feeds if f.book_key == key)
+            valid.add_metric([key], 1.0 if bv.valid else 0.0)
+            obi.add_metric([key], bv.obi)
+            uid.add_metric([key], float(bv.update_id))
+            inval.add_metric([key], float(bv.invalidations))
+            if bv.valid and bv.bids and bv.asks:
+                bb, ba = bv.bids[0][0], bv.asks[0][0]
+                spread.add_metric([key], (ba - bb) / 10 ** digits)
+                mid.add_metric([key], (ba + bb) / 2 / 10 ** digits)
+            lat_re.append((key, bv.hist_ring_engine))
+        yield from (valid, obi, spread, mid, uid, inval)
+        yield _histogram("obitui_book_receive_applied_latency_seconds",
+                         "feed receive to applied by the engine (log2 buckets; sum estimated)", "book", lat_re)
+
+        ev = stats.read_engine()
+        if ev is not None:
+            yield CounterMetricFamily("obitui_engine_records", "records applied by the engine", value=ev.records)
+            yield GaugeMetricFamily("obitui_engine_records_per_second", "engine records/s", value=ev.records_per_s)
+            yield CounterMetricFamily("obitui_engine_gaps", "seq gaps the engine saw", value=ev.gaps)
+
+        cpu = GaugeMetricFamily("obitui_process_cpu_percent", "CPU % of one core since the previous scrape",
+                                labels=["process"])
+        rss = GaugeMetricFamily("obitui_process_rss_bytes", "resident memory", labels=["process"])
+        restarts = GaugeMetricFamily("obitui_process_restarts", "restarts in the current backoff window",
+                                     labels=["process"])
+        pids = dict(sup.pids())
+        if sup.sim_proc is not None and sup.sim_proc.poll() is None:
+            pids["simulator"] = sup.sim_proc.pid
+        seen = set()
+        for name, pid in pids.items():
+            seen.add(pid)
+            try:
+                p = self.procs.get(pid)
+                if p is None:
+                    p = self.procs[pid] = psutil.Process(pid)
+                    p.cpu_percent(None)
+                cpu.add_metric([name], p.cpu_percent(None))
+                rss.add_metric([name], float(p.memory_info().rss))
+            except psutil.Error:
+                self.procs.pop(pid, None)
+        for pid in set(self.procs) - seen:
+            del self.procs[pid]
+        for c in sup.children:
+            restarts.add_metric([c.name], float(c.restarts))
+        yield from (cpu, rss, restarts)
+
+
+class MetricsServer:
+    def __init__(self, sup: Supervisor, host: str, port: int) -> None:
+        self.collector = StatsCollector(sup)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+        self.httpd, self.thread = start_http_server(port, addr=host, registry=self.registry)
+        self.host = host
+        self.port = self.httpd.server_address[1]
+        log.info("metrics on http://%s:%d/metrics", host, self.port)
+
+    def close(self) -> None:
+        self.collector.close()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(2)
+
+
+def start_metrics(sup: Supervisor, host: str, port: int) -> Any:
+    return MetricsServer(sup, host, port)
