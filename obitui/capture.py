@@ -71,8 +71,18 @@ def read_capture(path: str | os.PathLike[str], errors: list[str] | None = None) 
     """Yield the records of a capture file. A bad line raises CaptureError, or, when an
     ``errors`` list is given, is appended to it (with its line number) and skipped."""
     p = Path(path)
+    import zstandard
     with _open_text(p, "r") as raw:
-        for no, line in enumerate(io.BufferedReader(raw) if p.suffix == ".zst" else raw, 1):  # type: ignore[arg-type]
+        lines = io.BufferedReader(raw) if p.suffix == ".zst" else raw  # type: ignore[arg-type]
+        no = 0
+        while True:
+            try:
+                line = lines.readline()
+            except zstandard.ZstdError as exc:
+                raise CaptureError(f"{p}: not a readable zstd stream after line {no} ({exc})") from None
+            if not line:
+                break
+            no += 1
             if not line.strip():
                 continue
             try:

@@ -3,6 +3,8 @@
 A config file overrides the defaults; a bad file is one clear error naming the key."""
 from __future__ import annotations
 
+import math
+
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -76,6 +78,19 @@ class FeedConfig:
             raise ConfigError(f"{where}.snapshot_limit: 1-5000, got {self.snapshot_limit}")
         if not 0 <= self.digits <= 18:
             raise ConfigError(f"{where}.digits: 0-18, got {self.digits}")
+        if cap > 1 << 34:
+            raise ConfigError(f"{where}.ring_capacity: at most 2**34 (16 GiB), got {cap}")
+        if not (math.isfinite(self.stale_after) and 0 <= self.stale_after <= 86400):
+            raise ConfigError(f"{where}.stale_after: 0 (the channel's default) to 86400 s, got {self.stale_after}")
+        if not 4096 <= self.max_frame <= 1 << 30:
+            raise ConfigError(f"{where}.max_frame: 4096 to 2**30 bytes, got {self.max_frame}")
+        if not (math.isfinite(self.ping_interval) and 0 < self.ping_interval <= 30):
+            raise ConfigError(f"{where}.ping_interval: (0, 30] s (Bitget drops clients silent for "
+                              f"2 minutes and asks for a ping at least every 30 s), got {self.ping_interval}")
+        if not (math.isfinite(self.pong_timeout) and 0 < self.pong_timeout <= 60):
+            raise ConfigError(f"{where}.pong_timeout: (0, 60] s, got {self.pong_timeout}")
+        if self.cpu is not None and not 0 <= self.cpu < 4096:
+            raise ConfigError(f"{where}.cpu: a CPU number >= 0, got {self.cpu}")
 
 
 def default_feeds() -> list[FeedConfig]:
@@ -110,6 +125,10 @@ class Config:
             raise ConfigError(f"obi_levels: 1-20, got {self.obi_levels}")
         if self.engine_wait not in WAIT_STRATEGIES:
             raise ConfigError(f"engine.wait: one of {', '.join(WAIT_STRATEGIES)}, got {self.engine_wait!r}")
+        if self.engine_cpu is not None and not 0 <= self.engine_cpu < 4096:
+            raise ConfigError(f"engine.cpu: a CPU number >= 0, got {self.engine_cpu}")
+        if not (math.isfinite(self.interval) and 0 < self.interval <= 3600):
+            raise ConfigError(f"interval: (0, 3600] s, got {self.interval}")
 
     def with_sim(self, binance_ws: str, binance_rest: str, bitget_ws: str) -> Config:
         """The same feeds pointed at the simulator."""

@@ -376,8 +376,10 @@ cdef class OrderBook:
         """Levels of other sequence types: normalised to tuples, then the fast path."""
         cdef list norm = []
         for lvl in levels:
+            if not isinstance(lvl, (list, tuple)):      # a dict or a str has a len() too
+                raise TypeError(f"book level {lvl!r:.60} is not a [price, quantity] pair")
             if len(lvl) < 2:
-                raise ValueError(f"book level {lvl!r} needs a price and a quantity")
+                raise ValueError(f"book level {lvl!r:.60} needs a price and a quantity")
             norm.append((lvl[0], lvl[1]))
         return self._parse(norm, offset)
 

@@ -28,14 +28,30 @@ SIDE_BUY = 1     # the aggressor (taker) bought
 SIDE_SELL = 2
 
 
+MAX_MS = (2**63 - 1) // 1_000_000      # the latest exchange time (ms) whose ns fits an int64
+
+
+def ms_to_ns(ms: object) -> int:
+    """An exchange timestamp in ms (int or decimal string) as ns; ValueError if it is not one."""
+    if isinstance(ms, bool) or not isinstance(ms, (int, str)):
+        raise ValueError(f"timestamp must be an int of ms, got {ms!r:.40}")
+    v = int(ms) if isinstance(ms, int) else int(ms, 10) if ms.isdigit() else -1
+    if not 0 <= v <= MAX_MS:
+        raise ValueError(f"timestamp {ms!r:.40} is not a time in ms")
+    return v * 1_000_000
+
+
 class RecordError(ValueError):
     """A ring payload that does not decode as its kind."""
 
 
 def encode_book(kind: Kind, book_id: int, exch_ns: int, recv_ns: int, first_id: int, last_id: int,
                 packed: bytes, n_bids: int, n_asks: int, pdec: int, qdec: int) -> bytes:
-    return BOOK_HEADER.pack(book_id, pdec, qdec, n_bids, n_asks, 0, exch_ns, recv_ns,
-                            first_id, last_id) + packed
+    try:
+        return BOOK_HEADER.pack(book_id, pdec, qdec, n_bids, n_asks, 0, exch_ns, recv_ns,
+                                first_id, last_id) + packed
+    except struct.error as exc:
+        raise RecordError(f"book record out of range: ids {first_id}..{last_id}, time {exch_ns}: {exc}") from None
 
 
 @dataclass(slots=True)
@@ -67,7 +83,10 @@ def decode_book(payload: bytes) -> BookRecord:
 
 def encode_trade(book_id: int, exch_ns: int, recv_ns: int, trade_id: int, price: int, qty: int,
                  side: int) -> bytes:
-    return TRADE.pack(book_id, side, 0, 0, exch_ns, recv_ns, trade_id, price, qty)
+    try:
+        return TRADE.pack(book_id, side, 0, 0, exch_ns, recv_ns, trade_id, price, qty)
+    except struct.error as exc:
+        raise RecordError(f"trade out of range: id {trade_id}, time {exch_ns}: {exc}") from None
 
 
 def decode_trade(payload: bytes) -> tuple[int, int, int, int, int, int, int]:
@@ -80,7 +99,10 @@ def decode_trade(payload: bytes) -> tuple[int, int, int, int, int, int, int]:
 
 def encode_ticker(book_id: int, exch_ns: int, recv_ns: int, last: int, bid: int, bid_qty: int,
                   ask: int, ask_qty: int) -> bytes:
-    return TICKER.pack(book_id, 0, 0, exch_ns, recv_ns, last, bid, bid_qty, ask, ask_qty)
+    try:
+        return TICKER.pack(book_id, 0, 0, exch_ns, recv_ns, last, bid, bid_qty, ask, ask_qty)
+    except struct.error as exc:
+        raise RecordError(f"ticker out of range (time {exch_ns}): {exc}") from None
 
 
 def decode_ticker(payload: bytes) -> tuple[int, ...]:

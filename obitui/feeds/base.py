@@ -114,6 +114,17 @@ class Feed:
             return
         self.stats.inc(_FATE_COUNTER[f])
 
+    def frame_error(self, exc: BaseException) -> None:
+        """A handler raised on a frame (a bug, or input no check foresaw): the frame is
+        rejected and counted, the traceback logged, and the feed carries on."""
+        self.stats.inc("frame_errors")
+        self.fate(F_REJECTED)
+        now = time.monotonic()
+        if now >= self._log_budget:
+            self._log_budget = now + 0.2
+            log.error("%s: error while handling a frame (rejected, counted): %r", self.cfg.label, exc,
+                      exc_info=exc)
+
     def release_buffered(self, n: int, counter: str) -> None:
         """``n`` buffered frames left the sync buffer into ``counter``."""
         if n:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from obitui.core.book import OrderBook
+from obitui.core.records import MAX_MS
 
 
 class DepthFormatError(ValueError):
@@ -34,8 +35,8 @@ class DepthEvent:
 
 def _int_field(obj: dict[str, Any], key: str) -> int:
     v = obj.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise DepthFormatError(f"depth event field {key!r} must be a non-negative int, got {v!r}")
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**63:
+        raise DepthFormatError(f"depth event field {key!r} must be an int in [0, 2**63), got {v!r:.40}")
     return v
 
 
@@ -55,8 +56,9 @@ def parse_depth_event(data: dict[str, Any]) -> DepthEvent:
     if first > last:
         raise DepthFormatError(f"depth event with U={first} > u={last}")
     pu = _int_field(data, "pu") if "pu" in data else None
-    return DepthEvent(first, last, pu, _levels(data, "b"), _levels(data, "a"),
-                      data.get("E") if isinstance(data.get("E"), int) else 0)
+    e = data.get("E")
+    event_ms = e if isinstance(e, int) and not isinstance(e, bool) and 0 <= e <= MAX_MS else 0
+    return DepthEvent(first, last, pu, _levels(data, "b"), _levels(data, "a"), event_ms)
 
 
 def parse_snapshot(body: dict[str, Any]) -> tuple[int, list[Any], list[Any]]:

@@ -11,7 +11,7 @@ import orjson
 
 from obitui.core.book import OrderBook
 from obitui.core.fixed import parse_fixed
-from obitui.core.records import SIDE_BUY, SIDE_SELL, Kind, encode_trade
+from obitui.core.records import SIDE_BUY, SIDE_SELL, Kind, encode_trade, ms_to_ns
 from obitui.core.stats import AckResult, Command, FeedState
 from obitui.feeds.base import F_BUFFERED, F_IGNORED, F_REJECTED, Feed, Restart, backoff_delay
 from obitui.feeds.binance import DepthFormatError, DepthSync, SyncResult, parse_depth_event, parse_snapshot
@@ -67,6 +67,10 @@ class BinanceDepthFeed(BinanceFeed):
                     self.on_frame(text, recv_ns)
                     try:
                         self.handle_frame(text, recv_ns)
+                    except Restart:
+                        raise
+                    except Exception as exc:   # never let one frame end the feed
+                        self.frame_error(exc)
                     finally:
                         self.frame_done()
             finally:
@@ -248,6 +252,10 @@ class BinanceTradeFeed(BinanceFeed):
             self.on_frame(text, recv_ns)
             try:
                 self.handle_frame(text, recv_ns)
+            except Restart:
+                raise
+            except Exception as exc:   # never let one frame end the feed
+                self.frame_error(exc)
             finally:
                 self.frame_done()
 
@@ -266,14 +274,17 @@ class BinanceTradeFeed(BinanceFeed):
             maker = data["m"]
             if not isinstance(tid, int) or not isinstance(ts, int) or not isinstance(maker, bool):
                 raise TypeError("t/T must be ints and m a boolean")
+            if not 0 <= tid < 2**63:
+                raise ValueError(f"trade id {tid} out of range")
             if price <= 0 or qty <= 0:
                 raise ValueError(f"price {data['p']} and quantity {data['q']} must be > 0")
+            side = SIDE_SELL if maker else SIDE_BUY     # m: the buyer was the maker, the taker sold
+            rec = encode_trade(self.index, ms_to_ns(ts), recv_ns, tid, price, qty, side)
         except (KeyError, TypeError, ValueError) as exc:
             self.reject("parse_errors", f"bad trade: {exc!r}")
             return
         self.note_exchange_time(ts, recv_ns)
-        side = SIDE_SELL if maker else SIDE_BUY     # m: the buyer was the maker, the taker sold
-        self.push(Kind.TRADE, encode_trade(self.index, ts * 1_000_000, recv_ns, tid, price, qty, side), recv_ns)
+        self.push(Kind.TRADE, rec, recv_ns)
         if not self.receiving:
             self.receiving = True
             self.state(FeedState.CONNECTED, "receiving trades")

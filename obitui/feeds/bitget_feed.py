@@ -12,16 +12,18 @@ import time
 from typing import Any
 
 import orjson
+import websockets
 
 from obitui.core.book import OrderBook, bitget_checksum
 from obitui.core.fixed import parse_fixed
-from obitui.core.records import Kind, encode_ticker
+from obitui.core.records import Kind, encode_ticker, ms_to_ns
 from obitui.core.stats import AckResult, Command, FeedState
 from obitui.feeds.base import F_IGNORED, F_REJECTED, Failed, Feed, Restart
 
 log = logging.getLogger("obitui.feed")
 
-SUBSCRIBE_BUDGET_PER_HOUR = 240
+SUBSCRIBE_BUDGET_PER_HOUR = 240    # per connection
+CLIENT_MESSAGES_PER_S = 9          # the limit is 10/s per connection: one spare
 
 
 class BitgetFeed(Feed):
@@ -35,6 +37,7 @@ class BitgetFeed(Feed):
         super().__init__(*a, **kw)
         self.subscribe_times: collections.deque[float] = collections.deque()
         self.pong = asyncio.Event()
+        self.send_times: collections.deque[float] = collections.deque()
 
     async def subscribe(self, ws: Any, op: str = "subscribe") -> None:
         now = time.monotonic()
@@ -45,7 +48,20 @@ class BitgetFeed(Feed):
             raise Restart("subscribe_budget", "240 subscribes/hour reached", delay=1.0)
         self.subscribe_times.append(now)
         self.stats.inc("subscribes")
-        await ws.send(orjson.dumps({"op": op, "args": [self.arg()]}).decode())
+        await self.send(ws, orjson.dumps({"op": op, "args": [self.arg()]}).decode())
+
+    async def send(self, ws: Any, text: str) -> None:
+        """Every client message goes through here: at most 10 per second per connection
+        (PROTOCOLS.md), so a resync storm waits instead of getting the socket cut."""
+        now = time.monotonic()
+        sent = self.send_times
+        while sent and now - sent[0] >= 1.0:
+            sent.popleft()
+        if len(sent) >= CLIENT_MESSAGES_PER_S:
+            await asyncio.sleep(1.0 - (now - sent[0]))
+            sent.popleft()
+        sent.append(time.monotonic())
+        await ws.send(text)
 
     async def _pinger(self, ws: Any) -> None:
         """Text ping every ``ping_interval``; no pong within ``pong_timeout``: reconnect."""
@@ -53,7 +69,7 @@ class BitgetFeed(Feed):
             await asyncio.sleep(self.cfg.ping_interval)
             self.stats.inc("pings")
             self.pong.clear()
-            await ws.send("ping")
+            await self.send(ws, "ping")
             try:
                 await asyncio.wait_for(self.pong.wait(), self.cfg.pong_timeout)
             except asyncio.TimeoutError:
@@ -89,6 +105,8 @@ class BitgetFeed(Feed):
         return msg
 
     async def session(self, ws: Any) -> None:
+        self.subscribe_times.clear()       # the budgets are per connection
+        self.send_times.clear()
         self.state(FeedState.SUBSCRIBING, f"subscribing to {self.cfg.channel} {self.cfg.symbol}")
         await self.subscribe(ws)
         pinger = asyncio.get_running_loop().create_task(self._pinger(ws))
@@ -108,6 +126,10 @@ class BitgetFeed(Feed):
                         self.on_event(msg)
                         continue
                     await self.on_data(ws, msg, recv_ns)
+                except (Restart, Failed, websockets.ConnectionClosed):
+                    raise
+                except Exception as exc:   # never let one frame end the feed
+                    self.frame_error(exc)
                 finally:
                     self.frame_done()
         finally:
@@ -158,13 +180,13 @@ class BitgetBooksFeed(BitgetFeed):
             checksum = d.get("checksum")
             ts = d.get("ts")
             try:
-                ts_ms = int(ts) if ts is not None else 0
-            except (TypeError, ValueError):
+                ts_ms = ms_to_ns(ts) // 1_000_000 if ts is not None else 0
+            except ValueError:
                 ts_ms = -1
             if (not isinstance(bids, list) or not isinstance(asks, list) or ts_ms < 0
-                    or (seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)))
-                    or (pseq is not None and (not isinstance(pseq, int) or isinstance(pseq, bool)))
-                    or (checksum is not None and not isinstance(checksum, int))):
+                    or (seq is not None and not _id_ok(seq)) or (pseq is not None and not _id_ok(pseq))
+                    or (checksum is not None and (not isinstance(checksum, int) or isinstance(checksum, bool)
+                                                  or not -(2**31) <= checksum < 2**32))):
                 self.reject("parse_errors", f"malformed books frame: {str(d)[:120]}")
                 if action == "update" and not self.awaiting_snapshot:
                     await self.resync(ws, "malformed", "an update could not be read")
@@ -268,8 +290,11 @@ class BitgetTickerFeed(BitgetFeed):
         digits = self.cfg.digits
         for d in msg["data"]:
             try:
-                ts_ms = int(d["ts"])
-                rec = encode_ticker(self.index, ts_ms * 1_000_000, recv_ns,
+                if not isinstance(d, dict):
+                    raise TypeError("ticker data entry is not an object")
+                exch_ns = ms_to_ns(d["ts"])
+                ts_ms = exch_ns // 1_000_000
+                rec = encode_ticker(self.index, exch_ns, recv_ns,
                                     parse_fixed(d["lastPr"], digits), parse_fixed(d["bidPr"], digits),
                                     parse_fixed(d["bidSz"], digits), parse_fixed(d["askPr"], digits),
                                     parse_fixed(d["askSz"], digits))
@@ -280,6 +305,10 @@ class BitgetTickerFeed(BitgetFeed):
             self.push(Kind.TICKER, rec, recv_ns)
             if self.stats.state != FeedState.LIVE:
                 self.state(FeedState.LIVE, "receiving tickers")
+
+
+def _id_ok(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
 
 
 def make_feed(cfg: Any, *args: Any, **kw: Any) -> Feed:
