@@ -518,7 +518,10 @@ class Soak:
             fails.append(f"recovery p50 above {RECOVERY_TARGET_S} s: {slow}")
         rss_judged = self.duration >= RSS_JUDGED_FROM_S
         if rss_judged:
-            grown = {n: p["rss_growth"] for n, p in r["processes"].items() if p["rss_growth"] >= RSS_TARGET}
+            # the simulator is the test harness: its truth history (100k steps per market) grows
+            # by design until full (~83 min at 20 steps/s); it is reported, not judged
+            grown = {n: p["rss_growth"] for n, p in r["processes"].items()
+                     if p["rss_growth"] >= RSS_TARGET and n != "simulator"}
             if grown:
                 fails.append(f"RSS growth >= {RSS_TARGET:.0%}: {grown}")
         return {"ok": not fails, "failures": fails, "rss_judged": rss_judged,

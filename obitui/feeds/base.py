@@ -26,7 +26,9 @@ log = logging.getLogger("obitui.feed")
 
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
-HEALTHY_RESET = 30.0     # connected this long: the next failure starts the backoff afresh
+HEALTHY_RESET = 5.0      # healthy (synced / receiving) this long: the next failure is a new
+                         # incident and starts the backoff afresh; shorter lives keep doubling it
+HEALTHY_STATES = (FeedState.CONNECTED_SYNCED, FeedState.CONNECTED, FeedState.LIVE)
 HOUSEKEEPING = 0.05
 
 # What became of a received frame; the worst outcome wins when a frame has several parts.
@@ -73,13 +75,15 @@ class Feed:
         self.skip_backoff = asyncio.Event()
         self.control_seq = stats.block.read_command(index)[0]
         self.lossy = False
-        self.connected_at = 0.0
+        self.healthy_since = 0.0              # when the current connection became healthy
         self._log_budget = 0.0
         self._fate: int | None = None        # the outcome of the frame in hand; None: no frame
         self.wake_engine = stats.block.wake_engine_if_sleeping
 
     # ------------------------------------------------------------ states and counters
     def state(self, st: FeedState, reason: str = "") -> None:
+        if st in HEALTHY_STATES and not self.healthy_since and self.ws is not None:
+            self.healthy_since = time.monotonic()
         if st != self.stats.state or reason != self.stats.reason:
             log.info("%s: %s (%s)", self.cfg.label, st.word, reason)
         self.stats.set_state(st, reason)
@@ -290,6 +294,7 @@ class Feed:
     async def _loop(self) -> None:
         while not self.stop.is_set():
             self.restart = None
+            self.healthy_since = 0.0
             self.state(FeedState.CONNECTING, f"connecting to {self.url()}")
             delay: float | None = None
             reason = "disconnected"
@@ -301,7 +306,6 @@ class Feed:
                     if sock is not None:
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     self.ws = ws
-                    self.connected_at = time.monotonic()
                     self.last_data = time.monotonic()
                     await self.session(ws)
                 if self.restart is not None:
@@ -331,8 +335,9 @@ class Feed:
             if self.stop.is_set():
                 break
             self.stats.inc("reconnects")
-            if time.monotonic() - self.connected_at > HEALTHY_RESET and self.connected_at:
+            if self.healthy_since and time.monotonic() - self.healthy_since >= HEALTHY_RESET:
                 self.attempt = 0
+            self.healthy_since = 0.0
             if delay is None:
                 delay = backoff_delay(self.attempt, self.rng)
                 self.attempt += 1
