@@ -38,6 +38,7 @@ class FeedConfig:
     max_frame: int = 8 << 20     # largest websocket frame accepted
     ping_interval: float = 25.0  # bitget text ping
     pong_timeout: float = 5.0    # bitget: no pong this long after a ping: reconnect
+    rotate_after: float = 23.5 * 3600   # open a new socket and hand over before the venue's 24 h cut (0: off)
     digits: int = 8              # fixed-point decimals of prices and quantities
     futures: bool = False        # binance USD-M depth rules (pu chaining)
     cpu: int | None = None       # pin the feed process to this CPU
@@ -89,6 +90,9 @@ class FeedConfig:
                               f"2 minutes and asks for a ping at least every 30 s), got {self.ping_interval}")
         if not (math.isfinite(self.pong_timeout) and 0 < self.pong_timeout <= 60):
             raise ConfigError(f"{where}.pong_timeout: (0, 60] s, got {self.pong_timeout}")
+        if not (math.isfinite(self.rotate_after) and (self.rotate_after == 0 or 1 <= self.rotate_after <= 86000)):
+            raise ConfigError(f"{where}.rotate_after: 0 (off) or 1-86000 s (before the 24 h cut), "
+                              f"got {self.rotate_after}")
         if self.cpu is not None and not 0 <= self.cpu < 4096:
             raise ConfigError(f"{where}.cpu: a CPU number >= 0, got {self.cpu}")
 

@@ -77,7 +77,7 @@ FEED_COUNTERS = (
     # what became of every received frame (feeds/base.py): frames == the five fates + pending
     "frames_pushed", "frames_dropped", "frames_rejected", "frames_ignored", "frames_discarded",
     "frames_pending", "unhandled", "stale_snapshots", "rest_outages",
-    "pong_timeouts", "frame_errors",
+    "pong_timeouts", "frame_errors", "rotations",
 )
 FRAME_FATES = ("frames_pushed", "frames_dropped", "frames_rejected", "frames_ignored",
                "frames_discarded", "frames_pending")

@@ -7,10 +7,12 @@ or it raises ``Restart``."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import socket
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -48,6 +50,16 @@ class Restart(Exception):
         self.delay = delay      # None: the backoff decides; 0: at once
 
 
+@dataclass
+class Successor:
+    """The next socket of a make-before-break rotation: connected and subscribed while the
+    current one keeps serving; its frames wait here until the feed adopts it."""
+    ws: Any
+    buffer: collections.deque = field(default_factory=collections.deque)
+    reader: asyncio.Task[None] | None = None
+    closed: bool = False
+
+
 class Failed(Exception):
     """A permanent error (unknown symbol, bad config): the feed stops retrying."""
 
@@ -78,6 +90,8 @@ class Feed:
         self.healthy_since = 0.0              # when the current connection became healthy
         self._log_budget = 0.0
         self._fate: int | None = None        # the outcome of the frame in hand; None: no frame
+        self.successor: Successor | None = None
+        self._successor_task: asyncio.Task[None] | None = None
         self.wake_engine = stats.block.wake_engine_if_sleeping
 
     # ------------------------------------------------------------ states and counters
@@ -299,12 +313,7 @@ class Feed:
             delay: float | None = None
             reason = "disconnected"
             try:
-                async with websockets.connect(self.url(), max_size=self.cfg.max_frame, open_timeout=10,
-                                              close_timeout=2, compression=None, ping_interval=None,
-                                              max_queue=None) as ws:
-                    sock = ws.transport.get_extra_info("socket")
-                    if sock is not None:
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                async with self.connect() as ws:
                     self.ws = ws
                     self.last_data = time.monotonic()
                     await self.session(ws)
@@ -342,6 +351,127 @@ class Feed:
                 delay = backoff_delay(self.attempt, self.rng)
                 self.attempt += 1
             await self._backoff(delay, reason)
+
+    def connect(self) -> Any:
+        """A websockets connect (use with ``async with`` or await it) with our settings."""
+        return websockets.connect(self.url(), max_size=self.cfg.max_frame, open_timeout=10,
+                                  close_timeout=2, compression=None, ping_interval=None,
+                                  max_queue=None)
+
+    @staticmethod
+    def _nodelay(ws: Any) -> None:
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    # ------------------------------------------------------------ frames and rotation
+    async def frames(self, ws: Any) -> Any:
+        """Yield (text, receive ns) from the connection, rotating it before the venue's cut:
+        after ``rotate_after`` s a successor socket is opened and subscribed; when the venue
+        says its frames continue the current state (``can_adopt``), its buffered frames are
+        yielded, it becomes the connection and the old one is closed. No gap, no resync."""
+        self._nodelay(ws)
+        started = time.monotonic()
+        current = ws
+        try:
+            while True:
+                try:
+                    text = await current.recv()
+                except websockets.ConnectionClosedOK:
+                    return
+                yield text, time.time_ns()
+                succ = self.successor
+                if succ is None:
+                    if (self.cfg.rotate_after and self._successor_task is None
+                            and time.monotonic() - started >= self.cfg.rotate_after):
+                        self._successor_task = asyncio.get_running_loop().create_task(self._open_successor())
+                    continue
+                if succ.closed:
+                    self._drop_successor("the new socket closed before the handover")
+                    started = time.monotonic()      # try again after another period
+                    continue
+                if not self.can_adopt(succ.buffer):
+                    continue
+                # hand over: the old socket goes, the new one's frames follow in order
+                if succ.reader is not None:
+                    succ.reader.cancel()
+                    try:
+                        await succ.reader
+                    except (asyncio.CancelledError, websockets.ConnectionClosed):
+                        pass
+                old, current = current, succ.ws
+                self.ws = current
+                self.successor = self._successor_task = None
+                self.stats.inc("rotations")
+                self.on_adopted()
+                log.info("%s: rotated to a new connection (make-before-break)", self.cfg.label)
+                asyncio.get_running_loop().create_task(old.close(1000, "rotated"))
+                started = time.monotonic()
+                while succ.buffer:
+                    yield succ.buffer.popleft()
+        finally:
+            self._drop_successor("the session ended")
+            if current is not ws:
+                await current.close()
+
+    async def _open_successor(self) -> None:
+        try:
+            ws = await self.connect()
+        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
+            log.warning("%s: rotation: the new connection failed (%s); the current one stays", self.cfg.label, exc)
+            self._successor_task = None
+            return
+        try:
+            self._nodelay(ws)
+            await self.subscribe_successor(ws)
+        except websockets.ConnectionClosed:
+            await ws.close()
+            self._successor_task = None
+            return
+        except BaseException:      # cancelled with the session
+            await asyncio.shield(ws.close())
+            raise
+        succ = Successor(ws)
+        succ.reader = asyncio.get_running_loop().create_task(self._read_successor(succ))
+        self.successor = succ
+
+    async def _read_successor(self, succ: Successor) -> None:
+        try:
+            async for text in succ.ws:
+                succ.buffer.append((text, time.time_ns()))
+                if len(succ.buffer) > 100_000:
+                    break
+        except websockets.ConnectionClosed:
+            pass
+        succ.closed = True
+
+    def _drop_successor(self, why: str) -> None:
+        """Give up a successor socket; frames it received are counted (discarded)."""
+        succ, self.successor = self.successor, None
+        if self._successor_task is not None and succ is None:
+            self._successor_task.cancel()
+        self._successor_task = None
+        if succ is None:
+            return
+        if succ.reader is not None:
+            succ.reader.cancel()
+        n = len(succ.buffer)
+        if n:
+            self.stats.inc("frames", n)
+            self.stats.inc("frames_discarded", n)
+        log.warning("%s: rotation abandoned (%s); %d frame(s) of the new socket discarded",
+                    self.cfg.label, why, n)
+        asyncio.get_running_loop().create_task(succ.ws.close())
+
+    async def subscribe_successor(self, ws: Any) -> None:
+        """Subscribe the new socket (Binance: the URL already names the streams)."""
+
+    def can_adopt(self, buffer: collections.deque) -> bool:
+        """True when the successor's buffered frames continue what the feed has."""
+        return bool(buffer)
+
+    def on_adopted(self) -> None:
+        """The successor became the connection."""
 
     async def _backoff(self, delay: float, reason: str) -> None:
         self.skip_backoff.clear()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -20,6 +21,21 @@ log = logging.getLogger("obitui.feed")
 
 
 class BinanceFeed(Feed):
+    def dispatch(self, text: str | bytes, recv_ns: int) -> None:
+        """One frame: counted, handled, settled in exactly one fate."""
+        self.on_frame(text, recv_ns)
+        try:
+            self.handle_frame(text, recv_ns)
+        except Restart:
+            raise
+        except Exception as exc:   # never let one frame end the feed
+            self.frame_error(exc)
+        finally:
+            self.frame_done()
+
+    def handle_frame(self, text: str | bytes, recv_ns: int) -> None:
+        raise NotImplementedError
+
     def url(self) -> str:
         return f"{self.cfg.ws_url.rstrip('/')}/stream?streams={self.cfg.stream_name}"
 
@@ -62,17 +78,9 @@ class BinanceDepthFeed(BinanceFeed):
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             self.http = http
             try:
-                async for text in ws:
-                    recv_ns = time.time_ns()
-                    self.on_frame(text, recv_ns)
-                    try:
-                        self.handle_frame(text, recv_ns)
-                    except Restart:
-                        raise
-                    except Exception as exc:   # never let one frame end the feed
-                        self.frame_error(exc)
-                    finally:
-                        self.frame_done()
+                async with contextlib.aclosing(self.frames(ws)) as frames:
+                    async for text, recv_ns in frames:
+                        self.dispatch(text, recv_ns)
             finally:
                 self.http = None
                 if self.snapshot_task is not None:
@@ -93,6 +101,26 @@ class BinanceDepthFeed(BinanceFeed):
             return
         self.note_exchange_time(ev.event_time_ms, recv_ns)
         self.handle_event(ev, recv_ns)
+
+    def can_adopt(self, buffer: Any) -> bool:
+        """Hand over when the new socket's first depth event continues the book (events it
+        has that the book already holds are skipped as already applied)."""
+        if not self.sync.synced or self.sync.awaiting_first:
+            return bool(buffer)          # nothing continuous to keep
+        for text, _ in buffer:
+            try:
+                msg = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                continue
+            data = msg.get("data", msg) if isinstance(msg, dict) else None
+            if not isinstance(data, dict) or data.get("e") != "depthUpdate":
+                continue
+            if self.cfg.futures:
+                pu = data.get("pu")
+                return isinstance(pu, int) and pu <= self.sync.last_u
+            first = data.get("U")
+            return isinstance(first, int) and first <= self.book.update_id + 1
+        return False
 
     def discard_buffer(self) -> None:
         """Events buffered for a sync that will not happen (resync, new connection)."""
@@ -243,21 +271,14 @@ class BinanceDepthFeed(BinanceFeed):
 
 class BinanceTradeFeed(BinanceFeed):
     receiving = False
+    last_trade_id = -1
 
     async def session(self, ws: Any) -> None:
         self.state(FeedState.SUBSCRIBING, f"subscribed to {self.cfg.stream_name}, waiting for trades")
         self.receiving = False
-        async for text in ws:
-            recv_ns = time.time_ns()
-            self.on_frame(text, recv_ns)
-            try:
-                self.handle_frame(text, recv_ns)
-            except Restart:
-                raise
-            except Exception as exc:   # never let one frame end the feed
-                self.frame_error(exc)
-            finally:
-                self.frame_done()
+        async with contextlib.aclosing(self.frames(ws)) as frames:
+            async for text, recv_ns in frames:
+                self.dispatch(text, recv_ns)
 
     def handle_frame(self, text: str | bytes, recv_ns: int) -> None:
         data = self.decode(text)
@@ -276,6 +297,10 @@ class BinanceTradeFeed(BinanceFeed):
                 raise TypeError("t/T must be ints and m a boolean")
             if not 0 <= tid < 2**63:
                 raise ValueError(f"trade id {tid} out of range")
+            if tid <= self.last_trade_id:          # a duplicate (e.g. both sockets of a rotation)
+                self.stats.inc("stale_events")
+                self.fate(F_IGNORED)
+                return
             if price <= 0 or qty <= 0:
                 raise ValueError(f"price {data['p']} and quantity {data['q']} must be > 0")
             side = SIDE_SELL if maker else SIDE_BUY     # m: the buyer was the maker, the taker sold
@@ -284,6 +309,7 @@ class BinanceTradeFeed(BinanceFeed):
             self.reject("parse_errors", f"bad trade: {exc!r}")
             return
         self.note_exchange_time(ts, recv_ns)
+        self.last_trade_id = tid
         self.push(Kind.TRADE, rec, recv_ns)
         if not self.receiving:
             self.receiving = True

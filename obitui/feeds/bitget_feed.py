@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from typing import Any
@@ -63,13 +64,20 @@ class BitgetFeed(Feed):
         sent.append(time.monotonic())
         await ws.send(text)
 
-    async def _pinger(self, ws: Any) -> None:
-        """Text ping every ``ping_interval``; no pong within ``pong_timeout``: reconnect."""
+    async def _pinger(self) -> None:
+        """Text ping every ``ping_interval`` on the current connection; no pong within
+        ``pong_timeout``: reconnect."""
         while True:
             await asyncio.sleep(self.cfg.ping_interval)
+            ws = self.ws
+            if ws is None:
+                return
             self.stats.inc("pings")
             self.pong.clear()
-            await self.send(ws, "ping")
+            try:
+                await self.send(ws, "ping")
+            except websockets.ConnectionClosed:
+                continue          # rotated away, or closing: the session notices
             try:
                 await asyncio.wait_for(self.pong.wait(), self.cfg.pong_timeout)
             except asyncio.TimeoutError:
@@ -109,31 +117,47 @@ class BitgetFeed(Feed):
         self.send_times.clear()
         self.state(FeedState.SUBSCRIBING, f"subscribing to {self.cfg.channel} {self.cfg.symbol}")
         await self.subscribe(ws)
-        pinger = asyncio.get_running_loop().create_task(self._pinger(ws))
+        pinger = asyncio.get_running_loop().create_task(self._pinger())
         try:
-            async for text in ws:
-                recv_ns = time.time_ns()
-                if text == "pong":
-                    self.stats.inc("pongs")
-                    self.pong.set()       # proves the socket, not the channel: no watchdog reset
-                    continue
-                self.on_frame(text, recv_ns)
-                try:
-                    msg = self.decode(text)
-                    if msg is None:
-                        continue
-                    if "event" in msg:
-                        self.on_event(msg)
-                        continue
-                    await self.on_data(ws, msg, recv_ns)
-                except (Restart, Failed, websockets.ConnectionClosed):
-                    raise
-                except Exception as exc:   # never let one frame end the feed
-                    self.frame_error(exc)
-                finally:
-                    self.frame_done()
+            async with contextlib.aclosing(self.frames(ws)) as frames:
+                async for text, recv_ns in frames:
+                    await self.dispatch(text, recv_ns)
         finally:
             pinger.cancel()
+
+    async def dispatch(self, text: str | bytes, recv_ns: int) -> None:
+        """One frame: counted, handled, settled in exactly one fate (pongs are counted apart)."""
+        if text == "pong":
+            self.stats.inc("pongs")
+            self.pong.set()       # proves the socket, not the channel: no watchdog reset
+            return
+        self.on_frame(text, recv_ns)
+        try:
+            msg = self.decode(text)
+            if msg is None:
+                return
+            if "event" in msg:
+                self.on_event(msg)
+                return
+            await self.on_data(self.ws, msg, recv_ns)
+        except (Restart, Failed, websockets.ConnectionClosed):
+            raise
+        except Exception as exc:   # never let one frame end the feed
+            self.frame_error(exc)
+        finally:
+            self.frame_done()
+
+    async def subscribe_successor(self, ws: Any) -> None:
+        self.stats.inc("subscribes")
+        await ws.send(orjson.dumps({"op": "subscribe", "args": [self.arg()]}).decode())
+
+    def on_adopted(self) -> None:
+        # new connection, new budgets (its subscribe counts); a ping in flight on the old
+        # socket will not be answered
+        self.subscribe_times.clear()
+        self.subscribe_times.append(time.monotonic())
+        self.send_times.clear()
+        self.pong.set()
 
     def on_event(self, msg: dict[str, Any]) -> None:
         if msg["event"] == "subscribe":
@@ -263,6 +287,13 @@ class BitgetBooksFeed(BitgetFeed):
             return False
         return True
 
+    def can_adopt(self, buffer: collections.deque) -> bool:
+        """The new socket's snapshot replaces the book whole: hand over once it is there."""
+        if self.awaiting_snapshot:
+            return bool(buffer)
+        return any(isinstance(t, (str, bytes)) and ('"snapshot"' in t if isinstance(t, str) else b'"snapshot"' in t)
+                   for t, _ in buffer)
+
     def ring_has_room(self) -> None:
         super().ring_has_room()
         if self.book.valid:
@@ -286,6 +317,9 @@ class BitgetBooksFeed(BitgetFeed):
 
 
 class BitgetTickerFeed(BitgetFeed):
+    def can_adopt(self, buffer: collections.deque) -> bool:
+        return any('"data"' in t if isinstance(t, str) else b'"data"' in t for t, _ in buffer)
+
     async def on_data(self, ws: Any, msg: dict[str, Any], recv_ns: int) -> None:
         digits = self.cfg.digits
         for d in msg["data"]:
