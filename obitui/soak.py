@@ -77,6 +77,8 @@ def fault_kinds(cfg: Config, retry_after_429: float = 1.0, retry_after_418: floa
                   resync=tuple(bi_books), imposed_s=retry_after_429, count=3),
         FaultKind("http_418", 15.0, ("http_418", 1), {lb: ("http_418",) for lb in bi_books},
                   resync=tuple(bi_books), imposed_s=retry_after_418, count=1),
+        FaultKind("lost_snapshot", 15.0, ("lost_snapshot", 1), {lb: ("snapshot_timeouts",) for lb in bg_books},
+                  resync=tuple(bg_books), count=1),
         FaultKind("rest_outage", 15.0, ("rest_down", 3), {lb: ("rest_outages",) for lb in bi_books},
                   resync=tuple(bi_books), count=3),
         # every connection dropped once (a network blip); repeated drops would raise the feeds'

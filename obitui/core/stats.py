@@ -78,6 +78,7 @@ FEED_COUNTERS = (
     "frames_pushed", "frames_dropped", "frames_rejected", "frames_ignored", "frames_discarded",
     "frames_pending", "unhandled", "stale_snapshots", "rest_outages",
     "pong_timeouts", "frame_errors", "rotations",
+    "snapshot_timeouts", "housekeeping_errors",
 )
 FRAME_FATES = ("frames_pushed", "frames_dropped", "frames_rejected", "frames_ignored",
                "frames_discarded", "frames_pending")

@@ -241,6 +241,9 @@ class Feed:
     def on_disconnect(self) -> None:
         """The socket is gone: book feeds invalidate their book."""
 
+    async def timers(self, now: float) -> None:
+        """Venue timers, run by housekeeping every 50 ms."""
+
     def ring_has_room(self) -> None:
         """Called by housekeeping after a drop once the ring has room again."""
         self.lossy = False
@@ -277,9 +280,18 @@ class Feed:
             if seq != self.control_seq:
                 self.control_seq = seq
                 self.stats.inc("control_commands")
-                result, text = await self.on_command(cmd)
+                try:
+                    result, text = await self.on_command(cmd)
+                except Exception as exc:      # e.g. the socket closed under a resync
+                    self.stats.inc("housekeeping_errors")
+                    result, text = AckResult.FAILED, f"{type(exc).__name__}: {exc}"[:56]
                 self.stats.block.ack_command(self.index, seq, result, text)
                 log.info("%s: command %s: %s (%s)", self.cfg.label, cmd.name.lower(), result.name.lower(), text)
+            try:
+                await self.timers(now)
+            except Exception as exc:          # housekeeping must outlive any single failure
+                self.stats.inc("housekeeping_errors")
+                log.warning("%s: housekeeping: %r", self.cfg.label, exc)
             if (self.ws is not None and self.restart is None
                     and now - self.last_data > self.cfg.stale_limit()):
                 self.stats.inc("watchdog")

@@ -24,6 +24,7 @@ from obitui.feeds.base import F_IGNORED, F_REJECTED, Failed, Feed, Restart
 log = logging.getLogger("obitui.feed")
 
 SUBSCRIBE_BUDGET_PER_HOUR = 240    # per connection
+SNAPSHOT_TIMEOUT = 5.0             # subscribed this long without the books snapshot: ask again
 CLIENT_MESSAGES_PER_S = 9          # the limit is 10/s per connection: one spare
 
 
@@ -176,16 +177,29 @@ class BitgetBooksFeed(BitgetFeed):
         self.book = OrderBook(self.cfg.digits)
         self.prev_seq: int | None = None
         self.awaiting_snapshot = True
+        self.awaiting_since = 0.0
 
     def on_subscribed(self) -> None:
-        if self.awaiting_snapshot and self.stats.state == FeedState.SUBSCRIBING:
-            self.state(FeedState.SYNCING, "subscribed, waiting for the snapshot")
+        if self.awaiting_snapshot:
+            self.awaiting_since = time.monotonic()
+            if self.stats.state == FeedState.SUBSCRIBING:
+                self.state(FeedState.SYNCING, "subscribed, waiting for the snapshot")
+
+    async def timers(self, now: float) -> None:
+        """A snapshot that never comes (lost, or a broken frame in its place) would leave the
+        book invalid while updates keep the socket looking alive: subscribe again."""
+        if (self.awaiting_snapshot and self.awaiting_since and self.ws is not None
+                and now - self.awaiting_since > SNAPSHOT_TIMEOUT):
+            self.stats.inc("snapshot_timeouts")
+            self.awaiting_since = now
+            await self.resync(self.ws, "snapshot_timeout", f"no snapshot {SNAPSHOT_TIMEOUT:g} s after subscribing")
 
     async def resync(self, ws: Any, reason: str, detail: str) -> None:
         """Book invalid: tell the engine, then unsubscribe + subscribe for a new snapshot."""
         self.stats.inc("resyncs")
         self.book.valid = False
         self.awaiting_snapshot = True
+        self.awaiting_since = time.monotonic()
         self.push_invalid(reason)
         self.state(FeedState.RESYNCING, f"{reason}: {detail}"[:95])
         await self.subscribe(ws, "unsubscribe")
@@ -305,6 +319,7 @@ class BitgetBooksFeed(BitgetFeed):
             self.push_invalid("disconnected")
         self.book.valid = False
         self.awaiting_snapshot = True
+        self.awaiting_since = 0.0
         self.prev_seq = None
 
     async def on_command(self, cmd: Command) -> tuple[AckResult, str]:

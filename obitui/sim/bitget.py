@@ -211,6 +211,10 @@ class BitgetVenue:
                 continue  # a real symbol under the wrong instType: acked, then silent
             model = self.models[inst]
             if channel == "books":
+                if self.sim.faults.lost_snapshot:
+                    self.sim.faults.lost_snapshot -= 1
+                    self.sim.count("injected_lost_snapshot")
+                    continue          # acked, updates follow, the snapshot never comes
                 conn.send_data(self.snapshot_frame(conn, clean, model, None))
             elif channel == "trade":
                 ts = int(time.time() * 1000)

@@ -24,6 +24,8 @@ FAULTS: dict[str, FaultSpec] = {f.name: f for f in [
               "Binance: the next N REST snapshots are older than the stream"),
     FaultSpec("http_429", int, 1, "http_429[=N]", "Binance: the next N REST requests get 429 + Retry-After"),
     FaultSpec("http_418", int, 1, "http_418[=N]", "Binance: the next N REST requests get 418 (banned) + Retry-After"),
+    FaultSpec("lost_snapshot", int, 1, "lost_snapshot[=N]",
+              "Bitget: the snapshot after the next N books subscribes is never sent (updates are)"),
     FaultSpec("rest_down", int, 1, "rest_down[=N]", "Binance: the next N REST requests get 503 (a REST outage)"),
     FaultSpec("disconnect", float, 10.0, "disconnect[=S]", "close every connection S seconds after it opened"),
     FaultSpec("silence", float, 5.0, "silence[=S]",
@@ -78,6 +80,7 @@ class Faults:
     http_429: int = 0
     http_418: int = 0
     rest_down: int = 0
+    lost_snapshot: int = 0
     disconnect: float = 0.0
     silence: float = 0.0
     malformed: float = 0.0

@@ -279,3 +279,13 @@ async def test_rotation_is_make_before_break(sim: Simulator, label: str) -> None
         # the simulator saw the old sockets go: at most the current one and a successor remain
         venue = sim.binance if h.cfg.venue == "binance" else sim.bitget
         assert len(venue.conns) <= 2
+
+
+async def test_bitget_lost_snapshot_is_asked_for_again(sim: Simulator) -> None:
+    """Updates keep coming but the snapshot never does: the feed must not wait forever."""
+    sim.faults.set("lost_snapshot", 1)
+    async with FeedHarness(sim, "Bg-OB") as h:
+        await h.wait_for(lambda: h.count("snapshot_timeouts") >= 1, 10, "a snapshot timeout")
+        assert h.count("stale_events") > 0        # updates arrived meanwhile, ignored and counted
+        await synced_and_true(h, 10)
+        assert any(r.startswith("snapshot_timeout") for _, r in h.states)
