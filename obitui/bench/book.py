@@ -6,6 +6,9 @@ then frames of 1-10 level updates concentrated near the top of book (geometric d
 5% deep updates, 20% deletes (some of absent levels), and a mid that walks. Figures:
 - level updates/s from strings: SortedDict book (Decimal keys), OrderBook per level
   (`apply([[p, q]], [])`), OrderBook per frame (`apply(bids, asks)`, the batch path);
+- level updates/s from the wire (each frame as the Binance combined stream's JSON text): the
+  SortedDict book after orjson, the OrderBook after orjson, and the OrderBook's raw-frame scanner
+  (`scan_binance_depth` + `apply_scanned`, what the synced Binance depth feed runs);
 - the structure choice: the same pre-parsed int64 stream applied without the GIL to the sorted
   array book and to a std::map book, and a top-20 copy + OBI(20) on each;
 - top-20 + OBI(20) through the Python API (strings out);
@@ -191,7 +194,45 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
             times.append(_timed(loop))
         rates[name] = n / median(times)
         log(f"updates/s {name:24s} {rates[name] / 1e6:8.3f} M")
+    # from the wire: each frame as the Binance combined stream sends it (one text per frame)
+    import orjson
+    texts = [orjson.dumps({"stream": "btcusdt@depth@100ms", "data": {
+        "e": "depthUpdate", "E": 1_700_000_000_000 + i, "s": "BTCUSDT", "U": 2 * i + 1, "u": 2 * i + 2,
+        "b": b, "a": a}}).decode() for i, (b, a) in enumerate(frames)]
+
+    def sd_frames(book: Any) -> None:
+        loads, apply = orjson.loads, book.apply
+        for t in texts:
+            d = loads(t)["data"]
+            apply(d["b"], d["a"])
+
+    def ob_orjson(book: Any) -> None:
+        loads, apply = orjson.loads, book.apply
+        for t in texts:
+            d = loads(t)["data"]
+            apply(d["b"], d["a"], True)
+
+    def ob_scan(book: Any) -> None:
+        scan, apply = book.scan_binance_depth, book.apply_scanned
+        for t in texts:
+            scan(t)
+            apply(True)
+
+    for name, fn, make in (("SortedDict (Decimal), orjson frames", sd_frames, SortedDictBook),
+                           ("OrderBook, orjson + batch (frames)", ob_orjson, lambda: OrderBook(8)),
+                           ("OrderBook, raw-frame scanner (frames)", ob_scan, lambda: OrderBook(8))):
+        times = []
+        for _ in range(repeats):
+            book = make()
+            book.apply_snapshot(snap_b, snap_a)
+            times.append(_timed(lambda: fn(book)))
+        rates[name] = n / median(times)
+        log(f"updates/s {name:38s} {rates[name] / 1e6:8.3f} M")
     res["updates_per_s"] = rates
+    res["ratio_scan_vs_sorteddict_frames"] = (rates["OrderBook, raw-frame scanner (frames)"]
+                                              / rates["SortedDict (Decimal), orjson frames"])
+    res["ratio_orjson_batch_vs_sorteddict_frames"] = (rates["OrderBook, orjson + batch (frames)"]
+                                                      / rates["SortedDict (Decimal), orjson frames"])
     res["ratio_packed_vs_sorteddict_int"] = (rates["OrderBook packed records"]
                                              / rates["SortedDict (int64 records)"])
     res["ratio_batch_vs_sorteddict"] = rates["OrderBook batch"] / rates["SortedDict (Decimal)"]
@@ -283,10 +324,12 @@ def markdown(res: dict[str, Any]) -> str:
              f"per side; median of {res['repeats']} runs.", "",
              "| book | input | level updates/s | vs SortedDict, same input |", "|---|---|---:|---:|"]
     for k, v in r.items():
-        packed = "records" in k
-        base = r["SortedDict (int64 records)" if packed else "SortedDict (Decimal)"]
-        lines.append(f"| {k} | {'packed int64 records' if packed else 'decimal strings'} | "
-                     f"{v / 1e6:.3f} M | {v / base:.1f}x |")
+        kind = "records" if "records" in k else "frames" if "frames" in k else "strings"
+        base = r[{"records": "SortedDict (int64 records)", "frames": "SortedDict (Decimal), orjson frames",
+                  "strings": "SortedDict (Decimal)"}[kind]]
+        what = {"records": "packed int64 records", "frames": "frame texts (JSON)",
+                "strings": "decimal strings (parsed lists)"}[kind]
+        lines.append(f"| {k} | {what} | {v / 1e6:.3f} M | {v / base:.1f}x |")
     lines += ["", "| structure (pre-parsed int64, no GIL) | updates/s | top-20 copy + OBI(20) |",
               "|---|---:|---:|",
               f"| sorted array, best at the end (chosen) | {s['array_updates_per_s'] / 1e6:.1f} M | "
@@ -314,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res))
     else:
         print(f"ratio batch/SortedDict from strings: {res['ratio_batch_vs_sorteddict']:.1f}x; "
-              f"from int64 records: {res['ratio_packed_vs_sorteddict_int']:.1f}x")
+              f"from int64 records: {res['ratio_packed_vs_sorteddict_int']:.1f}x; from frame texts: "
+              f"scanner {res['ratio_scan_vs_sorteddict_frames']:.1f}x, orjson + batch "
+              f"{res['ratio_orjson_batch_vs_sorteddict_frames']:.1f}x")
         if args.markdown:
             print(markdown(res))
     return 0

@@ -38,6 +38,8 @@ cdef class OrderBook:
     cdef readonly uint64_t levels_applied
     cdef Level *scratch
     cdef Py_ssize_t scratch_cap
+    cdef Py_ssize_t _scanned
+    cdef Py_ssize_t _scanned_bids
     cdef int apply_levels(self, int side, const Level *levels, Py_ssize_t n) noexcept nogil
     cdef void clear(self) noexcept nogil
     cdef void check_crossed(self) noexcept nogil
@@ -51,4 +53,8 @@ cdef class OrderBook:
     cdef Py_ssize_t _parse_generic(self, object levels, Py_ssize_t offset) except -1
     cdef int _replace_side(self, BookSide side, Py_ssize_t off, Py_ssize_t n) except -1
     cdef int _apply_packed(self, object bids, object asks, int pdec, int qdec, bint snapshot) except -1
+    cdef int _grow_scratch(self, Py_ssize_t need) noexcept nogil
+    cdef int _scan_levels(self, const char *s, Py_ssize_t n, Py_ssize_t *pos, Py_ssize_t *count) noexcept nogil
+    cdef int _scan_object(self, const char *s, Py_ssize_t n, Py_ssize_t *pos, int depth, int64_t *ids,
+                          Py_ssize_t *nb, Py_ssize_t *na) noexcept nogil
     cdef int _apply_packed_raw(self, const char *bp, Py_ssize_t blen, const char *ap, Py_ssize_t alen, int pdec, int qdec, bint snapshot) except -1

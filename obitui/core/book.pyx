@@ -17,7 +17,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memmove, memcpy
+from libc.string cimport memmove, memcpy, memcmp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from obitui.core.fixed cimport parse_fixed_c, format_fixed_c, fixed_error_message, FIXED_OK
@@ -190,6 +190,27 @@ cdef inline const char *_text_ptr(object o, Py_ssize_t *n) except NULL:
     raise TypeError(f"price and quantity must be str or bytes, not {type(o).__name__}")
 
 
+cdef inline Py_ssize_t _ws(const char *s, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
+    while i < n and (s[i] == 32 or s[i] == 9 or s[i] == 10 or s[i] == 13):
+        i += 1
+    return i
+
+
+cdef inline Py_ssize_t _string(const char *s, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
+    """s[i] must open a string without escapes; the index after its closing quote, or -1."""
+    if i >= n or s[i] != 34:
+        return -1
+    i += 1
+    while i < n:
+        if s[i] == 34:
+            return i + 1
+        if s[i] == 92 or <unsigned char>s[i] < 32:    # an escape or a control character
+            return -1
+        i += 1
+    return -1
+
+
+
 cdef inline int _apply_to(BookSide s, const Level *levels, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(n):
@@ -233,6 +254,8 @@ cdef class OrderBook:
         self.asks = BookSide(-1, digits)
         self.scratch = NULL
         self.scratch_cap = 0
+        self._scanned = -1
+        self._scanned_bids = 0
         self.update_id = 0
         self.valid = False
 
@@ -402,6 +425,227 @@ cdef class OrderBook:
             if side.set_level(src[i].key, src[i].qty, src[i].pdec, src[i].qdec) < 0:
                 raise MemoryError()
         return 0
+
+    # ------------------------------------------------------------ raw Binance frames
+    # A scanner for the plain shape of a Binance depthUpdate frame (raw or combined stream),
+    # straight from the frame text into the scratch levels: no Python object per level. It
+    # reads only what it understands (keys without escapes, strings without escapes, integers,
+    # true/false/null, the b/a level arrays, one nested "data" object) and gives up (-1) on
+    # anything else, so the caller's orjson path judges (and names) every unusual frame.
+    # Every read is bounds-checked against the frame length.
+
+    cdef int _grow_scratch(self, Py_ssize_t need) noexcept nogil:
+        cdef Py_ssize_t cap
+        cdef Level *p
+        if need <= self.scratch_cap:
+            return 0
+        cap = max(256, 2 * need)
+        p = <Level *>realloc(self.scratch, cap * sizeof(Level))
+        if p == NULL:
+            return -1
+        self.scratch = p
+        self.scratch_cap = cap
+        return 0
+
+    cdef int _scan_levels(self, const char *s, Py_ssize_t n, Py_ssize_t *pos,
+                          Py_ssize_t *count) noexcept nogil:
+        """[["p","q"],...] at s[pos]: appended to scratch[count...]; 0 or -1."""
+        cdef Py_ssize_t i = pos[0], a, b, c, d
+        cdef int64_t price, qty
+        cdef int pdec, qdec
+        i = _ws(s, n, i)
+        if i >= n or s[i] != 91:                 # '['
+            return -1
+        i = _ws(s, n, i + 1)
+        if i < n and s[i] == 93:                 # ']'
+            pos[0] = i + 1
+            return 0
+        while True:
+            if i >= n or s[i] != 91:
+                return -1
+            i = _ws(s, n, i + 1)
+            d = i + 1                            # the price's first character
+            a = _string(s, n, i)                 # the index after its closing quote
+            if a < 0:
+                return -1
+            i = _ws(s, n, a)
+            if i >= n or s[i] != 44:             # ','
+                return -1
+            i = _ws(s, n, i + 1)
+            c = _string(s, n, i)
+            if c < 0:
+                return -1
+            b = i
+            i = _ws(s, n, c)
+            if i >= n or s[i] != 93:
+                return -1
+            # the price is s[d : a-1], the quantity s[b+1 : c-1]
+            if parse_fixed_c(s + d, a - 1 - d, self.digits, False, &price, &pdec) != FIXED_OK or price == 0:
+                return -1
+            if parse_fixed_c(s + b + 1, c - 2 - b, self.digits, False, &qty, &qdec) != FIXED_OK:
+                return -1
+            if pdec > 255 or qdec > 255 or self._grow_scratch(count[0] + 1) < 0:
+                return -1
+            self.scratch[count[0]].key = price
+            self.scratch[count[0]].qty = qty
+            self.scratch[count[0]].pdec = <uint8_t>pdec
+            self.scratch[count[0]].qdec = <uint8_t>qdec
+            count[0] += 1
+            i = _ws(s, n, i + 1)
+            if i < n and s[i] == 44:
+                i = _ws(s, n, i + 1)
+                continue
+            if i < n and s[i] == 93:
+                pos[0] = i + 1
+                return 0
+            return -1
+
+    cdef int _scan_object(self, const char *s, Py_ssize_t n, Py_ssize_t *pos, int depth,
+                          int64_t *ids, Py_ssize_t *nb, Py_ssize_t *na) noexcept nogil:
+        """An object at s[pos]; ids = [U, u, E, pu, is a depthUpdate, inside "data"]; bids
+        then asks into scratch."""
+        cdef Py_ssize_t i = _ws(s, n, pos[0]), k0, k1, v1
+        cdef Py_ssize_t klen
+        cdef int64_t v
+        cdef Py_ssize_t count
+        if i >= n or s[i] != 123:                # '{'
+            return -1
+        i = _ws(s, n, i + 1)
+        if i < n and s[i] == 125:
+            pos[0] = i + 1
+            return 0
+        while True:
+            k1 = _string(s, n, i)
+            if k1 < 0:
+                return -1
+            k0 = i + 1
+            klen = k1 - 1 - k0
+            i = _ws(s, n, k1)
+            if i >= n or s[i] != 58:             # ':'
+                return -1
+            i = _ws(s, n, i + 1)
+            if i >= n:
+                return -1
+            if klen == 4 and s[k0] == 100 and s[k0 + 1] == 97 and s[k0 + 2] == 116 and s[k0 + 3] == 97:
+                # "data": the combined stream's payload
+                if depth > 0 or s[i] != 123 or ids[5]:
+                    return -1
+                # only the payload counts (orjson's reader takes msg["data"] whole)
+                ids[0] = ids[1] = ids[3] = -1
+                ids[2] = ids[4] = 0
+                ids[5] = 1
+                nb[0] = na[0] = -1
+                pos[0] = i
+                if self._scan_object(s, n, pos, 1, ids, nb, na) < 0:
+                    return -1
+                i = pos[0]
+            elif depth == 0 and ids[5] and (klen == 1 and (s[k0] == 98 or s[k0] == 97 or s[k0] == 85 or
+                                                             s[k0] == 117 or s[k0] == 69 or s[k0] == 101)
+                                             or (klen == 2 and s[k0] == 112 and s[k0 + 1] == 117)):
+                return -1                        # a payload key beside "data": ambiguous
+            elif klen == 1 and (s[k0] == 98 or s[k0] == 97):       # "b" / "a"
+                if s[k0] == 98:
+                    if nb[0] >= 0:
+                        return -1
+                    count = 0
+                    pos[0] = i
+                    if self._scan_levels(s, n, pos, &count) < 0:
+                        return -1
+                    nb[0] = count
+                else:
+                    if nb[0] < 0 or na[0] >= 0:  # asks after bids only (Binance's order)
+                        return -1
+                    count = nb[0]
+                    pos[0] = i
+                    if self._scan_levels(s, n, pos, &count) < 0:
+                        return -1
+                    na[0] = count - nb[0]
+                i = pos[0]
+            elif s[i] == 34:                     # a string value
+                v1 = _string(s, n, i)
+                if v1 < 0:
+                    return -1
+                if klen == 1 and s[k0] == 101:   # "e" (the last one counts, as in orjson)
+                    ids[4] = 1 if v1 - i - 2 == 11 and memcmp(s + i + 1, b"depthUpdate", 11) == 0 else 0
+                i = v1
+            elif klen == 1 and s[k0] == 101:     # "e" that is not a string
+                return -1
+            elif 48 <= s[i] <= 57:               # a non-negative integer
+                v = 0
+                v1 = i
+                while v1 < n and 48 <= s[v1] <= 57:
+                    if v1 - i >= 18:
+                        return -1
+                    v = v * 10 + (s[v1] - 48)
+                    v1 += 1
+                if v1 < n and (s[v1] == 46 or s[v1] == 101 or s[v1] == 69):   # a float: not ours
+                    return -1
+                if s[i] == 48 and v1 - i > 1:     # a leading zero is not JSON
+                    return -1
+                if klen == 1 and s[k0] == 85:
+                    ids[0] = v
+                elif klen == 1 and s[k0] == 117:
+                    ids[1] = v
+                elif klen == 1 and s[k0] == 69:
+                    ids[2] = v if v <= <int64_t>9223372036854 else <int64_t>0   # as parse_depth_event
+                elif klen == 2 and s[k0] == 112 and s[k0 + 1] == 117:
+                    ids[3] = v
+                i = v1
+            elif n - i >= 4 and (memcmp(s + i, b"true", 4) == 0 or memcmp(s + i, b"null", 4) == 0):
+                i += 4
+            elif n - i >= 5 and memcmp(s + i, b"false", 5) == 0:
+                i += 5
+            else:
+                return -1
+            i = _ws(s, n, i)
+            if i < n and s[i] == 44:
+                i = _ws(s, n, i + 1)
+                continue
+            if i < n and s[i] == 125:
+                pos[0] = i + 1
+                return 0
+            return -1
+
+    def scan_binance_depth(self, text):
+        """Read a Binance depthUpdate frame (str or bytes, raw or combined stream) without
+        building Python objects: returns (U, u, E, pu, n_bids, n_asks) with the levels parsed
+        and held for ``apply_scanned``, or None when the frame is not that plain shape (take the
+        orjson path then: it accepts or rejects the frame and says why). ``pu`` is -1 when
+        absent."""
+        cdef Py_ssize_t n, pos = 0
+        cdef const char *s
+        if isinstance(text, str):
+            s = PyUnicode_AsUTF8AndSize(text, &n)
+        elif PyBytes_CheckExact(text):
+            s = PyBytes_AS_STRING(text)
+            n = PyBytes_GET_SIZE(text)
+        else:
+            return None
+        cdef int64_t ids[6]          # U, u, E, pu, is a depthUpdate, inside "data"
+        ids[0] = ids[1] = ids[3] = -1
+        ids[2] = ids[4] = ids[5] = 0
+        cdef Py_ssize_t nb = -1, na = -1
+        if self._scan_object(s, n, &pos, 0, ids, &nb, &na) < 0:
+            return None
+        if _ws(s, n, pos) != n or not ids[4] or ids[0] < 0 or ids[1] < 0 or ids[0] > ids[1] or nb < 0 or na < 0:
+            return None
+        self._scanned = nb + na
+        self._scanned_bids = nb
+        return ids[0], ids[1], ids[2], ids[3], nb, na
+
+    def apply_scanned(self, bint pack=True):
+        """Apply the levels of the last ``scan_binance_depth`` (like ``apply``)."""
+        cdef Py_ssize_t nb = self._scanned_bids, n = self._scanned
+        if n < 0:
+            raise ValueError("nothing scanned")
+        self._scanned = -1
+        packed = self._pack_scratch(n) if pack else None
+        if self.apply_levels(0, self.scratch, nb) < 0 or self.apply_levels(1, self.scratch + nb, n - nb) < 0:
+            raise MemoryError()
+        self.check_crossed()
+        if pack:
+            return packed + (nb, n - nb, self._max_dec(n, 0), self._max_dec(n, 1))
+        return None
 
     def apply(self, bids, asks, bint pack=False):
         """Apply absolute quantities: 0 deletes (absent is fine), a known price is replaced,

@@ -143,34 +143,45 @@ class DepthSync:
         return SyncResult.SYNCED
 
     def _apply(self, ev: DepthEvent) -> SyncResult:
-        book = self.book
-        bid = book.update_id
+        res = self.continuity(ev.first_id, ev.last_id, ev.prev_id)
+        if res is not None:
+            return res
+        self.applied(ev.last_id, self.book.apply(ev.bids, ev.asks, self.pack))
+        return SyncResult.APPLIED
+
+    def continuity(self, first: int, last: int, prev: int | None) -> SyncResult | None:
+        """The rules for an event U=first, u=last (pu=prev) against the synced book: None when
+        it is the next one (apply it, then call ``applied``), else ALREADY_APPLIED or GAP (the
+        book is reset)."""
+        bid = self.book.update_id
         if self.futures:
             if self.awaiting_first:
-                if ev.last_id < bid:
+                if last < bid:
                     return SyncResult.ALREADY_APPLIED
-                if not ev.first_id <= bid <= ev.last_id:
-                    return self._gap(f"first event U={ev.first_id} u={ev.last_id} does not cover "
+                if not first <= bid <= last:
+                    return self._gap(f"first event U={first} u={last} does not cover "
                                      f"lastUpdateId={bid}")
-            elif ev.prev_id != self.last_u:
-                if ev.last_id <= self.last_u:
+            elif prev != self.last_u:
+                if last <= self.last_u:
                     return SyncResult.ALREADY_APPLIED
-                return self._gap(f"pu={ev.prev_id} but the previous event ended at u={self.last_u}")
+                return self._gap(f"pu={prev} but the previous event ended at u={self.last_u}")
         else:
-            if ev.last_id <= bid:
+            if last <= bid:
                 return SyncResult.ALREADY_APPLIED
             if self.awaiting_first:
-                if not ev.first_id <= bid + 1 <= ev.last_id:
-                    return self._gap(f"first event U={ev.first_id} u={ev.last_id} does not cover "
+                if not first <= bid + 1 <= last:
+                    return self._gap(f"first event U={first} u={last} does not cover "
                                      f"lastUpdateId+1={bid + 1}")
-            elif ev.first_id > bid + 1:
-                return self._gap(f"U={ev.first_id} after u={bid}: "
-                                 f"{ev.first_id - bid - 1} update ids missing")
-        self.last_packed = book.apply(ev.bids, ev.asks, self.pack)
-        book.update_id = ev.last_id
-        self.last_u = ev.last_id
+            elif first > bid + 1:
+                return self._gap(f"U={first} after u={bid}: {first - bid - 1} update ids missing")
+        return None
+
+    def applied(self, last: int, packed: tuple | None) -> None:
+        """The event ending at u=last was applied to the book (``packed``: its ring payload)."""
+        self.last_packed = packed
+        self.book.update_id = last
+        self.last_u = last
         self.awaiting_first = False
-        return SyncResult.APPLIED
 
     def _gap(self, detail: str) -> SyncResult:
         self.gap_detail = detail

@@ -88,6 +88,8 @@ class BinanceDepthFeed(BinanceFeed):
                     self.snapshot_task = None
 
     def handle_frame(self, text: str | bytes, recv_ns: int) -> None:
+        if self.sync.synced and self.fast_frame(text, recv_ns):
+            return
         data = self.decode(text)
         if data is None:
             return
@@ -101,6 +103,29 @@ class BinanceDepthFeed(BinanceFeed):
             return
         self.note_exchange_time(ev.event_time_ms, recv_ns)
         self.handle_event(ev, recv_ns)
+
+    def fast_frame(self, text: str | bytes, recv_ns: int) -> bool:
+        """The synced hot path: the frame's text scanned straight into the book's levels (no
+        Python object per level). False when the scanner declines the frame's shape: the
+        orjson path then handles it, errors included."""
+        scanned = self.book.scan_binance_depth(text)
+        if scanned is None:
+            return False
+        first, last, event_ms, pu, _, _ = scanned
+        self.note_exchange_time(event_ms, recv_ns)
+        res = self.sync.continuity(first, last, pu if pu >= 0 else None)
+        if res is SyncResult.ALREADY_APPLIED:
+            self.stats.inc("stale_events")
+            self.fate(F_IGNORED)
+        elif res is SyncResult.GAP:
+            self.stats.inc("gaps")
+            self.fate(F_REJECTED)
+            self.start_resync("gap", self.sync.gap_detail)
+        else:
+            packed = self.book.apply_scanned(True)
+            self.sync.applied(last, packed)
+            self.push_book(Kind.BOOK_DELTA, packed, first, last, event_ms * 1_000_000, recv_ns)
+        return True
 
     def can_adopt(self, buffer: Any) -> bool:
         """Hand over when the new socket's first depth event continues the book (events it
