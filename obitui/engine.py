@@ -8,6 +8,7 @@ block that a producer bumps only when the flag is set (DESIGN.md)."""
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import os
 import signal
@@ -245,6 +246,8 @@ def engine_main(cfg: Config, ring_names: list[str], stats_name: str, log_level: 
         except OSError as exc:
             log.warning("cannot pin the engine to CPU %d: %s", cfg.engine_cpu, exc)
     eng = Engine(cfg, ring_names, stats_name, resync_books)
+    gc.collect()
+    gc.freeze()       # the long-lived objects stay out of every later collection
 
     def stop(*_: Any) -> None:
         eng.running = False

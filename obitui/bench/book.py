@@ -210,13 +210,13 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
         loads, apply = orjson.loads, book.apply
         for t in texts:
             d = loads(t)["data"]
-            apply(d["b"], d["a"], True)
+            apply(d["b"], d["a"])
 
     def ob_scan(book: Any) -> None:
         scan, apply = book.scan_binance_depth, book.apply_scanned
         for t in texts:
             scan(t)
-            apply(True)
+            apply(False)       # the same work as the SortedDict book: no ring payload
 
     for name, fn, make in (("SortedDict (Decimal), orjson frames", sd_frames, SortedDictBook),
                            ("OrderBook, orjson + batch (frames)", ob_orjson, lambda: OrderBook(8)),

@@ -158,9 +158,11 @@ class Feed:
             return False
         self.fate(F_PUSHED if ok else F_DROPPED)
         if ok:
-            self.wake_engine()
-            self.stats.inc("records")
+            # pushed = visible in the ring; waking a sleeping engine (a syscall, and on a busy
+            # host a context switch) comes after and is not part of it
             self.stats.hist_receive_push[hist_bucket(time.time_ns() - recv_ns)] += 1
+            self.stats.inc("records")
+            self.wake_engine()
         else:
             self.stats.inc("ring_drops")
             if not self.lossy:
