@@ -60,16 +60,32 @@ def measure(speed: float, capture: Path, warmup: float = 2.0, window: float = 5.
     try:
         sup.cfg = cfg.with_sim(*sup.start_simulator([], replay=str(capture), replay_speed=speed))
         sup.start()
-        time.sleep(warmup)
         assert sup.stats is not None
+        if speed:
+            time.sleep(warmup)
+        else:
+            # as fast as it reads: the whole capture may take about as long as a warm-up, so
+            # the window opens once the feed is synced and closes when the frames stop
+            t_end = time.monotonic() + 30
+            while time.monotonic() < t_end:
+                v = sup.stats.read_feed(0)
+                if v is not None and v.state.word == "connected_synced" and v.counters["frames"] > 1000:
+                    break
+                time.sleep(0.01)
         proc = psutil.Process(sup.pids()["Bi-OB"])
         c0 = proc.cpu_times()
         v0 = sup.stats.read_feed(0)
         t0 = time.monotonic()
+        last, t_last = v0.counters["frames"], t0
         while time.monotonic() - t0 < window:
             sup.poll()
             time.sleep(0.1)
-        el = time.monotonic() - t0
+            n_now = sup.stats.read_feed(0).counters["frames"]
+            if n_now != last:
+                last, t_last = n_now, time.monotonic()
+            elif not speed and time.monotonic() - t_last > 0.3:
+                break                     # the capture is done
+        el = (t_last if not speed else time.monotonic()) - t0
         c1 = proc.cpu_times()
         v1 = sup.stats.read_feed(0)
         frames = (v1.counters["frames"] - v0.counters["frames"]) / el
@@ -77,12 +93,15 @@ def measure(speed: float, capture: Path, warmup: float = 2.0, window: float = 5.
         exr = [b - a for a, b in zip(v0.hist_exchange_receive, v1.hist_exchange_receive)]
         cpu = 100 * (c1.user + c1.system - c0.user - c0.system) / el
         gaps = v1.counters["gaps"] - v0.counters["gaps"]
+        drops = v1.counters["ring_drops"] - v0.counters["ring_drops"]
+        engine_rate = sup.stats.read_engine().records_per_s if sup.stats.read_engine() else 0.0
         del exr
         return {"rate": rate, "frames_per_s": round(frames), "cpu_pct": round(cpu, 1),
                 "cpu_pct_per_1k": round(cpu / max(frames, 1) * 1000, 2),
                 "push_p50_us": round((hist_quantile(push, 0.5) or 0) / 1e3, 1),
                 "push_p99_us": round((hist_quantile(push, 0.99) or 0) / 1e3, 1),
-                "gaps": gaps, "state": v1.state.word,
+                "gaps": gaps, "ring_drops": drops, "engine_records_per_s": round(engine_rate),
+                "state": v1.state.word,
                 "sustained": (frames >= 0.95 * rate if rate else True) and gaps == 0}
     finally:
         sup.stop()
@@ -92,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="obitui bench feed", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--speeds", default="1,10,0", help="replay speeds: X = X thousand frames/s, 0 = max")
-    ap.add_argument("--frames", type=int, default=150_000)
+    ap.add_argument("--frames", type=int, default=300_000)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as d:
@@ -106,5 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         offered = f"{r['rate']:7.0f}/s" if r["rate"] else "    max"
         print(f"offered {offered}: received {r['frames_per_s']:6d} frames/s (20 levels), receive->pushed "
               f"p50/p99 {r['push_p50_us']}/{r['push_p99_us']} us, feed CPU {r['cpu_pct']}% "
-              f"({r['cpu_pct_per_1k']}% per 1k frames/s), gaps {r['gaps']}, state {r['state']}")
+              f"({r['cpu_pct_per_1k']}% per 1k frames/s), gaps {r['gaps']}, ring drops {r['ring_drops']}, "
+              f"state {r['state']}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
@@ -37,12 +38,28 @@ def _frames(sup: Supervisor) -> int:
     return sum(sup.stats.read_feed(i).counters["frames"] for i in range(len(sup.cfg.feeds)))
 
 
-def measure(rate: float, warmup: float, window: float, wait: str = "block") -> dict[str, Any]:
+def measure(rate: float, warmup: float, window: float, wait: str = "block",
+            layout: str = "shared") -> dict[str, Any]:
+    """``layout`` "shared": no pinning (the default install). "pinned": the engine spins alone on
+    the last CPU; the feeds, the simulator and this process share the others (docs/OPERATING.md)."""
     cfg = load_config(None)
     cfg.engine_wait = wait
+    others: set[int] = set()
+    mine = os.sched_getaffinity(0)
+    if layout == "pinned":
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("the pinned layout needs 2 CPUs")
+        cfg.engine_wait, cfg.engine_cpu = "spin", cpus[-1]
+        others = set(cpus[:-1])
+        for f in cfg.feeds:
+            f.cpu = cpus[0] if len(others) == 1 else None
+        os.sched_setaffinity(0, others)
     sup = Supervisor(cfg)
     try:
         sup.cfg = cfg.with_sim(*sup.start_simulator([], seed=1, rate=rate))
+        if others and sup.sim_proc is not None:
+            os.sched_setaffinity(sup.sim_proc.pid, others)
         sup.start()
         t_end = time.monotonic() + warmup
         while time.monotonic() < t_end:
@@ -75,6 +92,8 @@ def measure(rate: float, warmup: float, window: float, wait: str = "block") -> d
                 "fleet_cpu_pct": round(sum(v for k, v in cpu.items() if k != "sim"), 1)}
     finally:
         sup.stop()
+        if others:
+            os.sched_setaffinity(0, mine)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,14 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="470,2350,4700", help="simulator steps/s per market")
     ap.add_argument("--window", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--layout", choices=("shared", "pinned"), default="shared",
+                    help="shared: no pinning, block wait (default); pinned: the engine spins alone "
+                         "on the last CPU, everything else on the others")
+    ap.add_argument("--no-idle", action="store_true", help="skip the idle row")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     rows = []
-    idle = measure(1.0, args.warmup, args.window)
-    idle["label"] = "idle (1 step/s)"
-    rows.append(idle)
+    if not args.no_idle:
+        idle = measure(1.0, args.warmup, args.window, layout=args.layout)
+        idle["label"] = "idle (1 step/s)"
+        rows.append(idle)
     for r in (float(x) for x in args.rates.split(",")):
-        row = measure(r, args.warmup, args.window)
+        row = measure(r, args.warmup, args.window, layout=args.layout)
         row["label"] = f"{r:g} steps/s"
         rows.append(row)
     if args.json:
