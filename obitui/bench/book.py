@@ -17,6 +17,7 @@ then frames of 1-10 level updates concentrated near the top of book (geometric d
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import struct
@@ -129,9 +130,17 @@ def _pack(levels: list[list[str]]) -> bytes:
 
 
 def _timed(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    """Wall time of fn() with the cyclic GC off (and a collection before): every variant runs
+    on the same footing, whatever garbage the previous one left (a collection landing in one
+    variant's window skewed the ratios by up to 1.5x between runs)."""
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    finally:
+        gc.enable()
 
 
 def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = print) -> dict[str, Any]:
