@@ -38,23 +38,28 @@ def _frames(sup: Supervisor) -> int:
     return sum(sup.stats.read_feed(i).counters["frames"] for i in range(len(sup.cfg.feeds)))
 
 
+def pin_layout(cfg: Any) -> set[int]:
+    """The pinned layout: the engine spins alone on the last CPU; the feeds, this process and
+    (the caller pins it) the simulator get the others. Returns the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("the pinned layout needs 2 CPUs")
+    cfg.engine_wait, cfg.engine_cpu = "spin", cpus[-1]
+    others = set(cpus[:-1])
+    for f in cfg.feeds:
+        f.cpu = cpus[0] if len(others) == 1 else None
+    os.sched_setaffinity(0, others)
+    return others
+
+
 def measure(rate: float, warmup: float, window: float, wait: str = "block",
             layout: str = "shared") -> dict[str, Any]:
     """``layout`` "shared": no pinning (the default install). "pinned": the engine spins alone on
     the last CPU; the feeds, the simulator and this process share the others (docs/OPERATING.md)."""
     cfg = load_config(None)
     cfg.engine_wait = wait
-    others: set[int] = set()
     mine = os.sched_getaffinity(0)
-    if layout == "pinned":
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2:
-            raise SystemExit("the pinned layout needs 2 CPUs")
-        cfg.engine_wait, cfg.engine_cpu = "spin", cpus[-1]
-        others = set(cpus[:-1])
-        for f in cfg.feeds:
-            f.cpu = cpus[0] if len(others) == 1 else None
-        os.sched_setaffinity(0, others)
+    others = pin_layout(cfg) if layout == "pinned" else set()
     sup = Supervisor(cfg)
     try:
         sup.cfg = cfg.with_sim(*sup.start_simulator([], seed=1, rate=rate))

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import time
 from typing import Any
 
 import psutil
 
+from obitui.bench.pipeline import pin_layout
 from obitui.config import Config, load_config
 from obitui.core.stats import HIST_BUCKETS, hist_quantile
 from obitui.supervisor import Supervisor
@@ -68,12 +70,19 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=470.0)
     ap.add_argument("--window", type=float, default=10.0)
+    ap.add_argument("--layout", choices=("shared", "pinned"), default="shared",
+                    help="pinned: the engine spins alone on the last CPU; feeds, simulator and UI "
+                         "share the others (as in `obitui bench pipeline --layout pinned`)")
     args = ap.parse_args(argv)
     cfg = load_config(None)
+    mine = os.sched_getaffinity(0)
+    others = pin_layout(cfg) if args.layout == "pinned" else set()
     sup = Supervisor(cfg)
     rows: list[tuple[str, Any, Any, str]] = []
     try:
         sup.cfg = cfg = cfg.with_sim(*sup.start_simulator([], seed=1, rate=args.rate))
+        if others and sup.sim_proc is not None:
+            os.sched_setaffinity(sup.sim_proc.pid, others)
         sup.start()
         time.sleep(4)
         push, app = _window(sup, args.window)
@@ -94,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("UI off again", push, app, "-"))
     finally:
         sup.stop()
+        os.sched_setaffinity(0, mine)
+    print(f"layout: {args.layout}")
     print(f"{'window':<13} {'rx->pushed p50/p99 us':>22} {'rx->applied p50/p99 us':>23} {'UI CPU':>7}")
     for name, push, app, cpu in rows:
         print(f"{name:<13} {_q(push):>22} {_q(app):>23} {cpu:>7}")

@@ -106,6 +106,14 @@ class DepthLadder(Widget):
         text = f" OBI {v.obi:+.4f}"
         return Strip([Segment(("─" * 2 + text + " ").ljust(width, "─")[:width], dim)])
 
+    def _bar_style(self, side: str) -> Style:
+        """The size bars are a 40% tint of the side's colour; with 16 colours a tint has no
+        nearer colour than grey, so both sides' bars looked alike: there they take the side's
+        full colour (the prices' green / red) instead."""
+        if self.app.console.color_system in ("standard", "windows"):
+            return Style(color=self.get_component_rich_style(f"ladder--{side}").color)
+        return self.get_component_rich_style(f"ladder--bar-{side}")
+
     def _row(self, level: tuple[int, int], cum: int, top: int, width: int, side: str, best: bool) -> Strip:
         v = self.view
         assert v is not None
@@ -114,7 +122,7 @@ class DepthLadder(Widget):
         style = self.get_component_rich_style(f"ladder--{side}")
         if best:
             style = style + self.get_component_rich_style("ladder--best")
-        bar_style = self.get_component_rich_style(f"ladder--bar-{side}")
+        bar_style = self._bar_style(side)
         text = f" {price:>12} {size:>11} "
         bar_w = max(0, width - len(text))
         filled = int(round(bar_w * cum / top)) if top else 0

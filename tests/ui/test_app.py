@@ -45,6 +45,14 @@ class World:
                       asks=asks, obi=0.25 if j == 0 else -0.4)
 
 
+@pytest.fixture(autouse=True)
+def truecolor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The apps under test render for a truecolor terminal whatever TERM says here, so that the
+    snapshots do not depend on the machine (the 16-colour test sets its colour system itself)."""
+    import textual.constants
+    monkeypatch.setattr(textual.constants, "COLOR_SYSTEM", "truecolor")
+
+
 @pytest.fixture
 def world() -> Iterator[World]:
     cfg = load_config(None)
@@ -96,6 +104,27 @@ async def test_widgets_show_what_the_block_says(world: World) -> None:
         world.publish_books(43, valid=False)
         await pilot.pause(0.3)
         assert not ladder.view.valid and ladder.view.update_id == 43
+
+
+async def test_size_bars_keep_their_side_colour_with_16_colours(world: World) -> None:
+    """A 40% tint has no 16-colour match but grey: there the bars are plain ANSI green/red."""
+    from rich.color import ColorSystem, ColorType
+    app = app_for(world)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        ladder = app.query_one("#ladder0", DepthLadder)
+
+        def bar_colours() -> set[str]:
+            out = set()
+            for y in range(ladder.size.height):
+                for seg in ladder.render_line(y):
+                    if seg.text.strip() and set(seg.text.strip()) <= {"█", "▏", "▎", "▍", "▌", "▋", "▊", "▉"} \
+                            and seg.style is not None and seg.style.color is not None:
+                        out.add(seg.style.color.downgrade(ColorSystem.STANDARD).name
+                                if seg.style.color.type != ColorType.STANDARD else seg.style.color.name)
+            return out
+        app.console._color_system = ColorSystem.STANDARD       # as under TERM=xterm, no COLORTERM
+        assert bar_colours() == {"green", "red"}
 
 
 async def test_keys_send_control_words_and_show_the_ack(world: World) -> None:
