@@ -196,6 +196,20 @@ cdef inline Py_ssize_t _ws(const char *s, Py_ssize_t n, Py_ssize_t i) noexcept n
     return i
 
 
+cdef inline int _next_or_end(const char *s, Py_ssize_t n, Py_ssize_t *i, char closer) noexcept nogil:
+    """At s[i]: ',' -> 1 and i moves past it (and blanks); ``closer`` -> 0 and i moves past
+    it; anything else -> -1 with i = -1."""
+    cdef Py_ssize_t j = i[0]
+    if j < n and s[j] == 44:
+        i[0] = _ws(s, n, j + 1)
+        return 1
+    if j < n and s[j] == closer:
+        i[0] = j + 1
+        return 0
+    i[0] = -1
+    return -1
+
+
 cdef inline Py_ssize_t _string(const char *s, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
     """s[i] must open a string without escapes; the index after its closing quote, or -1."""
     if i >= n or s[i] != 34:
@@ -492,13 +506,11 @@ cdef class OrderBook:
             self.scratch[count[0]].qdec = <uint8_t>qdec
             count[0] += 1
             i = _ws(s, n, i + 1)
-            if i < n and s[i] == 44:
-                i = _ws(s, n, i + 1)
-                continue
-            if i < n and s[i] == 93:
-                pos[0] = i + 1
+            if _next_or_end(s, n, &i, 93) == 0:
+                pos[0] = i
                 return 0
-            return -1
+            if i < 0:
+                return -1
 
     cdef int _scan_object(self, const char *s, Py_ssize_t n, Py_ssize_t *pos, int depth,
                           int64_t *ids, Py_ssize_t *nb, Py_ssize_t *na) noexcept nogil:
@@ -598,13 +610,11 @@ cdef class OrderBook:
             else:
                 return -1
             i = _ws(s, n, i)
-            if i < n and s[i] == 44:
-                i = _ws(s, n, i + 1)
-                continue
-            if i < n and s[i] == 125:
-                pos[0] = i + 1
+            if _next_or_end(s, n, &i, 125) == 0:
+                pos[0] = i
                 return 0
-            return -1
+            if i < 0:
+                return -1
 
     def scan_binance_depth(self, text):
         """Read a Binance depthUpdate frame (str or bytes, raw or combined stream) without

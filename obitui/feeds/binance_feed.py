@@ -114,6 +114,16 @@ class BinanceDepthFeed(BinanceFeed):
         first, last, event_ms, pu, _, _ = scanned
         self.note_exchange_time(event_ms, recv_ns)
         res = self.sync.continuity(first, last, pu if pu >= 0 else None)
+        if res is None:
+            packed = self.book.apply_scanned(True)
+            self.sync.applied(last, packed)
+            self.push_book(Kind.BOOK_DELTA, packed, first, last, event_ms * 1_000_000, recv_ns)
+        else:
+            self.not_applied(res)
+        return True
+
+    def not_applied(self, res: SyncResult) -> None:
+        """An event the sync did not apply: a duplicate (ignored) or a gap (resync)."""
         if res is SyncResult.ALREADY_APPLIED:
             self.stats.inc("stale_events")
             self.fate(F_IGNORED)
@@ -121,11 +131,6 @@ class BinanceDepthFeed(BinanceFeed):
             self.stats.inc("gaps")
             self.fate(F_REJECTED)
             self.start_resync("gap", self.sync.gap_detail)
-        else:
-            packed = self.book.apply_scanned(True)
-            self.sync.applied(last, packed)
-            self.push_book(Kind.BOOK_DELTA, packed, first, last, event_ms * 1_000_000, recv_ns)
-        return True
 
     def can_adopt(self, buffer: Any) -> bool:
         """Hand over when the new socket's first depth event continues the book (events it
@@ -166,13 +171,8 @@ class BinanceDepthFeed(BinanceFeed):
             self.fate(F_BUFFERED)
             if self.snapshot_task is None:
                 self.snapshot_task = asyncio.get_running_loop().create_task(self.fetch_snapshot())
-        elif res is SyncResult.ALREADY_APPLIED:
-            self.stats.inc("stale_events")
-            self.fate(F_IGNORED)
-        elif res is SyncResult.GAP:
-            self.stats.inc("gaps")
-            self.fate(F_REJECTED)
-            self.start_resync("gap", self.sync.gap_detail)
+        elif res is SyncResult.ALREADY_APPLIED or res is SyncResult.GAP:
+            self.not_applied(res)
         elif res is SyncResult.BUFFER_OVERFLOW:
             # this frame joined the buffer and the oldest one left it: one frame rejected
             self.reject("rejected", "event buffer overflow while waiting for a snapshot")
