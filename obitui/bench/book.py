@@ -237,6 +237,22 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
             times.append(_timed(lambda: fn(book)))
         rates[name] = n / median(times)
         log(f"updates/s {name:38s} {rates[name] / 1e6:8.3f} M")
+    # where the scanner path's time goes: the scan alone, per frame
+    def scan_only(book: Any) -> None:
+        scan = book.scan_binance_depth
+        for t in texts:
+            scan(t)
+    scan_times = []
+    for _ in range(repeats):
+        book = OrderBook(8)
+        book.apply_snapshot(snap_b, snap_a)
+        scan_times.append(_timed(lambda: scan_only(book)))
+    per_frame_total = len(texts) and 1e9 * n / rates["OrderBook, raw-frame scanner (frames)"] / len(texts)
+    res["scanner_split_ns_per_frame"] = {"scan": round(1e9 * median(scan_times) / len(texts)),
+                                         "scan_and_apply": round(per_frame_total),
+                                         "levels_per_frame": round(n / len(texts), 2)}
+    log(f"scanner path per frame: scan {res['scanner_split_ns_per_frame']['scan']} ns, scan + apply "
+        f"{res['scanner_split_ns_per_frame']['scan_and_apply']} ns ({n / len(texts):.1f} levels/frame)")
     res["updates_per_s"] = rates
     res["ratio_scan_vs_sorteddict_frames"] = (rates["OrderBook, raw-frame scanner (frames)"]
                                               / rates["SortedDict (Decimal), orjson frames"])
