@@ -196,6 +196,62 @@ cdef inline Py_ssize_t _ws(const char *s, Py_ssize_t n, Py_ssize_t i) noexcept n
     return i
 
 
+cdef uint64_t _LIM10 = <uint64_t>0x7FFFFFFFFFFFFFFF // 10
+cdef uint64_t _LIM_LAST = <uint64_t>0x7FFFFFFFFFFFFFFF % 10
+cdef uint64_t[19] _POW10
+_POW10[0] = 1
+for _k in range(1, 19):
+    _POW10[_k] = _POW10[_k - 1] * 10
+
+
+cdef inline Py_ssize_t _quoted_fixed(const char *s, Py_ssize_t n, Py_ssize_t i, int digits,
+                                     int64_t *out, int *decimals) noexcept nogil:
+    """s[i] opens a string holding an unsigned decimal: parse it in the same pass as the scan,
+    by parse_fixed's rules (digits, '.', digits; zeros only beyond ``digits``; int64 range).
+    The index after the closing quote, or -1 for anything else (the orjson path then decides)."""
+    cdef uint64_t acc = 0, d
+    cdef int int_digits = 0, frac = 0, kept = 0
+    cdef Py_ssize_t start
+    if i >= n or s[i] != 34:
+        return -1
+    i += 1
+    start = i
+    while i < n and 48 <= s[i] <= 57:
+        d = s[i] - 48
+        if acc >= _LIM10 and (acc > _LIM10 or d > _LIM_LAST):
+            return -1
+        acc = acc * 10 + d
+        int_digits += 1
+        i += 1
+    if int_digits == 0:
+        return -1
+    if i < n and s[i] == 46:                     # '.'
+        i += 1
+        while i < n and 48 <= s[i] <= 57:
+            d = s[i] - 48
+            if frac < digits:
+                if acc >= _LIM10 and (acc > _LIM10 or d > _LIM_LAST):
+                    return -1
+                acc = acc * 10 + d
+                kept += 1
+            elif d != 0:
+                return -1
+            frac += 1
+            i += 1
+        if frac == 0:
+            return -1
+    if i >= n or s[i] != 34 or i - start > 128:  # parse_fixed's longest text
+        return -1
+    if kept < digits:
+        d = _POW10[digits - kept]
+        if acc > <uint64_t>0x7FFFFFFFFFFFFFFF // d:
+            return -1
+        acc *= d
+    out[0] = <int64_t>acc
+    decimals[0] = frac
+    return i + 1
+
+
 cdef inline int _next_or_end(const char *s, Py_ssize_t n, Py_ssize_t *i, char closer) noexcept nogil:
     """At s[i]: ',' -> 1 and i moves past it (and blanks); ``closer`` -> 0 and i moves past
     it; anything else -> -1 with i = -1."""
@@ -464,7 +520,7 @@ cdef class OrderBook:
     cdef int _scan_levels(self, const char *s, Py_ssize_t n, Py_ssize_t *pos,
                           Py_ssize_t *count) noexcept nogil:
         """[["p","q"],...] at s[pos]: appended to scratch[count...]; 0 or -1."""
-        cdef Py_ssize_t i = pos[0], a, b, c, d
+        cdef Py_ssize_t i = pos[0]
         cdef int64_t price, qty
         cdef int pdec, qdec
         i = _ws(s, n, i)
@@ -478,25 +534,17 @@ cdef class OrderBook:
             if i >= n or s[i] != 91:
                 return -1
             i = _ws(s, n, i + 1)
-            d = i + 1                            # the price's first character
-            a = _string(s, n, i)                 # the index after its closing quote
-            if a < 0:
+            i = _quoted_fixed(s, n, i, self.digits, &price, &pdec)
+            if i < 0 or price == 0:
                 return -1
-            i = _ws(s, n, a)
+            i = _ws(s, n, i)
             if i >= n or s[i] != 44:             # ','
                 return -1
-            i = _ws(s, n, i + 1)
-            c = _string(s, n, i)
-            if c < 0:
+            i = _quoted_fixed(s, n, _ws(s, n, i + 1), self.digits, &qty, &qdec)
+            if i < 0:
                 return -1
-            b = i
-            i = _ws(s, n, c)
+            i = _ws(s, n, i)
             if i >= n or s[i] != 93:
-                return -1
-            # the price is s[d : a-1], the quantity s[b+1 : c-1]
-            if parse_fixed_c(s + d, a - 1 - d, self.digits, False, &price, &pdec) != FIXED_OK or price == 0:
-                return -1
-            if parse_fixed_c(s + b + 1, c - 2 - b, self.digits, False, &qty, &qdec) != FIXED_OK:
                 return -1
             if pdec > 255 or qdec > 255 or self._grow_scratch(count[0] + 1) < 0:
                 return -1

@@ -116,3 +116,12 @@ def test_mutated_frames_scan_like_orjson_or_decline(pieces: list[str], at: int, 
     at = min(at, len(base))
     frame = base[:at] + "".join(pieces) + base[at:]
     both(frame.encode() if as_bytes else frame)
+
+
+@pytest.mark.parametrize("price", ["1.", ".5", "1e5", "1.000000001", "1.000000000", "00.5", "0.0", "0",
+                                   "99999999999", "92233720368.54775807", "92233720368.54775808", "1..0",
+                                   "1.5.", " 1.5", "1.5 ", "+1", "-1", "", "1" * 200, "0." + "0" * 130 + "1"])
+def test_numbers_at_the_edges_scan_like_parse_fixed(price: str) -> None:
+    frame = ('{"e":"depthUpdate","E":1,"s":"X","U":5,"u":7,"b":[["%s","2.0"]],"a":[["3","%s"]]}'
+             % (price, price))
+    both(frame)
