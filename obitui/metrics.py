@@ -193,7 +193,3 @@ class MetricsServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(2)
-
-
-def start_metrics(sup: Supervisor, host: str, port: int) -> Any:
-    return MetricsServer(sup, host, port)

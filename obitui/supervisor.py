@@ -158,9 +158,9 @@ class Supervisor:
             self.cfg = self.cfg.with_sim(*urls)
         self.start()
         if metrics is not None:
-            from obitui.metrics import start_metrics
+            from obitui.metrics import MetricsServer
             try:
-                self.metrics = start_metrics(self, *metrics)
+                self.metrics = MetricsServer(self, *metrics)
             except OSError as exc:
                 raise SupervisorError(f"metrics endpoint {metrics[0]}:{metrics[1]}: {exc.strerror or exc}") from None
         return self.cfg

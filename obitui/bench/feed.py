@@ -110,7 +110,7 @@ def measure(speed: float, capture: Path, warmup: float = 2.0, window: float = 5.
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="obitui bench feed", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--speeds", default="1,10,0", help="replay speeds: X = X thousand frames/s, 0 = max")
+    ap.add_argument("--speeds", default="1,10,20,0", help="replay speeds: X = X thousand frames/s, 0 = max")
     ap.add_argument("--frames", type=int, default=300_000)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
