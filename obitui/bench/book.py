@@ -8,7 +8,8 @@ then frames of 1-10 level updates concentrated near the top of book (geometric d
   (`apply([[p, q]], [])`), OrderBook per frame (`apply(bids, asks)`, the batch path);
 - level updates/s from the wire (each frame as the Binance combined stream's JSON text): the
   SortedDict book after orjson, the OrderBook after orjson, and the OrderBook's raw-frame scanner
-  (`scan_binance_depth` + `apply_scanned`, what the synced Binance depth feed runs);
+  (`apply_depth_frame`: scan, sync check and apply in one call, what the synced Binance depth
+  feed runs);
 - the structure choice: the same pre-parsed int64 stream applied without the GIL to the sorted
   array book and to a std::map book, and a top-20 copy + OBI(20) on each;
 - top-20 + OBI(20) through the Python API (strings out);
@@ -222,10 +223,11 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
             apply(d["b"], d["a"])
 
     def ob_scan(book: Any) -> None:
-        scan, apply = book.scan_binance_depth, book.apply_scanned
+        apply = book.apply_depth_frame
         for t in texts:
-            scan(t)
-            apply(False)       # the same work as the SortedDict book: no ring payload
+            apply(t, False, False, False)   # the same work as the SortedDict book: no ring payload
+        if book.update_id != 2 * len(texts):
+            raise RuntimeError("the one-call path did not apply every frame")
 
     for name, fn, make in (("SortedDict (Decimal), orjson frames", sd_frames, SortedDictBook),
                            ("OrderBook, orjson + batch (frames)", ob_orjson, lambda: OrderBook(8)),

@@ -1,4 +1,5 @@
 # Cython-level API of the order book (engine and feeds apply whole frames without Python objects).
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 cdef struct Level:
@@ -13,19 +14,24 @@ cdef extern from *:
     """
     ctypedef long long obi_int128
 
+@cython.final
 cdef class BookSide:
-    cdef Level *lv
-    cdef Py_ssize_t n
+    cdef Level *lv        # keys ascending, the best level at lv[n - 1] (always a live one)
+    cdef Py_ssize_t n     # array length, tombstones included
+    cdef Py_ssize_t live  # levels with a quantity: len(side)
+    cdef Py_ssize_t dead  # tombstones (qty == 0): deep deletes that moved nothing
     cdef Py_ssize_t cap
     cdef int64_t sign
     cdef int digits
+    cdef public Py_ssize_t tomb_depth
     cdef int reserve(self, Py_ssize_t want) noexcept nogil
     cdef Py_ssize_t lower_bound(self, int64_t key) noexcept nogil
     cdef int set_level(self, int64_t price, int64_t qty, uint8_t pdec, uint8_t qdec) noexcept nogil
+    cdef void compact(self) noexcept nogil
     cdef int load_sorted_best_first(self, const Level *src, Py_ssize_t n) noexcept nogil
     cdef void clear(self) noexcept nogil
-    cdef int64_t price_at(self, Py_ssize_t i) noexcept nogil   # i-th best (0 = best)
-    cdef Level *level_at(self, Py_ssize_t i) noexcept nogil
+    cdef int64_t best_price(self) noexcept nogil
+    cdef Py_ssize_t live_at_or_below(self, Py_ssize_t j) noexcept nogil
 
 cdef class OrderBook:
     cdef readonly BookSide bids
@@ -40,6 +46,7 @@ cdef class OrderBook:
     cdef Py_ssize_t scratch_cap
     cdef Py_ssize_t _scanned
     cdef Py_ssize_t _scanned_bids
+    cdef readonly int scan_layout   # the last scanned frame: 1 Binance's exact layout, 2 another one, 0 declined
     cdef int apply_levels(self, int side, const Level *levels, Py_ssize_t n) noexcept nogil
     cdef void clear(self) noexcept nogil
     cdef void check_crossed(self) noexcept nogil
@@ -57,4 +64,7 @@ cdef class OrderBook:
     cdef int _scan_levels(self, const char *s, Py_ssize_t n, Py_ssize_t *pos, Py_ssize_t *count) noexcept nogil
     cdef int _scan_object(self, const char *s, Py_ssize_t n, Py_ssize_t *pos, int depth, int64_t *ids,
                           Py_ssize_t *nb, Py_ssize_t *na) noexcept nogil
+    cdef int _scan_compact_levels(self, const char *s, Py_ssize_t n, Py_ssize_t *pos, Py_ssize_t *count) noexcept nogil
+    cdef int _scan_canonical(self, const char *s, Py_ssize_t n, int64_t *ids, Py_ssize_t *nb, Py_ssize_t *na) noexcept nogil
+    cdef int _scan_frame(self, const char *s, Py_ssize_t n, int64_t *ids, Py_ssize_t *nb, Py_ssize_t *na) noexcept nogil
     cdef int _apply_packed_raw(self, const char *bp, Py_ssize_t blen, const char *ap, Py_ssize_t alen, int pdec, int qdec, bint snapshot) except -1

@@ -8,6 +8,7 @@ asks key = -price, so one implementation serves both. Each level keeps the numbe
 its price and size had on the wire: ``format_fixed`` rebuilds the original strings, which
 Bitget's checksum is computed over. A crossed book is reported (flag + counter), never repaired.
 """
+cimport cython
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
 from cpython.bytes cimport (
     PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact, PyBytes_FromStringAndSize,
@@ -18,7 +19,7 @@ from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memmove, memcpy, memcmp
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from obitui.core.fixed cimport parse_fixed_c, format_fixed_c, fixed_error_message, FIXED_OK
 
@@ -40,15 +41,32 @@ cdef inline uint32_t crc32_c(const char *buf, Py_ssize_t n) noexcept nogil:
     return c ^ 0xFFFFFFFFU
 
 
+cdef enum:
+    TOP_LINEAR = 8         # lower_bound reads the best levels one by one before galloping
+    TOMB_DEPTH = 32        # deletes deeper than this (from the end of the array) leave a tombstone
+    TOMB_REUSE = 32        # an insert looks this far either way for a tombstone to shift into
+    TOMB_MIN = 64          # compact once tombstones exceed this and a quarter of the live levels
+
+
 cdef class BookSide:
-    """One side of the book. ``len(side)`` is its number of levels."""
+    """One side of the book. ``len(side)`` is its number of levels.
+
+    A delete deeper than ``tomb_depth`` levels from the end of the array keeps its slot with
+    quantity 0 (a tombstone) instead of moving every level above it: a new level next to a
+    tombstone shifts only the levels up to it, an update at its price revives it, and the array
+    is compacted once tombstones outnumber a quarter of the live levels. The best level (the
+    end of the array) is always a live one. Readers walk from the end and skip tombstones.
+    """
 
     def __cinit__(self, int64_t sign=1, int digits=8):
         self.lv = NULL
         self.n = 0
+        self.live = 0
+        self.dead = 0
         self.cap = 0
         self.sign = sign
         self.digits = digits
+        self.tomb_depth = TOMB_DEPTH
 
     def __dealloc__(self):
         free(self.lv)
@@ -68,24 +86,31 @@ cdef class BookSide:
         return 0
 
     cdef Py_ssize_t lower_bound(self, int64_t key) noexcept nogil:
-        """First index whose key is >= ``key``. The array ascends and the top of book is at
-        the end, where most updates land: gallop down from the end (1, 2, 4, ... levels
-        deep), then binary-search the last step, so a level d deep costs O(log d)."""
-        cdef Py_ssize_t hi = self.n, lo, step = 1, mid
+        """First index whose key is >= ``key`` (tombstones keep their keys, so the array stays
+        strictly ascending). The top of book is at the end, where most updates land: read the
+        best TOP_LINEAR levels one by one (one mispredicted branch), then gallop down (8, 16,
+        32, ... levels deep) and binary-search the last step: a level d deep costs O(log d)."""
+        cdef Level *lv = self.lv
+        cdef Py_ssize_t hi = self.n, lo, step = TOP_LINEAR, mid
+        cdef Py_ssize_t stop = hi - TOP_LINEAR if hi > TOP_LINEAR else 0
+        while hi > stop and lv[hi - 1].key >= key:
+            hi -= 1
+        if hi > stop or hi == 0:
+            return hi
         # invariant: every index >= hi has key >= `key`
         while True:
             lo = hi - step
             if lo <= 0:
                 lo = 0
                 break
-            if self.lv[lo].key < key:
+            if lv[lo].key < key:
                 lo += 1          # lv[lo] < key: the answer lies in (lo, hi]
                 break
             hi = lo
             step *= 2
         while lo < hi:
             mid = (lo + hi) >> 1
-            if self.lv[mid].key < key:
+            if lv[mid].key < key:
                 lo = mid + 1
             else:
                 hi = mid
@@ -94,27 +119,81 @@ cdef class BookSide:
     cdef int set_level(self, int64_t price, int64_t qty, uint8_t pdec, uint8_t qdec) noexcept nogil:
         """Absolute quantity: 0 deletes (an absent level is fine). -1 only if out of memory."""
         cdef int64_t key = price * self.sign
-        cdef Py_ssize_t pos = self.lower_bound(key)
-        cdef bint found = pos < self.n and self.lv[pos].key == key
+        cdef Py_ssize_t pos = self.lower_bound(key), j, lim
+        cdef Level *lv = self.lv
+        cdef bint found = pos < self.n and lv[pos].key == key
         if qty == 0:
-            if found:
-                memmove(&self.lv[pos], &self.lv[pos + 1], (self.n - pos - 1) * sizeof(Level))
+            if not found or lv[pos].qty == 0:
+                return 0
+            self.live -= 1
+            if pos == self.n - 1 or self.n - pos <= self.tomb_depth:
+                memmove(&lv[pos], &lv[pos + 1], (self.n - pos - 1) * sizeof(Level))
                 self.n -= 1
+                while self.n > 0 and lv[self.n - 1].qty == 0:   # the best stays a live level
+                    self.n -= 1
+                    self.dead -= 1
+            else:
+                lv[pos].qty = 0
+                self.dead += 1
+                if self.dead > TOMB_MIN and self.dead > self.live >> 2:
+                    self.compact()
             return 0
         if found:
-            self.lv[pos].qty = qty
-            self.lv[pos].pdec = pdec
-            self.lv[pos].qdec = qdec
+            if lv[pos].qty == 0:
+                self.dead -= 1
+                self.live += 1
+            lv[pos].qty = qty
+            lv[pos].pdec = pdec
+            lv[pos].qdec = qdec
             return 0
+        if self.dead and self.n - pos > self.tomb_depth:
+            # a tombstone nearby takes the shift: below pos first (deeper), then above
+            j = pos - 1
+            lim = pos - TOMB_REUSE if pos > TOMB_REUSE else 0
+            while j >= lim and lv[j].qty != 0:
+                j -= 1
+            if j >= lim:
+                memmove(&lv[j], &lv[j + 1], (pos - 1 - j) * sizeof(Level))
+                pos -= 1
+            else:
+                j = pos
+                lim = pos + TOMB_REUSE if pos + TOMB_REUSE < self.n else self.n
+                while j < lim and lv[j].qty != 0:
+                    j += 1
+                if j >= lim:
+                    j = -1
+                else:
+                    memmove(&lv[pos + 1], &lv[pos], (j - pos) * sizeof(Level))
+            if j >= 0:
+                lv[pos].key = key
+                lv[pos].qty = qty
+                lv[pos].pdec = pdec
+                lv[pos].qdec = qdec
+                self.dead -= 1
+                self.live += 1
+                return 0
         if self.reserve(self.n + 1) < 0:
             return -1
-        memmove(&self.lv[pos + 1], &self.lv[pos], (self.n - pos) * sizeof(Level))
-        self.lv[pos].key = key
-        self.lv[pos].qty = qty
-        self.lv[pos].pdec = pdec
-        self.lv[pos].qdec = qdec
+        lv = self.lv
+        memmove(&lv[pos + 1], &lv[pos], (self.n - pos) * sizeof(Level))
+        lv[pos].key = key
+        lv[pos].qty = qty
+        lv[pos].pdec = pdec
+        lv[pos].qdec = qdec
         self.n += 1
+        self.live += 1
         return 0
+
+    cdef void compact(self) noexcept nogil:
+        """Drop every tombstone (order kept)."""
+        cdef Py_ssize_t r, w = 0
+        for r in range(self.n):
+            if self.lv[r].qty != 0:
+                if w != r:
+                    self.lv[w] = self.lv[r]
+                w += 1
+        self.n = w
+        self.dead = 0
 
     cdef int load_sorted_best_first(self, const Level *src, Py_ssize_t n) noexcept nogil:
         """Replace the side with ``src`` (keys strictly descending = best first, no zeros)."""
@@ -124,46 +203,92 @@ cdef class BookSide:
         for i in range(n):
             self.lv[n - 1 - i] = src[i]
         self.n = n
+        self.live = n
+        self.dead = 0
         return 0
 
     cdef void clear(self) noexcept nogil:
         self.n = 0
+        self.live = 0
+        self.dead = 0
 
-    cdef int64_t price_at(self, Py_ssize_t i) noexcept nogil:
-        return self.lv[self.n - 1 - i].key * self.sign
+    cdef int64_t best_price(self) noexcept nogil:
+        return self.lv[self.n - 1].key * self.sign
 
-    cdef Level *level_at(self, Py_ssize_t i) noexcept nogil:
-        return &self.lv[self.n - 1 - i]
+    cdef Py_ssize_t live_at_or_below(self, Py_ssize_t j) noexcept nogil:
+        """Index of the first live level at j or deeper (a walk from the best level calls
+        this with the index below the previous one); -1 past the deepest."""
+        while j >= 0 and self.lv[j].qty == 0:
+            j -= 1
+        return j
 
     def __len__(self) -> int:
-        return self.n
+        return self.live
 
     def levels(self, Py_ssize_t n=-1) -> list:
         """The best ``n`` levels (all with -1) as original (price, qty) strings, best first."""
-        if n < 0 or n > self.n:
-            n = self.n
-        return [_level_strings(self.level_at(i), self.sign, self.digits) for i in range(n)]
+        cdef Py_ssize_t i, j = self.n - 1
+        if n < 0 or n > self.live:
+            n = self.live
+        out = []
+        for i in range(n):
+            j = self.live_at_or_below(j)
+            out.append(_level_strings(&self.lv[j], self.sign, self.digits))
+            j -= 1
+        return out
 
     def fixed_levels(self, Py_ssize_t n=-1) -> list:
         """The best ``n`` levels as (price, qty) int64 fixed point, best first."""
-        if n < 0 or n > self.n:
-            n = self.n
-        return [(self.level_at(i).key * self.sign, self.level_at(i).qty) for i in range(n)]
+        cdef Py_ssize_t i, j = self.n - 1
+        if n < 0 or n > self.live:
+            n = self.live
+        out = []
+        for i in range(n):
+            j = self.live_at_or_below(j)
+            out.append((self.lv[j].key * self.sign, self.lv[j].qty))
+            j -= 1
+        return out
 
     def total_qty(self, Py_ssize_t n) -> int:
         """Exact sum of the quantities of the best ``n`` levels."""
-        cdef obi_int128 s = 0
-        cdef Py_ssize_t i
-        if n > self.n:
-            n = self.n
-        for i in range(n):
-            s += self.level_at(i).qty
-        return _int128_to_py(s)
+        return _int128_to_py(_sum_best(self, n))
+
+    @property
+    def tombstones(self) -> int:
+        """Deleted deep levels whose slots are not reclaimed yet (see the class doc)."""
+        return self.dead
 
     @property
     def nbytes(self) -> int:
         """Memory held by this side's level array."""
         return self.cap * sizeof(Level)
+
+
+cdef inline Py_ssize_t _top_into(BookSide s, Py_ssize_t n, int64_t *prices,
+                                 int64_t *qtys) noexcept nogil:
+    cdef Py_ssize_t i, j = s.n - 1
+    n = min(n, s.live)
+    for i in range(n):
+        j = s.live_at_or_below(j)
+        prices[i] = s.lv[j].key * s.sign
+        qtys[i] = s.lv[j].qty
+        j -= 1
+    return n
+
+
+cdef inline obi_int128 _sum_best(BookSide s, Py_ssize_t n) noexcept nogil:
+    """Exact sum of the quantities of the best ``n`` levels (tombstones add 0 and do not count
+    as levels)."""
+    cdef obi_int128 acc = 0
+    cdef Py_ssize_t j = s.n - 1, seen = 0
+    if n > s.live:
+        n = s.live
+    while seen < n:
+        if s.lv[j].qty:
+            acc += s.lv[j].qty
+            seen += 1
+        j -= 1
+    return acc
 
 
 cdef object _int128_to_py(obi_int128 v):
@@ -204,14 +329,35 @@ for _k in range(1, 19):
     _POW10[_k] = _POW10[_k - 1] * 10
 
 
+cdef uint64_t _LIM_SWAR = (<uint64_t>0x7FFFFFFFFFFFFFFF - 99999999) // 100000000
+cdef bint _LITTLE_ENDIAN
+cdef uint16_t _endian_probe = 1
+_LITTLE_ENDIAN = (<uint8_t *>&_endian_probe)[0] == 1
+
+
+cdef inline bint _eight_digits(uint64_t w) noexcept nogil:
+    """Eight ASCII digits in one word (SWAR)."""
+    return ((w & <uint64_t>0xF0F0F0F0F0F0F0F0) == <uint64_t>0x3030303030303030 and
+            ((w + <uint64_t>0x0606060606060606) & <uint64_t>0xF0F0F0F0F0F0F0F0) == <uint64_t>0x3030303030303030)
+
+
+cdef inline uint64_t _eight_value(uint64_t w) noexcept nogil:
+    """The value of eight ASCII digits loaded little-endian (the first digit in the low byte)."""
+    w -= <uint64_t>0x3030303030303030
+    w = (w * 10 + (w >> 8)) & <uint64_t>0x00FF00FF00FF00FF
+    w = (w * 100 + (w >> 16)) & <uint64_t>0x0000FFFF0000FFFF
+    return (w * 10000 + (w >> 32)) & <uint64_t>0xFFFFFFFF
+
+
 cdef inline Py_ssize_t _quoted_fixed(const char *s, Py_ssize_t n, Py_ssize_t i, int digits,
                                      int64_t *out, int *decimals) noexcept nogil:
     """s[i] opens a string holding an unsigned decimal: parse it in the same pass as the scan,
     by parse_fixed's rules (digits, '.', digits; zeros only beyond ``digits``; int64 range).
-    The index after the closing quote, or -1 for anything else (the orjson path then decides)."""
-    cdef uint64_t acc = 0, d
-    cdef int int_digits = 0, frac = 0, kept = 0
-    cdef Py_ssize_t start
+    The index after the closing quote, or -1 for anything else (the orjson path then decides).
+    Runs of eight kept decimals are read a word at a time."""
+    cdef uint64_t acc = 0, d, w
+    cdef int kept = 0
+    cdef Py_ssize_t start, fstart
     if i >= n or s[i] != 34:
         return -1
     i += 1
@@ -221,24 +367,32 @@ cdef inline Py_ssize_t _quoted_fixed(const char *s, Py_ssize_t n, Py_ssize_t i, 
         if acc >= _LIM10 and (acc > _LIM10 or d > _LIM_LAST):
             return -1
         acc = acc * 10 + d
-        int_digits += 1
         i += 1
-    if int_digits == 0:
+    if i == start:
         return -1
+    fstart = i
     if i < n and s[i] == 46:                     # '.'
         i += 1
+        fstart = i
+        if _LITTLE_ENDIAN:
+            while kept + 8 <= digits and n - i >= 8 and acc <= _LIM_SWAR:
+                memcpy(&w, s + i, 8)
+                if not _eight_digits(w):
+                    break
+                acc = acc * 100000000 + _eight_value(w)
+                kept += 8
+                i += 8
         while i < n and 48 <= s[i] <= 57:
             d = s[i] - 48
-            if frac < digits:
+            if kept < digits:
                 if acc >= _LIM10 and (acc > _LIM10 or d > _LIM_LAST):
                     return -1
                 acc = acc * 10 + d
                 kept += 1
             elif d != 0:
                 return -1
-            frac += 1
             i += 1
-        if frac == 0:
+        if i == fstart:
             return -1
     if i >= n or s[i] != 34 or i - start > 128:  # parse_fixed's longest text
         return -1
@@ -248,8 +402,35 @@ cdef inline Py_ssize_t _quoted_fixed(const char *s, Py_ssize_t n, Py_ssize_t i, 
             return -1
         acc *= d
     out[0] = <int64_t>acc
-    decimals[0] = frac
+    decimals[0] = <int>(i - fstart)
     return i + 1
+
+
+cdef inline Py_ssize_t _json_uint(const char *s, Py_ssize_t n, Py_ssize_t i, int64_t *out) noexcept nogil:
+    """A JSON non-negative integer of at most 18 digits at s[i] (no leading zero, not a
+    float): the index after it, or -1."""
+    cdef int64_t v = 0
+    cdef Py_ssize_t j = i
+    while j < n and 48 <= s[j] <= 57:
+        if j - i >= 18:
+            return -1
+        v = v * 10 + (s[j] - 48)
+        j += 1
+    if j == i or (s[i] == 48 and j - i > 1):
+        return -1
+    if j < n and (s[j] == 46 or s[j] == 101 or s[j] == 69):   # a float: not ours
+        return -1
+    out[0] = v
+    return j
+
+
+cdef inline bint _lit(const char *s, Py_ssize_t n, Py_ssize_t *i, const char *lit,
+                      Py_ssize_t k) noexcept nogil:
+    """s[i:] starts with the k bytes of ``lit``: move i past them."""
+    if n - i[0] >= k and memcmp(s + i[0], lit, k) == 0:
+        i[0] += k
+        return True
+    return False
 
 
 cdef inline int _next_or_end(const char *s, Py_ssize_t n, Py_ssize_t *i, char closer) noexcept nogil:
@@ -289,14 +470,17 @@ cdef inline int _apply_to(BookSide s, const Level *levels, Py_ssize_t n) noexcep
     return 0
 
 
-cdef inline Py_ssize_t _append_level(BookSide side, Py_ssize_t i, int digits, char *buf,
+cdef inline Py_ssize_t _append_level(BookSide side, Py_ssize_t *j, int digits, char *buf,
                                      Py_ssize_t n) noexcept nogil:
-    """Append ":price:qty" (no leading ':' at the start) of the i-th best level, if any."""
+    """Append ":price:qty" (no leading ':' at the start) of the next live level at index
+    j[0] or deeper, if any, and move j below it."""
     cdef Level *lv
     cdef Py_ssize_t k
-    if i >= side.n:
+    j[0] = side.live_at_or_below(j[0])
+    if j[0] < 0:
         return n
-    lv = side.level_at(i)
+    lv = &side.lv[j[0]]
+    j[0] -= 1
     if n:
         buf[n] = c':'
         n += 1
@@ -351,20 +535,15 @@ cdef class OrderBook:
 
     cdef void check_crossed(self) noexcept nogil:
         cdef bint now = (self.bids.n > 0 and self.asks.n > 0
-                         and self.bids.price_at(0) >= self.asks.price_at(0))
+                         and self.bids.best_price() >= self.asks.best_price())
         if now and not self.crossed:
             self.crossed_count += 1
         self.crossed = now
 
     cdef void _depth_sums(self, Py_ssize_t n, obi_int128 *b, obi_int128 *a) noexcept nogil:
         """Exact sums of the quantities of the best ``n`` bids and asks."""
-        cdef Py_ssize_t i
-        b[0] = 0
-        a[0] = 0
-        for i in range(min(n, self.bids.n)):
-            b[0] += self.bids.level_at(i).qty
-        for i in range(min(n, self.asks.n)):
-            a[0] += self.asks.level_at(i).qty
+        b[0] = _sum_best(self.bids, n)
+        a[0] = _sum_best(self.asks, n)
 
     cdef double obi_c(self, Py_ssize_t n) noexcept nogil:
         cdef obi_int128 b, a
@@ -377,30 +556,18 @@ cdef class OrderBook:
                              int64_t *qtys) noexcept nogil:
         """Copy the best ``n`` levels of side 0 (bids) or 1 (asks) as int64 price/qty, best
         first; returns how many were copied."""
-        cdef Py_ssize_t i
-        cdef Level *lv
         if side == 0:
-            n = min(n, self.bids.n)
-            for i in range(n):
-                lv = self.bids.level_at(i)
-                prices[i] = lv.key
-                qtys[i] = lv.qty
-        else:
-            n = min(n, self.asks.n)
-            for i in range(n):
-                lv = self.asks.level_at(i)
-                prices[i] = -lv.key
-                qtys[i] = lv.qty
-        return n
+            return _top_into(self.bids, n, prices, qtys)
+        return _top_into(self.asks, n, prices, qtys)
 
     cdef int32_t checksum_c(self, Py_ssize_t depth) noexcept nogil:
         cdef char buf[8192]
-        cdef Py_ssize_t n = 0, i, k
+        cdef Py_ssize_t n = 0, i, jb = self.bids.n - 1, ja = self.asks.n - 1
         if depth > 50:
             depth = 50
         for i in range(depth):
-            n = _append_level(self.bids, i, self.digits, buf, n)
-            n = _append_level(self.asks, i, self.digits, buf, n)
+            n = _append_level(self.bids, &jb, self.digits, buf, n)
+            n = _append_level(self.asks, &ja, self.digits, buf, n)
         return <int32_t>crc32_c(buf, n)
 
     # ------------------------------------------------------------ parsing
@@ -664,14 +831,132 @@ cdef class OrderBook:
             if i < 0:
                 return -1
 
+    cdef int _scan_compact_levels(self, const char *s, Py_ssize_t n, Py_ssize_t *pos,
+                                  Py_ssize_t *count) noexcept nogil:
+        """The levels of a compact frame (no blanks), just after their '[': appended to
+        scratch[count...]; 0 or -1 (the general scanner then reads the frame)."""
+        cdef Py_ssize_t i = pos[0]
+        cdef int64_t price, qty
+        cdef int pdec, qdec
+        cdef Level *lv
+        if i < n and s[i] == 93:                 # ']'
+            pos[0] = i + 1
+            return 0
+        while True:
+            if i >= n or s[i] != 91:             # '['
+                return -1
+            i = _quoted_fixed(s, n, i + 1, self.digits, &price, &pdec)
+            if i < 0 or price == 0 or i >= n or s[i] != 44:
+                return -1
+            i = _quoted_fixed(s, n, i + 1, self.digits, &qty, &qdec)
+            if i < 0 or i >= n or s[i] != 93:
+                return -1
+            if pdec > 255 or qdec > 255 or self._grow_scratch(count[0] + 1) < 0:
+                return -1
+            lv = &self.scratch[count[0]]
+            lv.key = price
+            lv.qty = qty
+            lv.pdec = <uint8_t>pdec
+            lv.qdec = <uint8_t>qdec
+            count[0] += 1
+            i += 1
+            if i < n and s[i] == 44:
+                i += 1
+            elif i < n and s[i] == 93:
+                pos[0] = i + 1
+                return 0
+            else:
+                return -1
+
+    cdef int _scan_canonical(self, const char *s, Py_ssize_t n, int64_t *ids, Py_ssize_t *nb,
+                             Py_ssize_t *na) noexcept nogil:
+        """The exact layout Binance sends, byte for byte: [{"stream":"..","data":] {"e":
+        "depthUpdate","E":..,["T":..,]"s":"..","U":..,"u":..,["pu":..,]"b":[..],"a":[..]} [}]
+        with no blanks. Read with fixed-string compares; 0, or -1 at the first byte that
+        differs (the general scanner then reads the frame). Nothing can repeat or hide in a
+        text of this exact form, so it means what orjson would make of it."""
+        cdef Py_ssize_t i = 0, count = 0
+        cdef bint wrapped = False
+        cdef int64_t v
+        if _lit(s, n, &i, b'{"stream":', 10):
+            i = _string(s, n, i)
+            if i < 0 or not _lit(s, n, &i, b',"data":', 8):
+                return -1
+            wrapped = True
+        if not _lit(s, n, &i, b'{"e":"depthUpdate","E":', 23):
+            return -1
+        i = _json_uint(s, n, i, &v)
+        if i < 0:
+            return -1
+        ids[2] = v if v <= <int64_t>9223372036854 else <int64_t>0   # as parse_depth_event
+        if _lit(s, n, &i, b',"T":', 5):
+            i = _json_uint(s, n, i, &v)
+            if i < 0:
+                return -1
+        if not _lit(s, n, &i, b',"s":', 5):
+            return -1
+        i = _string(s, n, i)
+        if i < 0 or not _lit(s, n, &i, b',"U":', 5):
+            return -1
+        i = _json_uint(s, n, i, &ids[0])
+        if i < 0 or not _lit(s, n, &i, b',"u":', 5):
+            return -1
+        i = _json_uint(s, n, i, &ids[1])
+        if i < 0:
+            return -1
+        if _lit(s, n, &i, b',"pu":', 6):
+            i = _json_uint(s, n, i, &ids[3])
+            if i < 0:
+                return -1
+        if not _lit(s, n, &i, b',"b":[', 6) or self._scan_compact_levels(s, n, &i, &count) < 0:
+            return -1
+        nb[0] = count
+        if not _lit(s, n, &i, b',"a":[', 6) or self._scan_compact_levels(s, n, &i, &count) < 0:
+            return -1
+        na[0] = count - nb[0]
+        if not _lit(s, n, &i, b'}', 1) or (wrapped and not _lit(s, n, &i, b'}', 1)) or i != n:
+            return -1
+        ids[4] = 1
+        return 0
+
+    cdef int _scan_frame(self, const char *s, Py_ssize_t n, int64_t *ids, Py_ssize_t *nb,
+                         Py_ssize_t *na) noexcept nogil:
+        """ids = [U, u, E, pu]; 0 when the frame is a plain depthUpdate (levels in scratch)."""
+        cdef int64_t more[6]
+        cdef Py_ssize_t pos = 0
+        ids[0] = ids[1] = ids[3] = -1
+        ids[2] = ids[4] = 0
+        self.scan_layout = 0
+        if self._scan_canonical(s, n, ids, nb, na) == 0:
+            if ids[0] > ids[1]:
+                return -1
+            self.scan_layout = 1
+            return 0
+        # any other layout: the general scanner (key order, blanks, extra keys)
+        more[0] = more[1] = more[3] = -1
+        more[2] = more[4] = more[5] = 0
+        nb[0] = na[0] = -1
+        if self._scan_object(s, n, &pos, 0, more, nb, na) < 0:
+            return -1
+        if (_ws(s, n, pos) != n or not more[4] or more[0] < 0 or more[1] < 0 or more[0] > more[1]
+                or nb[0] < 0 or na[0] < 0):
+            return -1
+        self.scan_layout = 2
+        ids[0] = more[0]
+        ids[1] = more[1]
+        ids[2] = more[2]
+        ids[3] = more[3]
+        return 0
+
     def scan_binance_depth(self, text):
         """Read a Binance depthUpdate frame (str or bytes, raw or combined stream) without
         building Python objects: returns (U, u, E, pu, n_bids, n_asks) with the levels parsed
         and held for ``apply_scanned``, or None when the frame is not that plain shape (take the
         orjson path then: it accepts or rejects the frame and says why). ``pu`` is -1 when
         absent."""
-        cdef Py_ssize_t n, pos = 0
+        cdef Py_ssize_t n, nb = 0, na = 0
         cdef const char *s
+        cdef int64_t ids[5]
         if isinstance(text, str):
             s = PyUnicode_AsUTF8AndSize(text, &n)
         elif PyBytes_CheckExact(text):
@@ -679,13 +964,7 @@ cdef class OrderBook:
             n = PyBytes_GET_SIZE(text)
         else:
             return None
-        cdef int64_t ids[6]          # U, u, E, pu, is a depthUpdate, inside "data"
-        ids[0] = ids[1] = ids[3] = -1
-        ids[2] = ids[4] = ids[5] = 0
-        cdef Py_ssize_t nb = -1, na = -1
-        if self._scan_object(s, n, &pos, 0, ids, &nb, &na) < 0:
-            return None
-        if _ws(s, n, pos) != n or not ids[4] or ids[0] < 0 or ids[1] < 0 or ids[0] > ids[1] or nb < 0 or na < 0:
+        if self._scan_frame(s, n, ids, &nb, &na) < 0:
             return None
         self._scanned = nb + na
         self._scanned_bids = nb
@@ -704,6 +983,52 @@ cdef class OrderBook:
         if pack:
             return packed + (nb, n - nb, self._max_dec(n, 0), self._max_dec(n, 1))
         return None
+
+    def apply_depth_frame(self, text, bint futures=False, bint awaiting_first=False, bint pack=True):
+        """The synced Binance depth feed's hot path in one call: scan the frame's text (as
+        ``scan_binance_depth``) and apply it when it is the next event for this book, by the
+        sync rules of PROTOCOLS.md against ``update_id`` (the last applied u): spot
+        U <= update_id + 1 <= u; USD-M futures pu == update_id, or right after a snapshot
+        (``awaiting_first``) U <= update_id <= u. Applied: ``update_id`` becomes u.
+
+        Returns None when the frame is not the plain shape (take the orjson path), else
+        (applied, U, u, E, pu, payload): payload is the ring payload of ``apply(..., pack=True)``
+        when applied with ``pack``, else None. A frame that is not the next event is left
+        untouched (applied False): the caller's sync rules say whether it is old or a gap."""
+        cdef Py_ssize_t n, nb = 0, na = 0
+        cdef const char *s
+        cdef int64_t ids[5]
+        cdef bint nxt
+        cdef int64_t bid = <int64_t>self.update_id
+        if isinstance(text, str):
+            s = PyUnicode_AsUTF8AndSize(text, &n)
+        elif PyBytes_CheckExact(text):
+            s = PyBytes_AS_STRING(text)
+            n = PyBytes_GET_SIZE(text)
+        else:
+            return None
+        if self._scan_frame(s, n, ids, &nb, &na) < 0:
+            return None
+        self._scanned = -1
+        if self.update_id > <uint64_t>0x7FFFFFFFFFFFFFFE:
+            nxt = False                          # beyond any scanned id: the rules decide
+        elif futures and not awaiting_first:
+            nxt = ids[3] == bid
+        elif futures:
+            nxt = ids[0] <= bid <= ids[1]
+        else:
+            nxt = ids[0] <= bid + 1 <= ids[1]
+        if not nxt:
+            return False, ids[0], ids[1], ids[2], ids[3], None
+        payload = None
+        if pack:
+            payload = self._pack_scratch(nb + na) + (nb, na, self._max_dec(nb + na, 0),
+                                                     self._max_dec(nb + na, 1))
+        if self.apply_levels(0, self.scratch, nb) < 0 or self.apply_levels(1, self.scratch + nb, na) < 0:
+            raise MemoryError()
+        self.check_crossed()
+        self.update_id = <uint64_t>ids[1]
+        return True, ids[0], ids[1], ids[2], ids[3], payload
 
     def apply(self, bids, asks, bint pack=False):
         """Apply absolute quantities: 0 deletes (absent is fine), a known price is replaced,
@@ -739,17 +1064,23 @@ cdef class OrderBook:
     def packed(self, Py_ssize_t depth=-1) -> tuple:
         """The book as a ring payload: (packed int64 (price, qty) pairs, bids best first then
         asks best first; n_bids; n_asks; the most price decimals; the most quantity decimals)."""
-        cdef Py_ssize_t nb = self.bids.n if depth < 0 else min(depth, self.bids.n)
-        cdef Py_ssize_t na = self.asks.n if depth < 0 else min(depth, self.asks.n)
+        cdef Py_ssize_t nb = self.bids.live if depth < 0 else min(depth, self.bids.live)
+        cdef Py_ssize_t na = self.asks.live if depth < 0 else min(depth, self.asks.live)
         cdef bytes out = PyBytes_FromStringAndSize(NULL, 16 * (nb + na))
         cdef char *p = out
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, j = 0
         cdef int pd = 0, qd = 0
         cdef Level *lv
         cdef int64_t price
+        cdef BookSide s = self.bids
         for i in range(nb + na):
-            lv = self.bids.level_at(i) if i < nb else self.asks.level_at(i - nb)
-            price = lv.key if i < nb else -lv.key
+            if i == 0 or i == nb:
+                s = self.bids if i < nb else self.asks
+                j = s.n - 1
+            j = s.live_at_or_below(j)
+            lv = &s.lv[j]
+            j -= 1
+            price = lv.key * s.sign
             memcpy(p + 16 * i, &price, 8)
             memcpy(p + 16 * i + 8, &lv.qty, 8)
             pd = max(pd, lv.pdec)
@@ -760,12 +1091,12 @@ cdef class OrderBook:
         """(price, qty) original strings of the best bid, or None."""
         if self.bids.n == 0:
             return None
-        return _level_strings(self.bids.level_at(0), 1, self.digits)
+        return _level_strings(&self.bids.lv[self.bids.n - 1], 1, self.digits)
 
     def best_ask(self):
         if self.asks.n == 0:
             return None
-        return _level_strings(self.asks.level_at(0), -1, self.digits)
+        return _level_strings(&self.asks.lv[self.asks.n - 1], -1, self.digits)
 
     def top(self, Py_ssize_t n) -> tuple:
         """(bids high->low, asks low->high), each the best ``n`` levels as original strings."""
@@ -848,7 +1179,7 @@ cdef class OrderBook:
         (exact: no halving), or None if a side is empty."""
         if self.bids.n == 0 or self.asks.n == 0:
             return None
-        return self.bids.price_at(0) + self.asks.price_at(0)
+        return self.bids.best_price() + self.asks.best_price()
 
     def reset(self) -> None:
         """Drop every level (the book becomes invalid until the next snapshot)."""
@@ -856,14 +1187,14 @@ cdef class OrderBook:
         self.valid = False
 
     def __len__(self) -> int:
-        return self.bids.n + self.asks.n
+        return self.bids.live + self.asks.live
 
     @property
     def nbytes(self) -> int:
         return self.bids.nbytes + self.asks.nbytes + self.scratch_cap * sizeof(Level)
 
     def __repr__(self) -> str:
-        return (f"<OrderBook bids={self.bids.n} asks={self.asks.n} best={self.best_bid()}/"
+        return (f"<OrderBook bids={self.bids.live} asks={self.asks.live} best={self.best_bid()}/"
                 f"{self.best_ask()} update_id={self.update_id} crossed={self.crossed}>")
 
 

@@ -105,21 +105,24 @@ class BinanceDepthFeed(BinanceFeed):
         self.handle_event(ev, recv_ns)
 
     def fast_frame(self, text: str | bytes, recv_ns: int) -> bool:
-        """The synced hot path: the frame's text scanned straight into the book's levels (no
-        Python object per level). False when the scanner declines the frame's shape: the
-        orjson path then handles it, errors included."""
-        scanned = self.book.scan_binance_depth(text)
-        if scanned is None:
-            return False
-        first, last, event_ms, pu, _, _ = scanned
-        self.note_exchange_time(event_ms, recv_ns)
-        res = self.sync.continuity(first, last, pu if pu >= 0 else None)
+        """The synced hot path: one call scans the frame's text straight into the book's
+        levels (no Python object per level) and applies it when it is the next event. False
+        when the scanner declines the frame's shape: the orjson path then handles it, errors
+        included."""
+        sync = self.sync
+        res = self.book.apply_depth_frame(text, sync.futures, sync.awaiting_first, True)
         if res is None:
-            packed = self.book.apply_scanned(True)
-            self.sync.applied(last, packed)
+            return False
+        applied, first, last, event_ms, pu, packed = res
+        self.note_exchange_time(event_ms, recv_ns)
+        if applied:
+            sync.applied(last, packed)
             self.push_book(Kind.BOOK_DELTA, packed, first, last, event_ms * 1_000_000, recv_ns)
-        else:
-            self.not_applied(res)
+            return True
+        verdict = sync.continuity(first, last, pu if pu >= 0 else None)
+        if verdict is None:
+            return False      # the rules would apply it after all: the orjson path does
+        self.not_applied(verdict)
         return True
 
     def not_applied(self, res: SyncResult) -> None:

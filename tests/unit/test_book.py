@@ -1,6 +1,8 @@
 """The Cython order book against a dict/Decimal model, and its reporting of odd states."""
 from __future__ import annotations
 
+import random
+import zlib
 from decimal import Decimal
 
 import pytest
@@ -119,12 +121,29 @@ levels = st.lists(st.tuples(prices, qtys, st.integers(0, 3), st.integers(0, 3)),
     lambda xs: [[_text(p, zp), _text(q, zq)] for p, q, zp, zq in xs])
 
 
+def _model_checksum(model: ModelBook, depth: int = 25) -> int:
+    b, a = model.top(depth)
+    parts: list[str] = []
+    for i in range(depth):
+        for side in (b, a):
+            if i < len(side):
+                parts += side[i]
+    crc = zlib.crc32(":".join(parts).encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
 class BookMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.book = OrderBook(8)
         self.model = ModelBook()
         self.live = False
+
+    @rule(depth=st.sampled_from([0, 1, 3, 32]))
+    def tombstone_depth(self, depth: int) -> None:
+        # 0: every delete below the best level leaves a tombstone (the default is 32 levels)
+        self.book.bids.tomb_depth = depth
+        self.book.asks.tomb_depth = depth
 
     @rule(bids=levels, asks=levels)
     def snapshot(self, bids: list, asks: list) -> None:
@@ -159,6 +178,10 @@ class BookMachine(RuleBasedStateMachine):
         assert len(self.book.asks) == len(self.model.asks)
         crossed = bool(mb and ma and Decimal(mb[0][0]) >= Decimal(ma[0][0]))
         assert self.book.crossed == crossed
+        assert bitget_checksum(self.book) == _model_checksum(self.model)
+        packed, nb, na, _, _ = self.book.packed()
+        assert (nb, na) == (len(self.model.bids), len(self.model.asks))
+        assert packed == _pack(self.model.top(10**6)[0] + self.model.top(10**6)[1])
 
 
 TestBookMachine = BookMachine.TestCase
@@ -184,6 +207,39 @@ def test_packed_records_path_equals_string_path(frames: list) -> None:
     assert by_text.asks.fixed_levels() == by_packed.asks.fixed_levels()
     assert by_text.obi(20) == by_packed.obi(20)
     assert by_text.crossed == by_packed.crossed
+
+
+@pytest.mark.parametrize("depth", [0, 32])
+def test_tombstones_deep_churn_against_a_dict(depth: int) -> None:
+    """Deep deletes leave tombstones (reused by nearby inserts, revived by updates, compacted
+    once numerous); every view still equals a plain dict's, over a long random walk."""
+    rnd = random.Random(depth + 5)
+    book = OrderBook(2)
+    book.bids.tomb_depth = book.asks.tomb_depth = depth
+    model: dict[int, dict[int, int]] = {0: {}, 1: {}}
+    snap = [[f"{p}.00", "1"] for p in range(10_000, 8_000, -1)]
+    book.apply_snapshot(snap, [])
+    model[0] = {p * 100: 100 for p in range(8_001, 10_001)}
+    most_dead = 0
+    for step in range(30_000):
+        deep = rnd.random() < 0.5
+        p = rnd.randint(7_000, 10_050) if deep else 10_000 - int(rnd.expovariate(0.2))
+        p = p * 100 + (rnd.randint(1, 99) if rnd.random() < 0.1 else 0)   # off-grid inserts
+        q = 0 if rnd.random() < 0.45 else rnd.randint(1, 500)
+        book.apply([[f"{p // 100}.{p % 100:02d}", str(q)]], [])
+        if q:
+            model[0][p] = q * 100
+        else:
+            model[0].pop(p, None)
+        most_dead = max(most_dead, book.bids.tombstones)
+        if step % 997 == 0 or step > 29_990:
+            want = sorted(model[0].items(), reverse=True)
+            assert book.bids.fixed_levels() == want
+            assert len(book.bids) == len(want)
+            assert book.bids.fixed_levels(7) == want[:7]
+            assert book.bids.total_qty(50) == sum(q for _, q in want[:50])
+    assert most_dead > (64 if depth == 0 else 10)   # the churn did leave tombstones
+    assert book.bids.tombstones <= max(64, len(book.bids) // 4)   # and compaction bounds them
 
 
 def test_packed_records_are_validated() -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from obitui.core.book import OrderBook
-from obitui.feeds.binance import DepthFormatError, parse_depth_event
+from obitui.feeds.binance import DepthFormatError, DepthSync, parse_depth_event
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -77,6 +77,19 @@ def test_every_recorded_depth_frame_scans_like_orjson(shared_data: Path) -> None
     assert accepted == len(frames)           # the real shape is never declined
 
 
+def test_recorded_frames_take_the_exact_layout_path(shared_data: Path) -> None:
+    """Binance's own byte layout is read by fixed-string compares; a blank or another key
+    order still scans, by the general scanner."""
+    b = OrderBook(8)
+    for f in recorded_depth_frames(shared_data):
+        assert b.scan_binance_depth(f) is not None and b.scan_layout == 1, f[:120]
+        raw = json.dumps(json.loads(f)["data"], separators=(",", ":"))
+        assert b.scan_binance_depth(raw) is not None and b.scan_layout == 1, raw[:120]
+        spaced = json.dumps(json.loads(f))
+        assert b.scan_binance_depth(spaced) is not None and b.scan_layout == 2, spaced[:120]
+    assert b.scan_binance_depth('{"e":"depthUpdate"}') is None and b.scan_layout == 0
+
+
 def test_declines_what_it_does_not_read() -> None:
     b = OrderBook(8)
     base = '{"e":"depthUpdate","E":1,"s":"X","U":5,"u":7,"b":[["1.0","2.0"]],"a":[["1.5","0"]]}'
@@ -125,3 +138,60 @@ def test_numbers_at_the_edges_scan_like_parse_fixed(price: str) -> None:
     frame = ('{"e":"depthUpdate","E":1,"s":"X","U":5,"u":7,"b":[["%s","2.0"]],"a":[["3","%s"]]}'
              % (price, price))
     both(frame)
+
+
+def _frame(U: int, u: int, pu: int | None, futures: bool) -> str:
+    data: dict = {"e": "depthUpdate", "E": 1}
+    if futures:
+        data["T"] = 1                          # Binance's order: e E T s U u pu b a
+    data.update({"s": "X", "U": U, "u": u})
+    if futures and pu is not None:
+        data["pu"] = pu
+    data.update({"b": [["1.5", "2"]], "a": [["2.5", "0"]]})
+    return json.dumps({"stream": "x@depth", "data": data}, separators=(",", ":"))
+
+
+ids = st.integers(min_value=0, max_value=40)
+
+
+@settings(max_examples=600, deadline=None)
+@given(futures=st.booleans(), awaiting=st.booleans(), bid=ids, U=ids, span=st.integers(0, 5),
+       pu=st.one_of(st.none(), ids))
+def test_one_call_applies_exactly_what_the_sync_rules_apply(futures: bool, awaiting: bool, bid: int,
+                                                            U: int, span: int, pu: int | None) -> None:
+    """apply_depth_frame applies a frame when, and only when, DepthSync.continuity says it is
+    the next event; the book and update_id then equal the slow path's."""
+    u = U + span
+    text = _frame(U, u, pu, futures)
+    fast, slow = OrderBook(8), OrderBook(8)
+    for book in (fast, slow):
+        book.apply_snapshot([["1.0", "1"]], [["3.0", "1"]])
+        book.update_id = bid
+    sync = DepthSync(slow, futures=futures)
+    sync.synced, sync.awaiting_first, sync.last_u = True, awaiting, bid
+    res = fast.apply_depth_frame(text, futures, awaiting, True)
+    assert res is not None and fast.scan_layout == 1
+    applied, rU, ru, E, rpu, payload = res
+    assert (rU, ru, E, rpu) == (U, u, 1, pu if futures and pu is not None else -1)
+    verdict = sync.continuity(U, u, rpu if rpu >= 0 else None)
+    assert applied == (verdict is None)
+    if applied:
+        want = slow.apply([["1.5", "2"]], [["2.5", "0"]], True)
+        sync.applied(u, want)
+        assert payload == want
+    else:
+        assert payload is None
+    assert fast.update_id == slow.update_id
+    assert fast.top(10) == slow.top(10)
+
+
+def test_one_call_declines_and_guards() -> None:
+    b = OrderBook(8)
+    assert b.apply_depth_frame("not json") is None
+    assert b.apply_depth_frame(b'{"e":"depthUpdate","U":1,"u":2,"b":[["1","1"]],"a":[]}', pack=False) == (
+        True, 1, 2, 0, -1, None)
+    assert b.update_id == 2 and len(b) == 1
+    b.update_id = 2**64 - 1                    # no id can follow: the rules decide, nothing applied
+    assert b.apply_depth_frame('{"e":"depthUpdate","U":3,"u":4,"b":[["2","1"]],"a":[]}')[0] is False
+    assert len(b) == 1
+    assert b.apply_depth_frame(123) is None
