@@ -42,7 +42,8 @@ cdef inline uint32_t crc32_c(const char *buf, Py_ssize_t n) noexcept nogil:
 
 
 cdef enum:
-    TOP_LINEAR = 8         # lower_bound reads the best levels one by one before galloping
+    TOP_LINEAR = 8         # lower_bound compares the best 8 levels at once,
+    TOP_NEAR = 32          # then the best 32, before a binary search
     TOMB_DEPTH = 32        # deletes deeper than this (from the end of the array) leave a tombstone
     TOMB_REUSE = 32        # an insert looks this far either way for a tombstone to shift into
     TOMB_MIN = 64          # compact once tombstones exceed this and a quarter of the live levels
@@ -87,34 +88,36 @@ cdef class BookSide:
 
     cdef Py_ssize_t lower_bound(self, int64_t key) noexcept nogil:
         """First index whose key is >= ``key`` (tombstones keep their keys, so the array stays
-        strictly ascending). The top of book is at the end, where most updates land: read the
-        best TOP_LINEAR levels one by one (one mispredicted branch), then gallop down (8, 16,
-        32, ... levels deep) and binary-search the last step: a level d deep costs O(log d)."""
-        cdef Level *lv = self.lv
-        cdef Py_ssize_t hi = self.n, lo, step = TOP_LINEAR, mid
-        cdef Py_ssize_t stop = hi - TOP_LINEAR if hi > TOP_LINEAR else 0
-        while hi > stop and lv[hi - 1].key >= key:
-            hi -= 1
-        if hi > stop or hi == 0:
-            return hi
-        # invariant: every index >= hi has key >= `key`
-        while True:
-            lo = hi - step
-            if lo <= 0:
-                lo = 0
-                break
-            if lv[lo].key < key:
-                lo += 1          # lv[lo] < key: the answer lies in (lo, hi]
-                break
-            hi = lo
-            step *= 2
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if lv[mid].key < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        strictly ascending). The top of book is at the end, where most updates land: count
+        how many of the best 8, then of the next 24, levels are >= key (branch-free compares,
+        no mispredicted branch per level), and only below those binary-search the rest with
+        conditional moves."""
+        cdef const Level *lv = self.lv
+        cdef Py_ssize_t n = self.n, c, j, base, length, half
+        if n < TOP_NEAR:
+            c = 0
+            for j in range(n):
+                c += lv[j].key < key
+            return c
+        c = 0
+        for j in range(1, TOP_LINEAR + 1):
+            c += lv[n - j].key >= key
+        if c < TOP_LINEAR:
+            return n - c
+        for j in range(TOP_LINEAR + 1, TOP_NEAR + 1):
+            c += lv[n - j].key >= key
+        if c < TOP_NEAR:
+            return n - c
+        # every index >= n - TOP_NEAR holds a key >= `key`: the answer is in [0, n - TOP_NEAR]
+        base = 0
+        length = n - TOP_NEAR
+        if length == 0:
+            return 0
+        while length > 1:
+            half = length >> 1
+            base = base + half if lv[base + half].key < key else base
+            length -= half
+        return base + (lv[base].key < key)
 
     cdef int set_level(self, int64_t price, int64_t qty, uint8_t pdec, uint8_t qdec) noexcept nogil:
         """Absolute quantity: 0 deletes (an absent level is fine). -1 only if out of memory."""
@@ -306,6 +309,62 @@ cdef tuple _level_strings(Level *lv, int64_t sign, int digits):
     return (PyUnicode_DecodeASCII(buf, n1, NULL), PyUnicode_DecodeASCII(buf + 32, n2, NULL))
 
 
+cdef extern from *:
+    """
+    #define OBI_LIST_ITEMS(o) (((PyListObject *)(o))->ob_item)
+    static inline void obi_prefetch(const void *p) { __builtin_prefetch(p); }
+    /* The item array of a [price, qty, ...] list or tuple, else NULL. */
+    static inline PyObject **obi_pair_items(PyObject *o) {
+        if (PyList_CheckExact(o)) return PyList_GET_SIZE(o) >= 2 ? ((PyListObject *)o)->ob_item : NULL;
+        if (PyTuple_CheckExact(o)) return PyTuple_GET_SIZE(o) >= 2 ? ((PyTupleObject *)o)->ob_item : NULL;
+        return NULL;
+    }
+    /* The characters of an exact, compact ASCII str (as orjson and literals make), else NULL. */
+    static inline const char *obi_ascii(PyObject *o, Py_ssize_t *n) {
+        if (PyUnicode_CheckExact(o) && PyUnicode_IS_COMPACT_ASCII(o)) {
+            *n = PyUnicode_GET_LENGTH(o);
+            return (const char *)PyUnicode_DATA(o);
+        }
+        return NULL;
+    }
+    """
+    PyObject **OBI_LIST_ITEMS(PyObject *o) noexcept nogil
+    void obi_prefetch(const void *p) noexcept nogil
+    PyObject **obi_pair_items(PyObject *o) noexcept nogil
+    const char *obi_ascii(PyObject *o, Py_ssize_t *n) noexcept nogil
+
+
+cdef inline void _prefetch_levels(object bids, object asks):
+    """Start the memory reads of both sides' levels, of their item arrays and of their
+    strings, in three short passes, so that cold objects are fetched side by side rather than
+    one chain after another (a no-op for objects still in cache, as orjson's are)."""
+    cdef PyObject **items[2]
+    cdef Py_ssize_t count[2]
+    cdef Py_ssize_t k
+    cdef int side, stage
+    cdef PyObject **pair
+    if not (PyList_CheckExact(bids) and PyList_CheckExact(asks)):
+        return
+    items[0] = OBI_LIST_ITEMS(<PyObject *>bids)
+    items[1] = OBI_LIST_ITEMS(<PyObject *>asks)
+    count[0] = PyList_GET_SIZE(bids)
+    count[1] = PyList_GET_SIZE(asks)
+    for stage in range(3):
+        for side in range(2):
+            for k in range(count[side]):
+                if stage == 0:
+                    obi_prefetch(items[side][k])
+                    continue
+                pair = obi_pair_items(items[side][k])
+                if pair == NULL:
+                    continue
+                if stage == 1:
+                    obi_prefetch(pair)
+                else:
+                    obi_prefetch(pair[0])
+                    obi_prefetch(pair[1])
+
+
 cdef inline const char *_text_ptr(object o, Py_ssize_t *n) except NULL:
     if isinstance(o, str):
         return PyUnicode_AsUTF8AndSize(o, n)
@@ -349,19 +408,15 @@ cdef inline uint64_t _eight_value(uint64_t w) noexcept nogil:
     return (w * 10000 + (w >> 32)) & <uint64_t>0xFFFFFFFF
 
 
-cdef inline Py_ssize_t _quoted_fixed(const char *s, Py_ssize_t n, Py_ssize_t i, int digits,
-                                     int64_t *out, int *decimals) noexcept nogil:
-    """s[i] opens a string holding an unsigned decimal: parse it in the same pass as the scan,
-    by parse_fixed's rules (digits, '.', digits; zeros only beyond ``digits``; int64 range).
-    The index after the closing quote, or -1 for anything else (the orjson path then decides).
-    Runs of eight kept decimals are read a word at a time."""
+cdef inline Py_ssize_t _plain_fixed(const char *s, Py_ssize_t n, Py_ssize_t i, int digits,
+                                    int64_t *out, int *decimals) noexcept nogil:
+    """An unsigned decimal at s[i], by parse_fixed's rules (digits, '.', digits; zeros only
+    beyond ``digits``; int64 range; at most 128 characters): the index after it, or -1 (then
+    parse_fixed or the orjson path judges and names the error). Runs of eight kept decimals
+    are read a word at a time."""
     cdef uint64_t acc = 0, d, w
     cdef int kept = 0
-    cdef Py_ssize_t start, fstart
-    if i >= n or s[i] != 34:
-        return -1
-    i += 1
-    start = i
+    cdef Py_ssize_t start = i, fstart
     while i < n and 48 <= s[i] <= 57:
         d = s[i] - 48
         if acc >= _LIM10 and (acc > _LIM10 or d > _LIM_LAST):
@@ -394,7 +449,7 @@ cdef inline Py_ssize_t _quoted_fixed(const char *s, Py_ssize_t n, Py_ssize_t i, 
             i += 1
         if i == fstart:
             return -1
-    if i >= n or s[i] != 34 or i - start > 128:  # parse_fixed's longest text
+    if i - start > 128:                          # parse_fixed's longest text
         return -1
     if kept < digits:
         d = _POW10[digits - kept]
@@ -403,6 +458,18 @@ cdef inline Py_ssize_t _quoted_fixed(const char *s, Py_ssize_t n, Py_ssize_t i, 
         acc *= d
     out[0] = <int64_t>acc
     decimals[0] = <int>(i - fstart)
+    return i
+
+
+cdef inline Py_ssize_t _quoted_fixed(const char *s, Py_ssize_t n, Py_ssize_t i, int digits,
+                                     int64_t *out, int *decimals) noexcept nogil:
+    """s[i] opens a string holding an unsigned decimal (``_plain_fixed``), parsed in the same
+    pass as the scan: the index after the closing quote, or -1."""
+    if i >= n or s[i] != 34:
+        return -1
+    i = _plain_fixed(s, n, i + 1, digits, out, decimals)
+    if i < 0 or i >= n or s[i] != 34:
+        return -1
     return i + 1
 
 
@@ -573,11 +640,19 @@ cdef class OrderBook:
     # ------------------------------------------------------------ parsing
     cdef Py_ssize_t _parse(self, object levels, Py_ssize_t offset) except -1:
         """Parse a list of levels into scratch[offset:]; returns how many."""
-        cdef Py_ssize_t count = len(levels), i = 0, np, nq
+        cdef Py_ssize_t count = len(levels), k, np, nq
         cdef const char *sp
         cdef const char *sq
         cdef int64_t price, qty
         cdef int pdec, qdec, rc
+        cdef PyObject *o
+        cdef PyObject *ps
+        cdef PyObject *qs
+        cdef PyObject **items
+        cdef Level *lv
+        if not PyList_CheckExact(levels):
+            levels = list(levels)
+            count = PyList_GET_SIZE(levels)
         if offset + count > self.scratch_cap:
             cap = max(256, 2 * (offset + count))
             p = <Level *>realloc(self.scratch, cap * sizeof(Level))
@@ -585,42 +660,48 @@ cdef class OrderBook:
                 raise MemoryError()
             self.scratch = p
             self.scratch_cap = cap
-        cdef PyObject *ps
-        cdef PyObject *qs
-        for lvl in levels:
-            # orjson gives lists: read their items without generic indexing (borrowed refs)
-            if PyList_CheckExact(lvl) and PyList_GET_SIZE(lvl) >= 2:
-                ps = PyList_GET_ITEM(lvl, 0)
-                qs = PyList_GET_ITEM(lvl, 1)
-            elif PyTuple_CheckExact(lvl) and PyTuple_GET_SIZE(lvl) >= 2:
-                ps = PyTuple_GET_ITEM(lvl, 0)
-                qs = PyTuple_GET_ITEM(lvl, 1)
-            else:
+        items = OBI_LIST_ITEMS(<PyObject *>levels)
+        # levels are read by borrowed pointers: no reference count is written
+        for k in range(count):
+            o = items[k]
+            if obi_pair_items(o) == NULL:
+                lvl = <object>o
+                if not isinstance(lvl, (list, tuple)):      # a dict or a str has a len() too
+                    raise TypeError(f"book level {lvl!r:.60} is not a [price, quantity] pair")
                 if len(lvl) < 2:
-                    raise ValueError(f"book level {lvl!r} needs a price and a quantity")
+                    raise ValueError(f"book level {lvl!r:.60} needs a price and a quantity")
                 return self._parse_generic(levels, offset)
-            sp = _text_ptr(<object>ps, &np)
-            sq = _text_ptr(<object>qs, &nq)
-            rc = parse_fixed_c(sp, np, self.digits, False, &price, &pdec)
-            if rc != FIXED_OK:
-                raise ValueError("price: " + fixed_error_message(rc, <object>ps, self.digits))
+            ps = obi_pair_items(o)[0]
+            qs = obi_pair_items(o)[1]
+            sp = obi_ascii(ps, &np)
+            if sp == NULL:
+                sp = _text_ptr(<object>ps, &np)
+            sq = obi_ascii(qs, &nq)
+            if sq == NULL:
+                sq = _text_ptr(<object>qs, &nq)
+            lv = &self.scratch[offset + k]
+            if _plain_fixed(sp, np, 0, self.digits, &price, &pdec) != np:
+                rc = parse_fixed_c(sp, np, self.digits, False, &price, &pdec)
+                if rc != FIXED_OK:
+                    raise ValueError("price: " + fixed_error_message(rc, <object>ps, self.digits))
             if price == 0:
                 raise ValueError(f"price: zero price {<object>ps!r} in a book level")
-            rc = parse_fixed_c(sq, nq, self.digits, False, &qty, &qdec)
-            if rc != FIXED_OK:
-                raise ValueError("quantity: " + fixed_error_message(rc, <object>qs, self.digits))
+            if _plain_fixed(sq, nq, 0, self.digits, &qty, &qdec) != nq:
+                rc = parse_fixed_c(sq, nq, self.digits, False, &qty, &qdec)
+                if rc != FIXED_OK:
+                    raise ValueError("quantity: " + fixed_error_message(rc, <object>qs, self.digits))
             if pdec > 255 or qdec > 255:
-                raise ValueError(f"book level {lvl!r}: more than 255 decimals")
-            self.scratch[offset + i].key = price
-            self.scratch[offset + i].qty = qty
-            self.scratch[offset + i].pdec = <uint8_t>pdec
-            self.scratch[offset + i].qdec = <uint8_t>qdec
-            i += 1
+                raise ValueError(f"book level {<object>o!r:.60}: more than 255 decimals")
+            lv.key = price
+            lv.qty = qty
+            lv.pdec = <uint8_t>pdec
+            lv.qdec = <uint8_t>qdec
         return count
 
     # ------------------------------------------------------------ Python API
     def apply_snapshot(self, bids, asks) -> None:
         """Replace the whole book with these levels (decimal strings as received)."""
+        _prefetch_levels(bids, asks)
         cdef Py_ssize_t nb = self._parse(bids, 0)
         cdef Py_ssize_t na = self._parse(asks, nb)
         self._replace_side(self.bids, 0, nb)
@@ -1035,6 +1116,7 @@ cdef class OrderBook:
         an unknown one inserted in order. With ``pack``, also return the levels as a ring
         payload: (packed int64 (price, qty) pairs, bids then asks; n_bids; n_asks; the most
         price decimals; the most quantity decimals)."""
+        _prefetch_levels(bids, asks)
         cdef Py_ssize_t nb = self._parse(bids, 0)
         cdef Py_ssize_t na = self._parse(asks, nb)
         packed = self._pack_scratch(nb + na) if pack else None
