@@ -5,7 +5,8 @@ Stream: a seeded, Binance-shaped market: a 5000-level snapshot per side (8-decim
 then frames of 1-10 level updates concentrated near the top of book (geometric depth), about
 5% deep updates, 20% deletes (some of absent levels), and a mid that walks. Figures:
 - level updates/s from strings: SortedDict book (Decimal keys), OrderBook per level
-  (`apply([[p, q]], [])`), OrderBook per frame (`apply(bids, asks)`, the batch path);
+  (`apply([[p, q]], [])`), OrderBook per frame (`apply(bids, asks)`, the batch path), over
+  lists made up front, and both books again over lists fresh from orjson (as a feed has them);
 - level updates/s from the wire (each frame as the Binance combined stream's JSON text): the
   SortedDict book after orjson, the OrderBook after orjson, and the OrderBook's raw-frame scanner
   (`apply_depth_frame`: scan, sync check and apply in one call, what the synced Binance depth
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sortedcontainers import SortedDict
 
 from obitui.bench.ring import machine_info
@@ -184,6 +186,37 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
             times.append(_timed(lambda: fn(book)))
         rates[name] = n / median(times)
         log(f"updates/s {name:24s} {rates[name] / 1e6:8.3f} M")
+    # the same, with lists fresh from the parser, as a feed applies them: the stream in chunks
+    # of 500 frames, each chunk orjson-loaded untimed right before its frames are applied (the
+    # rows above read 221k levels of Python objects allocated long before, ~45 MB: there the
+    # memory reads of the objects weigh on both books)
+    chunks = [orjson.dumps(frames[i:i + 500]) for i in range(0, len(frames), 500)]
+
+    def fresh(book: Any) -> float:
+        apply, total = book.apply, 0.0
+        gc.collect()
+        gc.disable()
+        try:
+            for c in chunks:
+                loaded = orjson.loads(c)
+                t0 = time.perf_counter()
+                for b, a in loaded:
+                    apply(b, a)
+                total += time.perf_counter() - t0
+                del loaded
+        finally:
+            gc.enable()
+        return total
+
+    for name, make in (("SortedDict (Decimal), fresh lists", SortedDictBook),
+                       ("OrderBook batch, fresh lists", lambda: OrderBook(8))):
+        times = []
+        for _ in range(repeats):
+            book = make()
+            book.apply_snapshot(snap_b, snap_a)
+            times.append(fresh(book))
+        rates[name] = n / median(times)
+        log(f"updates/s {name:38s} {rates[name] / 1e6:8.3f} M")
     # from packed int64 records (the engine's path: ring payloads), no strings involved
     packed = [(_pack(b), _pack(a)) for b, a in frames]
     for name, make in (("SortedDict (int64 records)", SortedDictIntBook),
@@ -205,7 +238,6 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
         rates[name] = n / median(times)
         log(f"updates/s {name:24s} {rates[name] / 1e6:8.3f} M")
     # from the wire: each frame as the Binance combined stream sends it (one text per frame)
-    import orjson
     texts = [orjson.dumps({"stream": "btcusdt@depth@100ms", "data": {
         "e": "depthUpdate", "E": 1_700_000_000_000 + i, "s": "BTCUSDT", "U": 2 * i + 1, "u": 2 * i + 2,
         "b": b, "a": a}}).decode() for i, (b, a) in enumerate(frames)]
@@ -263,6 +295,8 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
     res["ratio_packed_vs_sorteddict_int"] = (rates["OrderBook packed records"]
                                              / rates["SortedDict (int64 records)"])
     res["ratio_batch_vs_sorteddict"] = rates["OrderBook batch"] / rates["SortedDict (Decimal)"]
+    res["ratio_batch_fresh_vs_sorteddict"] = (rates["OrderBook batch, fresh lists"]
+                                              / rates["SortedDict (Decimal), fresh lists"])
     res["ratio_per_level_vs_sorteddict"] = rates["OrderBook per level"] / rates["SortedDict (Decimal)"]
 
     # structure: same int64 stream, no GIL, array book vs std::map
@@ -351,11 +385,13 @@ def markdown(res: dict[str, Any]) -> str:
              f"per side; median of {res['repeats']} runs.", "",
              "| book | input | level updates/s | vs SortedDict, same input |", "|---|---|---:|---:|"]
     for k, v in r.items():
-        kind = "records" if "records" in k else "frames" if "frames" in k else "strings"
+        kind = ("records" if "records" in k else "frames" if "frames" in k else
+                "fresh" if "fresh" in k else "strings")
         base = r[{"records": "SortedDict (int64 records)", "frames": "SortedDict (Decimal), orjson frames",
-                  "strings": "SortedDict (Decimal)"}[kind]]
+                  "strings": "SortedDict (Decimal)", "fresh": "SortedDict (Decimal), fresh lists"}[kind]]
         what = {"records": "packed int64 records", "frames": "frame texts (JSON)",
-                "strings": "decimal strings (parsed lists)"}[kind]
+                "strings": "decimal strings (lists made up front)",
+                "fresh": "decimal strings (lists fresh from orjson)"}[kind]
         lines.append(f"| {k} | {what} | {v / 1e6:.3f} M | {v / base:.1f}x |")
     lines += ["", "| structure (pre-parsed int64, no GIL) | updates/s | top-20 copy + OBI(20) |",
               "|---|---:|---:|",
@@ -383,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"ratio batch/SortedDict from strings: {res['ratio_batch_vs_sorteddict']:.1f}x; "
+        print(f"ratio batch/SortedDict from strings: {res['ratio_batch_vs_sorteddict']:.1f}x (lists made up "
+              f"front), {res['ratio_batch_fresh_vs_sorteddict']:.1f}x (lists fresh from orjson); "
               f"from int64 records: {res['ratio_packed_vs_sorteddict_int']:.1f}x; from frame texts: "
               f"scanner {res['ratio_scan_vs_sorteddict_frames']:.1f}x, orjson + batch "
               f"{res['ratio_orjson_batch_vs_sorteddict_frames']:.1f}x")

@@ -400,6 +400,13 @@ cdef inline bint _eight_digits(uint64_t w) noexcept nogil:
             ((w + <uint64_t>0x0606060606060606) & <uint64_t>0xF0F0F0F0F0F0F0F0) == <uint64_t>0x3030303030303030)
 
 
+cdef inline uint64_t _special_byte(uint64_t w) noexcept nogil:
+    """Non-zero when a byte of ``w`` is '"', a backslash or below 0x20 (SWAR, any byte order)."""
+    cdef uint64_t ones = <uint64_t>0x0101010101010101, high = <uint64_t>0x8080808080808080
+    cdef uint64_t q = w ^ <uint64_t>0x2222222222222222, b = w ^ <uint64_t>0x5C5C5C5C5C5C5C5C
+    return (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - <uint64_t>0x2020202020202020) & ~w)) & high
+
+
 cdef inline uint64_t _eight_value(uint64_t w) noexcept nogil:
     """The value of eight ASCII digits loaded little-endian (the first digit in the low byte)."""
     w -= <uint64_t>0x3030303030303030
@@ -478,6 +485,12 @@ cdef inline Py_ssize_t _json_uint(const char *s, Py_ssize_t n, Py_ssize_t i, int
     float): the index after it, or -1."""
     cdef int64_t v = 0
     cdef Py_ssize_t j = i
+    cdef uint64_t w
+    if _LITTLE_ENDIAN and n - i >= 8:
+        memcpy(&w, s + i, 8)
+        if _eight_digits(w):
+            v = <int64_t>_eight_value(w)
+            j = i + 8
     while j < n and 48 <= s[j] <= 57:
         if j - i >= 18:
             return -1
@@ -516,9 +529,16 @@ cdef inline int _next_or_end(const char *s, Py_ssize_t n, Py_ssize_t *i, char cl
 
 cdef inline Py_ssize_t _string(const char *s, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
     """s[i] must open a string without escapes; the index after its closing quote, or -1."""
+    cdef uint64_t w
     if i >= n or s[i] != 34:
         return -1
     i += 1
+    # eight plain bytes at a time (none a quote, a backslash or a control character)
+    while n - i >= 8:
+        memcpy(&w, s + i, 8)
+        if _special_byte(w):
+            break
+        i += 8
     while i < n:
         if s[i] == 34:
             return i + 1

@@ -253,3 +253,39 @@ def test_packed_records_are_validated() -> None:
         b.apply_packed(struct.pack("<qq", 5, -1), b"")
     b.apply_packed(memoryview(b"\x00" + struct.pack("<qq", 5, 1))[1:], bytearray())  # unaligned
     assert b.bids.fixed_levels() == [(5, 1)]
+
+
+number_text = st.one_of(
+    st.from_regex(r"\A[0-9]{1,22}(\.[0-9]{1,22})?\Z", fullmatch=True),
+    st.text(alphabet="0123456789.-+e x\u00e9", max_size=30),
+    st.builds(lambda a, b, z: f"{a}.{b:0{z}d}", st.integers(0, 10**12), st.integers(0, 10**9), st.integers(0, 20)))
+
+
+@given(number_text, st.integers(0, 18))
+@settings(max_examples=2000, deadline=None)
+def test_level_decimals_read_like_parse_fixed(text: str, digits: int) -> None:
+    """The book reads level strings a word at a time (SWAR) and leaves every text it does not
+    fully read to parse_fixed: the value and the decimals kept must be parse_fixed's, from a
+    list and from a frame's text alike."""
+    from obitui.core.fixed import format_fixed, parse_fixed_decimals
+    try:
+        want = parse_fixed_decimals(text, digits)
+    except ValueError:
+        want = None
+    book = OrderBook(digits)
+    try:
+        book.apply([["1", text]], [])
+    except ValueError:
+        assert want is None, text
+        return
+    assert want is not None, text
+    value, decimals = want
+    assert book.bids.fixed_levels() == ([(10**digits, value)] if value else [])
+    if value:
+        assert book.best_bid() == ("1", format_fixed(value, digits, decimals))
+    frame = '{"e":"depthUpdate","E":1,"s":"X","U":1,"u":1,"b":[["1","%s"]],"a":[]}' % text
+    scanned = OrderBook(digits)
+    if scanned.scan_binance_depth(frame) is not None:     # the scanner may decline, never differ
+        scanned.apply_scanned(False)
+        assert scanned.bids.fixed_levels() == book.bids.fixed_levels()
+        assert scanned.best_bid() == book.best_bid()
