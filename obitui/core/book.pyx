@@ -104,7 +104,11 @@ cdef class BookSide:
             c += lv[n - j].key >= key
         if c < TOP_LINEAR:
             return n - c
-        for j in range(TOP_LINEAR + 1, TOP_NEAR + 1):
+        for j in range(TOP_LINEAR + 1, 2 * TOP_LINEAR + 1):
+            c += lv[n - j].key >= key
+        if c < 2 * TOP_LINEAR:
+            return n - c
+        for j in range(2 * TOP_LINEAR + 1, TOP_NEAR + 1):
             c += lv[n - j].key >= key
         if c < TOP_NEAR:
             return n - c
