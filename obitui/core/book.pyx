@@ -13,7 +13,8 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
 from cpython.bytes cimport (
     PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact, PyBytes_FromStringAndSize,
 )
-from cpython.list cimport PyList_CheckExact, PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.list cimport PyList_CheckExact, PyList_GET_SIZE, PyList_GET_ITEM, PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE, PyTuple_GET_ITEM
@@ -33,12 +34,16 @@ for _i in range(256):
     CRC_TABLE[_i] = _c
 
 
-cdef inline uint32_t crc32_c(const char *buf, Py_ssize_t n) noexcept nogil:
-    cdef uint32_t c = 0xFFFFFFFFU
+cdef inline uint32_t crc32_update(uint32_t c, const char *buf, Py_ssize_t n) noexcept nogil:
+    """Feed ``buf`` to a running CRC32 (start at 0xFFFFFFFF, xor the end with it)."""
     cdef Py_ssize_t i
     for i in range(n):
         c = CRC_TABLE[(c ^ <uint8_t>buf[i]) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFFU
+    return c
+
+
+cdef inline uint32_t crc32_c(const char *buf, Py_ssize_t n) noexcept nogil:
+    return crc32_update(0xFFFFFFFFU, buf, n) ^ 0xFFFFFFFFU
 
 
 cdef enum:
@@ -237,10 +242,12 @@ cdef class BookSide:
         cdef Py_ssize_t i, j = self.n - 1
         if n < 0 or n > self.live:
             n = self.live
-        out = []
+        cdef list out = PyList_New(n)
         for i in range(n):
             j = self.live_at_or_below(j)
-            out.append(_level_strings(&self.lv[j], self.sign, self.digits))
+            lvl = _level_strings(&self.lv[j], self.sign, self.digits)
+            Py_INCREF(lvl)
+            PyList_SET_ITEM(out, i, lvl)
             j -= 1
         return out
 
@@ -306,11 +313,26 @@ cdef object _int128_to_py(obi_int128 v):
     return -r if neg else r
 
 
+cdef extern from *:
+    """
+    /* A new str holding the n ASCII characters at buf (no decoding pass). */
+    static PyObject *obi_ascii_str(const char *buf, Py_ssize_t n) {
+        PyObject *s = PyUnicode_New(n, 127);
+        if (s != NULL) memcpy(PyUnicode_DATA(s), buf, n);
+        return s;
+    }
+    """
+    object obi_ascii_str(const char *buf, Py_ssize_t n)
+
+
 cdef tuple _level_strings(Level *lv, int64_t sign, int digits):
-    cdef char buf[64]
-    cdef Py_ssize_t n1 = format_fixed_c(lv.key * sign, digits, lv.pdec, buf, 64)
-    cdef Py_ssize_t n2 = format_fixed_c(lv.qty, digits, lv.qdec, buf + 32, 32)
-    return (PyUnicode_DecodeASCII(buf, n1, NULL), PyUnicode_DecodeASCII(buf + 32, n2, NULL))
+    """The level's (price, qty) as the original strings (the decimals it was received with)."""
+    cdef char buf[2 * TEXT_CAP]
+    cdef Py_ssize_t n1 = format_fixed_c(lv.key * sign, digits, lv.pdec, buf, TEXT_CAP)
+    cdef Py_ssize_t n2 = format_fixed_c(lv.qty, digits, lv.qdec, buf + TEXT_CAP, TEXT_CAP)
+    if n1 < 0 or n2 < 0:       # cannot happen: the value came from a text with these decimals
+        raise ValueError(f"level {lv.key * sign}/{lv.qty} does not format with {lv.pdec}/{lv.qdec} decimals")
+    return (obi_ascii_str(buf, n1), obi_ascii_str(buf + TEXT_CAP, n2))
 
 
 cdef extern from *:
@@ -561,26 +583,30 @@ cdef inline int _apply_to(BookSide s, const Level *levels, Py_ssize_t n) noexcep
     return 0
 
 
-cdef inline Py_ssize_t _append_level(BookSide side, Py_ssize_t *j, int digits, char *buf,
-                                     Py_ssize_t n) noexcept nogil:
-    """Append ":price:qty" (no leading ':' at the start) of the next live level at index
-    j[0] or deeper, if any, and move j below it."""
+cdef enum:
+    TEXT_CAP = 320          # a level's number as text: sign, 19 digits, '.', up to 255 decimals
+
+
+cdef inline uint32_t _crc_level(BookSide side, Py_ssize_t *j, int digits, uint32_t crc,
+                                bint *first) noexcept nogil:
+    """Feed ":price:qty" (no leading ':' for the very first) of the next live level at index
+    j[0] or deeper, if any, to the running CRC, and move j below it."""
+    cdef char buf[TEXT_CAP]
     cdef Level *lv
     cdef Py_ssize_t k
     j[0] = side.live_at_or_below(j[0])
     if j[0] < 0:
-        return n
+        return crc
     lv = &side.lv[j[0]]
     j[0] -= 1
-    if n:
-        buf[n] = c':'
-        n += 1
-    k = format_fixed_c(lv.key * side.sign, digits, lv.pdec, buf + n, 8192 - n)
-    n += k if k > 0 else 0
-    buf[n] = c':'
-    n += 1
-    k = format_fixed_c(lv.qty, digits, lv.qdec, buf + n, 8192 - n)
-    return n + (k if k > 0 else 0)
+    if not first[0]:
+        crc = crc32_update(crc, b":", 1)
+    first[0] = False
+    k = format_fixed_c(lv.key * side.sign, digits, lv.pdec, buf, TEXT_CAP)
+    crc = crc32_update(crc, buf, k if k > 0 else 0)
+    crc = crc32_update(crc, b":", 1)
+    k = format_fixed_c(lv.qty, digits, lv.qdec, buf, TEXT_CAP)
+    return crc32_update(crc, buf, k if k > 0 else 0)
 
 
 cdef class OrderBook:
@@ -652,14 +678,15 @@ cdef class OrderBook:
         return _top_into(self.asks, n, prices, qtys)
 
     cdef int32_t checksum_c(self, Py_ssize_t depth) noexcept nogil:
-        cdef char buf[8192]
-        cdef Py_ssize_t n = 0, i, jb = self.bids.n - 1, ja = self.asks.n - 1
+        cdef Py_ssize_t i, jb = self.bids.n - 1, ja = self.asks.n - 1
+        cdef uint32_t crc = 0xFFFFFFFFU
+        cdef bint first = True
         if depth > 50:
             depth = 50
         for i in range(depth):
-            n = _append_level(self.bids, &jb, self.digits, buf, n)
-            n = _append_level(self.asks, &ja, self.digits, buf, n)
-        return <int32_t>crc32_c(buf, n)
+            crc = _crc_level(self.bids, &jb, self.digits, crc, &first)
+            crc = _crc_level(self.asks, &ja, self.digits, crc, &first)
+        return <int32_t>(crc ^ 0xFFFFFFFFU)
 
     # ------------------------------------------------------------ parsing
     cdef Py_ssize_t _parse(self, object levels, Py_ssize_t offset) except -1:

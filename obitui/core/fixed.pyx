@@ -6,6 +6,7 @@ decimals as written is kept by callers (``parse_fixed_decimals``) so that ``form
 rebuilds the exchange's original string exactly, which Bitget's checksum needs.
 """
 from libc.stdint cimport int64_t, uint64_t, INT64_MAX
+from libc.string cimport memcpy, memset
 
 cdef enum:
     C_MAX_TEXT = 128
@@ -101,59 +102,99 @@ cdef int parse_fixed_c(const char *s, Py_ssize_t n, int digits, bint allow_sign,
     return FIXED_OK
 
 
+cdef char[200] DIGIT_PAIRS
+for _i in range(100):
+    DIGIT_PAIRS[2 * _i] = 48 + _i // 10
+    DIGIT_PAIRS[2 * _i + 1] = 48 + _i % 10
+
+
+cdef bint _LITTLE_ENDIAN
+cdef uint64_t _endian_probe = 1
+_LITTLE_ENDIAN = (<unsigned char *>&_endian_probe)[0] == 1
+
+
+cdef inline uint64_t _eight_ascii(uint64_t x) noexcept nogil:
+    """The eight ASCII digits of x < 10**8, zero-padded, as one little-endian word (the first
+    digit in the low byte): split into 4+4, 2+2+2+2, then 1+1 per byte with multiplications."""
+    cdef uint64_t v, hi
+    v = (x // 10000) | ((x % 10000) << 32)
+    hi = ((v * 5243) >> 19) & <uint64_t>0x0000007F0000007F           # lane / 100
+    v = hi | ((v - hi * 100) << 16)
+    hi = ((v * 103) >> 10) & <uint64_t>0x000F000F000F000F            # lane / 10
+    v = hi | ((v - hi * 10) << 8)
+    return v | <uint64_t>0x3030303030303030
+
+
 cdef Py_ssize_t format_fixed_c(int64_t value, int digits, int decimals, char *out,
                                Py_ssize_t cap) noexcept nogil:
     """Write the decimal text of ``value`` (``digits`` fractional digits) with exactly
-    ``decimals`` decimals; -1 if non-zero digits would be cut or ``cap`` is too small."""
-    cdef uint64_t mag
+    ``decimals`` decimals; -1 if non-zero digits would be cut or ``cap`` is too small.
+    (Divisions by constants only, two digits a step: the book rebuilds the exchange's strings
+    with this for every level it shows and for every checksum.)"""
+    cdef uint64_t mag, ip, fp, q
     cdef bint neg = value < 0
-    cdef char buf[48]
-    cdef int k = 0, j
+    cdef char fbuf[24]
+    cdef int k, j, shown, nd
     cdef Py_ssize_t n = 0
-    cdef uint64_t ip, fp
     if digits < 0 or digits > 18 or decimals < 0:
         return -1
     mag = (<uint64_t>0 - <uint64_t>value) if neg else <uint64_t>value
-    ip = mag // POW10[digits]
-    fp = mag % POW10[digits]
-    if decimals < digits:
-        if fp % POW10[digits - decimals] != 0:
+    if digits == 8:
+        ip = mag // 100000000
+        fp = mag % 100000000
+    else:
+        ip = mag // POW10[digits]
+        fp = mag % POW10[digits]
+    # all ``digits`` fractional digits, zero-padded, into fbuf[0:digits]
+    j = digits
+    if digits == 8 and _LITTLE_ENDIAN:
+        q = _eight_ascii(fp)
+        memcpy(fbuf, &q, 8)
+        j = 0
+    while j >= 2:
+        q = fp // 100
+        memcpy(fbuf + j - 2, &DIGIT_PAIRS[2 * (fp - q * 100)], 2)
+        fp = q
+        j -= 2
+    if j == 1:
+        fbuf[0] = <char>(48 + fp)
+    shown = decimals if decimals < digits else digits
+    for j in range(shown, digits):             # digits that the decimals would cut must be 0
+        if fbuf[j] != 48:
             return -1
-        fp //= POW10[digits - decimals]
-    if neg:
-        if n >= cap:
-            return -1
-        out[n] = c'-'
-        n += 1
-    # integer part
-    if ip == 0:
-        buf[k] = c'0'
-        k += 1
-    while ip > 0:
-        buf[k] = <char>(c'0' + ip % 10)
-        ip //= 10
-        k += 1
-    if n + k > cap:
+    # integer part: its length first, then written in place from its last digit
+    nd = 1
+    while nd < 19 and ip >= POW10[nd]:
+        nd += 1
+    if neg + nd + (1 + decimals if decimals else 0) > cap:
         return -1
-    for j in range(k):
-        out[n + j] = buf[k - 1 - j]
-    n += k
+    if neg:
+        out[0] = c'-'
+        n = 1
+    n += nd
+    k = <int>n
+    while ip >= 100:
+        q = ip // 100
+        k -= 2
+        memcpy(out + k, &DIGIT_PAIRS[2 * (ip - q * 100)], 2)
+        ip = q
+    if ip >= 10:
+        memcpy(out + k - 2, &DIGIT_PAIRS[2 * ip], 2)
+    else:
+        out[k - 1] = <char>(48 + ip)
     if decimals == 0:
         return n
-    if n + 1 + decimals > cap:
-        return -1
     out[n] = c'.'
     n += 1
-    # the first min(decimals, digits) fractional digits, then zeros
-    cdef int shown = decimals if decimals < digits else digits
-    for j in range(shown - 1, -1, -1):
-        out[n + j] = <char>(c'0' + fp % 10)
-        fp //= 10
+    if shown == 8:
+        memcpy(out + n, fbuf, 8)
+    else:
+        for j in range(shown):
+            out[n + j] = fbuf[j]
     n += shown
     for j in range(decimals - shown):
         out[n + j] = c'0'
-    n += decimals - shown
-    return n
+    return n + decimals - shown
 
 
 cdef str fixed_error_message(int code, object text, int digits):

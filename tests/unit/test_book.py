@@ -289,3 +289,23 @@ def test_level_decimals_read_like_parse_fixed(text: str, digits: int) -> None:
         scanned.apply_scanned(False)
         assert scanned.bids.fixed_levels() == book.bids.fixed_levels()
         assert scanned.best_bid() == book.best_bid()
+
+
+def test_long_decimals_rebuild_exactly() -> None:
+    """Every text parse_fixed takes (up to 128 characters) comes back as it was received, in
+    the views and in the checksum (a fixed 64-byte buffer once failed on 100 decimals)."""
+    price, qty = "1." + "0" * 100, "2." + "0" * 125
+    b = OrderBook(8)
+    b.apply([[price, qty]], [["3." + "0" * 50, "4"]])
+    assert b.best_bid() == (price, qty)
+    assert b.top(1) == ([(price, qty)], [("3." + "0" * 50, "4")])
+    text = f"{price}:{qty}:3.{'0' * 50}:4"
+    crc = zlib.crc32(text.encode())
+    assert bitget_checksum(b) == (crc - (1 << 32) if crc >= 1 << 31 else crc)
+    many = OrderBook(8)      # 50 such levels a side: more text than any fixed checksum buffer
+    many.apply([[f"{i}." + "0" * 100, "1." + "0" * 100] for i in range(1, 60)],
+               [[f"{i}." + "0" * 100, "1." + "0" * 100] for i in range(100, 160)])
+    b_top, a_top = many.top(50)
+    text = ":".join(f"{bp}:{bq}:{ap}:{aq}" for (bp, bq), (ap, aq) in zip(b_top, a_top))
+    crc = zlib.crc32(text.encode())
+    assert bitget_checksum(many, 50) == (crc - (1 << 32) if crc >= 1 << 31 else crc)
