@@ -156,41 +156,33 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
     res: dict[str, Any] = {"machine": machine_info(), "repeats": repeats, "updates": n,
                            "levels_per_side": len(snap_b)}
 
-    def sorted_dict(book: Any) -> None:
+    def over_lists(book: Any) -> float:
         apply = book.apply
-        for b, a in frames:
-            apply(b, a)
 
-    def per_level(book: Any) -> None:
+        def loop() -> None:
+            for b, a in frames:
+                apply(b, a)
+        return _timed(loop)
+
+    def per_level(book: Any) -> float:
         apply = book.apply
         empty: list = []
-        for b, a in frames:
-            for lvl in b:
-                apply([lvl], empty)
-            for lvl in a:
-                apply(empty, [lvl])
 
-    def batch(book: Any) -> None:
-        apply = book.apply
-        for b, a in frames:
-            apply(b, a)
+        def loop() -> None:
+            for b, a in frames:
+                for lvl in b:
+                    apply([lvl], empty)
+                for lvl in a:
+                    apply(empty, [lvl])
+        return _timed(loop)
 
-    rates: dict[str, float] = {}
-    for name, fn, make in (("SortedDict (Decimal)", sorted_dict, SortedDictBook),
-                           ("OrderBook per level", per_level, lambda: OrderBook(8)),
-                           ("OrderBook batch", batch, lambda: OrderBook(8))):
-        times = []
-        for _ in range(repeats):
-            book = make()
-            book.apply_snapshot(snap_b, snap_a)   # not timed: the rates are per update
-            times.append(_timed(lambda: fn(book)))
-        rates[name] = n / median(times)
-        log(f"updates/s {name:24s} {rates[name] / 1e6:8.3f} M")
-    # the same, with lists fresh from the parser, as a feed applies them: the stream in chunks
-    # of 500 frames, each chunk orjson-loaded untimed right before its frames are applied (the
-    # rows above read 221k levels of Python objects allocated long before, ~45 MB: there the
-    # memory reads of the objects weigh on both books)
-    chunks = [orjson.dumps(frames[i:i + 500]) for i in range(0, len(frames), 500)]
+    # the same, with lists fresh from the parser, as a feed applies them (it parses a frame and
+    # applies it at once): the stream in chunks of 100 frames (~550 levels, ~110 KB of objects,
+    # within a core's L2 as one frame's are), each orjson-loaded untimed right before its frames
+    # are applied; two clock reads per 100 frames keep the timing overhead under 0.5%. The rows
+    # above read 221k levels of Python objects allocated long before (~45 MB), where memory
+    # reads of the objects weigh on both books.
+    chunks = [orjson.dumps(frames[i:i + 100]) for i in range(0, len(frames), 100)]
 
     def fresh(book: Any) -> float:
         apply, total = book.apply, 0.0
@@ -208,69 +200,87 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
             gc.enable()
         return total
 
-    for name, make in (("SortedDict (Decimal), fresh lists", SortedDictBook),
-                       ("OrderBook batch, fresh lists", lambda: OrderBook(8))):
-        times = []
-        for _ in range(repeats):
-            book = make()
-            book.apply_snapshot(snap_b, snap_a)
-            times.append(fresh(book))
-        rates[name] = n / median(times)
-        log(f"updates/s {name:38s} {rates[name] / 1e6:8.3f} M")
     # from packed int64 records (the engine's path: ring payloads), no strings involved
     packed = [(_pack(b), _pack(a)) for b, a in frames]
-    for name, make in (("SortedDict (int64 records)", SortedDictIntBook),
-                       ("OrderBook packed records", lambda: OrderBook(8))):
-        times = []
-        for _ in range(repeats):
-            book = make()
-            if isinstance(book, OrderBook):
-                book.apply_snapshot_packed(_pack(snap_b), _pack(snap_a))
-                apply = book.apply_packed
-            else:
-                book.apply_packed(_pack(snap_b), _pack(snap_a))
-                apply = book.apply_packed
+    snap_packed = (_pack(snap_b), _pack(snap_a))
 
-            def loop() -> None:
-                for b, a in packed:
-                    apply(b, a)
-            times.append(_timed(loop))
-        rates[name] = n / median(times)
-        log(f"updates/s {name:24s} {rates[name] / 1e6:8.3f} M")
+    def over_packed(book: Any) -> float:
+        apply = book.apply_packed
+
+        def loop() -> None:
+            for b, a in packed:
+                apply(b, a)
+        return _timed(loop)
+
+    def int_book() -> SortedDictIntBook:
+        book = SortedDictIntBook()
+        book.apply_packed(*snap_packed)
+        return book
+
+    def packed_book() -> OrderBook:
+        book = OrderBook(8)
+        book.apply_snapshot_packed(*snap_packed)
+        return book
+
     # from the wire: each frame as the Binance combined stream sends it (one text per frame)
     texts = [orjson.dumps({"stream": "btcusdt@depth@100ms", "data": {
         "e": "depthUpdate", "E": 1_700_000_000_000 + i, "s": "BTCUSDT", "U": 2 * i + 1, "u": 2 * i + 2,
         "b": b, "a": a}}).decode() for i, (b, a) in enumerate(frames)]
 
-    def sd_frames(book: Any) -> None:
+    def orjson_frames(book: Any) -> float:
         loads, apply = orjson.loads, book.apply
-        for t in texts:
-            d = loads(t)["data"]
-            apply(d["b"], d["a"])
 
-    def ob_orjson(book: Any) -> None:
-        loads, apply = orjson.loads, book.apply
-        for t in texts:
-            d = loads(t)["data"]
-            apply(d["b"], d["a"])
+        def loop() -> None:
+            for t in texts:
+                d = loads(t)["data"]
+                apply(d["b"], d["a"])
+        return _timed(loop)
 
-    def ob_scan(book: Any) -> None:
+    def one_call(book: Any) -> float:
         apply = book.apply_depth_frame
-        for t in texts:
-            apply(t, False, False, False)   # the same work as the SortedDict book: no ring payload
-        if book.update_id != 2 * len(texts):
-            raise RuntimeError("the one-call path did not apply every frame")
 
-    for name, fn, make in (("SortedDict (Decimal), orjson frames", sd_frames, SortedDictBook),
-                           ("OrderBook, orjson + batch (frames)", ob_orjson, lambda: OrderBook(8)),
-                           ("OrderBook, raw-frame scanner (frames)", ob_scan, lambda: OrderBook(8))):
-        times = []
-        for _ in range(repeats):
+        def loop() -> None:
+            for t in texts:
+                apply(t, False, False, False)
+        took = _timed(loop)
+        if book.update_id != 2 * len(texts):   # same work as the SortedDict book: no ring payload
+            raise RuntimeError("the one-call path did not apply every frame")
+        return took
+
+    def strings_book(make: Callable[[], Any]) -> Callable[[], Any]:
+        def build() -> Any:
             book = make()
-            book.apply_snapshot(snap_b, snap_a)
-            times.append(_timed(lambda: fn(book)))
-        rates[name] = n / median(times)
-        log(f"updates/s {name:38s} {rates[name] / 1e6:8.3f} M")
+            book.apply_snapshot(snap_b, snap_a)   # not timed: the rates are per update
+            return book
+        return build
+
+    sd, ob = strings_book(SortedDictBook), strings_book(lambda: OrderBook(8))
+    groups = [
+        [("SortedDict (Decimal)", sd, over_lists), ("OrderBook per level", ob, per_level),
+         ("OrderBook batch", ob, over_lists)],
+        [("SortedDict (Decimal), fresh lists", sd, fresh), ("OrderBook batch, fresh lists", ob, fresh)],
+        [("SortedDict (int64 records)", int_book, over_packed),
+         ("OrderBook packed records", packed_book, over_packed)],
+        [("SortedDict (Decimal), orjson frames", sd, orjson_frames),
+         ("OrderBook, orjson + batch (frames)", ob, orjson_frames),
+         ("OrderBook, raw-frame scanner (frames)", ob, one_call)],
+    ]
+    rates: dict[str, float] = {}
+    ratios: dict[str, float] = {}
+    for group in groups:
+        # one round = the baseline and each variant back to back, so that a slow spell of the
+        # machine weighs on both sides of a ratio; ratios are the median of the rounds' ratios
+        times: dict[str, list[float]] = {name: [] for name, _, _ in group}
+        for _ in range(repeats):
+            for name, build, timed in group:
+                times[name].append(timed(build()))
+        base = group[0][0]
+        for name, _, _ in group:
+            rates[name] = n / median(times[name])
+            ratios[name] = median([b / t for b, t in zip(times[base], times[name])])
+            log(f"updates/s {name:38s} {rates[name] / 1e6:8.3f} M  {ratios[name]:5.1f}x")
+    res["ratios"] = ratios
+
     # where the scanner path's time goes: the scan alone, per frame
     def scan_only(book: Any) -> None:
         scan = book.scan_binance_depth
@@ -288,16 +298,12 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
     log(f"scanner path per frame: scan {res['scanner_split_ns_per_frame']['scan']} ns, scan + apply "
         f"{res['scanner_split_ns_per_frame']['scan_and_apply']} ns ({n / len(texts):.1f} levels/frame)")
     res["updates_per_s"] = rates
-    res["ratio_scan_vs_sorteddict_frames"] = (rates["OrderBook, raw-frame scanner (frames)"]
-                                              / rates["SortedDict (Decimal), orjson frames"])
-    res["ratio_orjson_batch_vs_sorteddict_frames"] = (rates["OrderBook, orjson + batch (frames)"]
-                                                      / rates["SortedDict (Decimal), orjson frames"])
-    res["ratio_packed_vs_sorteddict_int"] = (rates["OrderBook packed records"]
-                                             / rates["SortedDict (int64 records)"])
-    res["ratio_batch_vs_sorteddict"] = rates["OrderBook batch"] / rates["SortedDict (Decimal)"]
-    res["ratio_batch_fresh_vs_sorteddict"] = (rates["OrderBook batch, fresh lists"]
-                                              / rates["SortedDict (Decimal), fresh lists"])
-    res["ratio_per_level_vs_sorteddict"] = rates["OrderBook per level"] / rates["SortedDict (Decimal)"]
+    res["ratio_scan_vs_sorteddict_frames"] = ratios["OrderBook, raw-frame scanner (frames)"]
+    res["ratio_orjson_batch_vs_sorteddict_frames"] = ratios["OrderBook, orjson + batch (frames)"]
+    res["ratio_packed_vs_sorteddict_int"] = ratios["OrderBook packed records"]
+    res["ratio_batch_vs_sorteddict"] = ratios["OrderBook batch"]
+    res["ratio_batch_fresh_vs_sorteddict"] = ratios["OrderBook batch, fresh lists"]
+    res["ratio_per_level_vs_sorteddict"] = ratios["OrderBook per level"]
 
     # structure: same int64 stream, no GIL, array book vs std::map
     side, price, qty = array("q"), array("q"), array("q")
@@ -387,12 +393,10 @@ def markdown(res: dict[str, Any]) -> str:
     for k, v in r.items():
         kind = ("records" if "records" in k else "frames" if "frames" in k else
                 "fresh" if "fresh" in k else "strings")
-        base = r[{"records": "SortedDict (int64 records)", "frames": "SortedDict (Decimal), orjson frames",
-                  "strings": "SortedDict (Decimal)", "fresh": "SortedDict (Decimal), fresh lists"}[kind]]
         what = {"records": "packed int64 records", "frames": "frame texts (JSON)",
                 "strings": "decimal strings (lists made up front)",
                 "fresh": "decimal strings (lists fresh from orjson)"}[kind]
-        lines.append(f"| {k} | {what} | {v / 1e6:.3f} M | {v / base:.1f}x |")
+        lines.append(f"| {k} | {what} | {v / 1e6:.3f} M | {res['ratios'][k]:.1f}x |")
     lines += ["", "| structure (pre-parsed int64, no GIL) | updates/s | top-20 copy + OBI(20) |",
               "|---|---:|---:|",
               f"| sorted array, best at the end (chosen) | {s['array_updates_per_s'] / 1e6:.1f} M | "

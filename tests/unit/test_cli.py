@@ -53,3 +53,21 @@ def test_core_imports_neither_textual_nor_rich() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == []
+
+
+@pytest.mark.timeout(120)
+def test_bench_book_quick_runs_every_row() -> None:
+    """The book benchmark's own checks (every frame applied by the one-call path, the array and
+    std::map books agreeing) run, and every row the report names is there. No speed is judged
+    here: figures belong in BENCHMARKS.md."""
+    res = run("bench", "book", "--quick", "--repeats", "1", "--json", timeout=110)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    rows = {"SortedDict (Decimal)", "OrderBook per level", "OrderBook batch",
+            "SortedDict (Decimal), fresh lists", "OrderBook batch, fresh lists",
+            "SortedDict (int64 records)", "OrderBook packed records",
+            "SortedDict (Decimal), orjson frames", "OrderBook, orjson + batch (frames)",
+            "OrderBook, raw-frame scanner (frames)"}
+    assert set(out["updates_per_s"]) == rows == set(out["ratios"])
+    assert all(v > 0 for v in out["updates_per_s"].values())
+    assert out["structure"]["array_updates_per_s"] > 0 and out["orderbook_bytes_per_10k"] > 0
