@@ -627,6 +627,8 @@ cdef class OrderBook:
         self.scratch_cap = 0
         self._scanned = -1
         self._scanned_bids = 0
+        self._frame_ok = False
+        self._frame_payload = None
         self.update_id = 0
         self.valid = False
 
@@ -1123,15 +1125,19 @@ cdef class OrderBook:
         U <= update_id + 1 <= u; USD-M futures pu == update_id, or right after a snapshot
         (``awaiting_first``) U <= update_id <= u. Applied: ``update_id`` becomes u.
 
-        Returns None when the frame is not the plain shape (take the orjson path), else
-        (applied, U, u, E, pu, payload): payload is the ring payload of ``apply(..., pack=True)``
-        when applied with ``pack``, else None. A frame that is not the next event is left
-        untouched (applied False): the caller's sync rules say whether it is old or a gap."""
+        Returns None when the frame is not the plain shape (take the orjson path; nothing is
+        kept), True when applied, False when it is not the next event (left untouched: the
+        caller's sync rules say whether it is old or a gap). After True or False,
+        ``frame_ids`` is the frame's (U, u, E, pu) and ``frame_payload`` the ring payload of
+        ``apply(..., pack=True)`` when applied with ``pack``, else None. (Nothing is built for
+        the caller that it does not ask for.)"""
         cdef Py_ssize_t n, nb = 0, na = 0
         cdef const char *s
-        cdef int64_t ids[5]
+        cdef int64_t *ids = self._frame_ids
         cdef bint nxt
         cdef int64_t bid = <int64_t>self.update_id
+        self._frame_payload = None
+        self._frame_ok = False
         if isinstance(text, str):
             s = PyUnicode_AsUTF8AndSize(text, &n)
         elif PyBytes_CheckExact(text):
@@ -1141,6 +1147,7 @@ cdef class OrderBook:
             return None
         if self._scan_frame(s, n, ids, &nb, &na) < 0:
             return None
+        self._frame_ok = True
         self._scanned = -1
         if self.update_id > <uint64_t>0x7FFFFFFFFFFFFFFE:
             nxt = False                          # beyond any scanned id: the rules decide
@@ -1151,16 +1158,28 @@ cdef class OrderBook:
         else:
             nxt = ids[0] <= bid + 1 <= ids[1]
         if not nxt:
-            return False, ids[0], ids[1], ids[2], ids[3], None
-        payload = None
+            return False
         if pack:
-            payload = self._pack_scratch(nb + na) + (nb, na, self._max_dec(nb + na, 0),
-                                                     self._max_dec(nb + na, 1))
+            self._frame_payload = self._pack_scratch(nb + na) + (
+                nb, na, self._max_dec(nb + na, 0), self._max_dec(nb + na, 1))
         if self.apply_levels(0, self.scratch, nb) < 0 or self.apply_levels(1, self.scratch + nb, na) < 0:
             raise MemoryError()
         self.check_crossed()
         self.update_id = <uint64_t>ids[1]
-        return True, ids[0], ids[1], ids[2], ids[3], payload
+        return True
+
+    @property
+    def frame_ids(self):
+        """(U, u, E, pu) of the last frame ``apply_depth_frame`` read (pu -1 when absent), or
+        None if that call declined its frame."""
+        if not self._frame_ok:
+            return None
+        return self._frame_ids[0], self._frame_ids[1], self._frame_ids[2], self._frame_ids[3]
+
+    @property
+    def frame_payload(self):
+        """The ring payload of the last frame ``apply_depth_frame`` applied with ``pack``."""
+        return self._frame_payload
 
     def apply(self, bids, asks, bint pack=False):
         """Apply absolute quantities: 0 deletes (absent is fine), a known price is replaced,

@@ -109,13 +109,14 @@ class BinanceDepthFeed(BinanceFeed):
         levels (no Python object per level) and applies it when it is the next event. False
         when the scanner declines the frame's shape: the orjson path then handles it, errors
         included."""
-        sync = self.sync
-        res = self.book.apply_depth_frame(text, sync.futures, sync.awaiting_first, True)
-        if res is None:
+        sync, book = self.sync, self.book
+        applied = book.apply_depth_frame(text, sync.futures, sync.awaiting_first, True)
+        if applied is None:
             return False
-        applied, first, last, event_ms, pu, packed = res
+        first, last, event_ms, pu = book.frame_ids
         self.note_exchange_time(event_ms, recv_ns)
         if applied:
+            packed = book.frame_payload
             sync.applied(last, packed)
             self.push_book(Kind.BOOK_DELTA, packed, first, last, event_ms * 1_000_000, recv_ns)
             return True

@@ -169,9 +169,10 @@ def test_one_call_applies_exactly_what_the_sync_rules_apply(futures: bool, await
         book.update_id = bid
     sync = DepthSync(slow, futures=futures)
     sync.synced, sync.awaiting_first, sync.last_u = True, awaiting, bid
-    res = fast.apply_depth_frame(text, futures, awaiting, True)
-    assert res is not None and fast.scan_layout == 1
-    applied, rU, ru, E, rpu, payload = res
+    applied = fast.apply_depth_frame(text, futures, awaiting, True)
+    assert applied is not None and fast.scan_layout == 1
+    rU, ru, E, rpu = fast.frame_ids
+    payload = fast.frame_payload
     assert (rU, ru, E, rpu) == (U, u, 1, pu if futures and pu is not None else -1)
     verdict = sync.continuity(U, u, rpu if rpu >= 0 else None)
     assert applied == (verdict is None)
@@ -187,11 +188,16 @@ def test_one_call_applies_exactly_what_the_sync_rules_apply(futures: bool, await
 
 def test_one_call_declines_and_guards() -> None:
     b = OrderBook(8)
-    assert b.apply_depth_frame("not json") is None
-    assert b.apply_depth_frame(b'{"e":"depthUpdate","U":1,"u":2,"b":[["1","1"]],"a":[]}', pack=False) == (
-        True, 1, 2, 0, -1, None)
+    assert b.frame_ids is None and b.frame_payload is None
+    assert b.apply_depth_frame(b'{"e":"depthUpdate","U":1,"u":2,"b":[["1","1"]],"a":[]}', pack=False) is True
+    assert b.frame_ids == (1, 2, 0, -1) and b.frame_payload is None
     assert b.update_id == 2 and len(b) == 1
+    assert b.apply_depth_frame('{"e":"depthUpdate","U":3,"u":3,"b":[],"a":[["5","2"]]}') is True
+    assert b.frame_payload == OrderBook(8).apply([], [["5", "2"]], True)
+    assert b.apply_depth_frame("not json") is None
+    assert b.frame_ids is None and b.frame_payload is None     # nothing kept from a declined frame
     b.update_id = 2**64 - 1                    # no id can follow: the rules decide, nothing applied
-    assert b.apply_depth_frame('{"e":"depthUpdate","U":3,"u":4,"b":[["2","1"]],"a":[]}')[0] is False
-    assert len(b) == 1
-    assert b.apply_depth_frame(123) is None
+    assert b.apply_depth_frame('{"e":"depthUpdate","U":3,"u":4,"b":[["2","1"]],"a":[]}') is False
+    assert b.frame_ids == (3, 4, 0, -1) and b.frame_payload is None
+    assert len(b) == 2
+    assert b.apply_depth_frame(123) is None and b.frame_ids is None
