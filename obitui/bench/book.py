@@ -40,6 +40,7 @@ from obitui.core.book import OrderBook
 from obitui.core.fixed import parse_fixed
 
 TICK = 1_000_000  # 0.01 in 8-digit fixed point
+SEGMENTS = 4      # a round walks the stream in this many turns per variant
 
 
 def _s(v: int) -> str:
@@ -156,61 +157,57 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
     res: dict[str, Any] = {"machine": machine_info(), "repeats": repeats, "updates": n,
                            "levels_per_side": len(snap_b)}
 
-    def over_lists(book: Any) -> float:
-        apply = book.apply
+    # Each variant applies frames[lo:hi] to its book and returns the seconds that took. A round
+    # walks the stream in SEGMENTS, every variant of a group taking each segment in turn, so a
+    # slow spell of this shared machine weighs on both sides of a ratio; the ratio of a round is
+    # its total times' ratio, and the reported one the median over the rounds.
+    def over_lists(book: Any, lo: int, hi: int) -> float:
+        apply, part = book.apply, frames[lo:hi]
+        t0 = time.perf_counter()
+        for b, a in part:
+            apply(b, a)
+        return time.perf_counter() - t0
 
-        def loop() -> None:
-            for b, a in frames:
-                apply(b, a)
-        return _timed(loop)
-
-    def per_level(book: Any) -> float:
-        apply = book.apply
+    def per_level(book: Any, lo: int, hi: int) -> float:
+        apply, part = book.apply, frames[lo:hi]
         empty: list = []
-
-        def loop() -> None:
-            for b, a in frames:
-                for lvl in b:
-                    apply([lvl], empty)
-                for lvl in a:
-                    apply(empty, [lvl])
-        return _timed(loop)
+        t0 = time.perf_counter()
+        for b, a in part:
+            for lvl in b:
+                apply([lvl], empty)
+            for lvl in a:
+                apply(empty, [lvl])
+        return time.perf_counter() - t0
 
     # the same, with lists fresh from the parser, as a feed applies them (it parses a frame and
-    # applies it at once): the stream in chunks of 100 frames (~550 levels, ~110 KB of objects,
-    # within a core's L2 as one frame's are), each orjson-loaded untimed right before its frames
-    # are applied; two clock reads per 100 frames keep the timing overhead under 0.5%. The rows
+    # applies it at once): chunks of 100 frames (~550 levels, ~110 KB of objects, within a
+    # core's L2 as one frame's are), each orjson-loaded untimed right before its frames are
+    # applied; two clock reads per 100 frames keep the timing overhead under 0.5%. The rows
     # above read 221k levels of Python objects allocated long before (~45 MB), where memory
     # reads of the objects weigh on both books.
-    chunks = [orjson.dumps(frames[i:i + 100]) for i in range(0, len(frames), 100)]
+    chunk = 100
+    chunks = [orjson.dumps(frames[i:i + chunk]) for i in range(0, len(frames), chunk)]
 
-    def fresh(book: Any) -> float:
+    def fresh(book: Any, lo: int, hi: int) -> float:
         apply, total = book.apply, 0.0
-        gc.collect()
-        gc.disable()
-        try:
-            for c in chunks:
-                loaded = orjson.loads(c)
-                t0 = time.perf_counter()
-                for b, a in loaded:
-                    apply(b, a)
-                total += time.perf_counter() - t0
-                del loaded
-        finally:
-            gc.enable()
+        for c in chunks[lo // chunk:(hi + chunk - 1) // chunk]:
+            loaded = orjson.loads(c)
+            t0 = time.perf_counter()
+            for b, a in loaded:
+                apply(b, a)
+            total += time.perf_counter() - t0
         return total
 
     # from packed int64 records (the engine's path: ring payloads), no strings involved
     packed = [(_pack(b), _pack(a)) for b, a in frames]
     snap_packed = (_pack(snap_b), _pack(snap_a))
 
-    def over_packed(book: Any) -> float:
-        apply = book.apply_packed
-
-        def loop() -> None:
-            for b, a in packed:
-                apply(b, a)
-        return _timed(loop)
+    def over_packed(book: Any, lo: int, hi: int) -> float:
+        apply, part = book.apply_packed, packed[lo:hi]
+        t0 = time.perf_counter()
+        for b, a in part:
+            apply(b, a)
+        return time.perf_counter() - t0
 
     def int_book() -> SortedDictIntBook:
         book = SortedDictIntBook()
@@ -227,23 +224,21 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
         "e": "depthUpdate", "E": 1_700_000_000_000 + i, "s": "BTCUSDT", "U": 2 * i + 1, "u": 2 * i + 2,
         "b": b, "a": a}}).decode() for i, (b, a) in enumerate(frames)]
 
-    def orjson_frames(book: Any) -> float:
-        loads, apply = orjson.loads, book.apply
+    def orjson_frames(book: Any, lo: int, hi: int) -> float:
+        loads, apply, part = orjson.loads, book.apply, texts[lo:hi]
+        t0 = time.perf_counter()
+        for t in part:
+            d = loads(t)["data"]
+            apply(d["b"], d["a"])
+        return time.perf_counter() - t0
 
-        def loop() -> None:
-            for t in texts:
-                d = loads(t)["data"]
-                apply(d["b"], d["a"])
-        return _timed(loop)
-
-    def one_call(book: Any) -> float:
-        apply = book.apply_depth_frame
-
-        def loop() -> None:
-            for t in texts:
-                apply(t, False, False, False)
-        took = _timed(loop)
-        if book.update_id != 2 * len(texts):   # same work as the SortedDict book: no ring payload
+    def one_call(book: Any, lo: int, hi: int) -> float:
+        apply, part = book.apply_depth_frame, texts[lo:hi]
+        t0 = time.perf_counter()
+        for t in part:
+            apply(t, False, False, False)   # the same work as the SortedDict book: no ring payload
+        took = time.perf_counter() - t0
+        if book.update_id != 2 * hi:
             raise RuntimeError("the one-call path did not apply every frame")
         return took
 
@@ -265,15 +260,25 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
          ("OrderBook, orjson + batch (frames)", ob, orjson_frames),
          ("OrderBook, raw-frame scanner (frames)", ob, one_call)],
     ]
+    step = max(chunk, len(frames) // SEGMENTS // chunk * chunk)
     rates: dict[str, float] = {}
     ratios: dict[str, float] = {}
     for group in groups:
-        # one round = the baseline and each variant back to back, so that a slow spell of the
-        # machine weighs on both sides of a ratio; ratios are the median of the rounds' ratios
         times: dict[str, list[float]] = {name: [] for name, _, _ in group}
         for _ in range(repeats):
-            for name, build, timed in group:
-                times[name].append(timed(build()))
+            books = [build() for _, build, _ in group]
+            total = [0.0] * len(group)
+            gc.collect()
+            gc.disable()    # the cyclic GC off in every timed section, for every variant alike
+            try:
+                for lo in range(0, len(frames), step):
+                    for k, (_, _, timed) in enumerate(group):
+                        total[k] += timed(books[k], lo, min(lo + step, len(frames)))
+            finally:
+                gc.enable()
+            for k, (name, _, _) in enumerate(group):
+                times[name].append(total[k])
+            del books
         base = group[0][0]
         for name, _, _ in group:
             rates[name] = n / median(times[name])

@@ -54,6 +54,27 @@ cdef enum:
     TOMB_MIN = 64          # compact once tombstones exceed this and a quarter of the live levels
 
 
+cdef inline void _shift_down(Level *at, Py_ssize_t count) noexcept nogil:
+    """at[0:count] = at[1:count + 1]: a short run (near the top) copied in place, a long one
+    by memmove."""
+    cdef Py_ssize_t i
+    if count > 16:
+        memmove(at, at + 1, count * sizeof(Level))
+        return
+    for i in range(count):
+        at[i] = at[i + 1]
+
+
+cdef inline void _shift_up(Level *at, Py_ssize_t count) noexcept nogil:
+    """at[1:count + 1] = at[0:count]."""
+    cdef Py_ssize_t i
+    if count > 16:
+        memmove(at + 1, at, count * sizeof(Level))
+        return
+    for i in range(count, 0, -1):
+        at[i] = at[i - 1]
+
+
 cdef class BookSide:
     """One side of the book. ``len(side)`` is its number of levels.
 
@@ -139,7 +160,7 @@ cdef class BookSide:
                 return 0
             self.live -= 1
             if pos == self.n - 1 or self.n - pos <= self.tomb_depth:
-                memmove(&lv[pos], &lv[pos + 1], (self.n - pos - 1) * sizeof(Level))
+                _shift_down(lv + pos, self.n - pos - 1)
                 self.n -= 1
                 while self.n > 0 and lv[self.n - 1].qty == 0:   # the best stays a live level
                     self.n -= 1
@@ -187,7 +208,7 @@ cdef class BookSide:
         if self.reserve(self.n + 1) < 0:
             return -1
         lv = self.lv
-        memmove(&lv[pos + 1], &lv[pos], (self.n - pos) * sizeof(Level))
+        _shift_up(lv + pos, self.n - pos)
         lv[pos].key = key
         lv[pos].qty = qty
         lv[pos].pdec = pdec
