@@ -309,3 +309,23 @@ def test_long_decimals_rebuild_exactly() -> None:
     text = ":".join(f"{bp}:{bq}:{ap}:{aq}" for (bp, bq), (ap, aq) in zip(b_top, a_top))
     crc = zlib.crc32(text.encode())
     assert bitget_checksum(many, 50) == (crc - (1 << 32) if crc >= 1 << 31 else crc)
+
+
+def test_stub_names_every_public_attribute() -> None:
+    """obitui/core/book.pyi is what editors and type checkers see: it must not fall behind."""
+    import ast
+    from pathlib import Path
+
+    import obitui.core.book as mod
+    tree = ast.parse(Path(mod.__file__).with_name("book.pyi").read_text())
+    stub: dict[str, set[str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            stub[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)} | {
+                n.target.id for n in node.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+        elif isinstance(node, ast.FunctionDef):
+            stub.setdefault("", set()).add(node.name)
+    for cls in (mod.OrderBook, mod.BookSide):
+        public = {n for n in dir(cls) if not n.startswith("_")}
+        assert public <= stub[cls.__name__], public - stub[cls.__name__]
+    assert {"bitget_checksum", "crc32_signed"} <= stub[""]
