@@ -19,7 +19,7 @@ from typing import Any
 from obitui.config import Config, FeedConfig
 from obitui.core.book import OrderBook
 from obitui.core.records import (
-    SIDE_BUY, Kind, RecordError, decode_book, decode_invalid, decode_ticker, decode_trade,
+    SIDE_BUY, Kind, RecordError, decode_invalid, decode_ticker, decode_trade,
 )
 from obitui.core.ring import Ring, RingError
 from obitui.core.stats import BookSlotWriter, Command, StatsBlock, hist_bucket, publish_engine
@@ -48,8 +48,6 @@ class EngineBook:
     label: str
     book: OrderBook
     slot: BookSlotWriter
-    pdec: int = 8
-    qdec: int = 8
     invalidations: int = 0
     applied: int = 0
     dirty: bool = True
@@ -124,20 +122,13 @@ class Engine:
             if kind == Kind.BOOK_DELTA or kind == Kind.BOOK_SNAPSHOT:
                 if eb is None:
                     return
-                rec = decode_book(payload)
-                if kind == Kind.BOOK_SNAPSHOT:
-                    eb.book.apply_snapshot_packed(rec.bids, rec.asks, rec.pdec, rec.qdec)
-                    eb.book.valid = True
-                    eb.pdec, eb.qdec = max(rec.pdec, 0), max(rec.qdec, 0)
-                elif eb.book.valid:
-                    eb.book.apply_packed(rec.bids, rec.asks, rec.pdec, rec.qdec)
-                    eb.pdec, eb.qdec = max(eb.pdec, rec.pdec), max(eb.qdec, rec.qdec)
-                else:
-                    return      # waiting for a snapshot
-                eb.book.update_id = rec.last_id
+                # header check, levels and update id in one Cython call (decode_book's rules)
+                recv_ns = eb.book.apply_record(payload, kind == Kind.BOOK_SNAPSHOT)
+                if recv_ns < 0:
+                    return      # a delta while waiting for a snapshot
                 eb.applied += 1
                 eb.dirty = True
-                eb.slot.hist[hist_bucket(time.time_ns() - rec.recv_ns)] += 1
+                eb.slot.hist[hist_bucket(time.time_ns() - recv_ns)] += 1
             elif kind == Kind.TRADE:
                 _, side, exch, recv, tid, price, qty = decode_trade(payload)
                 if eb is not None:
@@ -182,7 +173,7 @@ class Engine:
             sq = sum(q for _, s, q in eb.trades if s != SIDE_BUY)
             bn = sum(1 for _, s, _ in eb.trades if s == SIDE_BUY)
             eb.slot.publish(valid=bool(b.valid), crossed=bool(b.crossed), update_id=b.update_id,
-                            pdec=eb.pdec, qdec=eb.qdec, bids=b.bids.fixed_levels(20),
+                            pdec=b.shown_pdec, qdec=b.shown_qdec, bids=b.bids.fixed_levels(20),
                             asks=b.asks.fixed_levels(20), obi=obi,
                             flow=(bq, sq, bn, len(eb.trades) - bn), last_trade=eb.last_trade,
                             invalidations=eb.invalidations, records_applied=eb.applied)

@@ -49,6 +49,8 @@ cdef class OrderBook:
     cdef int64_t _frame_ids[5]     # U, u, E, pu of the last apply_depth_frame (+ scratch)
     cdef bint _frame_ok
     cdef object _frame_payload
+    cdef readonly int shown_pdec    # the most decimals of the records applied since the last snapshot
+    cdef readonly int shown_qdec
     cdef readonly int scan_layout   # the last scanned frame: 1 Binance's exact layout, 2 another one, 0 declined
     cdef int apply_levels(self, int side, const Level *levels, Py_ssize_t n) noexcept nogil
     cdef void clear(self) noexcept nogil

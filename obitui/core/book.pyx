@@ -605,6 +605,7 @@ cdef inline int _apply_to(BookSide s, const Level *levels, Py_ssize_t n) noexcep
 
 
 cdef enum:
+    RECORD_HEADER = 48      # obitui.core.records.BOOK_HEADER.size
     TEXT_CAP = 320          # a level's number as text: sign, 19 digits, '.', up to 255 decimals
 
 
@@ -650,6 +651,8 @@ cdef class OrderBook:
         self._scanned_bids = 0
         self._frame_ok = False
         self._frame_payload = None
+        self.shown_pdec = 8
+        self.shown_qdec = 8
         self.update_id = 0
         self.valid = False
 
@@ -1346,6 +1349,52 @@ cdef class OrderBook:
             raise MemoryError()
         self.check_crossed()
         return 0
+
+    def apply_record(self, payload, bint snapshot):
+        """Apply a BOOK_SNAPSHOT (``snapshot``) or BOOK_DELTA ring record whole (the layout of
+        obitui.core.records: a 48-byte little-endian header, then packed (price, qty) pairs),
+        the engine's one call per record: the header is checked as ``decode_book`` checks it
+        and the levels as ``apply_packed`` does (ValueError naming the problem, the book
+        unchanged). A snapshot replaces the book and makes it valid; a delta to an invalid book
+        is not applied (-1: waiting for a snapshot). Then ``update_id`` is the record's last id,
+        ``shown_pdec`` / ``shown_qdec`` the most decimals since the snapshot, and the record's
+        receive time (ns) is returned."""
+        cdef Py_buffer view
+        cdef const char *p
+        cdef Py_ssize_t n
+        cdef uint8_t pdec, qdec
+        cdef uint32_t nb, na
+        cdef int64_t recv_ns
+        cdef uint64_t last_id
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        try:
+            p = <const char *>view.buf
+            n = view.len
+            if n < RECORD_HEADER:
+                raise ValueError(f"book record of {n} bytes is shorter than its header")
+            pdec = <uint8_t>p[2]
+            qdec = <uint8_t>p[3]
+            memcpy(&nb, p + 4, 4)
+            memcpy(&na, p + 8, 4)
+            memcpy(&recv_ns, p + 24, 8)
+            memcpy(&last_id, p + 40, 8)
+            if n != RECORD_HEADER + 16 * (<Py_ssize_t>nb + <Py_ssize_t>na):
+                raise ValueError(f"book record of {n} bytes does not hold {nb}+{na} levels")
+            if not snapshot and not self.valid:
+                return -1
+            self._apply_packed_raw(p + RECORD_HEADER, 16 * nb, p + RECORD_HEADER + 16 * nb, 16 * na,
+                                   pdec, qdec, snapshot)
+        finally:
+            PyBuffer_Release(&view)
+        if snapshot:
+            self.valid = True
+            self.shown_pdec = pdec
+            self.shown_qdec = qdec
+        else:
+            self.shown_pdec = max(self.shown_pdec, pdec)
+            self.shown_qdec = max(self.shown_qdec, qdec)
+        self.update_id = last_id
+        return recv_ns
 
     def mid_fixed(self):
         """(best bid + best ask) as a fixed-point int with ``digits`` decimals times 2

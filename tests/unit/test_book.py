@@ -329,3 +329,60 @@ def test_stub_names_every_public_attribute() -> None:
         public = {n for n in dir(cls) if not n.startswith("_")}
         assert public <= stub[cls.__name__], public - stub[cls.__name__]
     assert {"bitget_checksum", "crc32_signed"} <= stub[""]
+
+
+def _record(kind_snapshot: bool, bids: list, asks: list, last_id: int, recv_ns: int) -> bytes:
+    from obitui.core.records import Kind, encode_book
+    book = OrderBook(8)
+    payload = book.apply(bids, asks, True)
+    return encode_book(Kind.BOOK_SNAPSHOT if kind_snapshot else Kind.BOOK_DELTA, 3, 7, recv_ns,
+                       last_id - 1, last_id, *payload)
+
+
+@given(st.lists(st.tuples(st.booleans(), levels, levels), min_size=1, max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_apply_record_equals_decode_book_then_apply_packed(records: list) -> None:
+    """The engine's one call per ring record does what decode_book + apply_(snapshot_)packed
+    did: same levels, validity, update id, decimals shown, receive time."""
+    from obitui.core.records import BOOK_HEADER, decode_book
+    from obitui.core.book import OrderBook as OB
+    fast, slow = OB(8), OB(8)
+    slow_pdec = slow_qdec = 8
+    for k, (snap, bids, asks) in enumerate(records):
+        payload = _record(snap, bids, asks, 100 + k, 5_000 + k)
+        got = fast.apply_record(memoryview(payload), snap)
+        rec = decode_book(payload)
+        if snap:
+            slow.apply_snapshot_packed(rec.bids, rec.asks, rec.pdec, rec.qdec)
+            slow.valid = True
+            slow_pdec, slow_qdec = rec.pdec, rec.qdec
+        elif slow.valid:
+            slow.apply_packed(rec.bids, rec.asks, rec.pdec, rec.qdec)
+            slow_pdec, slow_qdec = max(slow_pdec, rec.pdec), max(slow_qdec, rec.qdec)
+        else:
+            assert got == -1 and not fast.valid
+            continue
+        slow.update_id = rec.last_id
+        assert got == rec.recv_ns
+        assert fast.update_id == slow.update_id and fast.valid == slow.valid
+        assert (fast.shown_pdec, fast.shown_qdec) == (slow_pdec, slow_qdec)
+        assert fast.bids.fixed_levels() == slow.bids.fixed_levels()
+        assert fast.asks.fixed_levels() == slow.asks.fixed_levels()
+        assert fast.crossed == slow.crossed
+    assert BOOK_HEADER.size == 48
+
+
+def test_apply_record_rejects_what_decode_book_rejects() -> None:
+    import struct
+    good = _record(True, [["1.5", "2"]], [["2.5", "1"]], 9, 1)
+    b = OrderBook(8)
+    with pytest.raises(ValueError, match="shorter than its header"):
+        b.apply_record(good[:40], True)
+    with pytest.raises(ValueError, match="does not hold 1\\+1 levels"):
+        b.apply_record(good + b"\x00" * 8, True)
+    bad_price = good[:48] + struct.pack("<qq", -5, 1) + good[64:]
+    with pytest.raises(ValueError, match="must be > 0"):
+        b.apply_record(bad_price, True)
+    assert len(b) == 0 and not b.valid and b.update_id == 0      # nothing applied
+    assert b.apply_record(_record(False, [["1", "1"]], [], 3, 1), False) == -1   # no snapshot yet
+    assert b.apply_record(good, True) == 1 and b.valid and b.update_id == 9 and len(b) == 2
