@@ -2,22 +2,22 @@
 """Order book keyed by exact int64 fixed-point prices (DESIGN.md, Fixed point and OBI).
 
 Each side is one sorted array of levels with the best level at the END, so the updates that
-dominate real streams (near the top of book) insert and delete with a short memmove, and a
-lookup near the top is a couple of comparisons before any binary search. Bids use key = price,
+dominate real streams (near the top of book) insert and delete with a short shift, a lookup near
+the top is a few branch-free comparisons before any binary search, and a deep delete leaves a
+tombstone rather than moving the levels above it (BookSide). Bids use key = price,
 asks key = -price, so one implementation serves both. Each level keeps the number of decimals
 its price and size had on the wire: ``format_fixed`` rebuilds the original strings, which
 Bitget's checksum is computed over. A crossed book is reported (flag + counter), never repaired.
 """
 cimport cython
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from cpython.bytes cimport (
     PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact, PyBytes_FromStringAndSize,
 )
-from cpython.list cimport PyList_CheckExact, PyList_GET_SIZE, PyList_GET_ITEM, PyList_New, PyList_SET_ITEM
+from cpython.list cimport PyList_CheckExact, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.object cimport PyObject
-from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memmove, memcpy, memcmp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -47,8 +47,8 @@ cdef inline uint32_t crc32_c(const char *buf, Py_ssize_t n) noexcept nogil:
 
 
 cdef enum:
-    TOP_LINEAR = 8         # lower_bound compares the best 8 levels at once,
-    TOP_NEAR = 32          # then the best 32, before a binary search
+    TOP_LINEAR = 8         # lower_bound compares the best 8 levels, then 16,
+    TOP_NEAR = 32          # then 32, before a binary search
     TOMB_DEPTH = 32        # deletes deeper than this (from the end of the array) leave a tombstone
     TOMB_REUSE = 32        # an insert looks this far either way for a tombstone to shift into
     TOMB_MIN = 64          # compact once tombstones exceed this and a quarter of the live levels
@@ -115,8 +115,8 @@ cdef class BookSide:
     cdef Py_ssize_t lower_bound(self, int64_t key) noexcept nogil:
         """First index whose key is >= ``key`` (tombstones keep their keys, so the array stays
         strictly ascending). The top of book is at the end, where most updates land: count
-        how many of the best 8, then of the next 24, levels are >= key (branch-free compares,
-        no mispredicted branch per level), and only below those binary-search the rest with
+        how many of the best 8, then 16, then 32 levels are >= key (branch-free compares, no
+        mispredicted branch per level), and only below those binary-search the rest with
         conditional moves."""
         cdef const Level *lv = self.lv
         cdef Py_ssize_t n = self.n, c, j, base, length, half
