@@ -366,6 +366,35 @@ def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = prin
     log(f"top-20 + OBI via Python API: OrderBook {res['py_top20_obi_us']:.2f} us, "
         f"SortedDict {res['sorteddict_top20_obi_us']:.2f} us")
 
+    # the same query on a live book: a frame applied before every query, the query's cost being
+    # the difference between the loop with queries and the same loop without (fresh books,
+    # alternating, median over the rounds)
+    live_frames = frames[:20_000]
+
+    def live(query: bool) -> float:
+        book = OrderBook(8)
+        book.apply_snapshot(snap_b, snap_a)
+        apply, top, obi = book.apply, book.top, book.obi
+
+        def loop() -> None:
+            if query:
+                for b, a in live_frames:
+                    apply(b, a)
+                    top(20)
+                    obi(20)
+            else:
+                for b, a in live_frames:
+                    apply(b, a)
+        return _timed(loop)
+
+    diffs = []
+    for _ in range(repeats):
+        with_q, without = live(True), live(False)
+        diffs.append((with_q - without) / len(live_frames) * 1e6)
+    res["py_top20_obi_live_us"] = median(diffs)
+    log(f"top-20 + OBI via Python API on a live book (a frame applied between queries): "
+        f"{res['py_top20_obi_live_us']:.2f} us")
+
     # memory per 10k levels
     ten_k = [[_s(10**10 + i * TICK), "1.00000000"] for i in range(10_000)]
     ob = OrderBook(8)
@@ -408,7 +437,8 @@ def markdown(res: dict[str, Any]) -> str:
               f"{s['array_top20_obi_ns']:.0f} ns |",
               f"| C++ std::map | {s['map_updates_per_s'] / 1e6:.1f} M | {s['map_top20_obi_ns']:.0f} ns |",
               "", f"Top-20 + OBI(20) through the Python API (40 string tuples out): "
-              f"{res['py_top20_obi_us']:.2f} us (SortedDict book: {res['sorteddict_top20_obi_us']:.2f} us).",
+              f"{res['py_top20_obi_us']:.2f} us (SortedDict book: {res['sorteddict_top20_obi_us']:.2f} us); "
+              f"on a live book, a frame applied between queries: {res['py_top20_obi_live_us']:.2f} us.",
               f"Memory per 10k levels: OrderBook {res['orderbook_bytes_per_10k'] / 1024:.0f} KiB "
               f"(array capacity; 24 B/level used), SortedDict with Decimal keys "
               f"{res['sorteddict_bytes_per_10k'] / 1024:.0f} KiB (tracemalloc)."]

@@ -2,6 +2,12 @@
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
+from cpython.object cimport PyObject
+
+cdef enum:
+    PRICE_CACHE_BITS = 7
+    PRICE_CACHE = 128
+
 cdef struct Level:
     int64_t key      # price * side sign: ascending in the array, best level at the end
     int64_t qty
@@ -24,6 +30,9 @@ cdef class BookSide:
     cdef int64_t sign
     cdef int digits
     cdef public Py_ssize_t tomb_depth
+    cdef PyObject *pcache_str[PRICE_CACHE]    # price strings handed out: owned references
+    cdef int64_t pcache_key[PRICE_CACHE]
+    cdef uint8_t pcache_dec[PRICE_CACHE]
     cdef int reserve(self, Py_ssize_t want) noexcept nogil
     cdef Py_ssize_t lower_bound(self, int64_t key) noexcept nogil
     cdef int set_level(self, int64_t price, int64_t qty, uint8_t pdec, uint8_t qdec) noexcept nogil

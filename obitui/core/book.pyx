@@ -15,11 +15,11 @@ from cpython.bytes cimport (
     PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact, PyBytes_FromStringAndSize,
 )
 from cpython.list cimport PyList_CheckExact, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
-from cpython.ref cimport Py_INCREF
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.object cimport PyObject
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memmove, memcpy, memcmp
+from libc.string cimport memmove, memcpy, memcmp, memset
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from obitui.core.fixed cimport parse_fixed_c, format_fixed_c, fixed_error_message, FIXED_OK
@@ -94,9 +94,14 @@ cdef class BookSide:
         self.sign = sign
         self.digits = digits
         self.tomb_depth = TOMB_DEPTH
+        memset(self.pcache_str, 0, sizeof(self.pcache_str))
 
     def __dealloc__(self):
+        cdef Py_ssize_t i
         free(self.lv)
+        for i in range(PRICE_CACHE):
+            Py_XDECREF(self.pcache_str[i])
+            self.pcache_str[i] = NULL
 
     cdef int reserve(self, Py_ssize_t want) noexcept nogil:
         cdef Py_ssize_t cap = self.cap if self.cap else 64
@@ -266,7 +271,7 @@ cdef class BookSide:
         cdef list out = PyList_New(n)
         for i in range(n):
             j = self.live_at_or_below(j)
-            lvl = _level_strings(&self.lv[j], self.sign, self.digits)
+            lvl = _level_strings(self, &self.lv[j])
             Py_INCREF(lvl)
             PyList_SET_ITEM(out, i, lvl)
             j -= 1
@@ -346,14 +351,35 @@ cdef extern from *:
     object obi_ascii_str(const char *buf, Py_ssize_t n)
 
 
-cdef tuple _level_strings(Level *lv, int64_t sign, int digits):
+cdef object _price_string(BookSide side, Level *lv):
+    """The level's price as its original string, from the side's small cache of price strings
+    (direct-mapped by price and decimals): prices near the top outlive many reads of the book,
+    quantities seldom do, so only prices are kept."""
+    cdef char buf[TEXT_CAP]
+    cdef uint64_t h = (<uint64_t>lv.key ^ (<uint64_t>lv.pdec << 56)) * <uint64_t>0x9E3779B97F4A7C15
+    cdef Py_ssize_t slot = <Py_ssize_t>(h >> (64 - PRICE_CACHE_BITS)), n
+    cdef PyObject *old = side.pcache_str[slot]
+    if old != NULL and side.pcache_key[slot] == lv.key and side.pcache_dec[slot] == lv.pdec:
+        return <object>old
+    n = format_fixed_c(lv.key * side.sign, side.digits, lv.pdec, buf, TEXT_CAP)
+    if n < 0:       # cannot happen: the value came from a text with these decimals
+        raise ValueError(f"price {lv.key * side.sign} does not format with {lv.pdec} decimals")
+    text = obi_ascii_str(buf, n)
+    Py_INCREF(text)
+    Py_XDECREF(old)
+    side.pcache_str[slot] = <PyObject *>text
+    side.pcache_key[slot] = lv.key
+    side.pcache_dec[slot] = lv.pdec
+    return text
+
+
+cdef tuple _level_strings(BookSide side, Level *lv):
     """The level's (price, qty) as the original strings (the decimals it was received with)."""
-    cdef char buf[2 * TEXT_CAP]
-    cdef Py_ssize_t n1 = format_fixed_c(lv.key * sign, digits, lv.pdec, buf, TEXT_CAP)
-    cdef Py_ssize_t n2 = format_fixed_c(lv.qty, digits, lv.qdec, buf + TEXT_CAP, TEXT_CAP)
-    if n1 < 0 or n2 < 0:       # cannot happen: the value came from a text with these decimals
-        raise ValueError(f"level {lv.key * sign}/{lv.qty} does not format with {lv.pdec}/{lv.qdec} decimals")
-    return (obi_ascii_str(buf, n1), obi_ascii_str(buf + TEXT_CAP, n2))
+    cdef char buf[TEXT_CAP]
+    cdef Py_ssize_t n = format_fixed_c(lv.qty, side.digits, lv.qdec, buf, TEXT_CAP)
+    if n < 0:       # cannot happen: the value came from a text with these decimals
+        raise ValueError(f"quantity {lv.qty} does not format with {lv.qdec} decimals")
+    return (_price_string(side, lv), obi_ascii_str(buf, n))
 
 
 cdef extern from *:
@@ -1267,12 +1293,12 @@ cdef class OrderBook:
         """(price, qty) original strings of the best bid, or None."""
         if self.bids.n == 0:
             return None
-        return _level_strings(&self.bids.lv[self.bids.n - 1], 1, self.digits)
+        return _level_strings(self.bids, &self.bids.lv[self.bids.n - 1])
 
     def best_ask(self):
         if self.asks.n == 0:
             return None
-        return _level_strings(&self.asks.lv[self.asks.n - 1], -1, self.digits)
+        return _level_strings(self.asks, &self.asks.lv[self.asks.n - 1])
 
     def top(self, Py_ssize_t n) -> tuple:
         """(bids high->low, asks low->high), each the best ``n`` levels as original strings."""

@@ -386,3 +386,22 @@ def test_apply_record_rejects_what_decode_book_rejects() -> None:
     assert len(b) == 0 and not b.valid and b.update_id == 0      # nothing applied
     assert b.apply_record(_record(False, [["1", "1"]], [], 3, 1), False) == -1   # no snapshot yet
     assert b.apply_record(good, True) == 1 and b.valid and b.update_id == 9 and len(b) == 2
+
+
+def test_price_strings_follow_the_text_last_received() -> None:
+    """Price strings are cached per side (by price and decimals): a price received again with
+    other trailing zeros shows the new text, and strings handed out outlive the book."""
+    b = OrderBook(8)
+    b.apply([["100.5", "1"]], [])
+    first = b.best_bid()
+    b.apply([["100.5000", "2"]], [])
+    assert b.best_bid() == ("100.5000", "2")
+    b.apply([["100.50", "3"]], [])
+    assert b.best_bid() == ("100.50", "3") and first == ("100.5", "1")
+    # far more prices than cache slots, read twice: every string right both times
+    many = OrderBook(2)
+    many.apply([[f"{p}.{p % 100:02d}", "1"] for p in range(1000, 3000)], [])
+    once = many.bids.levels()
+    assert many.bids.levels() == once == [(f"{p}.{p % 100:02d}", "1") for p in range(2999, 999, -1)]
+    del many
+    assert once[0] == ("2999.99", "1")

@@ -71,3 +71,4 @@ def test_bench_book_quick_runs_every_row() -> None:
     assert set(out["updates_per_s"]) == rows == set(out["ratios"])
     assert all(v > 0 for v in out["updates_per_s"].values())
     assert out["structure"]["array_updates_per_s"] > 0 and out["orderbook_bytes_per_10k"] > 0
+    assert out["py_top20_obi_us"] > 0 and out["py_top20_obi_live_us"] > 0
