@@ -147,7 +147,7 @@ def _timed(fn: Callable[[], Any]) -> float:
         gc.enable()
 
 
-def run(quick: bool = False, repeats: int = 3, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(quick: bool = False, repeats: int = 5, log: Callable[[str], None] = print) -> dict[str, Any]:
     from obitui.bench import _bookloops as loops
 
     stream = make_stream(frames=4_000 if quick else 40_000)
@@ -422,7 +422,7 @@ def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['date']}; "
              f"{res['updates']} level updates after a {res['levels_per_side']}-level snapshot "
-             f"per side; median of {res['repeats']} runs.", "",
+             f"per side; median of {res['repeats']} rounds.", "",
              "| book | input | level updates/s | vs SortedDict, same input |", "|---|---|---:|---:|"]
     for k, v in r.items():
         kind = ("records" if "records" in k else "frames" if "frames" in k else
@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="obitui bench book", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a tenth of the frames (a smoke run)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="rounds (the median is reported)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args(argv)
