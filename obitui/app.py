@@ -192,7 +192,9 @@ class ObituiApp(App[None]):
 
     # ------------------------------------------------------------ the one timer
     def tick(self) -> None:
-        if not self.ready:
+        # is_running turns False as Textual's shutdown begins, before it removes the widgets and
+        # long before the app's Unmount: a tick queued in between must not look for them
+        if not self.ready or not self.is_running:
             return
         try:
             self._tick()

@@ -198,6 +198,25 @@ async def test_compact_layout_at_80x24(world: World) -> None:
         assert "reason" in table.columns and l0.display and l1.display
 
 
+async def test_a_tick_while_the_app_shuts_down_draws_nothing(world: World) -> None:
+    """The timer can fire after Textual has removed the screen's widgets and before the app's
+    Unmount (seen once in CI at 80x24): that tick must do nothing rather than fail the app."""
+    app = app_for(world)
+    ticks_at_close: list[int] = []
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(pilot)
+        close_all = app._close_all          # the step of shutdown that removes every widget
+
+        async def close_then_tick() -> None:
+            await close_all()
+            app.tick()
+            ticks_at_close.append(app.ticks)
+
+        app._close_all = close_then_tick    # type: ignore[method-assign]
+        before = app.ticks
+    assert ticks_at_close and ticks_at_close[0] == before
+
+
 def test_snapshot_main_screen(world: World, snap_compare) -> None:  # noqa: ANN001
     assert snap_compare(app_for(world), terminal_size=(120, 40), run_before=_settle)
 
