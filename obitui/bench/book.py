@@ -161,12 +161,14 @@ def run(quick: bool = False, repeats: int = 5, log: Callable[[str], None] = prin
     # walks the stream in SEGMENTS, every variant of a group taking each segment in turn, so a
     # slow spell of this shared machine weighs on both sides of a ratio; the ratio of a round is
     # its total times' ratio, and the reported one the median over the rounds.
-    def over_lists(book: Any, lo: int, hi: int) -> float:
-        apply, part = book.apply, frames[lo:hi]
+    def each_frame(apply: Callable[[Any, Any], Any], part: list) -> float:
         t0 = time.perf_counter()
         for b, a in part:
             apply(b, a)
         return time.perf_counter() - t0
+
+    def over_lists(book: Any, lo: int, hi: int) -> float:
+        return each_frame(book.apply, frames[lo:hi])
 
     def per_level(book: Any, lo: int, hi: int) -> float:
         apply, part = book.apply, frames[lo:hi]
@@ -203,11 +205,7 @@ def run(quick: bool = False, repeats: int = 5, log: Callable[[str], None] = prin
     snap_packed = (_pack(snap_b), _pack(snap_a))
 
     def over_packed(book: Any, lo: int, hi: int) -> float:
-        apply, part = book.apply_packed, packed[lo:hi]
-        t0 = time.perf_counter()
-        for b, a in part:
-            apply(b, a)
-        return time.perf_counter() - t0
+        return each_frame(book.apply_packed, packed[lo:hi])
 
     def int_book() -> SortedDictIntBook:
         book = SortedDictIntBook()

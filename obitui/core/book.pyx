@@ -447,6 +447,17 @@ cdef inline const char *_text_ptr(object o, Py_ssize_t *n) except NULL:
     raise TypeError(f"price and quantity must be str or bytes, not {type(o).__name__}")
 
 
+cdef inline const char *_frame_text(object text, Py_ssize_t *n) except? NULL:
+    """A frame's bytes, from str (its UTF-8 form, cached by CPython) or bytes; NULL for any
+    other type (the caller declines the frame)."""
+    if isinstance(text, str):
+        return PyUnicode_AsUTF8AndSize(text, n)
+    if PyBytes_CheckExact(text):
+        n[0] = PyBytes_GET_SIZE(text)
+        return PyBytes_AS_STRING(text)
+    return NULL
+
+
 cdef inline Py_ssize_t _ws(const char *s, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
     while i < n and (s[i] == 32 or s[i] == 9 or s[i] == 10 or s[i] == 13):
         i += 1
@@ -1141,12 +1152,8 @@ cdef class OrderBook:
         cdef Py_ssize_t n, nb = 0, na = 0
         cdef const char *s
         cdef int64_t ids[5]
-        if isinstance(text, str):
-            s = PyUnicode_AsUTF8AndSize(text, &n)
-        elif PyBytes_CheckExact(text):
-            s = PyBytes_AS_STRING(text)
-            n = PyBytes_GET_SIZE(text)
-        else:
+        s = _frame_text(text, &n)
+        if s == NULL:
             return None
         if self._scan_frame(s, n, ids, &nb, &na) < 0:
             return None
@@ -1188,12 +1195,8 @@ cdef class OrderBook:
         cdef int64_t bid = <int64_t>self.update_id
         self._frame_payload = None
         self._frame_ok = False
-        if isinstance(text, str):
-            s = PyUnicode_AsUTF8AndSize(text, &n)
-        elif PyBytes_CheckExact(text):
-            s = PyBytes_AS_STRING(text)
-            n = PyBytes_GET_SIZE(text)
-        else:
+        s = _frame_text(text, &n)
+        if s == NULL:
             return None
         if self._scan_frame(s, n, ids, &nb, &na) < 0:
             return None
