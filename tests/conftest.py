@@ -1,21 +1,48 @@
-"""Shared fixtures: unique segment names, and a check that no test leaves a segment behind."""
+"""Shared fixtures: unique segment names, a check that no test leaves a segment behind, and
+Hypothesis seeding (derandomized in CI; elsewhere a printed seed that repeats a run).
+
+Everything here counts only this pytest run's own segments: its test prefix carries the pytest
+pid, and fleets started in this process are named `obitui-<uid>-r<pytest pid>x...`. Another
+pytest run or a live fleet of the same user on the host is never counted, nor removed."""
 from __future__ import annotations
 
 import os
+import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 SHM = Path("/dev/shm")
-TEST_PREFIX = f"obitui-{os.getuid()}-test"
+TEST_PREFIX = f"obitui-{os.getuid()}-test{os.getpid()}"
+OWN_RUN_PREFIX = f"obitui-{os.getuid()}-r{os.getpid()}x"   # fleets supervised by this process
+
+settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Outside CI, one random seed for the whole run, chosen here so the header can print it."""
+    if os.environ.get("CI") or config.getoption("hypothesis_seed", None) is not None:
+        return
+    config.option.hypothesis_seed = int(os.environ.get("OBITUI_HYPOTHESIS_SEED", random.randrange(1 << 32)))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if os.environ.get("CI"):
+        return "hypothesis: derandomized (CI profile)"
+    seed = config.getoption("hypothesis_seed", None)
+    return f"hypothesis seed: {seed} (repeat this run with --hypothesis-seed={seed})"
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"
 
 
 def _ours() -> set[str]:
-    return {p.name for p in SHM.glob(f"{TEST_PREFIX}*")}
+    return {p.name for pat in (f"{TEST_PREFIX}*", f"{OWN_RUN_PREFIX}*") for p in SHM.glob(pat)}
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +70,8 @@ def shm_name() -> Iterator[str]:
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"the recorded exchange data is missing: expected {SHARED_DATA}")
-    return SHARED_DATA
+def test_data() -> Path:
+    """The real exchange recordings and vectors vendored in the repo (tests/data/README.md)."""
+    if not (TEST_DATA / "recorded").is_dir():
+        pytest.fail(f"the recorded exchange data is missing: expected {TEST_DATA}/recorded")
+    return TEST_DATA

@@ -1,5 +1,5 @@
 """Hostile frames over a real socket: a loopback WebSocket server sends mutated real frames
-(from ../shared/data) to each real feed. The feed never dies, every frame is counted in exactly
+(from tests/data) to each real feed. The feed never dies, every frame is counted in exactly
 one fate (accounting invariant), and nothing is "unhandled"."""
 from __future__ import annotations
 
@@ -28,17 +28,17 @@ pytestmark = pytest.mark.timeout(90)
 FRAMES = {"Bi-OB": 1500, "Bi-TR": 1500, "Bg-OB": 300, "Bg-PR": 1500}
 
 
-def base_frames(shared: Path, label: str) -> list[str]:
+def base_frames(data: Path, label: str) -> list[str]:
     if label in ("Bi-OB", "Bi-TR"):
         want = "@depth" if label == "Bi-OB" else "@aggTrade"
         out = []
-        for line in (shared / "recorded/BINANCE.ws.1.0").read_text().splitlines():
+        for line in (data / "recorded/BINANCE.ws.1.0").read_text().splitlines():
             m = re.match(r"^[0-9.]+: (\{.*\})$", line)
             if m and want in m.group(1):
                 out.append(m.group(1))
         return out
     if label == "Bg-OB":
-        return [json.dumps(json.loads((shared / f"vectors/ws_public_depth_{k}.json").read_text()))
+        return [json.dumps(json.loads((data / f"vectors/ws_public_depth_{k}.json").read_text()))
                 for k in ("snapshot", "update")]
     return ['{"action":"snapshot","arg":{"instType":"SPOT","channel":"ticker","instId":"BTCUSDT"},"data":'
             '[{"instId":"BTCUSDT","lastPr":"64000.01","bidPr":"64000.00","askPr":"64000.02","bidSz":"0.5",'
@@ -87,9 +87,9 @@ def mutate(rng: random.Random, frame: str) -> str | bytes:
 
 
 @pytest.mark.parametrize("label", ["Bi-OB", "Bi-TR", "Bg-OB", "Bg-PR"])
-async def test_hostile_frames_never_kill_a_feed(shared_data: Path, label: str) -> None:
+async def test_hostile_frames_never_kill_a_feed(test_data: Path, label: str) -> None:
     rng = random.Random(f"fuzz-{label}")
-    bases = base_frames(shared_data, label)
+    bases = base_frames(test_data, label)
     assert bases
     n_frames = FRAMES[label]
     frames = [mutate(rng, rng.choice(bases)) if rng.random() < 0.7 else rng.choice(bases)

@@ -289,18 +289,18 @@ def test_stale_segments_of_dead_runs_are_removed_live_ones_kept() -> None:
         Segment.unlink(live_name)
 
 
-def test_replay_of_real_recordings_end_to_end(shared_data: Path, tmp_path: Path) -> None:
+def test_replay_of_real_recordings_end_to_end(test_data: Path, tmp_path: Path) -> None:
     from obitui.capture import CaptureRecord, convert_cryptofeed, write_capture
     recs: list[CaptureRecord] = []
     url = "wss://stream.binance.com:9443/stream?streams=nknusdt@depth@100ms"
-    for r in convert_cryptofeed(shared_data / "recorded" / "BINANCE.http.0.0"):
+    for r in convert_cryptofeed(test_data / "recorded" / "BINANCE.http.0.0"):
         if "NKNUSDT" in r.url:
             recs.append(r)
-    for r in convert_cryptofeed(shared_data / "recorded" / "BINANCE.ws.1.0"):
+    for r in convert_cryptofeed(test_data / "recorded" / "BINANCE.ws.1.0"):
         if '"stream":"nknusdt@depth@100ms"' in r.data:
             recs.append(CaptureRecord(r.t, r.venue, r.kind, url, r.data))
     n_books = 0
-    for r in convert_cryptofeed(shared_data / "recorded" / "BITGET.ws.1.0"):
+    for r in convert_cryptofeed(test_data / "recorded" / "BITGET.ws.1.0"):
         if '"channel":"books","instId":"EOSUSDT"}' in r.data:
             recs.append(r)
             n_books += 1

@@ -1,4 +1,4 @@
-"""Books rebuilt from real exchange recordings (shared/data): every Bitget checksum matches,
+"""Books rebuilt from real exchange recordings (tests/data): every Bitget checksum matches,
 and the Binance sync procedure accepts the real id sequences with no false gap."""
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ def _bitget_frames(path: Path):
 
 
 @pytest.mark.timeout(60)
-def test_all_637_bitget_checksums_match(shared_data: Path) -> None:
+def test_all_637_bitget_checksums_match(test_data: Path) -> None:
     matched = {}
     for name in ("BITGET.ws.1.0", "BITGET.ws.2.0"):
         books: dict[str, OrderBook] = {}
         models: dict[str, ModelBook] = {}
         n = 0
-        for msg in _bitget_frames(shared_data / "recorded" / name):
+        for msg in _bitget_frames(test_data / "recorded" / name):
             inst = msg["arg"]["instId"]
             for d in msg["data"]:
                 if msg["action"] == "snapshot":
@@ -46,8 +46,8 @@ def test_all_637_bitget_checksums_match(shared_data: Path) -> None:
     assert matched == {"BITGET.ws.1.0": 443, "BITGET.ws.2.0": 194}
 
 
-def test_bitget_vectors(shared_data: Path) -> None:
-    vec = shared_data / "vectors"
+def test_bitget_vectors(test_data: Path) -> None:
+    vec = test_data / "vectors"
     snap = orjson.loads((vec / "ws_public_depth_snapshot.json").read_bytes())["data"][0]
     upd = orjson.loads((vec / "ws_public_depth_update.json").read_bytes())["data"][0]
     b = OrderBook(8)
@@ -59,9 +59,9 @@ def test_bitget_vectors(shared_data: Path) -> None:
     assert ("100.10", bids[0][1]) == bids[0] and "99.50" not in [p for p, _ in bids]
 
 
-def test_bitget_2026_frames_chain_and_apply(shared_data: Path) -> None:
+def test_bitget_2026_frames_chain_and_apply(test_data: Path) -> None:
     frames = [orjson.loads(line) for line in
-              (shared_data / "vectors" / "bitget_v2_v3_frames_2026.jsonl").read_bytes().splitlines()
+              (test_data / "vectors" / "bitget_v2_v3_frames_2026.jsonl").read_bytes().splitlines()
               if line.strip()]
     book = OrderBook(8)
     prev_seq = None
@@ -81,13 +81,13 @@ def test_bitget_2026_frames_chain_and_apply(shared_data: Path) -> None:
     assert len(book.bids) == 5 and len(book.asks) == 3
 
 
-def _binance_session(shared_data: Path, http: str, ws: str):
+def _binance_session(test_data: Path, http: str, ws: str):
     snaps = {}
-    for rec in convert_cryptofeed(shared_data / "recorded" / http):
+    for rec in convert_cryptofeed(test_data / "recorded" / http):
         symbol = rec.url.split("symbol=")[1].split("&")[0]
         snaps[symbol] = orjson.loads(rec.data)
     events = []
-    for rec in convert_cryptofeed(shared_data / "recorded" / ws):
+    for rec in convert_cryptofeed(test_data / "recorded" / ws):
         msg = orjson.loads(rec.data)
         if msg.get("data", {}).get("e") == "depthUpdate":
             events.append((rec.t, msg["data"]))
@@ -95,15 +95,15 @@ def _binance_session(shared_data: Path, http: str, ws: str):
 
 
 @pytest.mark.parametrize("futures", [False, True])
-def test_binance_recordings_sync_without_false_gaps(shared_data: Path, futures: bool) -> None:
+def test_binance_recordings_sync_without_false_gaps(test_data: Path, futures: bool) -> None:
     http, ws = (("BINANCE_FUTURES.http.0.0", "BINANCE_FUTURES.ws.1.0") if futures
                 else ("BINANCE.http.0.0", "BINANCE.ws.1.0"))
-    snaps, events = _binance_session(shared_data, http, ws)
+    snaps, events = _binance_session(test_data, http, ws)
     syncs: dict[str, DepthSync] = {}
     models: dict[str, ModelBook] = {}
     results: dict[str, list[SyncResult]] = {}
     snap_t = {}
-    for rec in convert_cryptofeed(shared_data / "recorded" / http):
+    for rec in convert_cryptofeed(test_data / "recorded" / http):
         snap_t[rec.url.split("symbol=")[1].split("&")[0]] = rec.t
     # feed events in receive order; deliver each symbol's snapshot at its recorded receive time
     delivered: set[str] = set()
@@ -137,10 +137,10 @@ def test_binance_recordings_sync_without_false_gaps(shared_data: Path, futures: 
         assert syncs[sym].book.update_id == (applied_ids[-1] if applied_ids else last_id)
 
 
-def test_binance_first_kept_event_is_last_update_id_plus_one(shared_data: Path) -> None:
+def test_binance_first_kept_event_is_last_update_id_plus_one(test_data: Path) -> None:
     """Real data contradicts the docs' 'lastUpdateId within [U;u]': the first kept event
     starts right after the snapshot."""
-    snaps, events = _binance_session(shared_data, "BINANCE.http.0.0", "BINANCE.ws.1.0")
+    snaps, events = _binance_session(test_data, "BINANCE.http.0.0", "BINANCE.ws.1.0")
     last = snaps["NKNUSDT"]["lastUpdateId"]
     first_kept = next(d for _, d in events if d["s"] == "NKNUSDT" and d["u"] > last)
     assert first_kept["U"] == last + 1

@@ -418,9 +418,9 @@ def test_market_model_is_deterministic() -> None:
     assert 250 <= len(a.bids) <= 360 and 250 <= len(a.asks) <= 360
 
 
-async def test_replay_serves_a_recording_frame_for_frame(shared_data: Path, tmp_path: Path) -> None:
+async def test_replay_serves_a_recording_frame_for_frame(test_data: Path, tmp_path: Path) -> None:
     cap = tmp_path / "bitget.jsonl.zst"
-    records = list(convert_cryptofeed(shared_data / "recorded" / "BITGET.ws.1.0"))
+    records = list(convert_cryptofeed(test_data / "recorded" / "BITGET.ws.1.0"))
     assert write_capture(cap, records) == len(records) == 684
     assert [r.data for r in read_capture(cap)] == [r.data for r in records]
     async with ReplaySimulator(cap, speed=0) as rs:
@@ -443,11 +443,11 @@ async def test_replay_serves_a_recording_frame_for_frame(shared_data: Path, tmp_
         assert rs.finished.is_set()
 
 
-async def test_replay_rest_bodies_by_symbol_and_pacing(shared_data: Path, tmp_path: Path) -> None:
+async def test_replay_rest_bodies_by_symbol_and_pacing(test_data: Path, tmp_path: Path) -> None:
     cap = tmp_path / "binance.jsonl"
-    http = list(convert_cryptofeed(shared_data / "recorded" / "BINANCE.http.0.0"))
+    http = list(convert_cryptofeed(test_data / "recorded" / "BINANCE.http.0.0"))
     write_capture(cap, http)
-    ws_recs = list(convert_cryptofeed(shared_data / "recorded" / "BINANCE.ws.1.0"))[:20]
+    ws_recs = list(convert_cryptofeed(test_data / "recorded" / "BINANCE.ws.1.0"))[:20]
     write_capture(cap, ws_recs)
     async with ReplaySimulator(cap, speed=4.0) as rs:
         async with aiohttp.ClientSession() as s:

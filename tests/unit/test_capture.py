@@ -49,10 +49,10 @@ def test_arbitrary_bytes_never_crash(data: bytes) -> None:
             assert isinstance(rec, CaptureRecord)
 
 
-def test_convert_all_recordings(shared_data: Path) -> None:
+def test_convert_all_recordings(test_data: Path) -> None:
     # BINANCE.ws.1.0 has 267 lines: the connection line, one empty line and 265 frames
     counts = {}
-    for f in sorted((shared_data / "recorded").iterdir()):
+    for f in sorted((test_data / "recorded").iterdir()):
         recs = list(convert_cryptofeed(f))
         counts[f.name] = len(recs)
         assert all(r.t > 1_600_000_000 * 10**9 for r in recs)

@@ -53,18 +53,18 @@ def both(frame: str | bytes) -> None:
     assert fast_book.top(50) == slow_book.top(50)
 
 
-def recorded_depth_frames(shared: Path) -> list[str]:
+def recorded_depth_frames(data: Path) -> list[str]:
     out = []
     for name in ("BINANCE.ws.1.0", "BINANCE_FUTURES.ws.1.0"):
-        for line in (shared / "recorded" / name).read_text().splitlines():
+        for line in (data / "recorded" / name).read_text().splitlines():
             m = re.match(r"^[0-9.]+: (\{.*\})$", line)
             if m and "depthUpdate" in m.group(1):
                 out.append(m.group(1))
     return out
 
 
-def test_every_recorded_depth_frame_scans_like_orjson(shared_data: Path) -> None:
-    frames = recorded_depth_frames(shared_data)
+def test_every_recorded_depth_frame_scans_like_orjson(test_data: Path) -> None:
+    frames = recorded_depth_frames(test_data)
     assert len(frames) > 150
     accepted = 0
     for f in frames:
@@ -77,11 +77,11 @@ def test_every_recorded_depth_frame_scans_like_orjson(shared_data: Path) -> None
     assert accepted == len(frames)           # the real shape is never declined
 
 
-def test_recorded_frames_take_the_exact_layout_path(shared_data: Path) -> None:
+def test_recorded_frames_take_the_exact_layout_path(test_data: Path) -> None:
     """Binance's own byte layout is read by fixed-string compares; a blank or another key
     order still scans, by the general scanner."""
     b = OrderBook(8)
-    for f in recorded_depth_frames(shared_data):
+    for f in recorded_depth_frames(test_data):
         assert b.scan_binance_depth(f) is not None and b.scan_layout == 1, f[:120]
         raw = json.dumps(json.loads(f)["data"], separators=(",", ":"))
         assert b.scan_binance_depth(raw) is not None and b.scan_layout == 1, raw[:120]
