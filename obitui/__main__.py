@@ -6,7 +6,9 @@ benchmarks and the doctor never load it.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from typing import NoReturn
 
 BENCH_TARGETS = {
     "ring": "obitui.bench.ring",
@@ -20,8 +22,16 @@ BENCH_TARGETS = {
 PLANNED_BENCH_TARGETS: tuple[str, ...] = ()
 
 
+class Parser(argparse.ArgumentParser):
+    """A bad command line is one error line on stderr and exit 2 (no usage block: `--help`
+    has it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="obitui",
         description="Operator console for low-latency crypto market data "
                     "(Binance spot, Bitget v2): feeds -> shared-memory rings -> engine -> UI.",
@@ -56,6 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="inspect host tuning for low latency", add_help=False)
     sub.add_parser("soak", help="fault-injection soak of the whole fleet", add_help=False)
     return ap
+
+
+def bad_number(args: argparse.Namespace) -> str:
+    """The first out-of-range numeric option, as one line for the operator ('' when all are
+    fine). NaN and infinities are refused: they would make the print loop spin or never end."""
+    checks = [("--interval", args.interval, False), ("--duration", args.duration, False),
+              ("--refresh-hz", args.refresh_hz, False), ("--sim-rate", args.sim_rate, False),
+              ("--speed", args.speed, True)]
+    for flag, value, zero_ok in checks:
+        if value is None:
+            continue
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            return f"{flag} must be a finite number {'>=' if zero_ok else '>'} 0, got {value:g}"
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        return f"--metrics-port must be in [0, 65535], got {args.metrics_port}"
+    return ""
 
 
 def not_built(what: str) -> int:
@@ -97,11 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         except FaultError as exc:
             print(f"obitui: {exc}", file=sys.stderr)
             return 2
-    if args.interval <= 0 or (args.duration is not None and args.duration <= 0):
-        print("obitui: --interval and --duration must be > 0", file=sys.stderr)
-        return 2
-    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
-        print("obitui: --metrics-port must be in [0, 65535]", file=sys.stderr)
+    bad = bad_number(args)
+    if bad:
+        print(f"obitui: {bad}", file=sys.stderr)
         return 2
     metrics = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
     if args.replay:
@@ -114,6 +138,19 @@ def main(argv: list[str] | None = None) -> int:
             cfg.feeds = feeds_from_capture(args.replay)
         except ValueError as exc:
             print(f"obitui: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"obitui: capture file {args.replay}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    if args.record:
+        from pathlib import Path
+        try:
+            Path(args.record).mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            print(f"obitui: --record {args.record}: exists and is not a directory", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"obitui: --record {args.record}: {exc.strerror or exc}", file=sys.stderr)
             return 2
     if args.no_ui or args.json:
         from obitui import headless

@@ -113,6 +113,7 @@ class Config:
     engine_wait: str = "block"
     engine_cpu: int | None = None
     interval: float = 1.0
+    heartbeat_stale: float = 10.0    # supervisor: a child silent this long is hung: killed, restarted
 
     def validate(self) -> None:
         labels = set()
@@ -133,6 +134,8 @@ class Config:
             raise ConfigError(f"engine.cpu: a CPU number >= 0, got {self.engine_cpu}")
         if not (math.isfinite(self.interval) and 0 < self.interval <= 3600):
             raise ConfigError(f"interval: (0, 3600] s, got {self.interval}")
+        if not (math.isfinite(self.heartbeat_stale) and 1 <= self.heartbeat_stale <= 600):
+            raise ConfigError(f"supervisor.heartbeat_stale: [1, 600] s, got {self.heartbeat_stale}")
 
     def with_sim(self, binance_ws: str, binance_rest: str, bitget_ws: str) -> Config:
         """The same feeds pointed at the simulator."""
@@ -169,7 +172,7 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read: {exc}") from None
-    known = {"feeds", "obi_levels", "engine", "interval"}
+    known = {"feeds", "obi_levels", "engine", "interval", "supervisor"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(known))})")
@@ -187,6 +190,14 @@ def load_config(path: str | Path | None) -> Config:
             cfg.engine_cpu = _typed("engine.cpu", value, "int")
         else:
             raise ConfigError(f"engine.{key}: unknown key (known: wait, cpu)")
+    sup = data.get("supervisor", {})
+    if not isinstance(sup, dict):
+        raise ConfigError("supervisor: expected a table")
+    for key, value in sup.items():
+        if key == "heartbeat_stale":
+            cfg.heartbeat_stale = _typed("supervisor.heartbeat_stale", value, "float")
+        else:
+            raise ConfigError(f"supervisor.{key}: unknown key (known: heartbeat_stale)")
     if "feeds" in data:
         raw = data["feeds"]
         if not isinstance(raw, list):

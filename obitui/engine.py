@@ -226,11 +226,9 @@ class Engine:
         self.stats.close()
 
 
-def engine_main(cfg: Config, ring_names: list[str], stats_name: str, log_level: int = logging.INFO,
-                resync_books: bool = False, log_file: str | None = None) -> None:
-    """Process entry (spawned by the supervisor)."""
-    logging.basicConfig(level=log_level, filename=log_file,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def engine_main(cfg: Config, ring_names: list[str], stats_name: str, resync_books: bool = False) -> None:
+    """Process entry, started by the supervisor through ``lifeline.run_child`` (which has armed
+    the parent-death signal and set up logging)."""
     if cfg.engine_cpu is not None:
         try:
             os.sched_setaffinity(0, {cfg.engine_cpu})

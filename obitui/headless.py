@@ -13,6 +13,7 @@ from obitui.config import Config
 from obitui.core.fixed import format_fixed
 from obitui.core.stats import BookView, StatsBlock
 from obitui.engine import book_plan
+from obitui.logs import LogSpec, configure
 from obitui.supervisor import Supervisor, SupervisorError
 
 log = logging.getLogger("obitui")
@@ -72,25 +73,20 @@ def status_line(cfg: Config, snap: dict[str, Any]) -> str:
     return "[Main Status] " + " | ".join(parts)
 
 
-class JsonLogFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": round(record.created, 3), "level": record.levelname.lower(),
-                           "logger": record.name, "msg": record.getMessage()})
-
-
 def setup_logging(as_json: bool, level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLogFormatter() if as_json else
-                         logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    """The supervisor's own logging; the fleet's children get the same spec (obitui.logs)."""
+    configure(LogSpec(level, as_json), "supervisor")
 
 
 def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interval: float,
         duration: float | None, record_dir: str | None, replay: str | None,
         replay_speed: float = 1.0, sim_rate: float | None = None, out: TextIO = sys.stdout,
         metrics: tuple[str, int] | None = None) -> int:
+    """Run the fleet and print until ``duration``, the end of a replay, the simulator's end or a
+    signal. Exit status: 0 for a requested stop (the duration or the replay's end, SIGINT,
+    SIGTERM, SIGHUP: every child stopped, every segment removed, the last object printed);
+    1 when the start failed (one ``obitui: ...`` line) or the simulator ended on its own (after
+    the same clean stop)."""
     stop = {"now": False}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -98,12 +94,13 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
-    sup = Supervisor(cfg, record_dir)
+    sup = Supervisor(cfg, record_dir, log_json=as_json)
     try:
         cfg = sup.launch(sim=sim, faults=sim_faults, replay=replay, replay_speed=replay_speed,
                          rate=sim_rate, metrics=metrics)
         t0 = time.monotonic()
         next_print = t0 + interval
+        code = 0
         while not stop["now"]:
             now = time.monotonic()
             if duration is not None and now - t0 >= duration:
@@ -113,6 +110,7 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
                 break
             if sup.sim_proc is not None and sup.sim_proc.poll() is not None:
                 log.error("the simulator ended unexpectedly (code %s): stopping", sup.sim_proc.returncode)
+                code = 1
                 break
             sup.poll()
             if now >= next_print:
@@ -121,7 +119,7 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
             time.sleep(min(0.05, max(0.0, next_print - time.monotonic())))
         if sup.stats is not None:
             _emit(cfg, sup, as_json, out)   # the last object holds the final books
-        return 0
+        return code
     except SupervisorError as exc:
         print(f"obitui: {exc}", file=sys.stderr)
         return 1

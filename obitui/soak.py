@@ -17,8 +17,10 @@ import os
 import random
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +34,7 @@ from obitui.config import Config, load_config
 from obitui.core.stats import Command, FeedState, FeedView
 from obitui.engine import book_plan
 from obitui.headless import book_json
-from obitui.supervisor import Supervisor, SupervisorError, our_segments
+from obitui.supervisor import Supervisor, SupervisorError, our_segments, segment_prefix
 
 log = logging.getLogger("obitui.soak")
 
@@ -43,6 +45,7 @@ KILLS_UNTIL = 0.5          # kills and engine pauses only in the first half: the
 RSS_JUDGED_FROM_S = 300.0  # the RSS growth target is judged on runs at least this long
 RSS_TARGET = 0.05
 RECOVERY_TARGET_S = 2.0
+ORPHAN_LIMIT_S = 3.0       # every child of a killed supervisor is gone within this
 
 
 @dataclass
@@ -91,6 +94,13 @@ def fault_kinds(cfg: Config, retry_after_429: float = 1.0, retry_after_418: floa
         FaultKind("kill_feed", 0.0, process="kill_feed"),
         FaultKind("kill_engine", 0.0, process="kill_engine"),
         FaultKind("pause_engine", 15.0, ("burst", 1500.0), process="pause_engine"),
+        # SIGSTOP without SIGCONT: the supervisor's heartbeat watchdog must kill and replace it
+        FaultKind("engine_hang", 0.0, process="hang_engine", imposed_s=cfg.heartbeat_stale),
+        # a second, real supervisor (`obitui --no-ui --json` on the same simulator) is killed
+        # with SIGKILL: all of its children must be gone within ORPHAN_LIMIT_S, and the next
+        # start must remove what the dead run left and come up with true books (recovery is
+        # net of a cold start, measured on the same fault's first start)
+        FaultKind("supervisor_kill9", 0.0, process="kill_supervisor"),
     ]
 
 
@@ -124,6 +134,7 @@ class Soak:
         self.rate = rate
         self.recover_timeout = recover_timeout
         cfg = load_config(None)
+        cfg.heartbeat_stale = 4.0           # engine_hang is caught in seconds, not the default 10
         for f in cfg.feeds:
             f.ring_capacity = 1 << 16       # small rings: a paused engine fills one in seconds
             f.stale_after = 2.0             # the watchdog trips within the silence fault
@@ -145,6 +156,7 @@ class Soak:
         self._procs: dict[int, psutil.Process] = {}
         self._last_sample = 0.0
         self._last_check = 0.0
+        self.run_pids: list[int] = [os.getpid()]   # supervisors of this soak: their segments are ours
 
     # ------------------------------------------------------------ fleet state
     @property
@@ -271,12 +283,19 @@ class Soak:
         restarts_before = {c.name: c.restarts for c in sup.children}
         pids = sup.pids()
         targets = list(kind.detect)
+        if kind.process == "kill_supervisor":
+            return self.kill_supervisor(out)
+        hangs_before = {c.name: c.hangs for c in sup.children}
         if kind.process == "kill_feed":
             targets = [self.rng.choice([f.label for f in self.cfg.feeds])]
         elif kind.process:
             targets = ["engine"]
 
         def detected() -> tuple[bool, list[str]]:
+            if kind.process == "hang_engine":
+                child = next(c for c in sup.children if c.name == "engine")
+                ok = child.hangs > hangs_before["engine"]
+                return ok, ["engine:watchdog_killed"] if ok else []
             if kind.process.startswith("kill"):
                 child = next(c for c in sup.children if c.name == targets[0])
                 ok = child.restarts > restarts_before[targets[0]]
@@ -300,7 +319,7 @@ class Soak:
 
         if kind.process == "kill_feed" or kind.process == "kill_engine":
             os.kill(pids[targets[0]], signal.SIGKILL)
-        elif kind.process == "pause_engine":
+        elif kind.process in ("pause_engine", "hang_engine"):
             os.kill(pids["engine"], signal.SIGSTOP)
         if kind.sim is not None:
             self.set_fault(*kind.sim)
@@ -318,10 +337,10 @@ class Soak:
             self.wait_until(lambda: detected()[0], kind.hold)
         if kind.sim is not None:
             self.clear_faults()
-        t_clear = t_inject if kind.process.startswith("kill") else time.monotonic()
+        t_clear = t_inject if kind.process.startswith(("kill", "hang")) else time.monotonic()
         # some faults show after they end (an unanswered ping times out later, a resumed
         # engine reads up to the loss): recovery is judged once the fault has been seen
-        out.detected = self.wait_until(lambda: detected()[0], 10)
+        out.detected = self.wait_until(lambda: detected()[0], 10 + kind.imposed_s)
         ok = self.wait_until(lambda: self.healthy()[0], self.recover_timeout)
         t_ok = time.monotonic()
         out.recovered = ok
@@ -344,7 +363,6 @@ class Soak:
         from multiprocessing import resource_tracker
         resource_tracker.ensure_running()
         fds_start = _open_fds()
-        segs_start = set(our_segments())
         children_start = {p.pid for p in psutil.Process().children(recursive=True)}
         self.t0 = time.monotonic()
         sup = self.sup = Supervisor(self.cfg, log_file=self.log_file)
@@ -395,7 +413,7 @@ class Soak:
         report["leaks"] = {
             "fds_start": len(fds_start), "fds_end": len(fds_end),
             "fds_new": sorted(f"{fd} -> {t}" for fd, t in fds_end.items() if fds_start.get(fd) != t),
-            "segments_left": sorted(set(our_segments()) - segs_start),
+            "segments_left": self.own_segments(),
             "processes_left": leftover_children,
         }
         report["faults"] = [o.__dict__ for o in self.outcomes]
@@ -405,6 +423,131 @@ class Soak:
         report["processes"] = self.drift()
         report["verdict"] = self.verdict(report)
         return report
+
+    def own_segments(self) -> list[str]:
+        """Segments of the supervisors this soak ran (never another run's on the host)."""
+        return [n for n in our_segments() if any(n.startswith(f"{segment_prefix()}r{pid}x")
+                                                 for pid in self.run_pids)]
+
+    # ------------------------------------------------------------ supervisor_kill9
+    def _fleet_config(self, path: str) -> None:
+        """A TOML config: this soak's feeds, pointed at its simulator (the truth is checkable)."""
+        lines = [f"[supervisor]\nheartbeat_stale = {self.cfg.heartbeat_stale}\n"]
+        for f in self.cfg.feeds:
+            lines.append("[[feeds]]")
+            for key in ("label", "venue", "channel", "symbol", "ws_url", "rest_url", "ring_capacity",
+                        "stale_after", "max_frame"):
+                lines.append(f"{key} = {json.dumps(getattr(f, key))}")
+            lines.append("")
+        with open(path, "w") as fh:
+            fh.write("\n".join(lines))
+
+    def _start_fleet(self, cfg_path: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+        """`obitui --config ... --no-ui --json` as a process of its own; its last JSON object is
+        kept in the returned dict under "last" by a reader thread."""
+        log_fh = open(self.log_file or os.devnull, "a")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "obitui", "--config", cfg_path, "--no-ui", "--json",
+                                 "--interval", "0.25"], stdout=subprocess.PIPE, stderr=log_fh, text=True)
+        log_fh.close()
+        self.run_pids.append(proc.pid)
+        seen: dict[str, Any] = {"last": None}
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                try:
+                    seen["last"] = json.loads(line)
+                except ValueError:
+                    log.warning("second fleet printed a line that is not JSON: %r", line[:200])
+        threading.Thread(target=read, daemon=True).start()
+        return proc, seen
+
+    def _fleet_true(self, snap: dict[str, Any] | None) -> tuple[bool, str]:
+        """Every feed of a JSON status object healthy and every book valid and true."""
+        if snap is None:
+            return False, "no status yet"
+        for f in self.cfg.feeds:
+            fv = snap["feeds"].get(f.label)
+            if fv is None or fv["state"] != HEALTHY[f.channel].word:
+                return False, f"{f.label} {fv['state'] if fv else 'missing'}"
+        for key, book in snap["books"].items():
+            venue, symbol = key.split(":", 1)
+            if not book["valid"]:
+                return False, f"{key} invalid"
+            t = self.truth(venue, symbol, book["update_id"])
+            if t is None:
+                return False, f"{key} update {book['update_id']} not in the truth's history"
+            self.truth_checks += 1
+            if book["bids"] != t["bids"][:20] or book["asks"] != t["asks"][:20]:
+                msg = f"t={self.now():.1f}s second fleet {key} at update {book['update_id']} differs from the truth"
+                self.mismatches.append(msg)
+                log.error("book mismatch: %s", msg)
+                return False, f"{key} mismatch"
+        return True, ""
+
+    def _end_fleet(self, proc: subprocess.Popen[str]) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def kill_supervisor(self, out: Outcome) -> Outcome:
+        """SIGKILL a real supervisor: detected when every process it started is gone within
+        ORPHAN_LIMIT_S; recovered when the next start removed the dead run's segments and its
+        books are valid and equal to the truth. The soak's own fleet runs on meanwhile."""
+        cfg_path = os.path.join(tempfile.gettempdir(), f"obitui-soak-{os.getpid()}-fleet.toml")
+        self._fleet_config(cfg_path)
+        t_start = time.monotonic()
+        first, seen = self._start_fleet(cfg_path)
+        second = None
+        try:
+            up = self.wait_until(lambda: self._fleet_true(seen["last"])[0], 30)
+            # a fleet's cold start (processes, connections, snapshots) is imposed on any restart
+            # of a supervisor: measured here on the first start, it is what the recovery is net of
+            out.imposed_s = round(time.monotonic() - t_start, 2)
+            children = psutil.Process(first.pid).children(recursive=True)
+            out.target = f"supervisor pid {first.pid} ({len(children)} children)"
+            if not up:
+                out.note = f"the second fleet did not come up: {self._fleet_true(seen['last'])[1]}"
+                return out
+            dead_prefix = f"{segment_prefix()}r{first.pid}x"
+            t_kill = time.monotonic()
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(5)
+
+            def orphans() -> list[int]:
+                return [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+            gone = self.wait_until(lambda: not orphans(), ORPHAN_LIMIT_S)
+            t_gone = time.monotonic() - t_kill
+            out.detected = gone
+            out.detected_by = [f"{len(children)} children gone in {t_gone:.2f} s"] if gone else []
+            if not gone:
+                out.note = f"orphans after {ORPHAN_LIMIT_S} s: {orphans()}"
+                for pid in orphans():
+                    os.kill(pid, signal.SIGKILL)
+            second, seen2 = self._start_fleet(cfg_path)
+            ok = self.wait_until(lambda: self._fleet_true(seen2["last"])[0]
+                                 and not any(n.startswith(dead_prefix) for n in our_segments()),
+                                 self.recover_timeout)
+            out.recovered = ok
+            out.recover_s = round(time.monotonic() - t_kill, 2) if ok else None
+            if not ok:
+                left = [n for n in our_segments() if n.startswith(dead_prefix)]
+                out.note = (out.note + "; " if out.note else "") + (
+                    f"segments of the dead run left: {left}" if left else self._fleet_true(seen2["last"])[1])
+        finally:
+            for proc in (first, second):
+                if proc is not None:
+                    self._end_fleet(proc)
+            os.unlink(cfg_path)
+        log.info("fault %s on %s: detected=%s by %s, recovered=%s in %s s %s", out.kind, out.target,
+                 out.detected, out.detected_by, out.recovered, out.recover_s, out.note)
+        return out
 
     def final_accounting(self) -> dict[str, Any]:
         """Stop the feeds (the engine keeps draining), then check the invariants."""
@@ -449,18 +592,20 @@ class Soak:
         out: dict[str, Any] = {}
         for o in self.outcomes:
             d = out.setdefault(o.kind, {"injected": 0, "detected": 0, "recovered": 0, "times": [],
-                                        "imposed_s": o.imposed_s})
+                                        "nets": [], "imposed": []})
             d["injected"] += 1
             d["detected"] += o.detected
             d["recovered"] += o.recovered
+            d["imposed"].append(o.imposed_s)
             if o.recover_s is not None:
                 d["times"].append(o.recover_s)
+                d["nets"].append(max(0.0, o.recover_s - o.imposed_s))
         for d in out.values():
-            t = d.pop("times")
+            t, nets, imposed = d.pop("times"), d.pop("nets"), d.pop("imposed")
+            d["imposed_s"] = round(statistics.median(imposed), 2)   # per fault: measured or set
             d["recover_p50_s"] = round(statistics.median(t), 2) if t else None
             d["recover_max_s"] = round(max(t), 2) if t else None
-            d["recover_p50_s_net"] = (round(max(0.0, statistics.median(t) - d["imposed_s"]), 2)
-                                      if t else None)
+            d["recover_p50_s_net"] = round(statistics.median(nets), 2) if nets else None
         return out
 
     def drift(self) -> dict[str, Any]:
@@ -597,8 +742,9 @@ def main(argv: list[str] | None = None) -> int:
         print("obitui soak: --duration must be >= 20 s", file=sys.stderr)
         return 2
     log_file = args.log or os.path.join(tempfile.gettempdir(), f"obitui-soak-{os.getpid()}.log")
-    logging.basicConfig(level=logging.INFO, filename=log_file,
-                        format="%(asctime)s supervisor %(levelname)s %(message)s")
+    from obitui.logs import LogSpec, configure
+    configure(LogSpec(logging.INFO, False, log_file), "supervisor")
+
     def interrupted(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,13 @@ from obitui.config import Config
 from obitui.core.ring import Ring
 from obitui.core.shm import SHM_DIR, Segment, ShmError
 from obitui.core.stats import Command, StatsBlock
-from obitui.engine import book_plan, engine_main
-from obitui.feeds.process import feed_main
+from obitui.engine import book_plan
+from obitui.lifeline import run_child
+from obitui.logs import LogSpec
 
 log = logging.getLogger("obitui.supervisor")
 
 RESTART_BACKOFF_CAP = 10.0
-HEARTBEAT_STALE_S = 10.0
 STOP_GRACE_S = 3.0
 
 
@@ -83,22 +83,27 @@ def clean_stale_segments() -> tuple[list[str], list[str]]:
 
 @dataclass
 class Child:
+    """One process of the fleet: ``entry`` (``module:function``) called with ``args``/``kwargs``
+    in a spawned process that starts through ``lifeline.run_child``."""
     name: str
-    target: Any
+    entry: str
     args: tuple
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    title: str = ""
     proc: Any = None
     restarts: int = 0
+    hangs: int = 0
     next_start: float = 0.0
     started_at: float = 0.0
 
 
 class Supervisor:
     def __init__(self, cfg: Config, record_dir: str | None = None, log_level: int = logging.INFO,
-                 log_file: str | None = None) -> None:
+                 log_file: str | None = None, log_json: bool = False) -> None:
         self.cfg = cfg
         self.log_file = log_file
         self.record_dir = record_dir
-        self.log_level = log_level
+        self.log = LogSpec(log_level, log_json, log_file)
         self.run_id = f"r{os.getpid()}x{secrets.token_hex(3)}"
         self.prefix = f"{segment_prefix()}{self.run_id}"
         self.stats_name = f"{self.prefix}-stats"
@@ -136,12 +141,12 @@ class Supervisor:
                 hint = f" (is {SHM_DIR} full? `obitui doctor` compares its free space with the rings)"
             raise SupervisorError(f"shared memory: {exc}{hint}") from None
         for i, (f, ring) in enumerate(zip(self.cfg.feeds, self.ring_names)):
-            self.children.append(Child(f.label, feed_main,
-                                       (f, i, ring, self.stats_name, self.record_dir, self.log_level,
-                                        self.log_file)))
-        self.children.append(Child("engine", engine_main,
-                                   (self.cfg, self.ring_names, self.stats_name, self.log_level, False,
-                                    self.log_file)))
+            self.children.append(Child(f.label, "obitui.feeds.process:feed_main",
+                                       (f, i, ring, self.stats_name, self.record_dir),
+                                       title=f"obitui feed {f.label}"))
+        self.children.append(Child("engine", "obitui.engine:engine_main",
+                                   (self.cfg, self.ring_names, self.stats_name),
+                                   {"resync_books": False}, title="obitui engine"))
         # the engine first: it must be consuming before the feeds fill their rings
         for child in [self.children[-1], *self.children[:-1]]:
             self._spawn(child)
@@ -169,7 +174,9 @@ class Supervisor:
                         rate: float | None = None, replay_speed: float = 1.0,
                         extra: list[str] | None = None) -> tuple[str, str, str]:
         """Run `obitui sim` as a child; returns (binance ws, binance rest, bitget ws)."""
-        cmd = [sys.executable, "-m", "obitui", "sim", "--seed", str(seed)]
+        cmd = [sys.executable, "-m", "obitui", "sim", "--seed", str(seed), "--parent-pid", str(os.getpid())]
+        if self.log.json:
+            cmd.append("--log-json")
         for f in faults:
             cmd += ["--sim-fault", f]
         if replay:
@@ -206,8 +213,9 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         _release(child.proc)
-        child.proc = self.ctx.Process(target=child.target, args=child.args, name=f"obitui-{child.name}",
-                                      daemon=True)
+        child.proc = self.ctx.Process(target=run_child,
+                                      args=(os.getpid(), child.title, child.entry, self.log, *child.args),
+                                      kwargs=child.kwargs, name=f"obitui-{child.name}", daemon=True)
         child.proc.start()
         child.started_at = time.monotonic()
 
@@ -216,17 +224,17 @@ class Supervisor:
         """Restart dead or hung children (with backoff); returns what happened."""
         events = []
         now = time.monotonic()
-        for i, child in enumerate(self.children):
+        for child in self.children:
             proc = child.proc
             alive = proc is not None and proc.is_alive()
-            if alive and child.name != "engine" and self.stats is not None:
-                fv = self.stats.read_feed(i)
-                if (fv is not None and fv.heartbeat_ns and now - child.started_at > HEARTBEAT_STALE_S
-                        and time.monotonic_ns() - fv.heartbeat_ns > HEARTBEAT_STALE_S * 1e9):
-                    log.warning("%s: no heartbeat for %.0f s: killing it", child.name, HEARTBEAT_STALE_S)
-                    proc.kill()
-                    proc.join(2)
-                    alive = False
+            if alive and (silent := self._silent_for(child, now)) is not None:
+                child.hangs += 1
+                events.append(f"{child.name}: no heartbeat for {silent:.1f} s (hung): killed "
+                              f"(hang #{child.hangs})")
+                log.warning(events[-1])
+                proc.kill()
+                proc.join(2)
+                alive = False
             if alive:
                 if now - child.started_at > 30:
                     child.restarts = 0
@@ -241,11 +249,25 @@ class Supervisor:
                 child.restarts += 1
                 child.next_start = 0.0
                 if child.name == "engine":
-                    child.args = (*child.args[:4], True, *child.args[5:])   # resync every book
+                    child.kwargs["resync_books"] = True    # a new engine has empty books
                 self._spawn(child)
                 events.append(f"{child.name} restarted (pid {child.proc.pid})")
                 log.info(events[-1])
         return events
+
+    def _silent_for(self, child: Child, now: float) -> float | None:
+        """Seconds since ``child``'s last heartbeat in the stats block when that is past the
+        stale limit (a hung, looping or SIGSTOPped process), else None. A child gets the limit
+        from its start before it is judged."""
+        limit = self.cfg.heartbeat_stale
+        if self.stats is None or now - child.started_at <= limit:
+            return None
+        view: Any = (self.stats.read_engine() if child.name == "engine"
+                     else self.stats.read_feed(self.children.index(child)))
+        # a beat of a previous process of this child does not count: judged from the start
+        beat = view.heartbeat_ns if view is not None and view.pid == child.proc.pid else 0
+        silent = (time.monotonic_ns() - beat) / 1e9 if beat else now - child.started_at
+        return silent if silent > limit else None
 
     def command(self, label: str, cmd: Command) -> int:
         from obitui.controller import command_by_label

@@ -42,10 +42,9 @@ async def _run(cfg: FeedConfig, index: int, ring_name: str, stats_name: str,
 
 
 def feed_main(cfg: FeedConfig, index: int, ring_name: str, stats_name: str,
-              record_dir: str | None = None, log_level: int = logging.INFO,
-              log_file: str | None = None) -> None:
-    logging.basicConfig(level=log_level, filename=log_file,
-                        format=f"%(asctime)s {cfg.label} %(levelname)s %(message)s")
+              record_dir: str | None = None) -> None:
+    """Process entry, started by the supervisor through ``lifeline.run_child`` (which has armed
+    the parent-death signal and set up logging)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl+C goes to the supervisor, which stops us
     if cfg.cpu is not None:
         try:

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--duration", type=float, help="stop after S seconds")
     ap.add_argument("--exit-at-end", action="store_true",
                     help="replay: exit 2 s after every venue's frames were all sent to a client")
+    ap.add_argument("--parent-pid", type=int, metavar="PID",
+                    help="exit as soon as process PID (the supervisor that started us) is gone")
+    ap.add_argument("--log-json", action="store_true", help="log JSON lines on stderr")
     return ap
 
 
@@ -57,6 +60,10 @@ async def _run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
+    if args.parent_pid:
+        # in a session of its own, so no terminal signal reaches it: watch the supervisor
+        from obitui.lifeline import watch_parent
+        watch_parent(args.parent_pid, lambda: loop.call_soon_threadsafe(stop.set))
     try:
         await sim.start()
     except PortInUseError as exc:
@@ -82,6 +89,10 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.parent_pid:
+        from obitui.lifeline import die_with_parent, set_title
+        die_with_parent(args.parent_pid)
+        set_title("obitui sim")
     try:
         Faults.from_specs(args.sim_fault)
     except FaultError as exc:
@@ -99,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.replay).is_file():
             print(f"obitui sim: capture file {args.replay} not found", file=sys.stderr)
             return 2
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from obitui.logs import LogSpec, configure
+    configure(LogSpec(logging.WARNING, args.log_json), "sim")
     try:
         import uvloop
         uvloop.install()
