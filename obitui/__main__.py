@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Operator console for low-latency crypto market data "
                     "(Binance spot, Bitget v2): feeds -> shared-memory rings -> engine -> UI.",
     )
+    from obitui import __version__
+    ap.add_argument("--version", action="version", version=f"obitui {__version__}")
     ap.add_argument("--config", metavar="FILE", help="TOML config (default: built-in four feeds)")
     ap.add_argument("--sim", action="store_true", help="run against the built-in exchange simulator")
     ap.add_argument("--sim-fault", action="append", default=[], metavar="NAME[=VALUE]",

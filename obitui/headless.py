@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from obitui.config import Config
 from obitui.core.fixed import format_fixed
-from obitui.core.stats import BookView, StatsBlock
+from obitui.core.stats import BookView, StatsBlock, heartbeat_age, is_stale
 from obitui.engine import book_plan
 from obitui.logs import LogSpec, configure
 from obitui.supervisor import Supervisor, SupervisorError
@@ -34,8 +34,14 @@ def book_json(bv: BookView, digits: int) -> dict[str, Any]:
     }
 
 
+def _age(age: float | None) -> float | None:
+    return None if age is None else round(age, 3)
+
+
 def snapshot(cfg: Config, stats: StatsBlock, fills: list[tuple[float, int]]) -> dict[str, Any]:
-    """The JSON object of one interval (DESIGN.md, Headless mode)."""
+    """The JSON object of one interval (DESIGN.md, Headless mode). A feed or the engine whose
+    heartbeat is older than STALE_VIEW_S is marked ``"stale": true`` (a hung or stopped
+    process: its figures are frozen); books are stale with the engine that publishes them."""
     feeds: dict[str, Any] = {}
     for i, f in enumerate(cfg.feeds):
         fv = stats.read_feed(i)
@@ -43,11 +49,17 @@ def snapshot(cfg: Config, stats: StatsBlock, fills: list[tuple[float, int]]) -> 
             continue
         c = fv.counters
         fill, drops = fills[i] if i < len(fills) else (0.0, 0)
+        age = heartbeat_age(fv.heartbeat_ns)
         feeds[f.label] = {"state": fv.state.word, "reason": fv.reason, "frames": c["frames"],
                           "gaps": c["gaps"], "resyncs": c["resyncs"], "reconnects": c["reconnects"],
                           "ring_fill": round(fill, 6), "ring_drops": drops,
                           "records": c["records"], "parse_errors": c["parse_errors"],
-                          "checksum_failures": c["checksum_failures"]}
+                          "checksum_failures": c["checksum_failures"],
+                          "stale": is_stale(age), "age_s": _age(age)}
+    ev = stats.read_engine()
+    age = heartbeat_age(ev.heartbeat_ns) if ev is not None else None
+    engine = {"pid": ev.pid if ev else 0, "stale": is_stale(age), "age_s": _age(age),
+              "records_per_s": round(ev.records_per_s, 1) if ev else 0.0, "gaps": ev.gaps if ev else 0}
     books: dict[str, Any] = {}
     for j, key in enumerate(book_plan(cfg.feeds)):
         bv = stats.read_book(j)
@@ -55,7 +67,8 @@ def snapshot(cfg: Config, stats: StatsBlock, fills: list[tuple[float, int]]) -> 
             continue
         digits = next(f.digits for f in cfg.feeds if f.book_key == key)
         books[key] = book_json(bv, digits)
-    return {"ts": round(time.time(), 3), "feeds": feeds, "books": books}
+        books[key]["stale"] = engine["stale"]
+    return {"ts": round(time.time(), 3), "feeds": feeds, "books": books, "engine": engine}
 
 
 def status_line(cfg: Config, snap: dict[str, Any]) -> str:
@@ -67,10 +80,20 @@ def status_line(cfg: Config, snap: dict[str, Any]) -> str:
             continue
         text = f"{f.label}: {fv['state']}"
         book = snap["books"].get(f.book_key) if f.is_book else None
-        if book is not None and book["valid"]:
+        if fv.get("stale"):
+            text += f" (stale {_secs(fv['age_s'])})"
+        elif book is not None and book["valid"] and not book.get("stale"):
             text += f" (OBI:{book['obi']:.4f})"
         parts.append(text)
+    engine = snap.get("engine")
+    if engine is not None and engine["stale"]:
+        # frozen figures are never shown as live: the books' OBI is left out above
+        parts.append(f"engine: stale {_secs(engine['age_s'])}")
     return "[Main Status] " + " | ".join(parts)
+
+
+def _secs(age: float | None) -> str:
+    return "never beat" if age is None else f"{age:.1f}s"
 
 
 def setup_logging(as_json: bool, level: int = logging.INFO) -> None:

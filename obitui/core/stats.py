@@ -144,6 +144,19 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+STALE_VIEW_S = 3.0   # a view whose writer has not beaten for this long is not shown as live
+
+
+def heartbeat_age(heartbeat_ns: int) -> float | None:
+    """Seconds since a writer's heartbeat (CLOCK_MONOTONIC, shared by every process of the
+    host), or None when it never beat."""
+    return (time.monotonic_ns() - heartbeat_ns) / 1e9 if heartbeat_ns else None
+
+
+def is_stale(age: float | None) -> bool:
+    return age is None or age > STALE_VIEW_S
+
+
 @dataclass
 class FeedView:
     label: str

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_soak_60s_passes(tmp_path: Path) -> None:
     report = tmp_path / "soak.json"
