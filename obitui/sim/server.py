@@ -52,6 +52,9 @@ class Simulator:
         self.config = config or SimConfig()
         self.faults = Faults.from_specs(self.config.faults)
         self.counters: dict[str, int] = {}
+        # limits of the real venues that a client broke (message rates, subscriptions, REST
+        # weight, stream counts): the venue would disconnect or ban it; tests assert none
+        self.violations: dict[str, int] = {}
         seed = self.config.seed
         want = set(self.config.symbols)
         unknown = want - {s.symbol for s in BINANCE_SYMBOLS}
@@ -75,6 +78,13 @@ class Simulator:
     # ------------------------------------------------------------ bookkeeping
     def count(self, what: str, n: int = 1) -> None:
         self.counters[what] = self.counters.get(what, 0) + n
+
+    def violation(self, what: str, detail: str = "") -> None:
+        """A client broke a limit of the real venue (``what``: e.g. ``binance_ws_msg_rate``):
+        counted apart from the other counters and logged."""
+        self.violations[what] = self.violations.get(what, 0) + 1
+        self.count("violations")
+        log.warning("client violated a venue limit: %s %s", what, detail)
 
     def next_conn_seed(self) -> int:
         self._conn_seq += 1
@@ -224,7 +234,8 @@ class Simulator:
         return web.Response(body=orjson.dumps(self.faults.active()), content_type="application/json")
 
     async def _stats_handler(self, request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps({"counters": self.counters, "faults": self.faults.active(),
+        return web.Response(body=orjson.dumps({"counters": self.counters, "violations": self.violations,
+                                               "faults": self.faults.active(),
                                                "connections": {"binance": len(self.binance.conns),
                                                                "bitget": len(self.bitget.conns)}}),
                             content_type="application/json")
