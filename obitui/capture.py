@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -58,27 +58,75 @@ class CaptureRecord:
         return CaptureRecord(t, venue, kind, url, data)
 
 
+class _TruncatedZstd(Exception):
+    """The file ends inside a zstd frame (a writer stopped mid-frame): what follows is lost."""
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of every zstd frame of a file, one after the other (a capture
+    is appended to in batches, each its own frame). Unlike ``stream_reader``, which returns a
+    clean end of file there, a file that ends inside a frame raises _TruncatedZstd."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        import zstandard
+        self.f = f
+        self.dctx = zstandard.ZstdDecompressor()
+        self.dobj = self.dctx.decompressobj()
+        self.in_frame = False          # bytes of the current frame were fed, its end not seen
+        self.out = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not self.out:
+            chunk = self.f.read(1 << 16)
+            if not chunk:
+                if self.in_frame:
+                    raise _TruncatedZstd("the file ends inside a zstd frame")
+                return 0
+            parts = []
+            while chunk:
+                self.in_frame = True
+                parts.append(self.dobj.decompress(chunk))
+                if not self.dobj.eof:
+                    break
+                chunk = self.dobj.unused_data
+                self.dobj = self.dctx.decompressobj()
+                self.in_frame = False
+            self.out = b"".join(parts)
+        n = min(len(buf), len(self.out))
+        buf[:n] = self.out[:n]
+        self.out = self.out[n:]
+        return n
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
 def _open_text(path: Path, mode: str) -> IO[bytes]:
     if path.suffix == ".zst":
         import zstandard
         if "r" in mode:
-            return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))  # type: ignore[return-value]
+            return io.BufferedReader(_ZstdFrames(open(path, "rb")))
         return zstandard.ZstdCompressor(level=3).stream_writer(open(path, "ab"))  # type: ignore[return-value]
     return open(path, "rb" if "r" in mode else "ab")
 
 
 def read_capture(path: str | os.PathLike[str], errors: list[str] | None = None) -> Iterator[CaptureRecord]:
     """Yield the records of a capture file. A bad line raises CaptureError, or, when an
-    ``errors`` list is given, is appended to it (with its line number) and skipped."""
+    ``errors`` list is given, is appended to it (with its line number) and skipped. A ``.zst``
+    file that is not zstd, or that ends inside a frame (truncated), raises CaptureError once
+    the lines before the damage have been yielded, ``errors`` or not."""
     p = Path(path)
     import zstandard
-    with _open_text(p, "r") as raw:
-        lines = io.BufferedReader(raw) if p.suffix == ".zst" else raw  # type: ignore[arg-type]
+    with _open_text(p, "r") as lines:
         no = 0
         while True:
             try:
                 line = lines.readline()
-            except zstandard.ZstdError as exc:
+            except (zstandard.ZstdError, _TruncatedZstd) as exc:
                 raise CaptureError(f"{p}: not a readable zstd stream after line {no} ({exc})") from None
             if not line:
                 break

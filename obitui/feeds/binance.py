@@ -62,8 +62,24 @@ def parse_depth_event(data: dict[str, Any]) -> DepthEvent:
 
 
 def parse_snapshot(body: dict[str, Any]) -> tuple[int, list[Any], list[Any]]:
-    """(lastUpdateId, bids, asks) of a REST depth body."""
-    return _int_field(body, "lastUpdateId"), _levels(body, "bids"), _levels(body, "asks")
+    """(lastUpdateId, bids, asks) of a decoded REST depth body. Any other shape (a body that is
+    not an object, an id that is not an int in [0, 2**63), sides that are not lists of
+    [price, quantity] string pairs) raises DepthFormatError and nothing else; whether the
+    strings are decimals the book's digits can hold is the book's to say (ValueError)."""
+    if not isinstance(body, dict):
+        raise DepthFormatError(f"REST depth snapshot must be a JSON object, got {type(body).__name__}")
+    last = _int_field(body, "lastUpdateId")
+    return last, _snapshot_levels(body, "bids"), _snapshot_levels(body, "asks")
+
+
+def _snapshot_levels(body: dict[str, Any], key: str) -> list[Any]:
+    levels = _levels(body, key)
+    for i, lvl in enumerate(levels):
+        if (not isinstance(lvl, list) or len(lvl) < 2 or not isinstance(lvl[0], str)
+                or not isinstance(lvl[1], str)):
+            raise DepthFormatError(f"snapshot {key}[{i}] must be a [price, quantity] pair of "
+                                   f"strings, got {lvl!r:.60}")
+    return levels
 
 
 class SyncResult(enum.Enum):

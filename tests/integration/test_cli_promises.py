@@ -172,7 +172,8 @@ def test_record_replays_to_the_same_books_and_json_is_exact(tmp_path: Path) -> N
         assert abs(ts - read_at) < 3.0, (ts, read_at)
         assert ts >= prev
         prev = ts
-        assert set(obj) == {"ts", "feeds", "books"}, obj.keys()
+        # the contract's keys; the object may grow (extensions such as "engine" are allowed)
+        assert {"ts", "feeds", "books"} <= set(obj), obj.keys()
     live = objs[-1][0]
     assert set(live["feeds"]) == set(LABELS), live["feeds"]
     for label in LABELS:

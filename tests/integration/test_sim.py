@@ -20,6 +20,7 @@ import websockets
 from obitui.capture import convert_cryptofeed, read_capture, write_capture
 from obitui.core.book import OrderBook, bitget_checksum
 from obitui.feeds.binance import DepthSync, SyncResult, parse_depth_event, parse_snapshot
+from obitui.sim.conn import OVERSIZE_BYTES
 from obitui.sim.faults import FaultError, Faults, parse_fault
 from obitui.sim.market import MarketModel, SymbolSpec
 from obitui.sim.replay import ReplaySimulator
@@ -31,7 +32,8 @@ BOOKS = {"instType": "SPOT", "channel": "books", "instId": "BTCUSDT"}
 
 
 def fast_config(**kw: object) -> SimConfig:
-    base = dict(seed=3, rate=200.0, depth=300, ping_interval=0.2, pong_timeout=1.0,
+    # Binance pings at 0.5 s: a client's pongs stay well inside the 5 messages/s limit
+    base = dict(seed=3, rate=200.0, depth=300, ping_interval=0.5, pong_timeout=1.0,
                 bitget_ping_timeout=1.0)
     base.update(kw)
     return SimConfig(**base)  # type: ignore[arg-type]
@@ -98,24 +100,32 @@ async def test_binance_live_subscribe(sim: Simulator) -> None:
         await ws.send('{"method":"SUBSCRIBE","params":["ethusdt@depth@100ms"],"id":7}')
         assert await recv_json(ws) == {"result": None, "id": 7}
         assert (await depth_events(ws, 1))[0]["s"] == "ETHUSDT"
+        await asyncio.sleep(0.4)    # the client's messages are paced: 5/s at most
         await ws.send('{"method":"LIST_SUBSCRIPTIONS","id":8}')
         while (m := await recv_json(ws)).get("id") != 8:
             pass
         assert m["result"] == ["ethusdt@depth@100ms"]
+        await asyncio.sleep(0.4)
         await ws.send('{"method":"UNSUBSCRIBE","params":["ethusdt@depth@100ms"],"id":9}')
         while (m := await recv_json(ws)).get("id") != 9:
             pass
         assert m == {"result": None, "id": 9}
+        await asyncio.sleep(0.4)
         await ws.send('{"method":"SUBSCRIBE","params":["NOT A STREAM"],"id":10}')
         while (m := await recv_json(ws)).get("id") != 10:
             pass
         assert m["error"]["code"] == 2
+        await asyncio.sleep(0.4)
         await ws.send('{"method":"EXPLODE","id":11}')
         while (m := await recv_json(ws)).get("id") != 11:
             pass
         assert m["error"]["code"] == 2
+        await asyncio.sleep(0.4)
         await ws.send("{not json")
-        assert (await recv_json(ws))["error"]["code"] == 3
+        while "error" not in (m := await recv_json(ws)):
+            pass
+        assert m["error"]["code"] == 3
+    assert sim.violations == {}
 
 
 async def test_binance_snapshot_consistent_with_stream_and_truth(sim: Simulator) -> None:
@@ -143,12 +153,15 @@ async def test_binance_rest_errors_and_weights(sim: Simulator) -> None:
     assert (await rest_depth(sim, 5, "NOPE"))[2]["code"] == -1121
     assert (await rest_depth(sim, 0))[0] == 400
     sim.config.weight_limit = 600
-    codes = [(await rest_depth(sim, 5000))[:2] for _ in range(4)]
-    assert [c for c, _ in codes] == [200, 200, 429, 429]
-    assert int(codes[2][1]["Retry-After"]) >= 1
-    assert (await rest_depth(sim, 10))[0] == 200   # a light request still fits the budget
-    statuses = [(await rest_depth(sim, 5000))[0] for _ in range(6)]
-    assert statuses == [429, 429, 429, 418, 418, 418]  # kept hammering after 429: banned
+    codes = [(await rest_depth(sim, 5000))[:2] for _ in range(3)]
+    assert [c for c, _ in codes] == [200, 200, 429]
+    assert int(codes[2][1]["Retry-After"]) >= 1 and codes[2][1]["x-mbx-used-weight-1m"] == "500"
+    # a request before the 429's Retry-After ended, however light: the IP is banned
+    status, headers, _ = await rest_depth(sim, 10)
+    assert status == 418 and int(headers["Retry-After"]) >= 1 and "x-mbx-used-weight-1m" in headers
+    assert (await rest_depth(sim, 10))[0] == 418     # and stays banned meanwhile
+    assert sim.violations == {"binance_rest_weight": 1, "binance_rest_retry_after": 1,
+                              "binance_rest_banned": 1}
 
 
 async def test_binance_server_pings_and_pong_timeout(sim: Simulator) -> None:
@@ -307,10 +320,13 @@ async def test_fault_stale_snapshot_and_http_codes(sim: Simulator) -> None:
     sim.faults.set("http_429", 1)
     status, headers, body = await rest_depth(sim, 10)
     assert status == 429 and headers["Retry-After"] == "1" and body["code"] == -1003
+    await asyncio.sleep(1.0)      # honoured: no ban
     sim.faults.set("http_418", 1)
     status, headers, _ = await rest_depth(sim, 10)
     assert status == 418 and int(headers["Retry-After"]) >= 1
+    await asyncio.sleep(int(headers["Retry-After"]))
     assert (await rest_depth(sim, 10))[0] == 200
+    assert sim.violations == {}
 
 
 async def test_fault_disconnect_and_silence(sim: Simulator) -> None:
@@ -340,7 +356,7 @@ async def test_fault_disconnect_and_silence(sim: Simulator) -> None:
 async def test_fault_malformed_and_oversize(sim: Simulator) -> None:
     sim.faults.set("malformed", 0.3)
     bad = 0
-    async with websockets.connect(sim.binance_ws_url + "/ws/btcusdt@depth") as ws:
+    async with websockets.connect(sim.binance_ws_url + "/ws/btcusdt@depth@100ms") as ws:
         for _ in range(60):
             text = await asyncio.wait_for(ws.recv(), 5)
             try:
@@ -352,10 +368,31 @@ async def test_fault_malformed_and_oversize(sim: Simulator) -> None:
     sim.faults.clear()
     sim.faults.set("oversize", 0.5)
     async with websockets.connect(sim.binance_ws_url + "/ws/btcusdt@depth", max_size=1 << 20) as ws:
-        with pytest.raises(websockets.ConnectionClosed) as err:
+        with pytest.raises(websockets.ConnectionClosedError) as err:
             while True:
                 await asyncio.wait_for(ws.recv(), 5)
-        assert err.value.rcvd is None or err.value.sent.code == 1009
+    # the simulator's 2 MiB frame (a JSON string: 2 quotes more) reached the client, which
+    # refused it with 1009 and, failing the connection (RFC 6455 7.1.7), read nothing after it:
+    # no Close from the server is ever received
+    assert sim.counters["injected_oversize"] >= 1
+    assert err.value.sent is not None and err.value.sent.code == 1009, err.value
+    assert f"{OVERSIZE_BYTES + 2} bytes" in err.value.sent.reason, err.value.sent.reason
+    assert err.value.rcvd is None, err.value
+
+
+@pytest.mark.parametrize("venue", ["binance", "bitget"])
+async def test_sim_closes_1009_on_an_oversize_client_message(sim: Simulator, venue: str) -> None:
+    """The other direction: a client message above the simulator's 64 KiB limit is answered
+    by the simulator's own Close 1009, which the client echoes."""
+    url = sim.binance_ws_url + "/ws/btcusdt@depth" if venue == "binance" else sim.bitget_ws_url
+    async with websockets.connect(url) as ws:
+        await ws.send("x" * (64 * 1024 + 1))
+        with pytest.raises(websockets.ConnectionClosedError) as err:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+    assert err.value.rcvd is not None and err.value.rcvd.code == 1009, err.value
+    assert err.value.rcvd_then_sent is True and err.value.sent is not None
+    assert err.value.sent.code == 1009, err.value
 
 
 async def test_fault_no_pong_and_no_ping_check(sim: Simulator) -> None:
@@ -372,14 +409,14 @@ async def test_fault_no_pong_and_no_ping_check(sim: Simulator) -> None:
 
 
 async def test_fault_burst(sim: Simulator) -> None:
-    async with websockets.connect(sim.binance_ws_url + "/ws/btcusdt@depth") as ws:
+    async with websockets.connect(sim.binance_ws_url + "/ws/btcusdt@depth@100ms") as ws:
         sim.faults.set("burst", 3000)
-        await depth_events(ws, 10)
+        await depth_events(ws, 3)
         t0 = time.monotonic()
         n = 0
         while time.monotonic() - t0 < 1.0:
-            await asyncio.wait_for(ws.recv(), 5)
-            n += 1
+            d = await recv_json(ws)
+            n += d["u"] - d["U"] + 1     # the pushes are paced; the updates they carry are not
     assert n > 1000, n
 
 
