@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="obitui",
         description="Operator console for low-latency crypto market data "
                     "(Binance spot, Bitget v2): feeds -> shared-memory rings -> engine -> UI.",
+        epilog="Logs: headless runs log to stderr (JSON lines with --json); with the UI every "
+               "process logs to $XDG_STATE_HOME/obitui/obitui.log (default "
+               "~/.local/state/obitui/obitui.log), rotated past 10 MiB with 3 older files kept. "
+               "`obitui doctor` shows where it is.",
     )
     from obitui import __version__
     ap.add_argument("--version", action="version", version=f"obitui {__version__}")

@@ -2,15 +2,19 @@
 at its own pace: one timer, all widget updates inside ``batch_update()``."""
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import psutil
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
+from textual.driver import Driver
 from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
@@ -24,6 +28,7 @@ from obitui.widgets.sparkline import ObiSparkline
 REFRESH_STEPS = (2.0, 4.0, 8.0, 10.0, 16.0)
 ACK_TIMEOUT = 5.0
 TABLE_EVERY = 0.5       # the feed table is a slow table (DataTable): 2 Hz
+DEFER_LIMIT_S = 5.0     # a signal during start-up waits for the fleet to be up, at most this long
 
 STATE_STYLE = {
     FeedState.CONNECTED_SYNCED: "green", FeedState.CONNECTED: "green", FeedState.LIVE: "green",
@@ -51,6 +56,54 @@ class Pending:
     seq: int
     what: str
     sent: float
+
+
+class TerminalFile:
+    """The terminal as Textual's output thread writes to it, surviving the terminal's end.
+
+    When the terminal goes away (a dropped SSH session: every write fails with EIO), Textual's
+    output thread dies of the error; the next writes fill its bounded queue and the app then
+    blocks for ever in its own shutdown, the fleet still running and its segments still in
+    /dev/shm. Here a failed write is dropped instead, and ``on_gone`` is called once (the app
+    then exits as it does on SIGHUP, whether a SIGHUP comes or not)."""
+
+    def __init__(self, file: IO[str], on_gone: Callable[[], None]) -> None:
+        self._file = file
+        self._on_gone = on_gone
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._file.write(text)
+            except OSError:
+                self._lost()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._file.flush()
+            except OSError:
+                self._lost()
+
+    def _lost(self) -> None:
+        self.gone = True
+        self._on_gone()
+
+    def __getattr__(self, name: str) -> Any:      # fileno, isatty, encoding, ...
+        return getattr(self._file, name)
+
+
+def _terminal_driver(base: type[Driver]) -> type[Driver]:
+    """``base`` (Textual's Linux driver) writing through a :class:`TerminalFile`."""
+
+    class ObituiDriver(base):  # type: ignore[valid-type,misc]
+        def __init__(self, app: Any, **kw: Any) -> None:
+            super().__init__(app, **kw)
+            self._file = TerminalFile(self._file, app.terminal_gone)
+
+    return ObituiDriver
 
 
 class HelpScreen(ModalScreen[None]):
@@ -119,9 +172,27 @@ class ObituiApp(App[None]):
         self.procs: dict[int, psutil.Process] = {}
         self.ticks = 0
         self.ready = False      # widgets composed and the table built
+        self.exit_on_ready = False   # a signal (or the terminal's end) came before it ran
+        self.ui_loop: asyncio.AbstractEventLoop | None = None
         self.last_slow = 0.0
         self.last_table = 0.0
         self.last_poll = 0.0
+
+    def get_driver_class(self) -> type[Driver]:
+        driver = super().get_driver_class()
+        if driver.__name__ == "LinuxDriver":       # a real terminal (tests run headless)
+            return _terminal_driver(driver)
+        return driver
+
+    def terminal_gone(self) -> None:
+        """The terminal cannot be written to any more (called once, from Textual's output
+        thread): exit, as on SIGHUP; run_app then stops the fleet."""
+        logging.getLogger("obitui.ui").warning("the terminal is gone: stopping")
+        loop = self.ui_loop or getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.exit)
+        else:
+            self.exit_on_ready = True
 
     @property
     def main(self) -> Any:
@@ -147,6 +218,7 @@ class ObituiApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.ui_loop = asyncio.get_running_loop()
         self.compact = self.size.width < 110
         self._build_table()
         self.main.query_one("#rings", Static).border_title = "rings"
@@ -157,6 +229,9 @@ class ObituiApp(App[None]):
     def on_ready(self) -> None:
         # every widget is mounted now (under load on_mount can come before the screen's children)
         self.ready = True
+        if self.exit_on_ready:
+            self.exit()
+            return
         self._start_timer()
         self.tick()
 
@@ -418,36 +493,59 @@ def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float,
     import sys
 
     import logging
-    import os
-    from pathlib import Path
 
+    from obitui.logs import LogSpec, configure, ui_log_path
     from obitui.supervisor import Supervisor, SupervisorError
-    # the terminal belongs to the UI: every process logs to a file instead
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "obitui"
-    state.mkdir(parents=True, exist_ok=True)
-    log_file = str(state / "obitui.log")
-    logging.basicConfig(level=logging.INFO, filename=log_file, force=True,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # the terminal belongs to the UI: every process logs to a file instead (rotated by size)
+    log_path = ui_log_path()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = str(log_path)
+    configure(LogSpec(logging.INFO, False, log_file), "supervisor")
     sup = Supervisor(cfg, record_dir, log_file=log_file)
     holder: dict[str, ObituiApp] = {}
+    deferred: list[tuple[int, float]] = []     # a signal that came while the fleet started
+    stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
         # a dropped SSH session (SIGHUP) or SIGTERM ends the app; the finally below cleans up
-        if "app" in holder:
-            holder["app"].exit()
-        else:
+        nonlocal stopping
+        if stopping:
+            return      # already on the way out: the cleanup must run to its end
+        app = holder.get("app")
+        if app is not None and app.is_running:
+            app.exit()
+            return
+        if app is not None:
+            app.exit_on_ready = True   # not running yet (or done): it exits as soon as it is up
+            return
+        # Start-up. An exception raised here could land between the creation of a segment or
+        # the start of a child and its bookkeeping, which the stop below then cannot undo: the
+        # signal is acted on once the fleet is up (about a second). Only when start-up seems
+        # stuck does a further signal, DEFER_LIMIT_S after the first, end it at once.
+        if deferred and time.monotonic() - deferred[0][1] > DEFER_LIMIT_S:
+            stopping = True
             raise SystemExit(128 + signum)
+        if not deferred:
+            deferred.append((signum, time.monotonic()))
 
     signal.signal(signal.SIGHUP, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         cfg = sup.launch(sim=sim, faults=sim_faults, replay=replay, replay_speed=replay_speed,
                          rate=sim_rate, metrics=metrics)
+        if deferred:
+            return 128 + deferred[0][0]
         app = holder["app"] = ObituiApp(cfg, sup, refresh_hz, mouse)
+        if deferred:
+            return 128 + deferred[0][0]
         app.run(mouse=mouse)
         return 0
     except SupervisorError as exc:
         print(f"obitui: {exc}", file=sys.stderr)
         return 1
     finally:
+        # a second signal (or Ctrl+C before the UI owns the terminal) must not interrupt the
+        # stop: it would leave children and this run's segments behind
+        stopping = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         sup.stop()

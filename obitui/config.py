@@ -1,4 +1,5 @@
-"""Typed configuration: built-in defaults (the four feeds of DESIGN.md) and TOML files.
+"""Typed configuration: built-in defaults (the four default feeds of docs/ARCHITECTURE.md) and
+TOML files.
 
 A config file overrides the defaults; a bad file is one clear error naming the key."""
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any
 BINANCE_WS = "wss://stream.binance.com:9443"
 BINANCE_REST = "https://api.binance.com"
 BITGET_WS = "wss://ws.bitget.com/v2/ws/public"
+BITGET_REST = "https://api.bitget.com"
 
 VENUE_CHANNELS = {"binance": ("depth", "trade"), "bitget": ("books", "ticker")}
+STALE_DEFAULTS = {"depth": 60.0, "books": 60.0, "ticker": 60.0, "trade": 300.0}   # s, see stale_limit
 WAIT_STRATEGIES = ("block", "spin")
 
 
@@ -36,12 +39,20 @@ class FeedConfig:
     ring_capacity: int = 4 << 20
     stale_after: float = 0.0     # no data for this long: reconnect (0: per-channel default)
     max_frame: int = 8 << 20     # largest websocket frame accepted
-    ping_interval: float = 25.0  # bitget text ping
-    pong_timeout: float = 5.0    # bitget: no pong this long after a ping: reconnect
+    ping_interval: float = 25.0  # keep-alive ping (Bitget: text "ping"; Binance: a WebSocket ping)
+    idle_ping: float = 5.0       # ping as soon as nothing arrived this long (0: only every ping_interval)
+    pong_timeout: float = 5.0    # no pong this long after a ping: the connection is dead, reconnect
     rotate_after: float = 23.5 * 3600   # open a new socket and hand over before the venue's 24 h cut (0: off)
-    digits: int = 8              # fixed-point decimals of prices and quantities
+    digits: int = 8              # fixed-point decimals of prices
+    qty_digits: int = -1         # fixed-point decimals of quantities (-1: as digits)
+    scales: str = "venue"        # "venue": both from the symbol's tick/step sizes at start; "config": as set here
     futures: bool = False        # binance USD-M depth rules (pu chaining)
     cpu: int | None = None       # pin the feed process to this CPU
+
+    @property
+    def qdigits(self) -> int:
+        """The decimals of quantities in the fixed-point records and books."""
+        return self.digits if self.qty_digits < 0 else self.qty_digits
 
     @property
     def is_book(self) -> bool:
@@ -58,9 +69,13 @@ class FeedConfig:
         return f"{self.venue}:{self.symbol}"
 
     def stale_limit(self) -> float:
+        """No data on the channel for this long: reconnect. A dead connection is found sooner
+        by the pings (idle_ping + pong_timeout); this limit is for a channel that went quiet on
+        a live connection, so it follows the venue's update rate: an illiquid book may send no
+        diff for tens of seconds while its pongs flow, and a quiet market no trade for minutes."""
         if self.stale_after > 0:
             return self.stale_after
-        return {"depth": 10.0, "books": 10.0, "ticker": 10.0, "trade": 60.0}[self.channel]
+        return STALE_DEFAULTS[self.channel]
 
     def validate(self, where: str) -> None:
         if self.venue not in VENUE_CHANNELS:
@@ -79,6 +94,10 @@ class FeedConfig:
             raise ConfigError(f"{where}.snapshot_limit: 1-5000, got {self.snapshot_limit}")
         if not 0 <= self.digits <= 18:
             raise ConfigError(f"{where}.digits: 0-18, got {self.digits}")
+        if not -1 <= self.qty_digits <= 18:
+            raise ConfigError(f"{where}.qty_digits: 0-18 (or -1: as digits), got {self.qty_digits}")
+        if self.scales not in ("venue", "config"):
+            raise ConfigError(f"{where}.scales: \"venue\" or \"config\", got {self.scales!r}")
         if cap > 1 << 34:
             raise ConfigError(f"{where}.ring_capacity: at most 2**34 (16 GiB), got {cap}")
         if not (math.isfinite(self.stale_after) and 0 <= self.stale_after <= 86400):
@@ -88,6 +107,8 @@ class FeedConfig:
         if not (math.isfinite(self.ping_interval) and 0 < self.ping_interval <= 30):
             raise ConfigError(f"{where}.ping_interval: (0, 30] s (Bitget drops clients silent for "
                               f"2 minutes and asks for a ping at least every 30 s), got {self.ping_interval}")
+        if not (math.isfinite(self.idle_ping) and (self.idle_ping == 0 or 0.5 <= self.idle_ping <= self.ping_interval)):
+            raise ConfigError(f"{where}.idle_ping: 0 (off) or 0.5 s to ping_interval, got {self.idle_ping}")
         if not (math.isfinite(self.pong_timeout) and 0 < self.pong_timeout <= 60):
             raise ConfigError(f"{where}.pong_timeout: (0, 60] s, got {self.pong_timeout}")
         if not (math.isfinite(self.rotate_after) and (self.rotate_after == 0 or 1 <= self.rotate_after <= 86000)):
@@ -101,8 +122,8 @@ def default_feeds() -> list[FeedConfig]:
     return [
         FeedConfig("Bi-OB", "binance", "depth", "BTCUSDT", BINANCE_WS, BINANCE_REST),
         FeedConfig("Bi-TR", "binance", "trade", "BTCUSDT", BINANCE_WS, BINANCE_REST),
-        FeedConfig("Bg-OB", "bitget", "books", "BTCUSDT", BITGET_WS),
-        FeedConfig("Bg-PR", "bitget", "ticker", "BTCUSDT", BITGET_WS),
+        FeedConfig("Bg-OB", "bitget", "books", "BTCUSDT", BITGET_WS, BITGET_REST),
+        FeedConfig("Bg-PR", "bitget", "ticker", "BTCUSDT", BITGET_WS, BITGET_REST),
     ]
 
 
@@ -137,10 +158,10 @@ class Config:
         if not (math.isfinite(self.heartbeat_stale) and 1 <= self.heartbeat_stale <= 600):
             raise ConfigError(f"supervisor.heartbeat_stale: [1, 600] s, got {self.heartbeat_stale}")
 
-    def with_sim(self, binance_ws: str, binance_rest: str, bitget_ws: str) -> Config:
+    def with_sim(self, binance_ws: str, binance_rest: str, bitget_ws: str, bitget_rest: str = "") -> Config:
         """The same feeds pointed at the simulator."""
         feeds = [replace(f, ws_url=binance_ws if f.venue == "binance" else bitget_ws,
-                         rest_url=binance_rest if f.venue == "binance" else "") for f in self.feeds]
+                         rest_url=binance_rest if f.venue == "binance" else bitget_rest) for f in self.feeds]
         return replace(self, feeds=feeds)
 
 
@@ -216,8 +237,10 @@ def load_config(path: str | Path | None) -> Config:
                     raise ConfigError(f"{where}.{key}: unknown key")
                 kw[key] = _typed(f"{where}.{key}", value, _FEED_FIELDS[key].type)
             venue = kw["venue"]
+            if "digits" in kw or "qty_digits" in kw:
+                kw.setdefault("scales", "config")     # scales set by hand are meant
             kw.setdefault("ws_url", BINANCE_WS if venue == "binance" else BITGET_WS)
-            kw.setdefault("rest_url", BINANCE_REST if venue == "binance" else "")
+            kw.setdefault("rest_url", BINANCE_REST if venue == "binance" else BITGET_REST)
             feeds.append(FeedConfig(**kw))
         cfg.feeds = feeds
     cfg.validate()

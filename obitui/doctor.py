@@ -357,10 +357,23 @@ def check_software() -> list[Check]:
     return out
 
 
+def check_log() -> list[Check]:
+    """Where the UI's log file is and how large (a fact to show, never a problem)."""
+    from obitui.logs import ROTATE_BYTES, ROTATE_KEEP, ui_log_path
+    p = ui_log_path()
+    try:
+        size = f"{p.stat().st_size / MIB:.1f} MiB"
+    except OSError:
+        size = "not written yet"
+    return [Check("UI log file", f"{p} ({size})", f"rotated past {ROTATE_BYTES // MIB} MiB, {ROTATE_KEEP} kept",
+                  "with the UI, every process of a run logs there (headless runs log to stderr)",
+                  "set XDG_STATE_HOME to put it elsewhere", OK)]
+
+
 def run_checks(host: Host, ring_bytes: int, busy_processes: int) -> list[Check]:
     checks = (check_sysctls(host) + check_limits(host) + check_cpus(host, busy_processes)
               + check_shm(host, ring_bytes) + check_clock(host) + check_container(host, busy_processes)
-              + check_software())
+              + check_software() + check_log())
     return checks
 
 

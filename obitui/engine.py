@@ -4,7 +4,7 @@ own figures into the stats block.
 
 Wait strategies: ``spin`` polls without pause (lowest latency, one busy core); ``block`` (the
 default) spins briefly, then flags that it sleeps and waits on a futex word in the stats
-block that a producer bumps only when the flag is set (DESIGN.md)."""
+block that a producer bumps only when the flag is set (docs/ARCHITECTURE.md, engine wake-up)."""
 from __future__ import annotations
 
 import collections
@@ -68,7 +68,8 @@ class Engine:
         for i, key in enumerate(book_plan(cfg.feeds)):
             venue, symbol = key.split(":", 1)
             label = next(f.label for f in cfg.feeds if f.is_book and f.book_key == key)
-            book = OrderBook(next(f.digits for f in cfg.feeds if f.book_key == key))
+            f = next(f for f in cfg.feeds if f.book_key == key)
+            book = OrderBook(f.digits, f.qdigits)
             self.books[key] = EngineBook(key, label, book, BookSlotWriter(self.stats, i, label, venue, symbol))
         # ring i -> the book its records go to (trades and tickers of a book's market too)
         self.ring_book = [self.books.get(f.book_key) for f in cfg.feeds]
@@ -113,9 +114,10 @@ class Engine:
             log.warning("ring %d: %d record(s) lost before seq %d", i, lost, seq)
             eb = self.ring_book[i]
             if eb is not None and self.cfg.feeds[i].is_book and eb.book.valid:
+                # only the feed drops records, and it knows: it sends its book whole again once
+                # the ring has room. A RESYNC from here too made a storm: each new snapshot into
+                # a still-full ring was dropped in part, seen lost, and asked for again.
                 self._invalidate(i, "ring_loss")
-                # the feed sends its book whole again when the ring has room; ask anyway
-                self.stats.send_command(i, Command.RESYNC)
         self.last_seq[i] = seq
         eb = self.ring_book[i]
         try:

@@ -26,11 +26,14 @@ def _fmt(value: int, digits: int, decimals: int) -> str:
         return format_fixed(value, digits, digits)
 
 
-def book_json(bv: BookView, digits: int) -> dict[str, Any]:
+def book_json(bv: BookView, digits: int, qdigits: int | None = None) -> dict[str, Any]:
+    """A book view as exact decimal strings; ``digits``/``qdigits``: the fixed-point scales of
+    its prices and quantities (qdigits defaults to digits)."""
+    qd = digits if qdigits is None else qdigits
     return {
         "valid": bv.valid, "update_id": bv.update_id, "obi": round(bv.obi, 6), "crossed": bv.crossed,
-        "bids": [[_fmt(p, digits, bv.price_decimals), _fmt(q, digits, bv.qty_decimals)] for p, q in bv.bids],
-        "asks": [[_fmt(p, digits, bv.price_decimals), _fmt(q, digits, bv.qty_decimals)] for p, q in bv.asks],
+        "bids": [[_fmt(p, digits, bv.price_decimals), _fmt(q, qd, bv.qty_decimals)] for p, q in bv.bids],
+        "asks": [[_fmt(p, digits, bv.price_decimals), _fmt(q, qd, bv.qty_decimals)] for p, q in bv.asks],
     }
 
 
@@ -39,9 +42,10 @@ def _age(age: float | None) -> float | None:
 
 
 def snapshot(cfg: Config, stats: StatsBlock, fills: list[tuple[float, int]]) -> dict[str, Any]:
-    """The JSON object of one interval (DESIGN.md, Headless mode). A feed or the engine whose
-    heartbeat is older than STALE_VIEW_S is marked ``"stale": true`` (a hung or stopped
-    process: its figures are frozen); books are stale with the engine that publishes them."""
+    """The JSON object of one interval (the ``--json`` output of headless mode). A feed or the
+    engine whose heartbeat is older than STALE_VIEW_S is marked ``"stale": true`` (a hung or
+    stopped process: its figures are frozen); books are stale with the engine that publishes
+    them."""
     feeds: dict[str, Any] = {}
     for i, f in enumerate(cfg.feeds):
         fv = stats.read_feed(i)
@@ -65,8 +69,8 @@ def snapshot(cfg: Config, stats: StatsBlock, fills: list[tuple[float, int]]) -> 
         bv = stats.read_book(j)
         if bv is None or not bv.exchange:
             continue
-        digits = next(f.digits for f in cfg.feeds if f.book_key == key)
-        books[key] = book_json(bv, digits)
+        f = next(f for f in cfg.feeds if f.book_key == key)
+        books[key] = book_json(bv, f.digits, f.qdigits)
         books[key]["stale"] = engine["stale"]
     return {"ts": round(time.time(), 3), "feeds": feeds, "books": books, "engine": engine}
 

@@ -76,7 +76,7 @@ class StatsCollector:
         cfg = sup.cfg
         labels = [f.label for f in cfg.feeds]
         views = [stats.read_feed(i) for i in range(len(cfg.feeds))]
-        state = GaugeMetricFamily("obitui_feed_state", "1 for the feed's current state (DESIGN.md words)",
+        state = GaugeMetricFamily("obitui_feed_state", "1 for the feed's current state (the state words of docs/ARCHITECTURE.md)",
                                   labels=["feed", "state"])
         age = GaugeMetricFamily("obitui_feed_last_message_age_seconds", "seconds since the last frame",
                                 labels=["feed"])

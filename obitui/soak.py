@@ -61,6 +61,10 @@ class FaultKind:
     process: str = ""                         # kill_feed, kill_engine, pause_engine
     count: int = 0                            # a counted fault (N bad REST replies): detected
                                               # when the counters moved by N, i.e. all served
+    unmoved: tuple[str, ...] = ()             # counters of the detecting feeds that must not
+                                              # move (a fault ridden without loss), and
+    must_move: tuple[str, ...] = ()           # ones that must (how it was ridden), judged
+    settle: float = 0.0                       # this long after the recovery
 
 
 def fault_kinds(cfg: Config, retry_after_429: float = 1.0, retry_after_418: float = 2.0) -> list[FaultKind]:
@@ -68,12 +72,17 @@ def fault_kinds(cfg: Config, retry_after_429: float = 1.0, retry_after_418: floa
     bi_books = [f.label for f in cfg.feeds if f.is_book and f.venue == "binance"]
     bg_books = [f.label for f in cfg.feeds if f.is_book and f.venue == "bitget"]
     bitget = [f.label for f in cfg.feeds if f.venue == "bitget"]
+    binance = [f.label for f in cfg.feeds if f.venue == "binance"]
     every = [f.label for f in cfg.feeds]
     return [
         FaultKind("gap", 5.0, ("gap", 0.2), {lb: ("gaps",) for lb in books}),
         FaultKind("reorder", 5.0, ("reorder", 0.2), {lb: ("gaps", "stale_events") for lb in books}),
         FaultKind("duplicate", 5.0, ("duplicate", 0.2), {lb: ("stale_events", "gaps") for lb in books}),
         FaultKind("bad_checksum", 5.0, ("bad_checksum", 0.3), {lb: ("checksum_failures",) for lb in bg_books}),
+        # Bitget seq/pseq/checksum as decimal strings: read as numbers, the books stay in sync
+        FaultKind("string_seq", 3.0, ("string_seq", True), {lb: ("string_numbers",) for lb in bg_books}),
+        # an error event (30016 Param error) drops a live subscription: counted, subscribed again
+        FaultKind("bitget_error", 5.0, ("bitget_error", 30016), {lb: ("venue_errors",) for lb in bitget}),
         FaultKind("stale_snapshot", 15.0, ("stale_snapshot", 2), {lb: ("stale_snapshots",) for lb in bi_books},
                   resync=tuple(bi_books), count=2),
         FaultKind("http_429", 15.0, ("http_429", 3), {lb: ("http_429",) for lb in bi_books},
@@ -91,6 +100,11 @@ def fault_kinds(cfg: Config, retry_after_429: float = 1.0, retry_after_418: floa
         FaultKind("no_pong", 6.0, ("no_pong", True), {lb: ("pong_timeouts",) for lb in bitget}),
         FaultKind("malformed", 5.0, ("malformed", 0.1), {lb: ("parse_errors",) for lb in every}, any_feed=True),
         FaultKind("oversize", 5.0, ("oversize", 0.05), {lb: ("oversize",) for lb in every}, any_feed=True),
+        # Binance announces maintenance and closes the connections 3 s later: the feeds hand
+        # over to a new connection first (a make-before-break rotation): no gap, no resync
+        # (a feed that did not rotate would reconnect when its connection is closed)
+        FaultKind("server_shutdown", 8.0, ("server_shutdown", 3.0), {lb: ("server_shutdowns",) for lb in binance},
+                  unmoved=("gaps", "resyncs"), must_move=("rotations",), settle=4.0),
         FaultKind("kill_feed", 0.0, process="kill_feed"),
         FaultKind("kill_engine", 0.0, process="kill_engine"),
         FaultKind("pause_engine", 15.0, ("burst", 1500.0), process="pause_engine"),
@@ -191,12 +205,12 @@ class Soak:
             if bv is None or not bv.valid:
                 return False, f"{key} invalid"
             venue, symbol = key.split(":", 1)
-            digits = next(f.digits for f in self.cfg.feeds if f.book_key == key)
+            fc = next(f for f in self.cfg.feeds if f.book_key == key)
             t = self.truth(venue, symbol, bv.update_id)
             if t is None:
                 return False, f"{key} update {bv.update_id} not in the truth's history"
             self.truth_checks += 1
-            mine = book_json(bv, digits)
+            mine = book_json(bv, fc.digits, fc.qdigits)
             if mine["bids"] != t["bids"][:20] or mine["asks"] != t["asks"][:20]:
                 msg = f"t={self.now():.1f}s {key} at update {bv.update_id} differs from the truth"
                 self.mismatches.append(msg)
@@ -260,6 +274,11 @@ class Soak:
                     ProcSample(t, p.memory_info().rss, p.cpu_percent(None)))
             except psutil.Error:
                 self._procs.pop(pid, None)
+
+    def sim_violations(self) -> dict[str, int]:
+        """Limits of the real venues that a client broke, as the simulator counted them."""
+        with urllib.request.urlopen(f"{self.rest}/sim/stats", timeout=5) as r:
+            return dict(json.loads(r.read()).get("violations", {}))
 
     # ------------------------------------------------------------ faults
     def set_fault(self, name: str, value: Any) -> None:
@@ -347,6 +366,20 @@ class Soak:
         out.recover_s = round(t_ok - t_clear, 2) if ok else None
         if not ok:
             out.note = self.healthy()[1]
+        elif kind.unmoved:
+            self.wait_until(lambda: False, kind.settle)
+            after = self.counters()
+            moved = [f"{lb}:{n}+{after.get(lb, {}).get(n, 0) - before.get(lb, {}).get(n, 0)}"
+                     for lb in kind.detect for n in kind.unmoved
+                     if after.get(lb, {}).get(n, 0) > before.get(lb, {}).get(n, 0)]
+            moved += [f"{lb}:{n} did not move" for lb in kind.detect for n in kind.must_move
+                      if after.get(lb, {}).get(n, 0) <= before.get(lb, {}).get(n, 0)]
+            if moved:
+                out.recovered, out.recover_s = False, None
+                out.note = f"not ridden without loss: {', '.join(moved)}"
+            elif not self.wait_until(lambda: self.healthy()[0], self.recover_timeout):
+                out.recovered, out.recover_s = False, None
+                out.note = self.healthy()[1]
         time.sleep(0.2)           # feeds publish their counters every 100 ms
         out.detected, out.detected_by = detected()
         if not out.detected:
@@ -382,6 +415,10 @@ class Soak:
                 if not queue:
                     queue = list(self.kinds)
                     self.rng.shuffle(queue)
+                    if self.now() < KILLS_UNTIL * self.duration:
+                        # process faults are allowed in the first half only: they go first
+                        # (pop takes from the end; the shuffled order stays within each group)
+                        queue.sort(key=lambda k: bool(k.process))
                 kind = queue.pop()
                 if kind.process and self.now() > KILLS_UNTIL * self.duration:
                     kinds = [k for k in queue if not k.process]
@@ -402,6 +439,7 @@ class Soak:
                 self.books_true()
             report["final_books_true"] = self.wait_until(lambda: self.healthy()[0], 15)
             report["accounting"] = self.final_accounting()
+            report["venue_limits_broken"] = self.sim_violations()
         finally:
             self.sample_processes()
             sup.stop()
@@ -645,6 +683,9 @@ class Soak:
             fails.append("the books were not valid and true at the end")
         acc = r.get("accounting", {})
         fails += acc.get("violations", [])
+        broken = r.get("venue_limits_broken")
+        if broken:
+            fails.append(f"the fleet broke limits of the real venues (the simulator counted): {broken}")
         leaks = r["leaks"]
         if leaks["fds_end"] > leaks["fds_start"]:
             fails.append(f"file descriptors {leaks['fds_start']} -> {leaks['fds_end']}: {leaks['fds_new']}")
@@ -712,6 +753,8 @@ def render_text(r: dict[str, Any]) -> str:
                          f"drops {ring['drops']}, popped {ring['popped']}, lost {ring['lost']}")
         for v in acc["violations"]:
             lines.append(f"  VIOLATION {v}")
+    if "venue_limits_broken" in r:
+        lines.append(f"venue limits broken (counted by the simulator): {r['venue_limits_broken'] or 'none'}")
     lines.append("processes (RSS and CPU%, start -> end of the window after the last kill):")
     for name, p in r["processes"].items():
         lines.append(f"  {name:<10} {p['rss_start_mib']:>7.1f} -> {p['rss_end_mib']:>7.1f} MiB "

@@ -24,11 +24,12 @@ from obitui.core.shm import SHM_DIR, Segment, ShmError
 from obitui.core.stats import Command, StatsBlock
 from obitui.engine import book_plan
 from obitui.lifeline import run_child
-from obitui.logs import LogSpec
+from obitui.logs import LogSpec, rotate
 
 log = logging.getLogger("obitui.supervisor")
 
 RESTART_BACKOFF_CAP = 10.0
+ROTATE_CHECK_S = 5.0
 STOP_GRACE_S = 3.0
 
 
@@ -118,9 +119,13 @@ class Supervisor:
         self._sim_watcher: threading.Thread | None = None
         self.metrics: Any = None
         self.started = False
+        self._rotate_checked = 0.0
 
     # ------------------------------------------------------------ start
     def start(self) -> None:
+        if any(f.scales == "venue" for f in self.cfg.feeds):
+            from obitui.feeds.symbols import apply_venue_scales
+            apply_venue_scales(self.cfg)      # per-symbol fixed-point scales, before any child
         removed, live = clean_stale_segments()
         if removed:
             log.info("removed %d segment(s) left by dead runs", len(removed))
@@ -172,11 +177,13 @@ class Supervisor:
 
     def start_simulator(self, faults: list[str], seed: int = 1, replay: str | None = None,
                         rate: float | None = None, replay_speed: float = 1.0,
-                        extra: list[str] | None = None) -> tuple[str, str, str]:
-        """Run `obitui sim` as a child; returns (binance ws, binance rest, bitget ws)."""
+                        extra: list[str] | None = None) -> tuple[str, str, str, str]:
+        """Run `obitui sim` as a child; returns (binance ws, binance rest, bitget ws, bitget rest)."""
         cmd = [sys.executable, "-m", "obitui", "sim", "--seed", str(seed), "--parent-pid", str(os.getpid())]
         if self.log.json:
             cmd.append("--log-json")
+        if self.log_file:
+            cmd += ["--log-file", self.log_file]
         for f in faults:
             cmd += ["--sim-fault", f]
         if replay:
@@ -192,8 +199,9 @@ class Supervisor:
         err = open(self.log_file, "a") if self.log_file else subprocess.PIPE  # noqa: SIM115
         self.sim_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
                                          text=True, start_new_session=True)
-        lines = [self.sim_proc.stdout.readline().strip() for _ in range(2)]  # type: ignore[union-attr]
-        if not lines[0].startswith("binance ws=") or not lines[1].startswith("bitget ws="):
+        lines = [self.sim_proc.stdout.readline().strip() for _ in range(3)]  # type: ignore[union-attr]
+        if (not lines[0].startswith("binance ws=") or not lines[1].startswith("bitget ws=")
+                or not lines[2].startswith("bitget rest=")):
             err = self.sim_proc.stderr.read() if self.sim_proc.stderr else ""  # type: ignore[union-attr]
             self.stop_simulator()
             raise SupervisorError(f"the simulator did not start: {(err or lines[0]).strip()[:300]}")
@@ -202,8 +210,8 @@ class Supervisor:
                                              daemon=True)
         self._sim_watcher.start()
         b = dict(kv.split("=", 1) for kv in lines[0].split()[1:])
-        g = dict(kv.split("=", 1) for kv in lines[1].split()[1:])
-        return b["ws"], b["rest"], g["ws"]
+        g = dict(kv.split("=", 1) for kv in (lines[1].split()[1:] + lines[2].split()[1:]))
+        return b["ws"], b["rest"], g["ws"], g["rest"]
 
     def _watch_sim_output(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
@@ -221,9 +229,13 @@ class Supervisor:
 
     # ------------------------------------------------------------ watch
     def poll(self) -> list[str]:
-        """Restart dead or hung children (with backoff); returns what happened."""
+        """Restart dead or hung children (with backoff), rotate the log file; returns what
+        happened."""
         events = []
         now = time.monotonic()
+        if self.log_file and now - self._rotate_checked >= ROTATE_CHECK_S:
+            self._rotate_checked = now
+            rotate(self.log_file)
         for child in self.children:
             proc = child.proc
             alive = proc is not None and proc.is_alive()
@@ -264,8 +276,10 @@ class Supervisor:
             return None
         view: Any = (self.stats.read_engine() if child.name == "engine"
                      else self.stats.read_feed(self.children.index(child)))
+        if view is None:
+            return None      # the slot was mid-write at every try (its writer descheduled): next poll
         # a beat of a previous process of this child does not count: judged from the start
-        beat = view.heartbeat_ns if view is not None and view.pid == child.proc.pid else 0
+        beat = view.heartbeat_ns if view.pid == child.proc.pid else 0
         silent = (time.monotonic_ns() - beat) / 1e9 if beat else now - child.started_at
         return silent if silent > limit else None
 
@@ -294,6 +308,8 @@ class Supervisor:
                 child.proc.terminate()
         deadline = time.monotonic() + STOP_GRACE_S
         for child in self.children:
+            if child.proc is not None and child.proc.pid is None:
+                child.proc = None        # its start was interrupted (a signal): nothing runs
             if child.proc is not None:
                 child.proc.join(max(0.0, deadline - time.monotonic()))
                 if child.proc.is_alive():

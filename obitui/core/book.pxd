@@ -28,7 +28,8 @@ cdef class BookSide:
     cdef Py_ssize_t dead  # tombstones (qty == 0): deep deletes that moved nothing
     cdef Py_ssize_t cap
     cdef int64_t sign
-    cdef int digits
+    cdef int digits       # decimals of the fixed-point prices
+    cdef int qdigits      # decimals of the fixed-point quantities
     cdef public Py_ssize_t tomb_depth
     cdef PyObject *pcache_str[PRICE_CACHE]    # price strings handed out: owned references
     cdef int64_t pcache_key[PRICE_CACHE]
@@ -46,6 +47,7 @@ cdef class OrderBook:
     cdef readonly BookSide bids
     cdef readonly BookSide asks
     cdef readonly int digits
+    cdef readonly int qty_digits
     cdef public uint64_t update_id
     cdef public bint valid
     cdef readonly bint crossed

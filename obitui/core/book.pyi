@@ -21,6 +21,7 @@ class OrderBook:
     bids: BookSide
     asks: BookSide
     digits: int
+    qty_digits: int
     update_id: int
     valid: bool
     crossed: bool
@@ -29,7 +30,7 @@ class OrderBook:
     scan_layout: int
     shown_pdec: int
     shown_qdec: int
-    def __init__(self, digits: int = 8) -> None: ...
+    def __init__(self, digits: int = 8, qty_digits: int = -1) -> None: ...
     def apply_snapshot(self, bids: Sequence[_Level], asks: Sequence[_Level]) -> None: ...
     def apply(self, bids: Sequence[_Level], asks: Sequence[_Level], pack: bool = False) -> _Payload | None: ...
     def apply_packed(self, bids: _Buffer, asks: _Buffer, pdec: int = 8, qdec: int = 8) -> None: ...

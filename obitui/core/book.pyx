@@ -1,5 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Order book keyed by exact int64 fixed-point prices (DESIGN.md, Fixed point and OBI).
+"""Order book keyed by exact int64 fixed-point prices, with the order-book imbalance of the
+best n levels: OBI(n) = (bid qty - ask qty) / (bid qty + ask qty), from exact integer sums
+(0 for an empty book).
 
 Each side is one sorted array of levels with the best level at the END, so the updates that
 dominate real streams (near the top of book) insert and delete with a short shift, a lookup near
@@ -22,7 +24,7 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memmove, memcpy, memcmp, memset
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
-from obitui.core.fixed cimport parse_fixed_c, format_fixed_c, fixed_error_message, FIXED_OK
+from obitui.core.fixed cimport parse_fixed_c, format_fixed_c, fixed_error, FIXED_OK
 
 # ---------------------------------------------------------------- CRC32 (IEEE, as zlib)
 cdef uint32_t[256] CRC_TABLE
@@ -85,7 +87,7 @@ cdef class BookSide:
     end of the array) is always a live one. Readers walk from the end and skip tombstones.
     """
 
-    def __cinit__(self, int64_t sign=1, int digits=8):
+    def __cinit__(self, int64_t sign=1, int digits=8, int qdigits=-1):
         self.lv = NULL
         self.n = 0
         self.live = 0
@@ -93,6 +95,7 @@ cdef class BookSide:
         self.cap = 0
         self.sign = sign
         self.digits = digits
+        self.qdigits = digits if qdigits < 0 else qdigits
         self.tomb_depth = TOMB_DEPTH
         memset(self.pcache_str, 0, sizeof(self.pcache_str))
 
@@ -376,7 +379,7 @@ cdef object _price_string(BookSide side, Level *lv):
 cdef tuple _level_strings(BookSide side, Level *lv):
     """The level's (price, qty) as the original strings (the decimals it was received with)."""
     cdef char buf[TEXT_CAP]
-    cdef Py_ssize_t n = format_fixed_c(lv.qty, side.digits, lv.qdec, buf, TEXT_CAP)
+    cdef Py_ssize_t n = format_fixed_c(lv.qty, side.qdigits, lv.qdec, buf, TEXT_CAP)
     if n < 0:       # cannot happen: the value came from a text with these decimals
         raise ValueError(f"quantity {lv.qty} does not format with {lv.qdec} decimals")
     return (_price_string(side, lv), obi_ascii_str(buf, n))
@@ -646,8 +649,7 @@ cdef enum:
     TEXT_CAP = 320          # a level's number as text: sign, 19 digits, '.', up to 255 decimals
 
 
-cdef inline uint32_t _crc_level(BookSide side, Py_ssize_t *j, int digits, uint32_t crc,
-                                bint *first) noexcept nogil:
+cdef inline uint32_t _crc_level(BookSide side, Py_ssize_t *j, uint32_t crc, bint *first) noexcept nogil:
     """Feed ":price:qty" (no leading ':' for the very first) of the next live level at index
     j[0] or deeper, if any, to the running CRC, and move j below it."""
     cdef char buf[TEXT_CAP]
@@ -661,27 +663,35 @@ cdef inline uint32_t _crc_level(BookSide side, Py_ssize_t *j, int digits, uint32
     if not first[0]:
         crc = crc32_update(crc, b":", 1)
     first[0] = False
-    k = format_fixed_c(lv.key * side.sign, digits, lv.pdec, buf, TEXT_CAP)
+    k = format_fixed_c(lv.key * side.sign, side.digits, lv.pdec, buf, TEXT_CAP)
     crc = crc32_update(crc, buf, k if k > 0 else 0)
     crc = crc32_update(crc, b":", 1)
-    k = format_fixed_c(lv.qty, digits, lv.qdec, buf, TEXT_CAP)
+    k = format_fixed_c(lv.qty, side.qdigits, lv.qdec, buf, TEXT_CAP)
     return crc32_update(crc, buf, k if k > 0 else 0)
 
 
 cdef class OrderBook:
-    """Bids and asks keyed by exact int64 fixed-point prices with ``digits`` decimals.
+    """Bids and asks keyed by exact int64 fixed-point prices with ``digits`` decimals, and
+    quantities with ``qty_digits`` decimals (default: ``digits``). Per symbol, the scales come
+    from the venue's tick and step sizes, so that a large memecoin quantity fits int64 (1e11
+    units at 8 decimals would not); a value that does not fit raises ValueError.
 
     Inputs are lists of (price, qty) decimal strings as received (extra elements per level are
     ignored). A call is atomic: every level is parsed first, and a bad one raises ValueError
     naming it with the book unchanged.
     """
 
-    def __cinit__(self, int digits=8):
+    def __cinit__(self, int digits=8, int qty_digits=-1):
         if digits < 0 or digits > 18:
             raise ValueError(f"digits must be in [0, 18], got {digits}")
+        if qty_digits < 0:
+            qty_digits = digits
+        elif qty_digits > 18:
+            raise ValueError(f"qty_digits must be in [0, 18], got {qty_digits}")
         self.digits = digits
-        self.bids = BookSide(1, digits)
-        self.asks = BookSide(-1, digits)
+        self.qty_digits = qty_digits
+        self.bids = BookSide(1, digits, qty_digits)
+        self.asks = BookSide(-1, digits, qty_digits)
         self.scratch = NULL
         self.scratch_cap = 0
         self._scanned = -1
@@ -747,8 +757,8 @@ cdef class OrderBook:
         if depth > 50:
             depth = 50
         for i in range(depth):
-            crc = _crc_level(self.bids, &jb, self.digits, crc, &first)
-            crc = _crc_level(self.asks, &ja, self.digits, crc, &first)
+            crc = _crc_level(self.bids, &jb, crc, &first)
+            crc = _crc_level(self.asks, &ja, crc, &first)
         return <int32_t>(crc ^ 0xFFFFFFFFU)
 
     # ------------------------------------------------------------ parsing
@@ -797,13 +807,13 @@ cdef class OrderBook:
             if _plain_fixed(sp, np, 0, self.digits, &price, &pdec) != np:
                 rc = parse_fixed_c(sp, np, self.digits, False, &price, &pdec)
                 if rc != FIXED_OK:
-                    raise ValueError("price: " + fixed_error_message(rc, <object>ps, self.digits))
+                    raise fixed_error(rc, <object>ps, self.digits, "price: ")
             if price == 0:
                 raise ValueError(f"price: zero price {<object>ps!r} in a book level")
-            if _plain_fixed(sq, nq, 0, self.digits, &qty, &qdec) != nq:
-                rc = parse_fixed_c(sq, nq, self.digits, False, &qty, &qdec)
+            if _plain_fixed(sq, nq, 0, self.qty_digits, &qty, &qdec) != nq:
+                rc = parse_fixed_c(sq, nq, self.qty_digits, False, &qty, &qdec)
                 if rc != FIXED_OK:
-                    raise ValueError("quantity: " + fixed_error_message(rc, <object>qs, self.digits))
+                    raise fixed_error(rc, <object>qs, self.qty_digits, "quantity: ")
             if pdec > 255 or qdec > 255:
                 raise ValueError(f"book level {<object>o!r:.60}: more than 255 decimals")
             lv.key = price
@@ -902,7 +912,7 @@ cdef class OrderBook:
             i = _ws(s, n, i)
             if i >= n or s[i] != 44:             # ','
                 return -1
-            i = _quoted_fixed(s, n, _ws(s, n, i + 1), self.digits, &qty, &qdec)
+            i = _quoted_fixed(s, n, _ws(s, n, i + 1), self.qty_digits, &qty, &qdec)
             if i < 0:
                 return -1
             i = _ws(s, n, i)
@@ -1043,7 +1053,7 @@ cdef class OrderBook:
             i = _quoted_fixed(s, n, i + 1, self.digits, &price, &pdec)
             if i < 0 or price == 0 or i >= n or s[i] != 44:
                 return -1
-            i = _quoted_fixed(s, n, i + 1, self.digits, &qty, &qdec)
+            i = _quoted_fixed(s, n, i + 1, self.qty_digits, &qty, &qdec)
             if i < 0 or i >= n or s[i] != 93:
                 return -1
             if pdec > 255 or qdec > 255 or self._grow_scratch(count[0] + 1) < 0:
@@ -1178,7 +1188,7 @@ cdef class OrderBook:
     def apply_depth_frame(self, text, bint futures=False, bint awaiting_first=False, bint pack=True):
         """The synced Binance depth feed's hot path in one call: scan the frame's text (as
         ``scan_binance_depth``) and apply it when it is the next event for this book, by the
-        sync rules of PROTOCOLS.md against ``update_id`` (the last applied u): spot
+        sync rules of docs/PROTOCOLS.md against ``update_id`` (the last applied u): spot
         U <= update_id + 1 <= u; USD-M futures pu == update_id, or right after a snapshot
         (``awaiting_first``) U <= update_id <= u. Applied: ``update_id`` becomes u.
 

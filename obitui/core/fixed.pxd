@@ -18,3 +18,4 @@ cdef int parse_fixed_c(const char *s, Py_ssize_t n, int digits, bint allow_sign,
 cdef Py_ssize_t format_fixed_c(int64_t value, int digits, int decimals, char *out,
                                Py_ssize_t cap) noexcept nogil
 cdef str fixed_error_message(int code, object text, int digits)
+cdef object fixed_error(int code, object text, int digits, str prefix=*)

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Exact decimal strings <-> int64 fixed point (DESIGN.md, Fixed point).
+"""Exact decimal strings <-> int64 fixed point.
 
 ``parse_fixed("27000.01000000", 8) == 2700001000000``. No float is ever involved. The number of
 decimals as written is kept by callers (``parse_fixed_decimals``) so that ``format_fixed``
@@ -197,6 +197,21 @@ cdef Py_ssize_t format_fixed_c(int64_t value, int digits, int decimals, char *ou
     return n + decimals - shown
 
 
+class FixedRangeError(ValueError):
+    """A well-formed decimal that does not fit the fixed-point scale: beyond int64 at these
+    decimals, or non-zero digits beyond them. The scale (per symbol, from the venue's tick and
+    step sizes) is wrong for it, or the value is absurd: never wrapped, never rounded."""
+
+
+cdef object fixed_error(int code, object text, int digits, str prefix=""):
+    """The exception for a parse_fixed_c error code: FixedRangeError for a value that does not
+    fit the scale, ValueError for anything that is not a decimal."""
+    msg = prefix + fixed_error_message(code, text, digits)
+    if code == FIXED_OVERFLOW or code == FIXED_PRECISION:
+        return FixedRangeError(msg)
+    return ValueError(msg)
+
+
 cdef str fixed_error_message(int code, object text, int digits):
     why = {
         FIXED_EMPTY: "empty string",
@@ -232,7 +247,7 @@ def parse_fixed_decimals(text, int digits=8, *, bint signed=False) -> tuple:
     cdef int decimals = 0
     cdef int rc = parse_fixed_c(b, len(b), digits, signed, &value, &decimals)
     if rc != FIXED_OK:
-        raise ValueError(fixed_error_message(rc, text, digits))
+        raise fixed_error(rc, text, digits)
     return value, decimals
 
 
@@ -240,15 +255,15 @@ def parse_fixed(text, int digits=8, *, bint signed=False) -> int:
     """Parse a decimal string exactly into an int with ``digits`` fractional digits.
 
     Rejects (ValueError naming the input): empty strings, a sign unless ``signed``, exponents,
-    anything but ``digits[.digits]``, values beyond int64, and non-zero digits beyond ``digits``
-    (trailing zeros beyond are fine).
+    anything but ``digits[.digits]``; and (FixedRangeError, a ValueError) values beyond int64
+    and non-zero digits beyond ``digits`` (trailing zeros beyond are fine).
     """
     cdef bytes b = _as_bytes(text)
     cdef int64_t value = 0
     cdef int decimals = 0
     cdef int rc = parse_fixed_c(b, len(b), digits, signed, &value, &decimals)
     if rc != FIXED_OK:
-        raise ValueError(fixed_error_message(rc, text, digits))
+        raise fixed_error(rc, text, digits)
     return value
 
 

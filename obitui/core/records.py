@@ -1,5 +1,6 @@
-"""Normalized ring records (DESIGN.md, Normalized records): fixed-width little-endian fields,
-prices and quantities as int64 fixed point with the book's ``digits`` decimals.
+"""Normalized ring records (the payloads a feed pushes and the engine pops): fixed-width
+little-endian fields, prices and quantities as int64 fixed point with the book's ``digits``
+decimals.
 
 BOOK_SNAPSHOT / BOOK_DELTA: header then (price, qty) int64 pairs, bids then asks.
 TRADE, TICKER: fixed structs. BOOK_INVALID: the feed tells the engine to drop a book.

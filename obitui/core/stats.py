@@ -1,5 +1,5 @@
 """The stats block: one shared-memory segment the UI and headless mode read, and the only thing
-they read (DESIGN.md, Stats block).
+they read (docs/ARCHITECTURE.md, Shared memory).
 
 Layout: a header, then ``n_feeds`` FeedSlots, ``n_books`` BookSlots and one EngineSlot. Every
 slot has exactly one writer and starts with a seqlock word: the writer makes it odd, copies the
@@ -22,7 +22,7 @@ from typing import Any
 from obitui.core.shm import Segment, ShmError
 
 MAGIC = int.from_bytes(b"OBISTAT1", "little")
-VERSION = 2
+VERSION = 3
 HEADER_SIZE = 4096
 FEED_SLOT = 4096
 BOOK_SLOT = 4096
@@ -78,12 +78,18 @@ FEED_COUNTERS = (
     "frames_pushed", "frames_dropped", "frames_rejected", "frames_ignored", "frames_discarded",
     "frames_pending", "unhandled", "stale_snapshots", "rest_outages",
     "pong_timeouts", "frame_errors", "rotations",
-    "snapshot_timeouts", "housekeeping_errors",
+    "snapshot_timeouts", "housekeeping_errors", "connect_failures", "out_of_range",
+    # Bitget: error events from the venue; seq/pseq/checksum that came as strings; such
+    # numbers that could not be read (rejected, the book resynced)
+    "venue_errors", "string_numbers", "bad_numbers",
+    # Binance: serverShutdown events (answered by a make-before-break rotation); snapshot
+    # requests held back because the REST weight budget of the minute was spent
+    "server_shutdowns", "rest_weight_waits",
 )
 FRAME_FATES = ("frames_pushed", "frames_dropped", "frames_rejected", "frames_ignored",
                "frames_discarded", "frames_pending")
 _FC = {name: i for i, name in enumerate(FEED_COUNTERS)}
-N_COUNTERS = 40
+N_COUNTERS = 96      # room to add counters without a new layout
 
 # ---- FeedSlot: [seq][fixed fields][counters][2 histograms][ring name] ... [control][ack]
 _FEED_FIXED = struct.Struct("<Q16s16s48s16sIIqqQqqq96s")
@@ -154,7 +160,9 @@ def heartbeat_age(heartbeat_ns: int) -> float | None:
 
 
 def is_stale(age: float | None) -> bool:
-    return age is None or age > STALE_VIEW_S
+    """A writer that beat, but not for STALE_VIEW_S (one that never beat is starting: the
+    supervisor judges that from its start)."""
+    return age is not None and age > STALE_VIEW_S
 
 
 @dataclass

@@ -11,14 +11,17 @@ import collections
 import logging
 import random
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import websockets
 
 from obitui.config import FeedConfig
+from obitui.core.fixed import FixedRangeError
 from obitui.core.records import BOOK_HEADER, Kind, encode_book, encode_invalid
 from obitui.core.ring import Ring
 from obitui.core.stats import AckResult, Command, FeedSlotWriter, FeedState, hist_bucket
@@ -32,6 +35,7 @@ HEALTHY_RESET = 5.0      # healthy (synced / receiving) this long: the next fail
                          # incident and starts the backoff afresh; shorter lives keep doubling it
 HEALTHY_STATES = (FeedState.CONNECTED_SYNCED, FeedState.CONNECTED, FeedState.LIVE)
 HOUSEKEEPING = 0.05
+CONNECT_TIMEOUT = 10.0   # s for TCP, TLS and the WebSocket handshake together
 
 # What became of a received frame; the worst outcome wins when a frame has several parts.
 # BUFFERED frames stay pending until the sync releases them (Binance depth).
@@ -64,6 +68,40 @@ class Failed(Exception):
     """A permanent error (unknown symbol, bad config): the feed stops retrying."""
 
 
+def describe_connect_error(exc: BaseException, url: str, timeout: float) -> str:
+    """The reason an operator reads when a connection could not be opened: the cause and the
+    host (``DNS: stream.binance.com not resolved``, ``refused: 127.0.0.1:9443``, ``TLS: ...``,
+    ``HTTP 451 from ...``, ``timeout after 10 s: ...``). At most 95 characters (the reason field)."""
+    u = urlsplit(url)
+    host = u.hostname or "?"
+    try:
+        port = u.port or (443 if u.scheme in ("wss", "https") else 80)
+    except ValueError:
+        port = 0
+    where = f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        text = f"DNS: {host} not resolved ({exc.strerror or exc})"
+    elif isinstance(exc, ConnectionRefusedError):
+        text = f"refused: {where}"
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        text = f"TLS: certificate of {host} not trusted ({exc.verify_message or exc.reason})"
+    elif isinstance(exc, ssl.SSLError):
+        text = f"TLS: {exc.reason or exc} ({where})"
+    elif isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        text = f"timeout after {timeout:g} s: {where}"
+    elif isinstance(exc, websockets.InvalidStatus):
+        text = f"HTTP {exc.response.status_code} from {where}"
+    elif isinstance(exc, websockets.InvalidURI):
+        text = f"bad URL: {url}"
+    elif isinstance(exc, websockets.InvalidHandshake):
+        text = f"handshake with {where} failed: {exc}"
+    elif isinstance(exc, OSError):
+        text = f"{exc.strerror or type(exc).__name__}: {where}"
+    else:
+        text = f"{type(exc).__name__}: {where}"
+    return text[:95]
+
+
 def backoff_delay(attempt: int, rng: random.Random, base: float = BACKOFF_BASE,
                   cap: float = BACKOFF_CAP) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
@@ -93,6 +131,8 @@ class Feed:
         self.successor: Successor | None = None
         self._successor_task: asyncio.Task[None] | None = None
         self.wake_engine = stats.block.wake_engine_if_sleeping
+        self.pong = asyncio.Event()
+        self.last_alive = time.monotonic()    # the last frame or pong: the connection lives
 
     # ------------------------------------------------------------ states and counters
     def state(self, st: FeedState, reason: str = "") -> None:
@@ -110,6 +150,12 @@ class Feed:
         if now >= self._log_budget:
             self._log_budget = now + 0.2
             log.warning("%s: %s: %s", self.cfg.label, counter, detail[:300])
+
+    def reject_value(self, exc: BaseException, detail: str) -> None:
+        """A frame with a value that could not be used: ``out_of_range`` when it is a decimal
+        that does not fit the symbol's fixed-point scale (never wrapped, never rounded),
+        ``parse_errors`` for anything else."""
+        self.reject("out_of_range" if isinstance(exc, FixedRangeError) else "parse_errors", detail)
 
     # ------------------------------------------------------------ frame accounting
     # Invariant, true at every publish: frames == frames_pushed + frames_dropped +
@@ -224,7 +270,7 @@ class Feed:
                 self.stats.hist_exchange_receive[hist_bucket(lat)] += 1
 
     def on_frame(self, text: str | bytes, recv_ns: int) -> None:
-        self.last_data = time.monotonic()
+        self.last_data = self.last_alive = time.monotonic()
         self.stats.inc("frames")
         self.stats.inc("frames_pending")
         self._fate = F_NONE
@@ -232,6 +278,57 @@ class Feed:
         self.stats.last_receive_ns = recv_ns
         if self.recorder is not None:
             self.recorder.add(recv_ns, "ws", self.url(), text if isinstance(text, str) else text.decode("utf-8", "replace"))
+
+    # ------------------------------------------------------------ keep-alive and liveness
+    def on_pong(self) -> None:
+        """A pong proves the connection (not the channel): life for the liveness check, not
+        data for the stale watchdog."""
+        self.stats.inc("pongs")
+        self.last_alive = time.monotonic()
+        self.pong.set()
+
+    async def send_ping(self, ws: Any) -> None:
+        """A WebSocket ping frame (the default); venues with text pings override this and call
+        ``on_pong`` when their pong arrives."""
+        waiter = await ws.ping()
+        waiter.add_done_callback(self._ws_pong)
+
+    def _ws_pong(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.on_pong()
+
+    async def _pinger(self) -> None:
+        """Keep-alive and liveness on the current connection: a ping every ``ping_interval``,
+        and one as soon as nothing (no frame, no pong) arrived for ``idle_ping`` s. No pong
+        within ``pong_timeout``: the connection is dead, reconnect. So a dead connection is
+        found within idle_ping + pong_timeout, while a quiet book that answers pings is not
+        stale (the data watchdog waits for the channel's own, longer limit)."""
+        cfg = self.cfg
+        last_ping = time.monotonic()
+        while True:
+            now = time.monotonic()
+            due = last_ping + cfg.ping_interval
+            if cfg.idle_ping:
+                due = min(due, max(self.last_alive, last_ping) + cfg.idle_ping)
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            ws = self.ws
+            if ws is None:
+                return
+            last_ping = now
+            self.stats.inc("pings")
+            self.pong.clear()
+            try:
+                await self.send_ping(ws)
+            except websockets.ConnectionClosed:
+                continue          # rotated away, or closing: the session notices
+            try:
+                await asyncio.wait_for(self.pong.wait(), cfg.pong_timeout)
+            except asyncio.TimeoutError:
+                self.stats.inc("pong_timeouts")
+                self.request_restart(Restart("pong_timeout", f"no pong {cfg.pong_timeout:g} s after a ping"))
+                return
 
     # ------------------------------------------------------------ to override
     def url(self) -> str:
@@ -284,6 +381,9 @@ class Feed:
                 self.stats.inc("control_commands")
                 try:
                     result, text = await self.on_command(cmd)
+                except Restart as r:          # the command needs a new connection: that is its answer
+                    self.request_restart(r)
+                    result, text = AckResult.OK, f"restarting: {r}"[:56]
                 except Exception as exc:      # e.g. the socket closed under a resync
                     self.stats.inc("housekeeping_errors")
                     result, text = AckResult.FAILED, f"{type(exc).__name__}: {exc}"[:56]
@@ -291,6 +391,8 @@ class Feed:
                 log.info("%s: command %s: %s (%s)", self.cfg.label, cmd.name.lower(), result.name.lower(), text)
             try:
                 await self.timers(now)
+            except Restart as r:              # a restart asked for from a timer is carried out
+                self.request_restart(r)
             except Exception as exc:          # housekeeping must outlive any single failure
                 self.stats.inc("housekeeping_errors")
                 log.warning("%s: housekeeping: %r", self.cfg.label, exc)
@@ -329,8 +431,12 @@ class Feed:
             try:
                 async with self.connect() as ws:
                     self.ws = ws
-                    self.last_data = time.monotonic()
-                    await self.session(ws)
+                    self.last_data = self.last_alive = time.monotonic()
+                    pinger = asyncio.get_running_loop().create_task(self._pinger())
+                    try:
+                        await self.session(ws)
+                    finally:
+                        pinger.cancel()
                 if self.restart is not None:
                     raise self.restart
             except Restart as r:
@@ -350,8 +456,9 @@ class Feed:
                     if code == 1009:
                         self.stats.inc("oversize")
             except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
-                reason = "connect_failed"
-                log.warning("%s: connection failed: %s", self.cfg.label, exc)
+                reason = describe_connect_error(exc, self.url(), CONNECT_TIMEOUT)
+                self.stats.inc("connect_failures")
+                log.warning("%s: connection failed: %s (%r)", self.cfg.label, reason, exc)
             finally:
                 self.ws = None
             self.on_disconnect()
@@ -368,7 +475,7 @@ class Feed:
 
     def connect(self) -> Any:
         """A websockets connect (use with ``async with`` or await it) with our settings."""
-        return websockets.connect(self.url(), max_size=self.cfg.max_frame, open_timeout=10,
+        return websockets.connect(self.url(), max_size=self.cfg.max_frame, open_timeout=CONNECT_TIMEOUT,
                                   close_timeout=2, compression=None, ping_interval=None,
                                   max_queue=None)
 

@@ -1,5 +1,5 @@
 """Binance spot (and USD-M futures) depth: event parsing and the local-book sync procedure
-of PROTOCOLS.md, as a pure state machine (no I/O) that the feed process drives.
+of docs/PROTOCOLS.md, as a pure state machine (no I/O) that the feed process drives.
 
 Spot: buffer events, fetch a snapshot, refetch while ``lastUpdateId < first U``, drop events
 with ``u <= lastUpdateId``, the first applied event must satisfy ``U <= lastUpdateId + 1 <= u``,

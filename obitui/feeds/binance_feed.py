@@ -1,4 +1,4 @@
-"""Binance spot feeds: depth (local book kept in sync, PROTOCOLS.md) and trades."""
+"""Binance spot feeds: depth (local book kept in sync, docs/PROTOCOLS.md) and trades."""
 from __future__ import annotations
 
 import asyncio
@@ -18,6 +18,48 @@ from obitui.feeds.base import F_BUFFERED, F_IGNORED, F_REJECTED, Feed, Restart, 
 from obitui.feeds.binance import DepthFormatError, DepthSync, SyncResult, parse_depth_event, parse_snapshot
 
 log = logging.getLogger("obitui.feed")
+
+WEIGHT_LIMIT = 6000       # REST REQUEST_WEIGHT per minute and IP (Binance spot)
+WEIGHT_WINDOW_S = 60.0    # the limit's interval: fixed minutes of the wall clock
+WEIGHT_MARGIN_S = 0.5     # wait this much past a window's end (clock skew with the venue)
+
+
+def depth_weight(limit: int) -> int:
+    """Weight of GET /api/v3/depth by its limit (a limit above 5000 is served as 5000)."""
+    return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+
+
+class WeightBudget:
+    """The REST weight this IP used in the current minute, as the venue last reported it
+    (``x-mbx-used-weight-1m``) plus what we sent since: a request that would go over
+    ``limit`` waits for the next minute instead of drawing a 429."""
+
+    def __init__(self, limit: int = WEIGHT_LIMIT) -> None:
+        self.limit = limit
+        self.window = -1
+        self.used = 0
+
+    def wait(self, weight: int, now: float) -> float:
+        """Seconds to wait before a request of ``weight`` (0: send it now)."""
+        window = int(now // WEIGHT_WINDOW_S)
+        if window != self.window or self.used + weight <= self.limit:
+            return 0.0
+        return (window + 1) * WEIGHT_WINDOW_S - now + WEIGHT_MARGIN_S
+
+    def spend(self, weight: int, now: float) -> None:
+        window = int(now // WEIGHT_WINDOW_S)
+        if window != self.window:
+            self.window, self.used = window, 0
+        self.used += weight
+
+    def note(self, header: str | None, now: float) -> None:
+        """The venue's count, from an answer's ``x-mbx-used-weight-1m``."""
+        try:
+            used = int(header) if header is not None else None
+        except ValueError:
+            used = None
+        if used is not None and used >= 0:
+            self.window, self.used = int(now // WEIGHT_WINDOW_S), used
 
 
 class BinanceFeed(Feed):
@@ -50,7 +92,8 @@ class BinanceFeed(Feed):
             return None
         if data.get("e") == "serverShutdown":
             self.fate(F_IGNORED)
-            raise Restart("server_shutdown", "the exchange announced a shutdown", delay=0)
+            self.on_server_shutdown()
+            return None
         if "result" in msg and "id" in msg:
             self.fate(F_IGNORED)
             return None   # a reply to a live subscribe
@@ -59,17 +102,32 @@ class BinanceFeed(Feed):
             return None
         return data
 
+    def on_server_shutdown(self) -> None:
+        """The venue will close this connection soon (maintenance): the make-before-break
+        rotation of the 24 h cut, started now. A new connection is opened and takes over
+        once its stream continues this one; the book stays valid throughout."""
+        self.stats.inc("server_shutdowns")
+        if self.successor is not None or self._successor_task is not None:
+            log.warning("%s: serverShutdown announced; a new connection is already on its way",
+                        self.cfg.label)
+            return
+        log.warning("%s: serverShutdown announced: opening a new connection to hand over to",
+                    self.cfg.label)
+        self._successor_task = asyncio.get_running_loop().create_task(self._open_successor())
+
 
 class BinanceDepthFeed(BinanceFeed):
     """Buffer -> snapshot -> continuity on every event -> resync on a gap, socket kept."""
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        self.book = OrderBook(self.cfg.digits)
+        self.book = OrderBook(self.cfg.digits, self.cfg.qdigits)
         self.sync = DepthSync(self.book, futures=self.cfg.futures, pack=True)
         self.snapshot_task: asyncio.Task[None] | None = None
         self.http: aiohttp.ClientSession | None = None
         self.snap_attempt = 0
+        self.budget = WeightBudget()
+        self.rest_not_before = 0.0     # monotonic: a 429/418's Retry-After ends then
 
     async def session(self, ws: Any) -> None:
         self.discard_buffer()
@@ -165,7 +223,7 @@ class BinanceDepthFeed(BinanceFeed):
         try:
             res = self.sync.on_event(ev)
         except (ValueError, TypeError) as exc:  # a level that is not a decimal string
-            self.reject("parse_errors", f"bad level in U={ev.first_id}: {exc}")
+            self.reject_value(exc, f"bad level in U={ev.first_id}: {exc}")
             self.start_resync("bad_level", f"could not apply event U={ev.first_id}")
             return
         if res is SyncResult.APPLIED:
@@ -195,17 +253,32 @@ class BinanceDepthFeed(BinanceFeed):
             while self.http is not None:
                 url = f"{self.cfg.rest_url.rstrip('/')}/api/v3/depth"
                 params = {"symbol": self.cfg.symbol, "limit": str(self.cfg.snapshot_limit)}
+                weight = depth_weight(self.cfg.snapshot_limit)
+                # never a request the venue would refuse: not before a Retry-After ended, and
+                # not over the minute's weight budget
+                retry_left = self.rest_not_before - time.monotonic()
+                budget_wait = self.budget.wait(weight, time.time())
+                if retry_left > 0 or budget_wait > 0:
+                    if budget_wait > retry_left:
+                        self.stats.inc("rest_weight_waits")
+                        self._waiting("rest_weight", f"REST weight {self.budget.used}/{self.budget.limit} "
+                                      f"used this minute, next request in {budget_wait:.1f} s", budget_wait)
+                    await asyncio.sleep(max(retry_left, budget_wait))
+                    continue
+                self.budget.spend(weight, time.time())
                 self.stats.inc("rest_requests")
                 wait: float | None = None
                 try:
                     async with self.http.get(url, params=params) as r:
                         body_text = await r.text()
                         recv_ns = time.time_ns()
+                        self.budget.note(r.headers.get("x-mbx-used-weight-1m"), time.time())
                         if self.recorder is not None:
                             self.recorder.add(recv_ns, "rest", str(r.url), body_text)
                         if r.status in (429, 418):
                             self.stats.inc("http_429" if r.status == 429 else "http_418")
                             retry = _retry_after(r.headers.get("Retry-After"))
+                            self.rest_not_before = time.monotonic() + retry
                             wait = max(retry, backoff_delay(self.snap_attempt, self.rng))
                             self.snap_attempt += 1
                             self._waiting(f"http_{r.status}", f"REST {r.status}, retry after {wait:.1f} s", wait)
@@ -242,7 +315,7 @@ class BinanceDepthFeed(BinanceFeed):
             last_id, bids, asks = parse_snapshot(body)
             res = self.sync.on_snapshot(last_id, bids, asks)
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
-            self.reject("parse_errors", f"bad REST snapshot: {exc}")
+            self.reject_value(exc, f"bad REST snapshot: {exc}")
             self.sync.reset()
             wait = backoff_delay(self.snap_attempt, self.rng)
             self.snap_attempt += 1
@@ -270,7 +343,8 @@ class BinanceDepthFeed(BinanceFeed):
         ok = self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), last_id, self.book.update_id, 0, recv_ns)
         self.release_buffered(applied, "frames_pushed" if ok else "frames_dropped")
         self.release_buffered(skipped, "frames_ignored")
-        self.lossy = False
+        if ok:      # a snapshot that made it replaces whatever was lost; one that did not is resent
+            self.lossy = False
         self.state(FeedState.CONNECTED_SYNCED, f"synced at update {self.book.update_id}")
         return None
 
@@ -319,7 +393,7 @@ class BinanceTradeFeed(BinanceFeed):
         try:
             tid = data["t"] if data["e"] == "trade" else data["a"]
             price = parse_fixed(data["p"], self.cfg.digits)
-            qty = parse_fixed(data["q"], self.cfg.digits)
+            qty = parse_fixed(data["q"], self.cfg.qdigits)
             ts = data["T"]
             maker = data["m"]
             if not isinstance(tid, int) or not isinstance(ts, int) or not isinstance(maker, bool):
@@ -335,7 +409,7 @@ class BinanceTradeFeed(BinanceFeed):
             side = SIDE_SELL if maker else SIDE_BUY     # m: the buyer was the maker, the taker sold
             rec = encode_trade(self.index, ms_to_ns(ts), recv_ns, tid, price, qty, side)
         except (KeyError, TypeError, ValueError) as exc:
-            self.reject("parse_errors", f"bad trade: {exc!r}")
+            self.reject_value(exc, f"bad trade: {exc!r}")
             return
         self.note_exchange_time(ts, recv_ns)
         self.last_trade_id = tid

@@ -9,6 +9,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import re
 import time
 from typing import Any
 
@@ -19,13 +20,19 @@ from obitui.core.book import OrderBook, bitget_checksum
 from obitui.core.fixed import parse_fixed
 from obitui.core.records import Kind, encode_ticker, ms_to_ns
 from obitui.core.stats import AckResult, Command, FeedState
-from obitui.feeds.base import F_IGNORED, F_REJECTED, Failed, Feed, Restart
+from obitui.feeds.base import F_IGNORED, F_REJECTED, Failed, Feed, Restart, backoff_delay
 
 log = logging.getLogger("obitui.feed")
 
 SUBSCRIBE_BUDGET_PER_HOUR = 240    # per connection
 SNAPSHOT_TIMEOUT = 5.0             # subscribed this long without the books snapshot: ask again
-CLIENT_MESSAGES_PER_S = 9          # the limit is 10/s per connection: one spare
+# the venue cuts a connection that sends more than 10 messages (subscribe, unsubscribe, ping)
+# in a second; we send at most 9 in any 1.2 s: one message and 0.2 s of network jitter spare
+CLIENT_MESSAGES_PER_WINDOW = 9
+CLIENT_WINDOW_S = 1.2
+RATE_LIMIT_CODES = ("30006", "30007")   # "request too many", "request over limit": back off
+RESUBSCRIBE_FIRST = 0.5            # an error event for our subscription: subscribe again after
+RESUBSCRIBE_CAP = 30.0             # this, doubling while the errors repeat, up to the cap
 
 
 class BitgetFeed(Feed):
@@ -38,8 +45,11 @@ class BitgetFeed(Feed):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.subscribe_times: collections.deque[float] = collections.deque()
-        self.pong = asyncio.Event()
         self.send_times: collections.deque[float] = collections.deque()
+        self._send_lock = asyncio.Lock()
+        self.venue_error_codes: collections.Counter[str] = collections.Counter()
+        self.resubscribe_at = 0.0          # an error event dropped our subscription: when to retry
+        self.error_streak = 0              # such errors since data last flowed
 
     async def subscribe(self, ws: Any, op: str = "subscribe") -> None:
         now = time.monotonic()
@@ -53,38 +63,24 @@ class BitgetFeed(Feed):
         await self.send(ws, orjson.dumps({"op": op, "args": [self.arg()]}).decode())
 
     async def send(self, ws: Any, text: str) -> None:
-        """Every client message goes through here: at most 10 per second per connection
-        (PROTOCOLS.md), so a resync storm waits instead of getting the socket cut."""
-        now = time.monotonic()
-        sent = self.send_times
-        while sent and now - sent[0] >= 1.0:
-            sent.popleft()
-        if len(sent) >= CLIENT_MESSAGES_PER_S:
-            await asyncio.sleep(1.0 - (now - sent[0]))
-            sent.popleft()
-        sent.append(time.monotonic())
-        await ws.send(text)
+        """Every client message goes through here: the venue allows 10 per second per
+        connection (docs/PROTOCOLS.md), so a resync storm waits instead of getting the socket cut.
+        One sender at a time (the pinger and a resync may both want to send)."""
+        async with self._send_lock:
+            sent = self.send_times
+            while True:
+                now = time.monotonic()
+                while sent and now - sent[0] >= CLIENT_WINDOW_S:
+                    sent.popleft()
+                if len(sent) < CLIENT_MESSAGES_PER_WINDOW:
+                    break
+                await asyncio.sleep(CLIENT_WINDOW_S - (now - sent[0]))
+            sent.append(time.monotonic())
+            await ws.send(text)
 
-    async def _pinger(self) -> None:
-        """Text ping every ``ping_interval`` on the current connection; no pong within
-        ``pong_timeout``: reconnect."""
-        while True:
-            await asyncio.sleep(self.cfg.ping_interval)
-            ws = self.ws
-            if ws is None:
-                return
-            self.stats.inc("pings")
-            self.pong.clear()
-            try:
-                await self.send(ws, "ping")
-            except websockets.ConnectionClosed:
-                continue          # rotated away, or closing: the session notices
-            try:
-                await asyncio.wait_for(self.pong.wait(), self.cfg.pong_timeout)
-            except asyncio.TimeoutError:
-                self.stats.inc("pong_timeouts")
-                self.request_restart(Restart("pong_timeout", f"no pong {self.cfg.pong_timeout:g} s after a ping"))
-                return
+    async def send_ping(self, ws: Any) -> None:
+        """Bitget's keep-alive is the text "ping" (answered by "pong"), paced like any message."""
+        await self.send(ws, "ping")
 
     def decode(self, text: str | bytes) -> dict[str, Any] | None:
         msg = self.load_object(text)
@@ -92,12 +88,7 @@ class BitgetFeed(Feed):
             return None
         event = msg.get("event")
         if event == "error":
-            arg = msg.get("arg") or {}
-            code = str(msg.get("code"))
-            if code == "30001" and (not arg or arg.get("instId", arg.get("symbol")) == self.cfg.symbol):
-                self.fate(F_REJECTED)
-                raise Failed(f"unknown_symbol: {msg.get('msg', '')}"[:95])
-            self.reject("server_errors", f"error event {code}: {msg.get('msg')}")
+            self.on_error_event(msg)
             return None
         if event is not None:
             self.fate(F_IGNORED)
@@ -113,24 +104,83 @@ class BitgetFeed(Feed):
             return None
         return msg
 
+    def on_error_event(self, msg: dict[str, Any]) -> None:
+        """``{"event":"error","code":...,"msg":...}``, with or without ``arg`` and ``op``: logged
+        with its code and message, counted (``venue_errors``; per code in ``venue_error_codes``)
+        and shown in the state reason. 30001 for our subscription (an unknown symbol) ends the
+        feed in ``failed``: no reconnect, no resubscribe, until the operator asks. A rate limit
+        (30006, 30007) closes the connection and backs off. Any other error for our subscription
+        (30016 Param error, ...) means it is gone: subscribe again after a delay that doubles
+        while the errors repeat. An error about something else is only counted."""
+        raw = msg.get("code")
+        code = str(raw)[:12] if isinstance(raw, (int, str)) and not isinstance(raw, bool) else "?"
+        text = msg.get("msg") if isinstance(msg.get("msg"), str) else ""
+        op = msg.get("op")
+        self.venue_error_codes[code] += 1
+        self.reject("venue_errors", f"venue error {code} (#{self.venue_error_codes[code]} of this code): "
+                                    f"{text!r} op={op!r} arg={msg.get('arg')!r}")
+        whose, inst = self._error_target(msg.get("arg"), text)
+        if code == "30001" and whose != "other":
+            # one subscription per connection: an unattributed 30001 is about it too
+            raise Failed(f"30001 instId:{inst or self.cfg.symbol} doesn't exist"[:95])
+        if code in RATE_LIMIT_CODES:
+            delay = max(1.0, backoff_delay(self.attempt, self.rng))
+            self.attempt += 1
+            raise Restart(f"venue_error {code} {text}"[:95], "rate limited by the venue", delay=delay)
+        if op != "unsubscribe" and (whose == "ours" or (whose == "unknown" and op == "subscribe")):
+            delay = min(RESUBSCRIBE_CAP, RESUBSCRIBE_FIRST * 2 ** min(self.error_streak, 16))
+            self.error_streak += 1
+            self.resubscribe_at = time.monotonic() + delay
+            self.on_subscription_lost(f"venue_error {code} {text}"[:70] + f"; resubscribe in {delay:g} s")
+            return
+        self.state(self.stats.state, f"venue_error {code} {text}"[:95])
+
+    def _error_target(self, arg: Any, text: str) -> tuple[str, str | None]:
+        """Whose subscription an error event is about: 'ours', 'other' or 'unknown', and the
+        instrument it names (from ``arg``, else from the message text, classic or v3 style)."""
+        inst_type = None
+        if isinstance(arg, dict):
+            inst, channel, inst_type = (arg.get("instId", arg.get("symbol")),
+                                        arg.get("channel", arg.get("topic")), arg.get("instType"))
+        else:
+            m = _MSG_INST.search(text)
+            inst = (m.group(1) or m.group(2)) if m else None
+            m = _MSG_CHANNEL.search(text)
+            channel = (m.group(1) or m.group(2)) if m else None
+        inst = inst if isinstance(inst, str) else None
+        if inst is None and channel is None:
+            return "unknown", None
+        if ((inst is None or inst == self.cfg.symbol) and (channel is None or channel == self.cfg.channel)
+                and (not isinstance(inst_type, str) or inst_type.upper() == self.cfg.inst_type.upper())):
+            return "ours", inst
+        return "other", inst
+
+    def on_subscription_lost(self, reason: str) -> None:
+        """The venue dropped our subscription (an error event): ``timers`` subscribes again."""
+        self.state(FeedState.SUBSCRIBING, reason)
+
+    async def timers(self, now: float) -> None:
+        if self.resubscribe_at and now >= self.resubscribe_at and self.ws is not None:
+            self.resubscribe_at = 0.0
+            await self.resubscribe(self.ws)
+
+    async def resubscribe(self, ws: Any) -> None:
+        await self.subscribe(ws)
+
     async def session(self, ws: Any) -> None:
         self.subscribe_times.clear()       # the budgets are per connection
         self.send_times.clear()
+        self.resubscribe_at = 0.0          # a new connection subscribes anyway
         self.state(FeedState.SUBSCRIBING, f"subscribing to {self.cfg.channel} {self.cfg.symbol}")
         await self.subscribe(ws)
-        pinger = asyncio.get_running_loop().create_task(self._pinger())
-        try:
-            async with contextlib.aclosing(self.frames(ws)) as frames:
-                async for text, recv_ns in frames:
-                    await self.dispatch(text, recv_ns)
-        finally:
-            pinger.cancel()
+        async with contextlib.aclosing(self.frames(ws)) as frames:
+            async for text, recv_ns in frames:
+                await self.dispatch(text, recv_ns)
 
     async def dispatch(self, text: str | bytes, recv_ns: int) -> None:
         """One frame: counted, handled, settled in exactly one fate (pongs are counted apart)."""
         if text == "pong":
-            self.stats.inc("pongs")
-            self.pong.set()       # proves the socket, not the channel: no watchdog reset
+            self.on_pong()        # proves the socket, not the channel: no watchdog reset
             return
         self.on_frame(text, recv_ns)
         try:
@@ -174,7 +224,7 @@ class BitgetFeed(Feed):
 class BitgetBooksFeed(BitgetFeed):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        self.book = OrderBook(self.cfg.digits)
+        self.book = OrderBook(self.cfg.digits, self.cfg.qdigits)
         self.prev_seq: int | None = None
         self.awaiting_snapshot = True
         self.awaiting_since = 0.0
@@ -185,9 +235,25 @@ class BitgetBooksFeed(BitgetFeed):
             if self.stats.state == FeedState.SUBSCRIBING:
                 self.state(FeedState.SYNCING, "subscribed, waiting for the snapshot")
 
+    def on_subscription_lost(self, reason: str) -> None:
+        """No more updates will come: the book is invalid until the new subscription's snapshot
+        (the snapshot timeout waits for the resubscribe)."""
+        if self.book.valid:
+            self.push_invalid("venue_error")
+        self.book.valid = False
+        self.awaiting_snapshot = True
+        self.awaiting_since = 0.0
+        self.state(FeedState.RESYNCING, reason)
+
+    async def resubscribe(self, ws: Any) -> None:
+        self.awaiting_snapshot = True
+        self.awaiting_since = time.monotonic()
+        await self.subscribe(ws)
+
     async def timers(self, now: float) -> None:
         """A snapshot that never comes (lost, or a broken frame in its place) would leave the
         book invalid while updates keep the socket looking alive: subscribe again."""
+        await super().timers(now)
         if (self.awaiting_snapshot and self.awaiting_since and self.ws is not None
                 and now - self.awaiting_since > SNAPSHOT_TIMEOUT):
             self.stats.inc("snapshot_timeouts")
@@ -213,18 +279,26 @@ class BitgetBooksFeed(BitgetFeed):
                 continue
             bids = d.get("bids", d.get("b"))
             asks = d.get("asks", d.get("a"))
-            seq = d.get("seq")
-            pseq = d.get("pseq")
-            checksum = d.get("checksum")
+            # integers, or decimal strings (UTA sends seq as a string; the classic docs type
+            # pseq as one): anything else is rejected, counted, and the book resynced
+            seq, s1, bad = _read_int("seq", d.get("seq"), 0, 2**63)
+            pseq, s2, bad2 = _read_int("pseq", d.get("pseq"), 0, 2**63)
+            # the venue sends a signed 32-bit CRC32; an unsigned one is the same value mod 2**32
+            checksum, s3, bad3 = _read_int("checksum", d.get("checksum"), -(2**31), 2**32)
+            if s1 or s2 or s3:
+                self.stats.inc("string_numbers")
+            bad = bad or bad2 or bad3
+            if bad:
+                self.reject("bad_numbers", f"books {action} with {bad}: {str(d)[:120]}")
+                if action == "snapshot" or (action == "update" and not self.awaiting_snapshot):
+                    await self.resync(ws, "bad_number", bad)
+                continue
             ts = d.get("ts")
             try:
                 ts_ms = ms_to_ns(ts) // 1_000_000 if ts is not None else 0
             except ValueError:
                 ts_ms = -1
-            if (not isinstance(bids, list) or not isinstance(asks, list) or ts_ms < 0
-                    or (seq is not None and not _id_ok(seq)) or (pseq is not None and not _id_ok(pseq))
-                    or (checksum is not None and (not isinstance(checksum, int) or isinstance(checksum, bool)
-                                                  or not -(2**31) <= checksum < 2**32))):
+            if not isinstance(bids, list) or not isinstance(asks, list) or ts_ms < 0:
                 self.reject("parse_errors", f"malformed books frame: {str(d)[:120]}")
                 if action == "update" and not self.awaiting_snapshot:
                     await self.resync(ws, "malformed", "an update could not be read")
@@ -234,7 +308,7 @@ class BitgetBooksFeed(BitgetFeed):
                 try:
                     self.book.apply_snapshot(bids, asks)
                 except (ValueError, TypeError) as exc:
-                    self.reject("parse_errors", f"bad snapshot level: {exc}")
+                    self.reject_value(exc, f"bad snapshot level: {exc}")
                     await self.resync(ws, "bad_level", str(exc))
                     continue
                 self.stats.inc("snapshots")
@@ -246,8 +320,9 @@ class BitgetBooksFeed(BitgetFeed):
                 self.book.update_id = seq or 0
                 self.book.valid = True
                 self.awaiting_snapshot = False
-                self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), 0, seq or 0, ts_ms * 1_000_000, recv_ns)
-                self.lossy = False
+                self.error_streak = 0
+                if self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), 0, seq or 0, ts_ms * 1_000_000, recv_ns):
+                    self.lossy = False    # it replaces whatever was lost; one that did not make it is resent
                 self.state(FeedState.CONNECTED_SYNCED, f"synced at seq {seq}" if seq is not None
                            else "synced (no seq in this feed: checksums only)")
             elif action == "update":
@@ -264,7 +339,7 @@ class BitgetBooksFeed(BitgetFeed):
                 try:
                     packed = self.book.apply(bids, asks, True)
                 except (ValueError, TypeError) as exc:
-                    self.reject("parse_errors", f"bad update level: {exc}")
+                    self.reject_value(exc, f"bad update level: {exc}")
                     await self.resync(ws, "bad_level", str(exc))
                     continue
                 if not self._checksum_ok(checksum):
@@ -296,7 +371,7 @@ class BitgetBooksFeed(BitgetFeed):
         if not checksum:
             return True
         mine = bitget_checksum(self.book)
-        if mine != checksum:
+        if (mine - checksum) % (1 << 32):
             self.stats.inc("checksum_failures")
             return False
         return True
@@ -345,19 +420,43 @@ class BitgetTickerFeed(BitgetFeed):
                 ts_ms = exch_ns // 1_000_000
                 rec = encode_ticker(self.index, exch_ns, recv_ns,
                                     parse_fixed(d["lastPr"], digits), parse_fixed(d["bidPr"], digits),
-                                    parse_fixed(d["bidSz"], digits), parse_fixed(d["askPr"], digits),
-                                    parse_fixed(d["askSz"], digits))
+                                    parse_fixed(d["bidSz"], self.cfg.qdigits), parse_fixed(d["askPr"], digits),
+                                    parse_fixed(d["askSz"], self.cfg.qdigits))
             except (KeyError, TypeError, ValueError) as exc:
-                self.reject("parse_errors", f"bad ticker: {exc!r}")
+                self.reject_value(exc, f"bad ticker: {exc!r}")
                 continue
             self.note_exchange_time(ts_ms, recv_ns)
             self.push(Kind.TICKER, rec, recv_ns)
+            self.error_streak = 0
             if self.stats.state != FeedState.LIVE:
                 self.state(FeedState.LIVE, "receiving tickers")
 
 
-def _id_ok(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
+_DECIMAL = re.compile(r"-?[0-9]{1,20}")      # ASCII digits only; no sign '+', no spaces
+# an error event's instrument and channel when it has no `arg`: classic
+# "instType:SPOT,channel:books,instId:NOPE doesn't exist", v3 '{"symbol":"NOPE","topic":"books"} ...'
+_MSG_INST = re.compile(r'instId:([A-Za-z0-9_.-]+)|"(?:instId|symbol)"\s*:\s*"([^"]*)"')
+_MSG_CHANNEL = re.compile(r'channel:([A-Za-z0-9_]+)|"(?:channel|topic)"\s*:\s*"([^"]*)"')
+
+
+def _read_int(name: str, v: object, lo: int, hi: int) -> tuple[int | None, bool, str]:
+    """(value, whether it came as a string, '' or what is wrong with it) of an integer field
+    that may come as a JSON integer or a decimal string; absent (None) stays None."""
+    if v is None:
+        return None, False, ""
+    if isinstance(v, str):
+        if _DECIMAL.fullmatch(v) and lo <= (n := int(v)) < hi:
+            return n, True, ""
+        return None, True, f"{name} {v[:40]!r}: not a decimal integer in [{_p2(lo)}, {_p2(hi)})"
+    if isinstance(v, int) and not isinstance(v, bool) and lo <= v < hi:
+        return v, False, ""
+    return None, False, f"{name} {str(v)[:40]} ({type(v).__name__}): not an integer in [{_p2(lo)}, {_p2(hi)})"
+
+
+def _p2(n: int) -> str:
+    """-2**31, 0, 2**63: bounds as people write them."""
+    m = abs(n)
+    return f"{'-' if n < 0 else ''}2**{m.bit_length() - 1}" if m > 1 and not m & (m - 1) else str(n)
 
 
 def make_feed(cfg: Any, *args: Any, **kw: Any) -> Feed:

@@ -1,12 +1,23 @@
 """Simulated Binance spot: WebSocket raw (/ws/<stream>) and combined (/stream?streams=...)
-streams with live SUBSCRIBE/UNSUBSCRIBE, server pings, and REST /api/v3/depth with weights,
-429/418 + Retry-After (PROTOCOLS.md, Binance spot)."""
+streams with live SUBSCRIBE/UNSUBSCRIBE, server pings, serverShutdown, and REST /api/v3/depth,
+/api/v3/exchangeInfo with weights, 429/418 + Retry-After (docs/PROTOCOLS.md, Binance spot).
+
+The venue's limits are enforced as the real one does, and every breach is counted with
+``Simulator.violation``: more than 5 incoming messages a second on a connection (control
+frames included) closes it; REST weight over ``weight_limit`` per minute and IP answers 429,
+and a request sent before a 429's Retry-After (or during a ban) answers 418.
+Depth streams push at their real speed: ``@depth@100ms`` at most every 100 ms, ``@depth`` and
+``@depth@1000ms`` at most every second, each push carrying the diff accumulated since the last
+one (U/u continuous)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import math
 import re
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -21,12 +32,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("obitui.sim")
 
 STREAM_RE = re.compile(r"^[a-z0-9]+@[A-Za-z0-9_@]+$")
-DEPTH_KINDS = ("depth", "depth@100ms", "depth@1000ms")
+# depth stream suffix -> push interval (s)
+DEPTH_INTERVALS = {"depth@100ms": 0.1, "depth": 1.0, "depth@1000ms": 1.0}
 DECIMALS = 8           # Binance spot strings carry 8 decimals: "27000.01000000"
-WEIGHT_WINDOW_S = 60.0
+WEIGHT_WINDOW_S = 60.0  # REQUEST_WEIGHT interval: 1 MINUTE, fixed windows of the wall clock
+DEPTH_MAX_LIMIT = 5000  # a larger depth limit is answered with 5000 levels
+EXCHANGE_INFO_WEIGHT = 20
+WS_MSG_LIMIT = 5        # incoming messages (text, ping, pong) per second and connection
+RETRY_SLACK_S = 0.05    # a retry this close to Retry-After's end counts as on time
+AGG_ID_OFFSET = 500_000  # aggTrade ids: one aggregate per simulated trade, numbered apart
 
 
 def depth_weight(limit: int) -> int:
+    """Weight of GET /api/v3/depth by its (capped) limit."""
     if limit <= 100:
         return 5
     if limit <= 500:
@@ -36,6 +54,25 @@ def depth_weight(limit: int) -> int:
     return 250
 
 
+@dataclass(slots=True)
+class IpLimits:
+    """REST rate-limit state of one client IP."""
+    window: int = -1             # wall-clock window number (time // WEIGHT_WINDOW_S)
+    used: int = 0                # weight used in it
+    retry_until: float = 0.0     # monotonic: a 429 told this IP to wait until then
+    banned_until: float = 0.0    # monotonic: a 418 ban ends then
+
+
+@dataclass(slots=True)
+class DepthAcc:
+    """One depth stream speed's diff accumulated since its last push (ticks -> lots, 0 deletes)."""
+    first: int = 0               # U of the next push; 0: nothing accumulated
+    last: int = 0
+    bids: dict[int, int] = field(default_factory=dict)
+    asks: dict[int, int] = field(default_factory=dict)
+    pushed_at: float = -math.inf
+
+
 class BinanceVenue:
     name = "binance"
 
@@ -43,14 +80,13 @@ class BinanceVenue:
         self.sim = sim
         self.models = models
         self.conns: set[Conn] = set()
-        self.weight_used = 0
-        self.window_start = time.monotonic()
-        self.requests_after_429 = 0
-        self.banned_until = 0.0
+        self.ips: dict[str, IpLimits] = {}
+        self.depth_acc: dict[tuple[str, float], DepthAcc] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/ws", self.ws_handler), web.get("/ws/{stream:.+}", self.ws_handler),
                 web.get("/stream", self.ws_handler), web.get("/api/v3/depth", self.depth),
+                web.get("/api/v3/exchangeInfo", self.exchange_info),
                 web.get("/api/v3/ping", self.ping), web.get("/api/v3/time", self.time)]
 
     # ------------------------------------------------------------ formatting
@@ -69,34 +105,84 @@ class BinanceVenue:
                 "asks": [[self.px(model, p), self.qty(model, q)] for p, q in a]}
 
     def on_step(self, symbol: str, model: MarketModel, step: Step) -> None:
-        """Fan one market step out to the subscribers of its streams."""
+        """Fan one market step out to the subscribers of its streams: trades at once, depth
+        diffs accumulated and pushed at each depth stream's speed."""
+        if self.sim.faults.server_shutdown:
+            self.server_shutdown()
         if not self.conns:
+            self.depth_acc.clear()
             return
         low = symbol.lower()
         now_ms = step.ts_ms
-        depth_payload = None
+        now = time.monotonic()
+        conns = list(self.conns)
+        for interval in (0.1, 1.0):
+            names = [f"{low}@{k}" for k, iv in DEPTH_INTERVALS.items() if iv == interval]
+            targets = [(conn, name) for conn in conns for name in names if name in conn.subs]
+            key = (symbol, interval)
+            if not targets:
+                self.depth_acc.pop(key, None)
+                continue
+            acc = self.depth_acc.get(key)
+            if acc is None:
+                acc = self.depth_acc[key] = DepthAcc()
+            if not acc.first:
+                acc.first = step.first_id
+            acc.last = step.last_id
+            for side, p, q in step.changes:
+                (acc.bids if side == BID else acc.asks)[p] = q
+            if now - acc.pushed_at < interval:
+                continue
+            payload = orjson.dumps({"e": "depthUpdate", "E": now_ms, "s": symbol,
+                                    "U": acc.first, "u": acc.last,
+                                    "b": [[self.px(model, p), self.qty(model, q)] for p, q in acc.bids.items()],
+                                    "a": [[self.px(model, p), self.qty(model, q)] for p, q in acc.asks.items()]})
+            self.depth_acc[key] = DepthAcc(pushed_at=now)
+            for conn, name in targets:
+                conn.send_data(self._wrap(conn, name, payload), diff=True)
+        if not step.trades:
+            return
+        trade_name, agg_name = f"{low}@trade", f"{low}@aggTrade"
         trade_payloads: list[bytes] | None = None
-        for conn in list(self.conns):
+        agg_payloads: list[bytes] | None = None
+        for conn in conns:
             subs = conn.subs
-            for kind in DEPTH_KINDS:
-                name = f"{low}@{kind}"
-                if name in subs:
-                    if depth_payload is None:
-                        b = [[self.px(model, p), self.qty(model, q)] for s, p, q in step.changes if s == BID]
-                        a = [[self.px(model, p), self.qty(model, q)] for s, p, q in step.changes if s == ASK]
-                        depth_payload = orjson.dumps({"e": "depthUpdate", "E": now_ms, "s": symbol,
-                                                      "U": step.first_id, "u": step.last_id,
-                                                      "b": b, "a": a})
-                    conn.send_data(self._wrap(conn, name, depth_payload), diff=True)
-            name = f"{low}@trade"
-            if step.trades and name in subs:
+            if trade_name in subs:
                 if trade_payloads is None:
                     trade_payloads = [orjson.dumps({
                         "e": "trade", "E": now_ms, "s": symbol, "t": t.trade_id,
                         "p": self.px(model, t.price), "q": self.qty(model, t.lots), "T": now_ms,
                         "m": t.buyer_is_maker, "M": True}) for t in step.trades]
                 for p in trade_payloads:
-                    conn.send_data(self._wrap(conn, name, p))
+                    conn.send_data(self._wrap(conn, trade_name, p))
+            if agg_name in subs:
+                if agg_payloads is None:
+                    agg_payloads = [orjson.dumps({
+                        "e": "aggTrade", "E": now_ms, "s": symbol, "a": t.trade_id - AGG_ID_OFFSET,
+                        "p": self.px(model, t.price), "q": self.qty(model, t.lots),
+                        "f": t.trade_id, "l": t.trade_id, "T": now_ms,
+                        "m": t.buyer_is_maker, "M": True}) for t in step.trades]
+                for p in agg_payloads:
+                    conn.send_data(self._wrap(conn, agg_name, p))
+
+    def server_shutdown(self) -> None:
+        """The `server_shutdown=S` fault (one-shot): every open connection is told
+        ``serverShutdown`` now and closed S seconds later, as the venue does before
+        maintenance. Connections opened meanwhile (to another server) are not affected."""
+        delay = self.sim.faults.server_shutdown
+        self.sim.faults.server_shutdown = 0.0
+        conns = [c for c in self.conns if not c.closed]
+        payload = orjson.dumps({"e": "serverShutdown", "E": int(time.time() * 1000)})
+        for conn in conns:
+            conn.send_control(self._wrap(conn, "!serverShutdown", payload))
+        self.sim.count("binance_server_shutdowns")
+        log.info("sim: serverShutdown sent to %d binance connection(s); closing them in %g s",
+                 len(conns), delay)
+
+        def close() -> None:
+            for conn in conns:
+                conn.close_soon(1001, "server shutdown")
+        asyncio.get_running_loop().call_later(delay, close)
 
     @staticmethod
     def _wrap(conn: Conn, stream: str, payload: bytes) -> str:
@@ -121,9 +207,20 @@ class BinanceVenue:
         self.conns.add(conn)
         sim.count("binance_connections")
         pinger = asyncio.get_running_loop().create_task(self._pinger(conn))
+        received: collections.deque[float] = collections.deque()   # when the last messages came
         try:
             async for msg in ws:
-                conn.last_rx = time.monotonic()
+                now = conn.last_rx = time.monotonic()
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG):
+                    # the venue's limit: 5 incoming messages a second, control frames included
+                    received.append(now)
+                    while received and now - received[0] >= 1.0:
+                        received.popleft()
+                    if len(received) > WS_MSG_LIMIT:
+                        sim.violation("binance_ws_msg_rate", f"{request.remote}: {len(received)} "
+                                      f"messages within 1 s (limit {WS_MSG_LIMIT})")
+                        conn.close_soon(1008, "Too many requests")
+                        break
                 if msg.type == WSMsgType.TEXT:
                     self._on_text(conn, msg.data)
                 elif msg.type == WSMsgType.PING:
@@ -197,51 +294,80 @@ class BinanceVenue:
             conn.send_control(orjson.dumps({"error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"}, "id": rid}).decode())
 
     # ------------------------------------------------------------ REST
-    def _limit_check(self, weight: int) -> web.Response | None:
+    def _ip(self, request: web.Request) -> IpLimits:
+        """The IP's limits, its weight window rolled to the current minute."""
+        ip = self.ips.setdefault(request.remote or "?", IpLimits())
+        window = int(time.time() // WEIGHT_WINDOW_S)
+        if window != ip.window:
+            ip.window, ip.used = window, 0
+        return ip
+
+    def _limit_check(self, request: web.Request, weight: int) -> web.Response | None:
+        """None when the request may be served (its weight is then used); otherwise the
+        answer: an injected fault, or the venue's 429/418 (counted as violations)."""
         sim = self.sim
         f = sim.faults
+        ip = self._ip(request)
         now = time.monotonic()
         if f.rest_down:
             f.rest_down -= 1
             sim.count("injected_rest_down")
-            return _error(503, -1001, "Service unavailable.")
+            return self._error(ip, 503, -1001, "Service unavailable.")
+        if now < ip.banned_until:
+            sim.count("http_418")
+            sim.violation("binance_rest_banned", f"{request.remote}: request during an IP ban "
+                          f"({ip.banned_until - now:.2f} s left)")
+            return self._error(ip, 418, -1003, "Way too many requests; IP banned.",
+                               math.ceil(ip.banned_until - now))
+        if now < ip.retry_until - RETRY_SLACK_S:
+            # it did not back off after a 429: the venue bans the IP
+            ip.banned_until = now + sim.config.retry_after_418
+            sim.count("http_418")
+            sim.violation("binance_rest_retry_after", f"{request.remote}: request "
+                          f"{ip.retry_until - now:.2f} s before a 429's Retry-After ended")
+            return self._error(ip, 418, -1003, "Way too many requests; IP banned.", sim.config.retry_after_418)
         if f.http_418:
             f.http_418 -= 1
             sim.count("injected_http_418")
-            return _error(418, -1003, "Way too many requests; IP banned.", sim.config.retry_after_418)
+            ip.banned_until = now + sim.config.retry_after_418
+            return self._error(ip, 418, -1003, "Way too many requests; IP banned.", sim.config.retry_after_418)
         if f.http_429:
             f.http_429 -= 1
             sim.count("injected_http_429")
-            return _error(429, -1003, "Too many requests.", sim.config.retry_after_429)
-        if now < self.banned_until:
-            sim.count("http_418")
-            return _error(418, -1003, "IP banned.", int(self.banned_until - now) + 1)
-        if now - self.window_start >= WEIGHT_WINDOW_S:
-            self.window_start = now
-            self.weight_used = 0
-            self.requests_after_429 = 0
-        if self.weight_used + weight > sim.config.weight_limit:
-            self.requests_after_429 += 1
-            if self.requests_after_429 > 5:
-                self.banned_until = now + sim.config.retry_after_418
-                sim.count("http_418")
-                return _error(418, -1003, "Way too many requests; IP banned.", sim.config.retry_after_418)
+            ip.retry_until = now + sim.config.retry_after_429
+            return self._error(ip, 429, -1003, "Too many requests.", sim.config.retry_after_429)
+        if ip.used + weight > sim.config.weight_limit:
+            wait = (ip.window + 1) * WEIGHT_WINDOW_S - time.time()
+            ip.retry_until = now + wait
             sim.count("http_429")
-            return _error(429, -1003, "Too many requests.", int(self.window_start + WEIGHT_WINDOW_S - now) + 1)
-        self.weight_used += weight
+            sim.violation("binance_rest_weight", f"{request.remote}: weight {ip.used} + {weight} > "
+                          f"{sim.config.weight_limit} per minute")
+            return self._error(ip, 429, -1003, "Too many requests; current limit of IP is "
+                               f"{sim.config.weight_limit} requests per minute.", max(1, math.ceil(wait)))
+        ip.used += weight
         return None
 
+    @staticmethod
+    def _weight_headers(ip: IpLimits) -> dict[str, str]:
+        return {"x-mbx-used-weight-1m": str(ip.used)}
+
+    def _error(self, ip: IpLimits, status: int, code: int, msg: str,
+               retry_after: int | None = None) -> web.Response:
+        return _error(status, code, msg, retry_after, self._weight_headers(ip))
+
     async def depth(self, request: web.Request) -> web.Response:
+        ip = self._ip(request)
         symbol = request.query.get("symbol", "")
         try:
             limit = int(request.query.get("limit", "100"))
         except ValueError:
-            return _error(400, -1100, "Illegal characters found in parameter 'limit'.")
-        if not 1 <= limit <= 5000:
-            return _error(400, -1100, "Illegal characters found in parameter 'limit'; legal range is '1-5000'.")
+            return self._error(ip, 400, -1100, "Illegal characters found in parameter 'limit'.")
+        if limit < 1:
+            return self._error(ip, 400, -1100, "Illegal characters found in parameter 'limit'; legal range is '1-5000'.")
+        limit = min(limit, DEPTH_MAX_LIMIT)
         if symbol not in self.models:
-            return _error(400, -1121, "Invalid symbol.")
-        refused = self._limit_check(depth_weight(limit))
+            return self._error(ip, 400, -1121, "Invalid symbol.")
+        refused = self._limit_check(request, depth_weight(limit))
         if refused is not None:
             return refused
         model = self.models[symbol]
@@ -254,18 +380,82 @@ class BinanceVenue:
             past = model.book_at(old)
             if past is not None:
                 body = self.book_body(model, past[0], past[1], old, limit)
-                return _json(body, self._weight_headers())
+                return _json(body, self._weight_headers(ip))
         body = self.book_body(model, model.bids, model.asks, model.update_id, limit)
-        return _json(body, self._weight_headers())
+        return _json(body, self._weight_headers(ip))
 
-    def _weight_headers(self) -> dict[str, str]:
-        return {"x-mbx-used-weight-1m": str(self.weight_used)}
+    def symbol_info(self, model: MarketModel) -> dict[str, Any]:
+        """One entry of exchangeInfo ``symbols`` (the fields a market-data client reads, and
+        the usual others)."""
+        spec = model.spec
+        tick = fmt(1, spec.price_decimals, DECIMALS)
+        step = fmt(1, spec.qty_decimals, DECIMALS)
+        base = spec.symbol[:-4] if spec.symbol.endswith("USDT") else spec.symbol[:-3]
+        quote = spec.symbol[len(base):]
+        return {
+            "symbol": spec.symbol, "status": "TRADING", "baseAsset": base, "baseAssetPrecision": 8,
+            "quoteAsset": quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
+            "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+            "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
+            "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True, "cancelReplaceAllowed": True,
+            "isSpotTradingAllowed": True, "isMarginTradingAllowed": True,
+            "filters": [
+                {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "1000000.00000000",
+                 "tickSize": tick},
+                {"filterType": "LOT_SIZE", "minQty": step, "maxQty": "9000.00000000", "stepSize": step},
+            ],
+            "permissions": [], "permissionSets": [["SPOT", "MARGIN"]],
+            "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+            "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+        }
+
+    async def exchange_info(self, request: web.Request) -> web.Response:
+        ip = self._ip(request)
+        q = request.query
+        if "symbol" in q and "symbols" in q:
+            return self._error(ip, 400, -1128, "Combination of optional parameters invalid.")
+        if "symbols" in q:
+            try:
+                wanted = orjson.loads(q["symbols"])
+            except orjson.JSONDecodeError:
+                wanted = None
+            if (not isinstance(wanted, list) or not wanted
+                    or not all(isinstance(w, str) for w in wanted)):
+                return self._error(ip, 400, -1100, "Illegal characters found in parameter 'symbols'.")
+        elif "symbol" in q:
+            wanted = [q["symbol"]]
+        else:
+            wanted = list(self.models)
+        if any(w not in self.models for w in wanted):
+            return self._error(ip, 400, -1121, "Invalid symbol.")
+        refused = self._limit_check(request, EXCHANGE_INFO_WEIGHT)
+        if refused is not None:
+            return refused
+        self.sim.count("rest_exchange_info")
+        body = {
+            "timezone": "UTC", "serverTime": int(time.time() * 1000),
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                 "limit": self.sim.config.weight_limit},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+                {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
+                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+            ],
+            "exchangeFilters": [],
+            "symbols": [self.symbol_info(self.models[w]) for w in dict.fromkeys(wanted)],
+        }
+        return _json(body, self._weight_headers(ip))
 
     async def ping(self, request: web.Request) -> web.Response:
-        return _json({})
+        ip = self._ip(request)
+        refused = self._limit_check(request, 1)
+        return refused or _json({}, self._weight_headers(ip))
 
     async def time(self, request: web.Request) -> web.Response:
-        return _json({"serverTime": int(time.time() * 1000)})
+        ip = self._ip(request)
+        refused = self._limit_check(request, 1)
+        return refused or _json({"serverTime": int(time.time() * 1000)}, self._weight_headers(ip))
 
     def close_all(self) -> None:
         for conn in list(self.conns):
@@ -277,6 +467,9 @@ def _json(body: Any, headers: dict[str, str] | None = None, status: int = 200) -
                         headers=headers)
 
 
-def _error(status: int, code: int, msg: str, retry_after: int | None = None) -> web.Response:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return _json({"code": code, "msg": msg}, headers, status)
+def _error(status: int, code: int, msg: str, retry_after: int | None = None,
+           headers: dict[str, str] | None = None) -> web.Response:
+    headers = dict(headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return _json({"code": code, "msg": msg}, headers or None, status)

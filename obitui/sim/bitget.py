@@ -1,17 +1,28 @@
 """Simulated Bitget v2 public WebSocket (/v2/ws/public): subscribe/unsubscribe with acks and
 errors (30001 unknown symbol, 30016 bad parameters), `books` snapshot then updates chained by
-seq/pseq (optional CRC32 checksum over the original strings), books1/5/15, `ticker`, `trade`,
-text ping/pong, and a disconnect after 2 minutes without a ping (PROTOCOLS.md, Bitget v2)."""
+seq/pseq (optional CRC32 checksum over the original strings; seq, pseq and checksum as decimal
+strings with `bitget_string_seq` or the `string_seq` fault), books1/5/15, the full v2 `ticker`,
+`trade`, text ping/pong, and a disconnect after 2 minutes without a ping (docs/PROTOCOLS.md,
+Bitget v2). REST on the same port: GET /api/v2/spot/public/symbols and /api/v2/spot/market/tickers.
+
+The venue's per-connection limits are enforced as the real one does, and every breach is
+counted with ``Simulator.violation``: more than 10 client messages (subscribe, unsubscribe,
+ping) in a second closes the connection (``bitget_ws_msg_rate``); more than 240 subscribe and
+unsubscribe requests in an hour are refused with 30006 (``bitget_subscribe_rate``); a
+subscription beyond 1000 channels is refused (``bitget_channels``). The limits are the
+SimConfig ``bitget_*`` fields, so tests can reach them quickly."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import zlib
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from obitui.sim.conn import Conn
 from obitui.sim.market import ASK, BID, MarketModel, Step, fmt
@@ -23,6 +34,30 @@ log = logging.getLogger("obitui.sim")
 
 INST_TYPES = ("SPOT", "USDT-FUTURES", "COIN-FUTURES", "USDC-FUTURES")
 CHANNELS = ("books", "books1", "books5", "books15", "ticker", "trade")
+MSG_WINDOW_S = 1.0            # client messages are counted over this sliding window
+SUBSCRIBE_WINDOW_S = 3600.0   # subscribe/unsubscribe requests over this one
+ERROR_TEXTS = {30002: "illegal request", 30003: "invalid op", 30006: "request too many",
+               30007: "request over limit,connection close", 30016: "Param error"}
+
+
+@dataclass(slots=True)
+class ConnLimits:
+    """One connection's keep-alive and limit bookkeeping."""
+    last_ping: float
+    msgs: collections.deque[float] = field(default_factory=collections.deque)
+    requests: collections.deque[float] = field(default_factory=collections.deque)
+    cut: bool = False             # closed for a breach: what it sends next is not read
+    error_sent: bool = False      # the `bitget_error` fault reached it in this round
+
+
+@dataclass(slots=True)
+class Day:
+    """A symbol's rolling figures for the ticker (ticks; volumes in lots and ticks*lots)."""
+    open: int
+    high: int
+    low: int
+    base: int = 0
+    quote: int = 0
 
 
 class BitgetVenue:
@@ -33,9 +68,15 @@ class BitgetVenue:
         self.models = models
         self.conns: set[Conn] = set()
         self.last_ticker: dict[str, float] = {}
+        self.limits: dict[Conn, ConnLimits] = {}
+        self.day = {sym: Day(m.spec.start_price, m.spec.start_price, m.spec.start_price)
+                    for sym, m in models.items()}
+        self._error_round = False
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v2/ws/public", self.ws_handler)]
+        return [web.get("/v2/ws/public", self.ws_handler),
+                web.get("/api/v2/spot/public/symbols", self.rest_symbols),
+                web.get("/api/v2/spot/market/tickers", self.rest_tickers)]
 
     # ------------------------------------------------------------ formatting
     @staticmethod
@@ -66,13 +107,17 @@ class BitgetVenue:
 
     def _book_data(self, model: MarketModel, bids: list, asks: list, seq: int, pseq: int,
                    ts_ms: int, conn: Conn) -> dict[str, Any]:
-        d: dict[str, Any] = {"asks": asks, "bids": bids, "seq": seq, "pseq": pseq, "ts": str(ts_ms)}
+        strings = self.sim.config.bitget_string_seq or self.sim.faults.string_seq
+        d: dict[str, Any] = {"asks": asks, "bids": bids, "seq": str(seq) if strings else seq,
+                             "pseq": str(pseq) if strings else pseq, "ts": str(ts_ms)}
         if self._checksums_on():
             c = self.checksum(model)
             if self.sim.faults.bad_checksum and conn.rng.random() < self.sim.faults.bad_checksum:
                 conn.count("injected_bad_checksum")
                 c = (c + 1) if c < (1 << 31) - 1 else c - 1
-            d["checksum"] = c
+            d["checksum"] = str(c) if strings else c
+        if strings:
+            conn.count("string_seq_frames")
         return d
 
     def snapshot_frame(self, conn: Conn, arg: dict[str, str], model: MarketModel, depth: int | None) -> str:
@@ -82,6 +127,13 @@ class BitgetVenue:
         return orjson.dumps({"action": "snapshot", "arg": arg, "data": [data], "ts": ts}).decode()
 
     def on_step(self, symbol: str, model: MarketModel, step: Step) -> None:
+        day = self.day[symbol]
+        for t in step.trades:
+            day.high, day.low = max(day.high, t.price), min(day.low, t.price)
+            day.base += t.lots
+            day.quote += t.lots * t.price
+        if self.sim.faults.bitget_error or self._error_round:
+            self._inject_errors()
         if not self.conns:
             return
         now = time.monotonic()
@@ -114,15 +166,139 @@ class BitgetVenue:
         return {"ts": str(ts_ms), "price": self.px(model, t.price), "size": self.qty(model, t.lots),
                 "side": "sell" if t.buyer_is_maker else "buy", "tradeId": str(t.trade_id)}
 
-    def ticker_frame(self, arg: dict[str, str], model: MarketModel) -> str:
-        ts = int(time.time() * 1000)
+    def ticker_fields(self, model: MarketModel, ts: int) -> dict[str, str]:
+        """The v2 `ticker` channel's fields, all strings (the day opens at the start price:
+        the simulated day has no UTC boundary, so openUtc is the same open)."""
         bb, bq = model.levels(BID, 1)[0]
         ba, aq = model.levels(ASK, 1)[0]
         last = model.recent_trades[-1].price if model.recent_trades else bb
-        d = {"instId": model.spec.symbol, "lastPr": self.px(model, last), "bidPr": self.px(model, bb),
-             "askPr": self.px(model, ba), "bidSz": self.qty(model, bq), "askSz": self.qty(model, aq),
-             "open24h": self.px(model, model.spec.start_price), "ts": str(ts)}
+        day = self.day[model.spec.symbol]
+        change = f"{(last - day.open) / day.open:.4f}"
+        return {"instId": model.spec.symbol, "lastPr": self.px(model, last),
+                "open24h": self.px(model, day.open), "high24h": self.px(model, max(day.high, last)),
+                "low24h": self.px(model, min(day.low, last)), "change24h": change,
+                "bidPr": self.px(model, bb), "askPr": self.px(model, ba),
+                "bidSz": self.qty(model, bq), "askSz": self.qty(model, aq),
+                "baseVolume": self.qty(model, day.base),
+                "quoteVolume": fmt(day.quote, model.spec.price_decimals + model.spec.qty_decimals),
+                "openUtc": self.px(model, day.open), "changeUtc24h": change, "ts": str(ts)}
+
+    def ticker_frame(self, arg: dict[str, str], model: MarketModel) -> str:
+        ts = int(time.time() * 1000)
+        d = self.ticker_fields(model, ts)
         return orjson.dumps({"action": "snapshot", "arg": arg, "data": [d], "ts": ts}).decode()
+
+    # ------------------------------------------------------------ REST
+    @staticmethod
+    def _rest(data: Any, status: int = 200, code: str = "00000", msg: str = "success") -> web.Response:
+        return web.Response(status=status, content_type="application/json",
+                            body=orjson.dumps({"code": code, "msg": msg, "requestTime": int(time.time() * 1000),
+                                               "data": data}))
+
+    def _rest_models(self, request: web.Request) -> list[MarketModel] | web.Response:
+        want = request.query.get("symbol")
+        if not want:
+            return list(self.models.values())
+        if want not in self.models:
+            return self._rest(None, 400, "40034", f"Parameter {want[:40]} does not exist")
+        return [self.models[want]]
+
+    async def rest_symbols(self, request: web.Request) -> web.Response:
+        """GET /api/v2/spot/public/symbols[?symbol=]: the spot symbols (every field a string)."""
+        models = self._rest_models(request)
+        if isinstance(models, web.Response):
+            return models
+        data = []
+        for m in models:
+            sym = m.spec.symbol
+            quote = "USDT" if sym.endswith("USDT") else sym[-3:]
+            data.append({"symbol": sym, "baseCoin": sym[:-len(quote)], "quoteCoin": quote,
+                         "minTradeAmount": "0", "maxTradeAmount": "900000000000000000000",
+                         "takerFeeRate": "0.001", "makerFeeRate": "0.001",
+                         "pricePrecision": str(m.spec.price_decimals),
+                         "quantityPrecision": str(m.spec.qty_decimals),
+                         "quotePrecision": str(m.spec.price_decimals + m.spec.qty_decimals),
+                         "status": "online", "minTradeUSDT": "1", "buyLimitPriceRatio": "0.05",
+                         "sellLimitPriceRatio": "0.05", "areaSymbol": "no", "orderQuantity": "200",
+                         "openTime": "", "offTime": ""})
+        return self._rest(data)
+
+    async def rest_tickers(self, request: web.Request) -> web.Response:
+        """GET /api/v2/spot/market/tickers[?symbol=]: the ticker channel's figures, REST names."""
+        models = self._rest_models(request)
+        if isinstance(models, web.Response):
+            return models
+        ts = int(time.time() * 1000)
+        data = []
+        for m in models:
+            t = self.ticker_fields(m, ts)
+            data.append({"symbol": t["instId"], "high24h": t["high24h"], "open": t["open24h"],
+                         "low24h": t["low24h"], "lastPr": t["lastPr"], "quoteVolume": t["quoteVolume"],
+                         "baseVolume": t["baseVolume"], "usdtVolume": t["quoteVolume"],
+                         "bidPr": t["bidPr"], "askPr": t["askPr"], "bidSz": t["bidSz"], "askSz": t["askSz"],
+                         "openUtc": t["openUtc"], "ts": t["ts"], "changeUtc24h": t["changeUtc24h"],
+                         "change24h": t["change24h"]})
+        return self._rest(data)
+
+    # ------------------------------------------------------------ limits and injected errors
+    def _message_allowed(self, conn: Conn, lim: ConnLimits) -> bool:
+        """Count one client message; over the limit the venue closes the connection."""
+        if lim.cut:
+            return False
+        now = time.monotonic()
+        q = lim.msgs
+        while q and now - q[0] >= MSG_WINDOW_S:
+            q.popleft()
+        q.append(now)
+        limit = self.sim.config.bitget_msgs_per_s
+        if len(q) > limit:
+            lim.cut = True
+            self.sim.violation("bitget_ws_msg_rate", f"{conn.peer}: {len(q)} messages in "
+                                                     f"{MSG_WINDOW_S:g} s (limit {limit}): disconnected")
+            conn.close_soon(WSCloseCode.POLICY_VIOLATION, "request over limit")
+            return False
+        return True
+
+    def _request_allowed(self, conn: Conn, op: str) -> bool:
+        """Count one subscribe/unsubscribe request against the hourly budget."""
+        lim = self.limits.get(conn)
+        if lim is None:
+            return True
+        now = time.monotonic()
+        q = lim.requests
+        while q and now - q[0] >= SUBSCRIBE_WINDOW_S:
+            q.popleft()
+        limit = self.sim.config.bitget_subscribes_per_hour
+        if len(q) >= limit:
+            self.sim.violation("bitget_subscribe_rate", f"{conn.peer}: {op} beyond {limit} requests "
+                                                        f"in {SUBSCRIBE_WINDOW_S:g} s: refused")
+            self._error(conn, 30006, ERROR_TEXTS[30006], op=op)
+            return False
+        q.append(now)
+        return True
+
+    def _inject_errors(self) -> None:
+        """The `bitget_error=CODE` fault: every connection with a subscription gets one error
+        event CODE for it (op subscribe, its arg) and loses that subscription, once while the
+        fault is set."""
+        code = self.sim.faults.bitget_error
+        if not code:
+            self._error_round = False
+            for lim in self.limits.values():
+                lim.error_sent = False
+            return
+        self._error_round = True
+        for conn in list(self.conns):
+            lim = self.limits.get(conn)
+            if lim is None or lim.error_sent or conn.closed or not conn.subs:
+                continue
+            lim.error_sent = True
+            key, arg = next(iter(conn.subs.items()))
+            del conn.subs[key]
+            text = (f"instType:{arg['instType']},channel:{arg['channel']},instId:{arg['instId']} doesn't exist"
+                    if code == 30001 else ERROR_TEXTS.get(code, "error"))
+            self.sim.count("injected_bitget_error")
+            self._error(conn, code, text, arg, "subscribe")
 
     # ------------------------------------------------------------ WebSocket
     async def ws_handler(self, request: web.Request) -> web.StreamResponse:
@@ -130,15 +306,17 @@ class BitgetVenue:
         await ws.prepare(request)
         sim = self.sim
         conn = Conn(ws, sim.faults, sim.counters, sim.next_conn_seed(), f"bitget {request.remote}")
-        conn.subs_last_ping = time.monotonic()  # type: ignore[attr-defined]
+        lim = self.limits[conn] = ConnLimits(time.monotonic())
         self.conns.add(conn)
         sim.count("bitget_connections")
-        watchdog = asyncio.get_running_loop().create_task(self._watchdog(conn))
+        watchdog = asyncio.get_running_loop().create_task(self._watchdog(conn, lim))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
+                    if not self._message_allowed(conn, lim):
+                        continue
                     if msg.data == "ping":
-                        conn.subs_last_ping = time.monotonic()  # type: ignore[attr-defined]
+                        lim.last_ping = time.monotonic()
                         if not sim.faults.no_pong:
                             conn.send_control("pong")
                         continue
@@ -151,10 +329,11 @@ class BitgetVenue:
         finally:
             watchdog.cancel()
             self.conns.discard(conn)
+            self.limits.pop(conn, None)
             await conn.finish()
         return ws
 
-    async def _watchdog(self, conn: Conn) -> None:
+    async def _watchdog(self, conn: Conn, lim: ConnLimits) -> None:
         sim = self.sim
         while not conn.closed:
             await asyncio.sleep(0.05)
@@ -162,7 +341,7 @@ class BitgetVenue:
             if conn.disconnect_due():
                 return
             if (not sim.faults.no_ping_check
-                    and now - conn.subs_last_ping > sim.config.bitget_ping_timeout):  # type: ignore[attr-defined]
+                    and now - lim.last_ping > sim.config.bitget_ping_timeout):
                 sim.count("closed_no_ping")
                 conn.close_soon(1000, "no ping")
                 return
@@ -188,6 +367,8 @@ class BitgetVenue:
             self._error(conn, 30016, "Param error")
             return
         op = req["op"]
+        if not self._request_allowed(conn, op):
+            return
         for arg in req["args"]:
             if not isinstance(arg, dict):
                 self._error(conn, 30016, "Param error", op=op)
@@ -202,6 +383,11 @@ class BitgetVenue:
                 continue
             key = (inst_type, channel, inst)
             clean = {"instType": inst_type, "channel": channel, "instId": inst}
+            limit = self.sim.config.bitget_max_channels
+            if op == "subscribe" and key not in conn.subs and len(conn.subs) >= limit:
+                self.sim.violation("bitget_channels", f"{conn.peer}: a subscription beyond {limit} channels: refused")
+                self._error(conn, 30016, f"Param error: at most {limit} channels per connection", clean, op)
+                continue
             conn.send_control(orjson.dumps({"event": op, "arg": clean}).decode())
             if op == "unsubscribe":
                 conn.subs.pop(key, None)

@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="obitui sim",
         description="Binance spot and Bitget v2 exchange simulator on loopback. Prints, as its "
-                    "first lines, `binance ws=... rest=...` and `bitget ws=...`; Ctrl+C or "
+                    "first lines, `binance ws=... rest=...` and `bitget ws=...` (then `bitget rest=...`); Ctrl+C or "
                     "SIGTERM stops it.",
         epilog="faults (--sim-fault, repeatable):\n" + help_text()
                + "\n\nAt run time: POST /sim/fault?name=NAME&value=V (or ?clear=NAME) on the "
@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--changes", type=int, default=0, metavar="N",
                     help="level changes per market step (default: 1-4, like the real stream)")
     ap.add_argument("--checksum", action="store_true", help="Bitget books frames carry checksums")
+    ap.add_argument("--string-seq", action="store_true",
+                    help="Bitget books frames carry seq, pseq and checksum as decimal strings (UTA style)")
     ap.add_argument("--sim-fault", action="append", default=[], metavar="NAME[=VALUE]")
     ap.add_argument("--replay", metavar="FILE", help="serve a capture file instead of the market")
     ap.add_argument("--speed", type=float, default=1.0,
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--parent-pid", type=int, metavar="PID",
                     help="exit as soon as process PID (the supervisor that started us) is gone")
     ap.add_argument("--log-json", action="store_true", help="log JSON lines on stderr")
+    ap.add_argument("--log-file", metavar="FILE", help="log to FILE (reopened when rotated) instead of stderr")
     return ap
 
 
@@ -54,6 +57,7 @@ async def _run(args: argparse.Namespace) -> int:
         sim = Simulator(SimConfig(seed=args.seed, rate=args.rate, host=args.host,
                                   port_base=args.port_base, depth=args.depth,
                                   bitget_checksum=args.checksum, faults=args.sim_fault,
+                                  bitget_string_seq=args.string_seq,
                                   changes_per_step=args.changes,
                                   symbols=tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())))
     stop = asyncio.Event()
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"obitui sim: capture file {args.replay} not found", file=sys.stderr)
             return 2
     from obitui.logs import LogSpec, configure
-    configure(LogSpec(logging.WARNING, args.log_json), "sim")
+    configure(LogSpec(logging.WARNING, args.log_json, args.log_file), "sim")
     try:
         import uvloop
         uvloop.install()

@@ -36,6 +36,13 @@ FAULTS: dict[str, FaultSpec] = {f.name: f for f in [
     FaultSpec("no_ping_check", bool, True, "no_ping_check",
               "do not disconnect clients that stop answering pings (Binance) or sending them (Bitget)"),
     FaultSpec("burst", float, 20_000.0, "burst=RATE", "raise the market's step rate to RATE steps/s per symbol"),
+    FaultSpec("server_shutdown", float, 3.0, "server_shutdown[=S]",
+              "Binance: send serverShutdown to every open connection once, close them S seconds later"),
+    FaultSpec("string_seq", bool, True, "string_seq",
+              "Bitget: seq, pseq and checksum as decimal strings (as UTA and the classic docs type them)"),
+    FaultSpec("bitget_error", int, 30016, "bitget_error[=CODE]",
+              "Bitget: each open connection gets one error event CODE (30016, 30006, ...) for one of "
+              "its subscriptions, which the venue drops"),
 ]}
 
 
@@ -61,7 +68,7 @@ def parse_fault(spec: str) -> tuple[str, Any]:
         value = f.kind(raw)
     except ValueError:
         raise FaultError(f"fault {name}: cannot read value {raw!r} (syntax {f.syntax})") from None
-    if f.kind is float and name not in ("disconnect", "silence", "burst") and not 0.0 <= value <= 1.0:
+    if f.kind is float and name not in ("disconnect", "silence", "burst", "server_shutdown") and not 0.0 <= value <= 1.0:
         raise FaultError(f"fault {name}: probability must be in [0, 1], got {value}")
     if isinstance(value, (int, float)) and value < 0:
         raise FaultError(f"fault {name}: value must be >= 0, got {value}")
@@ -88,6 +95,9 @@ class Faults:
     no_pong: bool = False
     no_ping_check: bool = False
     burst: float = 0.0
+    server_shutdown: float = 0.0    # one-shot: taken (set back to 0) by the Binance venue
+    string_seq: bool = False
+    bitget_error: int = 0           # an error code; each connection gets it once while set
 
     @classmethod
     def from_specs(cls, specs: list[str]) -> Faults:

@@ -25,6 +25,7 @@ class SymbolSpec:
     qty_decimals: int = 5        # lot = 10**-qty_decimals
     start_price: int = 2_700_000  # in ticks (27000.00)
     depth: int = 2000            # target levels per side
+    typical_lots: int = 0        # a typical order in lots (0: 0.01 units); the tail is heavy
 
 
 @dataclass(slots=True)
@@ -68,8 +69,9 @@ class MarketModel:
 
     # ------------------------------------------------------------ model
     def _lots(self) -> int:
-        # mostly around 0.01 units, a heavy tail
-        return max(1, int(self.rng.paretovariate(1.3) * 10 ** max(0, self.spec.qty_decimals - 2)))
+        # mostly around the typical order (0.01 units by default), a heavy tail
+        typical = self.spec.typical_lots or 10 ** max(0, self.spec.qty_decimals - 2)
+        return max(1, int(self.rng.paretovariate(1.3) * typical))
 
     def best_bid(self) -> int:
         return self.bids.peekitem(-1)[0]

@@ -63,7 +63,8 @@ class ReplaySimulator:
 
     def banner(self) -> list[str]:
         return [f"binance ws={self.binance_ws_url} rest={self.binance_rest_url}",
-                f"bitget ws={self.bitget_ws_url}"]
+                f"bitget ws={self.bitget_ws_url}",
+                f"bitget rest=http://{self.host}:{self.ports['bitget']}"]
 
     async def start(self) -> None:
         from obitui.sim.server import PortInUseError

@@ -3,6 +3,7 @@ loop, fault control and the truth endpoint. Run in-process (tests) or as `obitui
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import time
@@ -19,8 +20,12 @@ from obitui.sim.market import ASK, BID, MarketModel, SymbolSpec
 
 log = logging.getLogger("obitui.sim")
 
-BINANCE_SYMBOLS = (SymbolSpec("BTCUSDT", 2, 5, 2_700_000), SymbolSpec("ETHUSDT", 2, 4, 300_000))
-BITGET_SYMBOLS = (SymbolSpec("BTCUSDT", 2, 6, 2_700_000), SymbolSpec("ETHUSDT", 2, 4, 300_000))
+# PEPEUSDT: a memecoin's extremes, as listed: a price of 0.00001234 (8 decimals) and whole-unit
+# quantities around 1e10 with a tail past 1e11, which 8 decimals cannot hold in an int64
+BINANCE_SYMBOLS = (SymbolSpec("BTCUSDT", 2, 5, 2_700_000), SymbolSpec("ETHUSDT", 2, 4, 300_000),
+                   SymbolSpec("PEPEUSDT", 8, 0, 1234, typical_lots=10**10))
+BITGET_SYMBOLS = (SymbolSpec("BTCUSDT", 2, 6, 2_700_000), SymbolSpec("ETHUSDT", 2, 4, 300_000),
+                  SymbolSpec("PEPEUSDT", 8, 0, 1234, typical_lots=10**10))
 
 
 class PortInUseError(OSError):
@@ -39,6 +44,11 @@ class SimConfig:
     bitget_ping_timeout: float = 120.0
     ticker_interval: float = 0.2
     bitget_checksum: bool = False   # current Bitget feeds omit it; older ones send it
+    bitget_string_seq: bool = False  # seq, pseq and checksum as decimal strings (UTA style)
+    # Bitget limits per connection (the real venue's; tests lower them to reach them quickly)
+    bitget_msgs_per_s: int = 10             # client messages (subscribe, unsubscribe, ping)
+    bitget_subscribes_per_hour: int = 240   # subscribe and unsubscribe requests
+    bitget_max_channels: int = 1000
     weight_limit: int = 6000        # Binance REST weight per minute
     retry_after_429: int = 1
     retry_after_418: int = 2
@@ -102,10 +112,15 @@ class Simulator:
     def bitget_ws_url(self) -> str:
         return f"ws://{self.config.host}:{self.ports['bitget']}/v2/ws/public"
 
+    @property
+    def bitget_rest_url(self) -> str:
+        return f"http://{self.config.host}:{self.ports['bitget']}"
+
     def banner(self) -> list[str]:
-        """The first lines `obitui sim` prints (contract)."""
+        """The first lines `obitui sim` prints (the first two are a contract)."""
         return [f"binance ws={self.binance_ws_url} rest={self.binance_rest_url}",
-                f"bitget ws={self.bitget_ws_url}"]
+                f"bitget ws={self.bitget_ws_url}",
+                f"bitget rest={self.bitget_rest_url}"]     # a third line: the first two are a contract
 
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -242,7 +257,7 @@ class Simulator:
 
 
 def _with_depth(spec: SymbolSpec, depth: int) -> SymbolSpec:
-    return SymbolSpec(spec.symbol, spec.price_decimals, spec.qty_decimals, spec.start_price, depth)
+    return dataclasses.replace(spec, depth=depth)
 
 
 __all__ = ["Simulator", "SimConfig", "PortInUseError", "BID", "ASK"]

@@ -24,8 +24,8 @@ class FeedHarness:
     def __init__(self, sim: Simulator, label: str, ring_capacity: int = 1 << 20, **overrides: Any) -> None:
         base = next(f for f in default_feeds() if f.label == label)
         url = sim.binance_ws_url if base.venue == "binance" else sim.bitget_ws_url
-        self.cfg: FeedConfig = replace(base, ws_url=url, rest_url=sim.binance_rest_url,
-                                       ring_capacity=ring_capacity, **overrides)
+        self.cfg: FeedConfig = replace(base, **{"ws_url": url, "rest_url": sim.binance_rest_url,
+                                                "ring_capacity": ring_capacity, **overrides})
         self.sim = sim
         self.prefix = f"obitui-{os.getuid()}-test-feed-{uuid.uuid4().hex[:8]}"
         self.stats = StatsBlock.create(self.prefix + "-stats", 1, 1)
@@ -67,6 +67,9 @@ class FeedHarness:
             counters = dict(zip(FEED_COUNTERS, self.feed.stats.counters))
             violations = (feed_violations(self.cfg.label, counters, settled=True)
                           + ring_violations(self.cfg.label, self.ring.stats(), drained=True))
+            # the feed kept every limit of the real venue (message rates, subscriptions, ...)
+            violations += [f"simulator: venue limit {k} broken {n} time(s)"
+                           for k, n in self.sim.violations.items()]
         self.consumer.close()
         self.ring.close()
         self.stats.close()

@@ -24,6 +24,8 @@ async def sim() -> AsyncIterator[Simulator]:
         yield s
     finally:
         await s.stop()
+    # no feed broke a limit of the real venues, in any test (the venue would cut or ban it)
+    assert s.violations == {}, s.violations
 
 
 async def synced_and_true(h: FeedHarness, timeout: float = 10.0) -> None:
@@ -158,10 +160,18 @@ async def test_oversize_frame_reconnects(sim: Simulator) -> None:
         assert any(r == "oversize" for _, r in h.states)
 
 
-async def test_unknown_symbol_fails_with_reason(sim: Simulator) -> None:
-    async with FeedHarness(sim, "Bg-OB", symbol="NOPEUSDT") as h:
+@pytest.mark.parametrize("label", ["Bg-OB", "Bg-PR"])
+async def test_unknown_symbol_fails_with_reason(sim: Simulator, label: str) -> None:
+    """Bitget 30001 for our subscription is terminal: the feed stops in `failed` with the code
+    and what does not exist, and neither reconnects nor resubscribes (no retry storm)."""
+    async with FeedHarness(sim, label, symbol="NOPEUSDT") as h:
         await h.wait_state(FeedState.FAILED)
-        assert "unknown_symbol" in h.feed.stats.reason
+        assert h.feed.stats.reason == "30001 instId:NOPEUSDT doesn't exist"
+        await asyncio.sleep(2.0)
+        assert h.state == FeedState.FAILED
+        assert h.count("venue_errors") == 1 and h.feed.venue_error_codes == {"30001": 1}  # type: ignore[attr-defined]
+        assert h.count("subscribes") == 1 and h.count("reconnects") == 0
+        assert sim.counters["bitget_connections"] == 1
 
 
 async def test_control_words_resync_and_reconnect(sim: Simulator) -> None:

@@ -36,9 +36,17 @@ def sim_proc() -> Iterator[tuple[str, str, str]]:
         b = dict(kv.split("=", 1) for kv in proc.stdout.readline().split()[1:])  # type: ignore[union-attr]
         g = dict(kv.split("=", 1) for kv in proc.stdout.readline().split()[1:])  # type: ignore[union-attr]
         yield b["ws"], b["rest"], g["ws"]
+        broken = venue_limits_broken(b["rest"])
     finally:
         proc.terminate()
         proc.wait(10)
+    assert broken == {}, f"the fleet broke limits of the real venues: {broken}"
+
+
+def venue_limits_broken(rest: str) -> dict[str, int]:
+    """What the simulator counted as breaches of the real venues' limits (rates, weights)."""
+    with urllib.request.urlopen(f"{rest}/sim/stats", timeout=5) as r:
+        return json.loads(r.read())["violations"]
 
 
 def truth(rest: str, venue: str, update_id: int) -> dict | None:
@@ -173,9 +181,11 @@ def fleet() -> Iterator[Supervisor]:
         sup.start()
         _wait(lambda: _synced(sup), 15, "the fleet to sync", sup)
         yield sup
+        broken = venue_limits_broken(urls[1])
     finally:
         sup.stop()
     assert run_segments(os.getpid()) == []
+    assert broken == {}, f"the fleet broke limits of the real venues: {broken}"
 
 
 def test_kill_9_a_feed_and_the_engine(fleet: Supervisor) -> None:
@@ -205,6 +215,8 @@ def test_paused_engine_fills_a_ring_then_recovers() -> None:
     cfg = load_config(None)
     for f in cfg.feeds:
         f.ring_capacity = 1 << 16
+    # a pause, not a hang: the supervisor's watchdog (tested in test_orphans) must not end it
+    cfg.heartbeat_stale = 120.0
     sup = Supervisor(cfg)
     try:
         urls = sup.start_simulator([], seed=3, rate=400)
@@ -215,7 +227,8 @@ def test_paused_engine_fills_a_ring_then_recovers() -> None:
         epid = sup.pids()["engine"]
         os.kill(epid, signal.SIGSTOP)
         try:
-            _wait(lambda: sup.ring_fill()[0][1] > 0, 20, "drops on the Bi-OB ring", sup)
+            # @depth@100ms pushes 10 diffs/s (~6 KB/s at 400 steps/s): ~11 s to fill 64 KiB
+            _wait(lambda: sup.ring_fill()[0][1] > 0, 40, "drops on the Bi-OB ring", sup)
         finally:
             os.kill(epid, signal.SIGCONT)
         _wait(lambda: sup.stats.read_feed(0).counters["ring_drops"] > 0, 5, "drops counted by the feed", sup)
@@ -228,10 +241,13 @@ def test_paused_engine_fills_a_ring_then_recovers() -> None:
             if t is None:
                 return False
             from obitui.headless import book_json
-            return book_json(b, 8)["bids"] == t["bids"][:20] and book_json(b, 8)["asks"] == t["asks"][:20]
+            f = sup.cfg.feeds[0]
+            mine = book_json(b, f.digits, f.qdigits)
+            return mine["bids"] == t["bids"][:20] and mine["asks"] == t["asks"][:20]
         _wait(book_true, 30, "the engine's book to equal the truth again", sup)
         # the feed publishes its counters every 100 ms: the resync may show after the book does
         _wait(lambda: sup.stats.read_feed(0).counters["resyncs"] >= 1, 5, "the resync counted", sup)
+        assert venue_limits_broken(rest) == {}
     finally:
         sup.stop()
 

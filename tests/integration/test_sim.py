@@ -266,16 +266,16 @@ async def _collect_binance(sim: Simulator, n: int) -> list[dict]:
 
 async def test_fault_gap_reorder_duplicate(sim: Simulator) -> None:
     sim.faults.set("gap", 0.2)
-    ev = await _collect_binance(sim, 60)
+    ev = await _collect_binance(sim, 30)
     assert any(b["U"] > a["u"] + 1 for a, b in zip(ev, ev[1:]))
     assert sim.counters["injected_gap"] > 0
     sim.faults.clear()
     sim.faults.set("reorder", 0.2)
-    ev = await _collect_binance(sim, 60)
+    ev = await _collect_binance(sim, 30)
     assert any(b["u"] < a["U"] for a, b in zip(ev, ev[1:]))
     sim.faults.clear()
     sim.faults.set("duplicate", 0.2)
-    ev = await _collect_binance(sim, 60)
+    ev = await _collect_binance(sim, 30)
     assert any(b["U"] == a["U"] and b["u"] == a["u"] for a, b in zip(ev, ev[1:]))
 
 
@@ -544,6 +544,8 @@ def test_cli_prints_the_contract_lines_and_stops_on_sigterm() -> None:
         second = proc.stdout.readline().strip()  # type: ignore[union-attr]
         assert first.startswith("binance ws=ws://127.0.0.1:") and " rest=http://127.0.0.1:" in first
         assert second.startswith("bitget ws=ws://127.0.0.1:") and second.endswith("/v2/ws/public")
+        third = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert third.startswith("bitget rest=http://127.0.0.1:")   # an extension after the contract lines
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         assert "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]

@@ -7,10 +7,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from textual.css.query import NoMatches
+from textual.pilot import Pilot
 from textual.widgets import DataTable, RichLog
 
 from obitui.app import ObituiApp
@@ -56,7 +58,7 @@ def truecolor(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def world() -> Iterator[World]:
     cfg = load_config(None)
-    prefix = f"obitui-{os.getuid()}-test-ui-{uuid.uuid4().hex[:8]}"
+    prefix = f"obitui-{os.getuid()}-test{os.getpid()}-ui-{uuid.uuid4().hex[:8]}"   # the leak check counts it
     stats = StatsBlock.create(prefix + "-stats", 4, 2)
     rings = [Ring.create(f"{prefix}-ring{i}", 1 << 16) for i in range(4)]
     feeds = []
@@ -87,10 +89,41 @@ def app_for(world: World, **kw: object) -> ObituiApp:
     return ObituiApp(world.cfg, world.controller, refresh_hz=10, clock=False, **kw)  # type: ignore[arg-type]
 
 
+# ---------------------------------------------------------------- waiting on state, not on time
+STEP = 0.02          # how often a wait looks again (the display ticks at 10 Hz here)
+WAIT = 20.0          # generous: a loaded 2-core machine is slow, a passing wait returns at once
+
+
+async def wait_for(pilot: Pilot, predicate: Callable[[], object], what: str, timeout: float = WAIT) -> None:
+    """Let the app run in small steps until ``predicate()`` holds; fail naming ``what`` (and the
+    app's tick count) at ``timeout``. A widget not mounted yet counts as not there yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except NoMatches:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:g} s for {what} (display ticks so far: {pilot.app.ticks})")
+        await pilot.pause(STEP)
+
+
+async def wait_ticks(pilot: Pilot, n: int = 1, timeout: float = WAIT) -> None:
+    """Wait until the display timer has run ``n`` more times (each tick reads the block and
+    updates every widget it is due to update before the next step looks)."""
+    target = pilot.app.ticks + n
+    await wait_for(pilot, lambda: pilot.app.ticks >= target, f"{n} more display tick(s)", timeout)
+
+
+def log_text(app: ObituiApp) -> str:
+    return "\n".join(str(line.text) for line in app.query_one("#log", RichLog).lines)
+
+
 async def test_widgets_show_what_the_block_says(world: World) -> None:
     app = app_for(world)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
+        await wait_ticks(pilot)          # the first tick updates every widget
         table = app.query_one("#feeds", DataTable)
         assert "connected_synced" in str(table.get_cell("Bi-OB", "state"))
         assert "resyncing" in str(table.get_cell("Bg-OB", "state"))
@@ -102,7 +135,7 @@ async def test_widgets_show_what_the_block_says(world: World) -> None:
         assert spark.current == -0.4 and spark.values == [-0.4]
         assert "drops 0" in str(app.query_one("#rings").render())
         world.publish_books(43, valid=False)
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: ladder.view.update_id == 43, "the ladder to show update 43")
         assert not ladder.view.valid and ladder.view.update_id == 43
 
 
@@ -112,8 +145,9 @@ async def test_size_bars_keep_their_side_colour_with_16_colours(world: World) ->
     from rich.color import ColorSystem
     app = app_for(world)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
         ladder = app.query_one("#ladder0", DepthLadder)
+        await wait_for(pilot, lambda: ladder.view is not None and ladder.size.height > 0,
+                       "the ladder to show a book")
 
         def bar_colours() -> set[int]:
             out = set()
@@ -130,18 +164,18 @@ async def test_size_bars_keep_their_side_colour_with_16_colours(world: World) ->
 async def test_keys_send_control_words_and_show_the_ack(world: World) -> None:
     app = app_for(world)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.2)
+        await wait_ticks(pilot)
         await pilot.press("s")                      # cursor on Bi-OB
         assert world.stats.read_command(0) == (1, Command.RESYNC)
         world.stats.ack_command(0, 1, AckResult.OK, "resync started, socket kept")
-        await pilot.pause(0.3)
-        log = "\n".join(str(line.text) for line in app.query_one("#log", RichLog).lines)
+        await wait_for(pilot, lambda: "Bi-OB: resync acknowledged" in log_text(app), "the resync ack in the log")
+        log = log_text(app)
         assert "Bi-OB: resync acknowledged: resync started, socket kept" in log
         await pilot.press("r")
         assert world.stats.read_command(0) == (2, Command.RECONNECT)
         world.stats.ack_command(0, 2, AckResult.FAILED, "not connected")
-        await pilot.pause(0.3)
-        log = "\n".join(str(line.text) for line in app.query_one("#log", RichLog).lines)
+        await wait_for(pilot, lambda: "Bi-OB: reconnect failed" in log_text(app), "the reconnect ack in the log")
+        log = log_text(app)
         assert "Bi-OB: reconnect failed: not connected" in log
         await pilot.press("down", "s")               # Bi-TR is not a book feed
         assert world.stats.read_command(1) == (0, Command.NONE)
@@ -152,15 +186,16 @@ async def test_keys_send_control_words_and_show_the_ack(world: World) -> None:
 async def test_pause_freezes_the_display_only(world: World) -> None:
     app = app_for(world)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.2)
+        ladder = app.query_one("#ladder0", DepthLadder)
+        await wait_for(pilot, lambda: ladder.view is not None, "the ladder to show a book")
         await pilot.press("p")
         assert "PAUSED" in app.sub_title
         world.publish_books(99)
-        await pilot.pause(0.4)
+        await wait_ticks(pilot, 3)      # ticks that would have shown update 99 were it not paused
         assert app.query_one("#ladder0", DepthLadder).view.update_id == 42
         assert world.stats.read_book(0).update_id == 99      # the data kept flowing
         await pilot.press("p")
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: ladder.view.update_id == 99, "the resumed ladder to show update 99")
         assert app.query_one("#ladder0", DepthLadder).view.update_id == 99
 
 
@@ -183,7 +218,7 @@ async def test_refresh_rate_keys_and_help(world: World) -> None:
 async def test_compact_layout_at_80x24(world: World) -> None:
     app = app_for(world)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause(0.3)
+        await wait_ticks(pilot)
         table = app.query_one("#feeds", DataTable)
         assert [str(table.get_cell(f.label, "label")) for f in world.cfg.feeds] == ["Bi-OB", "Bi-TR", "Bg-OB", "Bg-PR"]
         assert "reason" not in table.columns          # the columns that fit
@@ -191,10 +226,11 @@ async def test_compact_layout_at_80x24(world: World) -> None:
         l0, l1 = app.query_one("#ladder0"), app.query_one("#ladder1")
         assert l0.display and not l1.display
         await pilot.press("b")
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: l1.display, "the second book to be shown")
         assert l1.display and not l0.display
         await pilot.resize_terminal(120, 40)
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: "reason" in table.columns and l0.display and l1.display,
+                       "the wide layout after the resize")
         assert "reason" in table.columns and l0.display and l1.display
 
 
@@ -230,11 +266,11 @@ def test_snapshot_help_screen(world: World, snap_compare) -> None:  # noqa: ANN0
 
 
 async def _settle(pilot) -> None:  # noqa: ANN001
-    """Wait for a few display ticks (not a fixed time: a loaded machine is slower)."""
-    t0 = time.monotonic()
-    while pilot.app.ticks < 3 and time.monotonic() - t0 < 20:
-        await pilot.pause(0.05)
-    await pilot.pause(0.2)
+    """Wait for a few display ticks (not a fixed time: a loaded machine is slower), then for
+    the app to be idle (every refresh those ticks asked for is done)."""
+    await wait_for(pilot, lambda: pilot.app.ticks >= 3, "3 display ticks")
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
 
 
 @pytest.mark.timeout(90)
@@ -249,18 +285,13 @@ async def test_against_the_real_fleet_on_the_simulator() -> None:
         app = ObituiApp(cfg, sup, refresh_hz=8)
         async with app.run_test(size=(120, 40)) as pilot:
             table = app.query_one("#feeds", DataTable)
-            t0 = time.monotonic()
-            while "connected_synced" not in str(table.get_cell("Bi-OB", "state")):
-                assert time.monotonic() - t0 < 20, "Bi-OB never synced"
-                await pilot.pause(0.2)
+            await wait_for(pilot, lambda: "connected_synced" in str(table.get_cell("Bi-OB", "state")),
+                           "Bi-OB to sync", timeout=30)
             await pilot.press("s")
-            t0 = time.monotonic()
-            while True:
-                log = "\n".join(str(line.text) for line in app.query_one("#log", RichLog).lines)
-                if "Bi-OB: resync acknowledged" in log:
-                    break
-                assert time.monotonic() - t0 < 10, log[-2000:]
-                await pilot.pause(0.2)
+            await wait_for(pilot, lambda: "Bi-OB: resync acknowledged" in log_text(app),
+                           "the resync ack in the log", timeout=10)
+            await wait_for(pilot, lambda: "cpu" in str(app.query_one("#procs").render()),
+                           "the processes panel", timeout=10)
             assert "cpu" in str(app.query_one("#procs").render())
     finally:
         sup.stop()

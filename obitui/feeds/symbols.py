@@ -1,0 +1,141 @@
+"""Per-symbol fixed-point scales from the venues' symbol info, asked once at start.
+
+A book keeps prices and quantities as int64 fixed point. One scale for every symbol does not
+work: 8 decimals overflow int64 beyond 9.2e10 units, and memecoin books hold 1e11 and more.
+So each feed whose config leaves the scales to the venue (``scales = "venue"``, the default)
+takes the price decimals from the symbol's tick size and the quantity decimals from its step
+size:
+
+- Binance spot ``GET /api/v3/exchangeInfo?symbols=[...]`` (USD-M: ``/fapi/v1/exchangeInfo``):
+  ``PRICE_FILTER.tickSize`` and ``LOT_SIZE.stepSize`` ("0.01000000" is 2 decimals);
+- Bitget ``GET /api/v2/spot/public/symbols?symbol=...``: ``pricePrecision`` and
+  ``quantityPrecision``.
+
+When the venue does not answer (no route, a timeout, an unknown symbol), the configured scales
+stay and the reason is logged; a value that then does not fit is a counted ``out_of_range``
+reject and an invalid book, never a wrapped number.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from obitui.config import Config, FeedConfig
+
+log = logging.getLogger("obitui.symbols")
+
+TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Scales:
+    price_digits: int
+    qty_digits: int
+
+
+class SymbolInfoError(RuntimeError):
+    """The venue's symbol info could not be read; the message says why, for the log."""
+
+
+def step_decimals(step: str) -> int:
+    """Decimals of a tick or step size written as a decimal string ("0.01000000" -> 2,
+    "1.00000000" -> 0, "0.1" -> 1)."""
+    try:
+        d = Decimal(step)
+    except InvalidOperation:
+        raise SymbolInfoError(f"step {step!r} is not a decimal") from None
+    if not d.is_finite() or d <= 0:
+        raise SymbolInfoError(f"step {step!r} is not a positive decimal")
+    exp = d.normalize().as_tuple().exponent
+    assert isinstance(exp, int)
+    return max(0, -exp)
+
+
+def _get(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        raise SymbolInfoError(f"HTTP {exc.code} from {url}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SymbolInfoError(f"{url}: {reason}") from None
+    except ValueError as exc:
+        raise SymbolInfoError(f"{url}: not JSON ({exc})") from None
+
+
+def binance_scales(rest_url: str, symbols: list[str], futures: bool = False) -> dict[str, Scales]:
+    if futures:
+        body = _get(f"{rest_url}/fapi/v1/exchangeInfo")
+    else:
+        q = urllib.parse.quote(json.dumps(sorted(symbols), separators=(",", ":")))
+        body = _get(f"{rest_url}/api/v3/exchangeInfo?symbols={q}")
+    out: dict[str, Scales] = {}
+    try:
+        for s in body["symbols"]:
+            filters = {f["filterType"]: f for f in s["filters"]}
+            out[s["symbol"]] = Scales(step_decimals(filters["PRICE_FILTER"]["tickSize"]),
+                                      step_decimals(filters["LOT_SIZE"]["stepSize"]))
+    except (KeyError, TypeError) as exc:
+        raise SymbolInfoError(f"exchangeInfo without the filters of a symbol ({exc!r})") from None
+    return out
+
+
+def bitget_scales(rest_url: str, symbols: list[str]) -> dict[str, Scales]:
+    out: dict[str, Scales] = {}
+    for symbol in symbols:
+        body = _get(f"{rest_url}/api/v2/spot/public/symbols?symbol={urllib.parse.quote(symbol)}")
+        try:
+            if str(body.get("code")) != "00000":
+                raise SymbolInfoError(f"Bitget answered code {body.get('code')}: {body.get('msg')}")
+            for s in body["data"]:
+                out[s["symbol"]] = Scales(int(s["pricePrecision"]), int(s["quantityPrecision"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SymbolInfoError(f"symbols answer without precisions ({exc!r})") from None
+    return out
+
+
+def _venue_scales(venue: str, rest_url: str, futures: bool, symbols: list[str]) -> dict[str, Scales]:
+    if venue == "binance":
+        return binance_scales(rest_url, symbols, futures)
+    if venue == "bitget":
+        return bitget_scales(rest_url, symbols)
+    raise SymbolInfoError(f"no symbol info for venue {venue}")
+
+
+def apply_venue_scales(cfg: Config) -> list[str]:
+    """Set ``digits``/``qty_digits`` of every feed with ``scales = "venue"`` from its venue's
+    symbol info (one query per venue endpoint). Returns one line per outcome, for the log."""
+    groups: dict[tuple[str, str, bool], list[FeedConfig]] = {}
+    for f in cfg.feeds:
+        if f.scales == "venue":
+            groups.setdefault((f.venue, f.rest_url, f.futures), []).append(f)
+    lines = []
+    for (venue, rest_url, futures), feeds in groups.items():
+        symbols = sorted({f.symbol for f in feeds})
+        try:
+            if not rest_url:
+                raise SymbolInfoError("no REST URL")
+            found = _venue_scales(venue, rest_url, futures, symbols)
+        except SymbolInfoError as exc:
+            lines.append(f"{venue}: symbol info unavailable ({exc}); keeping the configured scales")
+            log.warning(lines[-1])
+            continue
+        for f in feeds:
+            sc = found.get(f.symbol)
+            if sc is None or not (0 <= sc.price_digits <= 18 and 0 <= sc.qty_digits <= 18):
+                lines.append(f"{f.label}: {venue} has no usable scales for {f.symbol}; keeping "
+                             f"{f.digits}/{f.qdigits} decimals")
+                log.warning(lines[-1])
+                continue
+            f.digits, f.qty_digits = sc.price_digits, sc.qty_digits
+            lines.append(f"{f.label}: {f.symbol} prices at {sc.price_digits} decimals, "
+                         f"quantities at {sc.qty_digits} (venue tick/step sizes)")
+            log.info(lines[-1])
+    return lines
