@@ -1,13 +1,17 @@
 """Only the list of compiled extensions; everything else lives in pyproject.toml."""
+import os
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-CFLAGS = ["-O3", "-std=c11", "-Wno-unused-function"]
+# OBITUI_OPT=-O0 builds quickly (packaging checks, not speed); releases use the default -O3
+OPT = os.environ.get("OBITUI_OPT", "-O3")
+CFLAGS = [OPT, "-std=c11", "-Wno-unused-function"]
 
 
 def ext(name: str, lang: str = "c") -> Extension:
     path = name.replace(".", "/") + ".pyx"
-    args = CFLAGS if lang == "c" else ["-O3", "-std=c++17"]
+    args = CFLAGS if lang == "c" else [OPT, "-std=c++17"]
     return Extension(name, [path], include_dirs=["obitui/core"], extra_compile_args=args, language=lang)
 
 

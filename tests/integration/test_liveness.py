@@ -53,26 +53,43 @@ async def test_a_restart_asked_for_by_a_command_or_a_timer_is_carried_out(sim: S
         assert any(s == FeedState.BACKOFF and r.startswith("subscribe_budget") for s, r in h.states), h.states
 
 
-@pytest.mark.parametrize("label", ["Bi-OB", "Bg-OB"])
-async def test_a_quiet_book_that_answers_pings_is_not_stale(sim: Simulator, label: str) -> None:
+async def _quiet_then_dead(sim: Simulator, h: FeedHarness, silenced: asyncio.Event,
+                           no_pong: asyncio.Event) -> None:
+    await h.wait_state(FeedState.CONNECTED_SYNCED)
+    pongs = h.count("pongs")
+    await silenced.wait()
+    await asyncio.sleep(11)
+    assert h.state == FeedState.CONNECTED_SYNCED, h.states[-4:]
+    assert h.count("watchdog") == 0 and h.count("reconnects") == 0
+    assert h.count("pongs") >= pongs + 5          # ~1 ping a second while quiet
+    await no_pong.wait()
+    t0 = time.monotonic()
+    await h.wait_for(lambda: h.count("pong_timeouts") >= 1, 6, "the missing pong")
+    assert time.monotonic() - t0 < 1.0 + 1.5 + 1.5
+    assert h.count("watchdog") == 0
+
+
+async def test_a_quiet_book_that_answers_pings_is_not_stale(sim: Simulator) -> None:
     """11 s without a single update, pongs flowing: the book stays synced (no watchdog, no
-    reconnect); then pongs stop too: the connection is found dead within idle_ping + pong_timeout."""
-    async with FeedHarness(sim, label, idle_ping=1.0, pong_timeout=1.5) as h:
-        await h.wait_state(FeedState.CONNECTED_SYNCED)
-        pongs = h.count("pongs")
+    reconnect); then pongs stop too: the connection is found dead within idle_ping + pong_timeout.
+    Both venues at once (Binance: WebSocket pings; Bitget: text pings)."""
+    silenced, no_pong = asyncio.Event(), asyncio.Event()
+    async with FeedHarness(sim, "Bi-OB", idle_ping=1.0, pong_timeout=1.5) as bi, \
+            FeedHarness(sim, "Bg-OB", idle_ping=1.0, pong_timeout=1.5) as bg:
+        await asyncio.gather(bi.wait_state(FeedState.CONNECTED_SYNCED), bg.wait_state(FeedState.CONNECTED_SYNCED))
+        checks = asyncio.gather(_quiet_then_dead(sim, bi, silenced, no_pong),
+                                _quiet_then_dead(sim, bg, silenced, no_pong))
+        await asyncio.sleep(0.2)
         sim.faults.set("silence", 0.01)          # data stops on every connection; pongs go on
-        await asyncio.sleep(11)
-        assert h.state == FeedState.CONNECTED_SYNCED, h.states[-4:]
-        assert h.count("watchdog") == 0 and h.count("reconnects") == 0
-        assert h.count("pongs") >= pongs + 5          # ~1 ping a second while quiet
+        silenced.set()
+        await asyncio.sleep(11.2)
         sim.faults.set("no_pong", True)
-        t0 = time.monotonic()
-        await h.wait_for(lambda: h.count("pong_timeouts") >= 1, 6, "the missing pong")
-        assert time.monotonic() - t0 < 1.0 + 1.5 + 1.5
-        assert h.count("watchdog") == 0
+        no_pong.set()
+        await checks
         sim.faults.clear()
-        await h.wait_state(FeedState.CONNECTED_SYNCED, 15)
-        assert h.book_matches_truth() or await h.wait_for(h.book_matches_truth, 5, "truth") is None
+        for h in (bi, bg):
+            await h.wait_state(FeedState.CONNECTED_SYNCED, 15)
+            assert h.book_matches_truth() or await h.wait_for(h.book_matches_truth, 5, "truth") is None
 
 
 def test_default_stale_limits_follow_the_update_rates() -> None:

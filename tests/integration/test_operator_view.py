@@ -37,11 +37,15 @@ def test_status_line_marks_a_stale_engine_and_feed() -> None:
 
 
 @pytest.mark.timeout(90)
-def test_a_stopped_engine_shows_stale_until_it_is_replaced() -> None:
+def test_a_stopped_engine_shows_stale_until_it_is_replaced(tmp_path) -> None:  # noqa: ANN001
     """kill -STOP of the engine: within a few seconds the JSON says the engine and every book are
-    stale (the figures are frozen); the supervisor replaces the engine and fresh data returns."""
-    proc = subprocess.Popen([sys.executable, "-m", "obitui", "--sim", "--no-ui", "--json", "--interval", "0.5",
-                             "--duration", "40"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    stale (the figures are frozen); the supervisor replaces the engine (here after 5 s) and
+    fresh data returns."""
+    cfg = tmp_path / "obitui.toml"
+    cfg.write_text("[supervisor]\nheartbeat_stale = 5\n")
+    proc = subprocess.Popen([sys.executable, "-m", "obitui", "--sim", "--config", str(cfg), "--no-ui", "--json",
+                             "--interval", "0.5", "--duration", "40"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     kids: list[psutil.Process] = []
     try:
         kids = wait_for_fleet(proc.pid)

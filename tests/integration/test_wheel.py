@@ -23,8 +23,10 @@ def test_sdist_and_binary_wheel_install_without_a_compiler(tmp_path: Path) -> No
                                                              "*.c", "*.cpp", "__pycache__", "*.egg-info",
                                                              ".pytest_cache", ".hypothesis", "captures"))
     dist = tmp_path / "dist"
+    # -O0: this checks the packaging, not the speed (a release build keeps -O3)
     res = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel", "--outdir",
-                          str(dist), str(src)], capture_output=True, text=True, timeout=540)
+                          str(dist), str(src)], capture_output=True, text=True, timeout=540,
+                         env={**os.environ, "OBITUI_OPT": "-O0"})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     sdists = list(dist.glob("obitui-*.tar.gz"))
     wheels = list(dist.glob("obitui-*.whl"))
