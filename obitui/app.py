@@ -20,7 +20,9 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
 from obitui.config import Config
-from obitui.core.stats import AckResult, BookView, Command, FeedState, FeedView, StatsBlock, hist_quantile
+from obitui.core.stats import (
+    AckResult, BookView, Command, FeedState, FeedView, StatsBlock, heartbeat_age, hist_quantile, is_stale,
+)
 from obitui.engine import book_plan
 from obitui.widgets.ladder import DepthLadder
 from obitui.widgets.sparkline import ObiSparkline
@@ -204,8 +206,9 @@ class ObituiApp(App[None]):
         yield Header(show_clock=self.clock)
         with Horizontal(id="books"):
             for i, key in enumerate(self.book_keys):
-                digits = next(f.digits for f in self.cfg.feeds if f.book_key == key)
-                yield DepthLadder(key, digits, id=f"ladder{i}", classes="book" + (" focused" if i == 0 else ""))
+                fc = next(f for f in self.cfg.feeds if f.book_key == key)
+                yield DepthLadder(key, fc.digits, fc.qdigits, id=f"ladder{i}",
+                                  classes="book" + (" focused" if i == 0 else ""))
         with Horizontal(classes="sparks"):
             for i, key in enumerate(self.book_keys):
                 yield ObiSparkline(key, id=f"spark{i}", classes="focused" if i == 0 else "")
@@ -310,10 +313,14 @@ class ObituiApp(App[None]):
                 self._update_procs()
 
     def _update_books(self, books: list[BookView | None], feeds: list[FeedView | None]) -> None:
+        stats = self.controller.stats
+        ev = stats.read_engine() if stats is not None else None
+        age = heartbeat_age(ev.heartbeat_ns) if ev is not None else None
+        stale_s = age if is_stale(age) else None      # the engine publishes the books
         for j, (key, view) in enumerate(zip(self.book_keys, books)):
             state = next((fv.state.word for f, fv in zip(self.cfg.feeds, feeds)
                           if fv is not None and f.is_book and f.book_key == key), "")
-            self.main.query_one(f"#ladder{j}", DepthLadder).show(view, state)
+            self.main.query_one(f"#ladder{j}", DepthLadder).show(view, state, stale_s)
             if view is not None:
                 self.main.query_one(f"#spark{j}", ObiSparkline).show(view.obi_history, view.obi, view.valid)
 

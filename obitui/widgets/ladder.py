@@ -27,18 +27,25 @@ class DepthLadder(Widget):
     DepthLadder { height: 1fr; }
     """
 
-    def __init__(self, key: str, digits: int = 8, **kw: object) -> None:
+    def __init__(self, key: str, digits: int = 8, qdigits: int | None = None, **kw: object) -> None:
+        """``digits``/``qdigits``: the fixed-point scales of the book's prices and quantities
+        (per symbol; qdigits defaults to digits)."""
         super().__init__(**kw)  # type: ignore[arg-type]
         self.key = key
         self.digits = digits
+        self.qdigits = digits if qdigits is None else qdigits
         self.view: BookView | None = None
         self.feed_state = ""
+        self.stale_s: float | None = None
         self._pd = digits
-        self._qd = digits
+        self._qd = self.qdigits
 
-    def show(self, view: BookView | None, feed_state: str = "") -> None:
+    def show(self, view: BookView | None, feed_state: str = "", stale_s: float | None = None) -> None:
+        """``stale_s``: the engine has not published for this long (its figures are frozen:
+        the book is shown greyed, marked STALE, never as live)."""
         self.view = view
         self.feed_state = feed_state
+        self.stale_s = stale_s
         self.refresh()
 
     # ------------------------------------------------------------ drawing
@@ -49,6 +56,9 @@ class DepthLadder(Widget):
             return [Segment(f" {self.key}: no data yet".ljust(width)[:width], head)]
         badge_style = head if v.valid else self.get_component_rich_style("ladder--invalid")
         badge = " VALID " if v.valid else " INVALID "
+        if self.stale_s is not None:
+            badge_style = self.get_component_rich_style("ladder--dim")
+            badge = f" STALE {self.stale_s:.1f}s "
         text = f" {v.exchange}:{v.symbol} #{v.update_id}"
         if v.bids and v.asks:
             bid, ask = v.bids[0][0], v.asks[0][0]
@@ -82,7 +92,7 @@ class DepthLadder(Widget):
         bids = v.bids[:n]
         # show prices and sizes with the decimals they need, not the wire's trailing zeros
         self._pd = shown_decimals([p for p, _ in asks + bids], self.digits)
-        self._qd = shown_decimals([q for _, q in asks + bids], self.digits)
+        self._qd = shown_decimals([q for _, q in asks + bids], self.qdigits)
         cum_a = _cumulative([q for _, q in asks])
         cum_b = _cumulative([q for _, q in bids])
         top = max(cum_a[-1] if cum_a else 0, cum_b[-1] if cum_b else 0) or 1
@@ -118,9 +128,11 @@ class DepthLadder(Widget):
         v = self.view
         assert v is not None
         price = fmt(level[0], self.digits, self._pd)
-        size = fmt(level[1], self.digits, self._qd)
+        size = fmt(level[1], self.qdigits, self._qd)
         style = self.get_component_rich_style(f"ladder--{side}")
-        if best:
+        if self.stale_s is not None:       # frozen figures: greyed
+            style = self.get_component_rich_style("ladder--dim")
+        elif best:
             style = style + self.get_component_rich_style("ladder--best")
         bar_style = self._bar_style(side)
         text = f" {price:>12} {size:>11} "

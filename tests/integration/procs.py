@@ -24,16 +24,10 @@ SHM = Path("/dev/shm")
 # leaves behind, even in a session of its own, is re-parented to this wrapper and nowhere else.
 # After the command exits, descendants get `grace` s to go; those still alive are reported in
 # the JSON report (with the command's pid), then killed. The exit status is the command's.
-_REAPER = r"""
-import ctypes, json, os, subprocess, sys, time
-import psutil
-report, grace, *cmd = sys.argv[1:]
-if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:
-    sys.exit(125)
-p = subprocess.Popen(cmd)
-rc = p.wait()
-me = psutil.Process()
-
+# The end of both wrappers (this one and tests/ui/ptyrun.py's): after the command (Popen `p`,
+# status `rc`) exited, give its descendants `grace` s, report those still alive in `report`
+# (JSON: pid, rc, left) and kill them.
+REAP_AND_REPORT = r"""
 def reap():
     while True:
         try:
@@ -68,9 +62,20 @@ for c, _ in left:
 psutil.wait_procs([c for c, _ in left], timeout=5)
 reap()
 with open(report, "w") as f:
-    json.dump({"pid": p.pid, "left": [{"pid": c.pid, "cmdline": cmd} for c, cmd in left]}, f)
-sys.exit(rc)
+    json.dump({"pid": p.pid, "rc": rc, "left": [{"pid": c.pid, "cmdline": cl} for c, cl in left]}, f)
 """
+
+_REAPER = r"""
+import ctypes, json, os, subprocess, sys, time
+import psutil
+report, grace, *cmd = sys.argv[1:]
+if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:
+    sys.exit(125)
+p = subprocess.Popen(cmd)
+rc = p.wait()
+me = psutil.Process()
+
+""" + REAP_AND_REPORT + "sys.exit(rc)\n"
 
 
 def run_segments(pid: int, shm_dir: str | os.PathLike[str] = SHM) -> list[str]:

@@ -30,6 +30,8 @@ from typing import Any
 
 import psutil
 
+from tests.integration.procs import REAP_AND_REPORT
+
 SHM = Path("/dev/shm")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,43 +66,7 @@ print(p.pid, flush=True)
 rc = p.wait()
 print("exited", rc, flush=True)
 
-def reap():
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-def alive():
-    out = []
-    for c in me.children(recursive=True):
-        try:
-            if c.status() != psutil.STATUS_ZOMBIE:
-                out.append((c, c.cmdline()))
-        except psutil.Error:
-            pass
-    return out
-
-deadline = time.monotonic() + float(grace)
-while True:
-    reap()
-    left = alive()
-    if not left or time.monotonic() >= deadline:
-        break
-    time.sleep(0.02)
-for c, _ in left:
-    try:
-        c.kill()
-    except psutil.Error:
-        pass
-psutil.wait_procs([c for c, _ in left], timeout=5)
-reap()
-with open(report, "w") as f:
-    json.dump({"pid": p.pid, "rc": rc, "left": [{"pid": c.pid, "cmdline": cl} for c, cl in left]}, f)
-sys.exit(0)
-"""
+""" + REAP_AND_REPORT + "sys.exit(0)\n"
 
 _ESCAPES = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[PX^_][^\x1b]*\x1b\\|[@-Z\\-_])")
 

@@ -139,6 +139,52 @@ async def test_widgets_show_what_the_block_says(world: World) -> None:
         assert not ladder.view.valid and ladder.view.update_id == 43
 
 
+def _engine_beat(world: World, age_s: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publish the engine's figures as if its last heartbeat were ``age_s`` old."""
+    import obitui.core.stats as stats_mod
+    real = time.monotonic_ns
+    monkeypatch.setattr(stats_mod.time, "monotonic_ns", lambda: real() - int(age_s * 1e9))
+    try:
+        stats_mod.publish_engine(world.stats, records=1, batches=1, records_per_s=0.0, obi_levels=20,
+                                 wait="block", gaps=0, ring_high_water=[0] * 4)
+    finally:
+        monkeypatch.setattr(stats_mod.time, "monotonic_ns", real)
+
+
+async def test_books_of_a_stale_engine_are_greyed_and_marked(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frozen figures are never shown as live: an engine silent for 5 s greys every ladder and
+    marks it STALE; fresh beats bring the live view back."""
+    app = app_for(world)
+    async with app.run_test(size=(120, 40)) as pilot:
+        _engine_beat(world, 0.0, monkeypatch)
+        await wait_ticks(pilot, 2)
+        ladder = app.query_one("#ladder0", DepthLadder)
+        assert ladder.stale_s is None and "VALID" in str(ladder.render_line(0).text)
+        _engine_beat(world, 5.0, monkeypatch)
+        await wait_for(pilot, lambda: ladder.stale_s is not None, "the ladder to show the stale engine")
+        head = str(ladder.render_line(0).text)
+        assert "STALE 5." in head and " VALID " not in head
+        assert all(app.query_one(f"#ladder{j}", DepthLadder).stale_s for j in range(2))
+        _engine_beat(world, 0.0, monkeypatch)
+        await wait_for(pilot, lambda: ladder.stale_s is None, "the live view back")
+
+
+async def test_ladder_sizes_use_the_quantity_scale(world: World) -> None:
+    """Prices and sizes have scales of their own (the symbol's tick and step sizes): a size at
+    5 decimals under prices at 2 reads as the exchange wrote it."""
+    for f in world.cfg.feeds:
+        f.digits, f.qty_digits = 2, 5
+    world.books[0].publish(valid=True, crossed=False, update_id=7, pdec=2, qdec=5,
+                           bids=[(2_700_001, 12_345)], asks=[(2_700_002, 150_000_000_000)], obi=0.0)
+    app = app_for(world)
+    async with app.run_test(size=(120, 40)) as pilot:
+        ladder = app.query_one("#ladder0", DepthLadder)
+        await wait_for(pilot, lambda: ladder.view is not None and ladder.view.update_id == 7, "update 7")
+        rows = [str(ladder.render_line(y).text) for y in range(ladder.size.height)]
+        assert any("27000.01" in r and "0.12345" in r for r in rows), rows
+        assert any("27000.02" in r and "1500000" in r for r in rows), rows
+
+
 async def test_size_bars_keep_their_side_colour_with_16_colours(world: World) -> None:
     """A 40% tint has no 16-colour match but grey: there the bars take their side's colour,
     which a 16-colour terminal shows as (bright) green and (bright) red."""
