@@ -3,7 +3,9 @@ CPU cost per rate.
 
 The simulator runs as `obitui sim --symbols BTCUSDT --rate R` in its own process (one Binance
 and one Bitget market stepping at R steps/s); one websockets client in this process subscribes
-to `btcusdt@depth@100ms` (one message per step) and counts what arrives over a measured window
+to Bitget's `books` channel of BTCUSDT (one update per market step; Binance's depth streams are
+paced at 10 or 1 events/s like the venue's, so they no longer show the step rate) and counts the
+updates that arrive over a measured window
 after a warm-up, while psutil reads the simulator's CPU time. A rate is sustained when the
 client receives >= 95% of it. The client shares the machine's 2 cores with the simulator.
 """
@@ -23,16 +25,22 @@ import websockets
 from obitui.bench.ring import machine_info
 
 
+SUBSCRIBE = json.dumps({"op": "subscribe", "args": [{"instType": "SPOT", "channel": "books", "instId": "BTCUSDT"}]})
+
+
 async def _count(url: str, warmup: float, window: float) -> int:
+    """Book updates received over ``window`` s after ``warmup`` s (acks and the snapshot are
+    not counted)."""
     async with websockets.connect(url, max_size=1 << 22, max_queue=None) as ws:
+        await ws.send(SUBSCRIBE)
         end_warm = time.monotonic() + warmup
         while time.monotonic() < end_warm:
             await ws.recv()
         n = 0
         end = time.monotonic() + window
         while time.monotonic() < end:
-            await ws.recv()
-            n += 1
+            if '"update"' in await ws.recv():
+                n += 1
         return n
 
 
@@ -41,12 +49,13 @@ def measure(rate: float, warmup: float = 1.0, window: float = 3.0) -> dict[str, 
                              "--rate", str(rate), "--depth", "1000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
+        proc.stdout.readline()  # type: ignore[union-attr]      # binance ws=... rest=...
+        line = proc.stdout.readline()  # type: ignore[union-attr]  # bitget ws=...
         ws_url = line.split()[1].split("=", 1)[1]
         ps = psutil.Process(proc.pid)
         cpu0 = ps.cpu_times()
         t0 = time.monotonic()
-        n = asyncio.run(_count(ws_url + "/ws/btcusdt@depth@100ms", warmup, window))
+        n = asyncio.run(_count(ws_url, warmup, window))
         cpu1 = ps.cpu_times()
         elapsed = time.monotonic() - t0
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed
