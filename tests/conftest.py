@@ -32,6 +32,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.option.hypothesis_seed = int(os.environ.get("OBITUI_HYPOTHESIS_SEED", random.randrange(1 << 32)))
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remove the segments a killed test run left (its pid in the name, no longer alive); a live
+    run's are left alone."""
+    import re
+    pat = re.compile(rf"^obitui-{os.getuid()}-test(\d+)-")
+    for p in SHM.glob(f"obitui-{os.getuid()}-test*"):
+        m = pat.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not Path(f"/proc/{m.group(1)}").exists():
+            p.unlink(missing_ok=True)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     if os.environ.get("CI"):
         return "hypothesis: derandomized (CI profile)"

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from tests.conftest import TEST_PREFIX
 from obitui.accounting import feed_violations, ring_violations
 from obitui.config import FeedConfig, default_feeds
 from obitui.core.ring import Ring
@@ -27,7 +28,7 @@ class FeedHarness:
         self.cfg: FeedConfig = replace(base, **{"ws_url": url, "rest_url": sim.binance_rest_url,
                                                 "ring_capacity": ring_capacity, **overrides})
         self.sim = sim
-        self.prefix = f"obitui-{os.getuid()}-test-feed-{uuid.uuid4().hex[:8]}"
+        self.prefix = f"{TEST_PREFIX}-feed-{uuid.uuid4().hex[:8]}"
         self.stats = StatsBlock.create(self.prefix + "-stats", 1, 1)
         self.ring = Ring.create(self.prefix + "-ring", ring_capacity)
         self.consumer = Ring.attach(self.prefix + "-ring")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import websockets
 
+from tests.conftest import TEST_PREFIX
 from obitui.accounting import feed_violations
 from obitui.config import default_feeds
 from obitui.core.ring import Ring
@@ -108,7 +109,7 @@ async def test_hostile_frames_never_kill_a_feed(test_data: Path, label: str) -> 
         from dataclasses import replace
         cfg = replace(base, ws_url=f"ws://127.0.0.1:{port}", rest_url="http://127.0.0.1:9",
                       stale_after=60.0)
-        prefix = f"obitui-{os.getuid()}-test-fuzz-{uuid.uuid4().hex[:8]}"
+        prefix = f"{TEST_PREFIX}-fuzz-{uuid.uuid4().hex[:8]}"
         stats = StatsBlock.create(prefix + "-stats", 1, 1)
         ring = Ring.create(prefix + "-ring", 1 << 20)
         consumer = Ring.attach(prefix + "-ring")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_PREFIX
 from obitui.config import load_config
 from obitui.core.shm import Segment
 from obitui.core.stats import BookSlotWriter, FeedState, StatsBlock
@@ -265,7 +266,7 @@ def _seqlock_writer(name: str, stop_at: float) -> None:
 
 
 def test_seqlock_reads_are_consistent_under_heavy_writes() -> None:
-    name = f"obitui-{UID}-test-seqlock-{os.getpid()}"
+    name = f"{TEST_PREFIX}-seqlock"
     blk = StatsBlock.create(name, 1, 1)
     proc = mp.get_context("spawn").Process(target=_seqlock_writer, args=(name, time.monotonic() + 4))
     try:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import TEST_PREFIX
 from obitui.bench import _ringloops as loops
 from obitui.core.ring import Ring, owned_ring
 from tests.integration import ring_children
@@ -35,7 +36,7 @@ def test_millions_of_random_records_cross_process(seed: int, max_size: int,
     capacity = 1 << capacity_log2
     max_size = min(max_size, capacity // 2 - 16)
     count = 1_000_000
-    name = f"obitui-{os.getuid()}-test-xproc-{os.getpid()}"
+    name = f"{TEST_PREFIX}-xproc"
     with owned_ring(name, capacity):
         consumer = Ring.attach(name)
         child = CTX.Process(target=ring_children.produce_random,

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import TEST_PREFIX
 from obitui.core.ring import HEADER_SIZE, PADDING_KIND, Ring, RingError, owned_ring
 
 SHM = Path("/dev/shm")
@@ -136,7 +137,7 @@ def test_wrap_inserts_padding(shm_name: str) -> None:
 @given(st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 5)), min_size=1, max_size=300))
 @settings(max_examples=150, deadline=None)
 def test_random_sizes_against_a_model(ops: list[tuple[int, int]]) -> None:
-    name = f"obitui-{os.getuid()}-test-model-{os.getpid()}"
+    name = f"{TEST_PREFIX}-model"
     with owned_ring(name, 8192) as w, Ring.attach(name) as r:
         model: deque[tuple[int, int, bytes]] = deque()
         seq = 0
