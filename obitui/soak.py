@@ -204,18 +204,25 @@ class Soak:
             bv = self.stats.read_book(j)
             if bv is None or not bv.valid:
                 return False, f"{key} invalid"
-            venue, symbol = key.split(":", 1)
             fc = next(f for f in self.cfg.feeds if f.book_key == key)
-            t = self.truth(venue, symbol, bv.update_id)
-            if t is None:
-                return False, f"{key} update {bv.update_id} not in the truth's history"
-            self.truth_checks += 1
-            mine = book_json(bv, fc.digits, fc.qdigits)
-            if mine["bids"] != t["bids"][:20] or mine["asks"] != t["asks"][:20]:
-                msg = f"t={self.now():.1f}s {key} at update {bv.update_id} differs from the truth"
-                self.mismatches.append(msg)
-                log.error("book mismatch: %s", msg)
-                return False, f"{key} mismatch"
+            ok, why = self.book_true(key, book_json(bv, fc.digits, fc.qdigits))
+            if not ok:
+                return False, why
+        return True, ""
+
+    def book_true(self, key: str, book: dict[str, Any], whose: str = "") -> tuple[bool, str]:
+        """One valid book (its JSON: update id, exact level strings) against the truth at its
+        update id; a difference is a mismatch (counted, logged)."""
+        venue, symbol = key.split(":", 1)
+        t = self.truth(venue, symbol, book["update_id"])
+        if t is None:
+            return False, f"{key} update {book['update_id']} not in the truth's history"
+        self.truth_checks += 1
+        if book["bids"] != t["bids"][:20] or book["asks"] != t["asks"][:20]:
+            msg = f"t={self.now():.1f}s {whose}{key} at update {book['update_id']} differs from the truth"
+            self.mismatches.append(msg)
+            log.error("book mismatch: %s", msg)
+            return False, f"{key} mismatch"
         return True, ""
 
     def healthy(self) -> tuple[bool, str]:
@@ -509,18 +516,11 @@ class Soak:
             if fv is None or fv["state"] != HEALTHY[f.channel].word:
                 return False, f"{f.label} {fv['state'] if fv else 'missing'}"
         for key, book in snap["books"].items():
-            venue, symbol = key.split(":", 1)
             if not book["valid"]:
                 return False, f"{key} invalid"
-            t = self.truth(venue, symbol, book["update_id"])
-            if t is None:
-                return False, f"{key} update {book['update_id']} not in the truth's history"
-            self.truth_checks += 1
-            if book["bids"] != t["bids"][:20] or book["asks"] != t["asks"][:20]:
-                msg = f"t={self.now():.1f}s second fleet {key} at update {book['update_id']} differs from the truth"
-                self.mismatches.append(msg)
-                log.error("book mismatch: %s", msg)
-                return False, f"{key} mismatch"
+            ok, why = self.book_true(key, book, "second fleet ")
+            if not ok:
+                return False, why
         return True, ""
 
     def _end_fleet(self, proc: subprocess.Popen[str]) -> None:
