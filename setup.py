@@ -22,6 +22,7 @@ setup(
             ext("obitui.core.fixed"),
             ext("obitui.core.ring"),
             ext("obitui.core.book"),
+            ext("obitui.feeds.binance._scan"),
             ext("obitui.bench._ringloops"),
             ext("obitui.bench._bookloops", "c++"),
         ],

@@ -23,7 +23,7 @@ from obitui.config import Config
 from obitui.core.stats import (
     AckResult, BookView, Command, FeedState, FeedView, StatsBlock, heartbeat_age, hist_quantile, is_stale,
 )
-from obitui.engine import book_plan
+from obitui.config import book_plan
 from obitui.widgets.ladder import DepthLadder
 from obitui.widgets.sparkline import ObiSparkline
 

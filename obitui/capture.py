@@ -5,6 +5,10 @@ A capture is JSON Lines, optionally zstd-compressed (``.jsonl.zst``), one object
 received or REST body:
 ``{"t": <receive time, unix ns>, "venue": "binance"|"bitget", "kind": "ws"|"rest",
 "url": "<the URL or stream>", "data": "<the raw text exactly as received>"}``.
+
+``venue`` names the exchange (a registered venue's ``exchange``); which of its APIs a record
+belongs to (Binance spot or USD-M, Bitget v2 or v3) the URL and the frames tell
+(``Venue.recognise``).
 """
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ from typing import IO, Any
 
 import orjson
 
-VENUES = ("binance", "bitget")
+from obitui.feeds.venue import exchange_of_url, exchanges
+
+VENUES = exchanges()
 KINDS = ("ws", "rest")
 
 
@@ -164,11 +170,10 @@ def _ns(ts: str) -> int:
 
 
 def _venue(url: str) -> str:
-    if "binance" in url:
-        return "binance"
-    if "bitget" in url:
-        return "bitget"
-    raise CaptureError(f"unknown venue in URL {url!r}")
+    exchange = exchange_of_url(url)
+    if exchange is None:
+        raise CaptureError(f"unknown venue in URL {url!r}")
+    return exchange
 
 
 def convert_cryptofeed(path: str | os.PathLike[str]) -> Iterator[CaptureRecord]:

@@ -1,7 +1,9 @@
 """Typed configuration: built-in defaults (the four default feeds of docs/ARCHITECTURE.md) and
 TOML files.
 
-A config file overrides the defaults; a bad file is one clear error naming the key."""
+A config file overrides the defaults; a bad file is one clear error naming the key. Venue
+facts (URLs, channels, labels, stale limits) come from the venue descriptions
+(``obitui.feeds.venue``), never from here."""
 from __future__ import annotations
 
 import math
@@ -11,13 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-BINANCE_WS = "wss://stream.binance.com:9443"
-BINANCE_REST = "https://api.binance.com"
-BITGET_WS = "wss://ws.bitget.com/v2/ws/public"
-BITGET_REST = "https://api.bitget.com"
+from obitui.feeds.venue import Channel, Venue, venue as venue_named, venues
 
-VENUE_CHANNELS = {"binance": ("depth", "trade"), "bitget": ("books", "ticker")}
-STALE_DEFAULTS = {"depth": 60.0, "books": 60.0, "ticker": 60.0, "trade": 300.0}   # s, see stale_limit
 WAIT_STRATEGIES = ("block", "spin")
 
 
@@ -28,12 +25,12 @@ class ConfigError(ValueError):
 @dataclass(slots=True)
 class FeedConfig:
     label: str
-    venue: str                   # binance | bitget
-    channel: str                 # binance: depth | trade; bitget: books | ticker
+    venue: str                   # a registered venue: binance, binance-usdm, bitget, bitget-v3
+    channel: str                 # one of the venue's channels (binance: depth | trade; bitget: books | ticker)
     symbol: str = "BTCUSDT"
-    ws_url: str = ""
-    rest_url: str = ""
-    inst_type: str = "SPOT"      # bitget
+    ws_url: str = ""             # "": the venue's
+    rest_url: str = ""           # "": the venue's
+    inst_type: str = ""          # bitget instType ("": the venue's, SPOT on v2, spot on v3)
     depth_stream: str = "depth@100ms"   # binance depth stream suffix
     snapshot_limit: int = 1000   # binance REST depth limit
     ring_capacity: int = 4 << 20
@@ -46,8 +43,32 @@ class FeedConfig:
     digits: int = 8              # fixed-point decimals of prices
     qty_digits: int = -1         # fixed-point decimals of quantities (-1: as digits)
     scales: str = "venue"        # "venue": both from the symbol's tick/step sizes at start; "config": as set here
-    futures: bool = False        # binance USD-M depth rules (pu chaining)
+    futures: bool = False        # old spelling of venue = "binance-usdm" (with venue = "binance")
     cpu: int | None = None       # pin the feed process to this CPU
+
+    def __post_init__(self) -> None:
+        """Fill what was left to the venue (URLs, instType); ``futures = true`` on Binance
+        means the USD-M API."""
+        if self.futures and self.venue == "binance":
+            self.venue = "binance-usdm"
+        v = venues().get(self.venue)
+        if v is None:
+            return           # validate() names the unknown venue
+        self.futures = bool(getattr(v, "futures", False))
+        if not self.ws_url:
+            self.ws_url = v.ws_url
+        if not self.rest_url:
+            self.rest_url = v.rest_url
+        if not self.inst_type:
+            self.inst_type = str(v.defaults.get("inst_type", ""))
+
+    @property
+    def venue_info(self) -> Venue:
+        return venue_named(self.venue)
+
+    @property
+    def channel_info(self) -> Channel:
+        return self.venue_info.channel(self.channel)
 
     @property
     def qdigits(self) -> int:
@@ -56,13 +77,11 @@ class FeedConfig:
 
     @property
     def is_book(self) -> bool:
-        return self.channel in ("depth", "books")
+        return self.channel_info.is_book
 
     @property
     def stream_name(self) -> str:
-        if self.venue == "binance":
-            return f"{self.symbol.lower()}@{self.depth_stream if self.channel == 'depth' else 'trade'}"
-        return f"{self.inst_type}:{self.channel}:{self.symbol}"
+        return self.venue_info.stream_name(self)
 
     @property
     def book_key(self) -> str:
@@ -75,14 +94,25 @@ class FeedConfig:
         diff for tens of seconds while its pongs flow, and a quiet market no trade for minutes."""
         if self.stale_after > 0:
             return self.stale_after
-        return STALE_DEFAULTS[self.channel]
+        return self.channel_info.stale_after
 
     def validate(self, where: str) -> None:
-        if self.venue not in VENUE_CHANNELS:
-            raise ConfigError(f"{where}.venue: unknown venue {self.venue!r} (known: binance, bitget)")
-        if self.channel not in VENUE_CHANNELS[self.venue]:
+        known = venues()
+        if self.venue not in known:
+            raise ConfigError(f"{where}.venue: unknown venue {self.venue!r} (known: {', '.join(known)})")
+        v = known[self.venue]
+        if self.channel not in v.channel_names:
             raise ConfigError(f"{where}.channel: {self.venue} feeds are "
-                              f"{' or '.join(VENUE_CHANNELS[self.venue])}, not {self.channel!r}")
+                              f"{' or '.join(v.channel_names)}, not {self.channel!r}")
+        check_limit = getattr(v, "check_limit", None)
+        if check_limit is not None and (why := check_limit(self.snapshot_limit)):
+            raise ConfigError(f"{where}.snapshot_limit: {why}")
+        inst_types = getattr(v, "inst_types", None)
+        if inst_types is not None and not (self.inst_type.replace("-", "").isalnum()
+                                           and (self.inst_type.islower() == inst_types[0].islower())):
+            # a wrong instType is acked and then silent on the real venue: say it here
+            raise ConfigError(f"{where}.inst_type: {self.venue} takes {', '.join(inst_types)}, "
+                              f"not {self.inst_type!r}")
         if not self.label or len(self.label) > 15:
             raise ConfigError(f"{where}.label: 1-15 characters, got {self.label!r}")
         if not self.symbol.isalnum():
@@ -118,13 +148,22 @@ class FeedConfig:
             raise ConfigError(f"{where}.cpu: a CPU number >= 0, got {self.cpu}")
 
 
-def default_feeds() -> list[FeedConfig]:
-    return [
-        FeedConfig("Bi-OB", "binance", "depth", "BTCUSDT", BINANCE_WS, BINANCE_REST),
-        FeedConfig("Bi-TR", "binance", "trade", "BTCUSDT", BINANCE_WS, BINANCE_REST),
-        FeedConfig("Bg-OB", "bitget", "books", "BTCUSDT", BITGET_WS, BITGET_REST),
-        FeedConfig("Bg-PR", "bitget", "ticker", "BTCUSDT", BITGET_WS, BITGET_REST),
-    ]
+DEFAULT_VENUES = ("binance", "bitget")     # the default fleet: every channel of these, BTCUSDT
+
+
+def default_feeds(symbol: str = "BTCUSDT") -> list[FeedConfig]:
+    """Bi-OB, Bi-TR, Bg-OB, Bg-PR (**contract**): each channel of the default venues."""
+    return [FeedConfig(v.label(ch.name), v.name, ch.name, symbol)
+            for v in map(venue_named, DEFAULT_VENUES) for ch in v.channels]
+
+
+def book_plan(feeds: list[FeedConfig]) -> list[str]:
+    """The book keys (venue:symbol) of the books the engine keeps, in slot order."""
+    keys: list[str] = []
+    for f in feeds:
+        if f.is_book and f.book_key not in keys:
+            keys.append(f.book_key)
+    return keys
 
 
 @dataclass(slots=True)
@@ -133,7 +172,7 @@ class Config:
     obi_levels: int = 20
     engine_wait: str = "block"
     engine_cpu: int | None = None
-    interval: float = 1.0
+    interval: float = 1.0            # headless: s between status lines / JSON objects; the default of --interval (the flag wins)
     heartbeat_stale: float = 10.0    # supervisor: a child silent this long is hung: killed, restarted
 
     def validate(self) -> None:
@@ -159,10 +198,29 @@ class Config:
             raise ConfigError(f"supervisor.heartbeat_stale: [1, 600] s, got {self.heartbeat_stale}")
 
     def with_sim(self, binance_ws: str, binance_rest: str, bitget_ws: str, bitget_rest: str = "") -> Config:
-        """The same feeds pointed at the simulator."""
-        feeds = [replace(f, ws_url=binance_ws if f.venue == "binance" else bitget_ws,
-                         rest_url=binance_rest if f.venue == "binance" else bitget_rest) for f in self.feeds]
+        """The same feeds pointed at the simulator, from the URLs of its banner."""
+        return self.with_sim_bases(sim_bases({"binance": (binance_ws, binance_rest),
+                                              "bitget": (bitget_ws, bitget_rest)}))
+
+    def with_sim_bases(self, bases: dict[str, tuple[str, str]]) -> Config:
+        """The same feeds pointed at a simulator serving each exchange at (ws base, rest base)."""
+        feeds = []
+        for f in self.feeds:
+            ws, rest = f.venue_info.sim_urls(*bases[f.venue_info.exchange])
+            feeds.append(replace(f, ws_url=ws, rest_url=rest))
         return replace(self, feeds=feeds)
+
+
+def sim_bases(banner: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """The simulator's banner URLs (``binance ws=<base> rest=<base>``, ``bitget ws=<base + the
+    v2 path>``) as each exchange's (ws base, rest base); a REST base the banner left out is
+    the WebSocket host's."""
+    out = {}
+    for exchange, (ws, rest) in banner.items():
+        scheme, _, rest_of = ws.partition("://")
+        base = f"{scheme}://{rest_of.split('/', 1)[0]}"
+        out[exchange] = (base, rest or base.replace("ws", "http", 1))
+    return out
 
 
 _FEED_FIELDS = {f.name: f for f in fields(FeedConfig)}
@@ -236,11 +294,8 @@ def load_config(path: str | Path | None) -> Config:
                 if key not in _FEED_FIELDS:
                     raise ConfigError(f"{where}.{key}: unknown key")
                 kw[key] = _typed(f"{where}.{key}", value, _FEED_FIELDS[key].type)
-            venue = kw["venue"]
             if "digits" in kw or "qty_digits" in kw:
                 kw.setdefault("scales", "config")     # scales set by hand are meant
-            kw.setdefault("ws_url", BINANCE_WS if venue == "binance" else BITGET_WS)
-            kw.setdefault("rest_url", BINANCE_REST if venue == "binance" else BITGET_REST)
             feeds.append(FeedConfig(**kw))
         cfg.feeds = feeds
     cfg.validate()

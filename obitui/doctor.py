@@ -20,7 +20,6 @@ import shlex
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 OK, INFO, WARN, CRITICAL = "ok", "info", "warn", "critical"
 _ORDER = {CRITICAL: 0, WARN: 1, INFO: 2, OK: 3}
@@ -404,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"obitui doctor: config: {exc}", file=sys.stderr)
         return 2
     from obitui.core.stats import StatsBlock
-    from obitui.engine import book_plan
+    from obitui.config import book_plan
     ring_bytes = (sum(f.ring_capacity + 4096 for f in cfg.feeds)
                   + StatsBlock.size_for(len(cfg.feeds), len(book_plan(cfg.feeds))))
     checks = run_checks(Host(args.root), ring_bytes, busy_processes=len(cfg.feeds) + 1)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from obitui.config import Config, FeedConfig
+from obitui.config import Config, book_plan
 from obitui.core.book import OrderBook
 from obitui.core.records import (
     SIDE_BUY, Kind, RecordError, decode_invalid, decode_ticker, decode_trade,
@@ -31,15 +31,10 @@ SPIN_ROUNDS = 200          # empty polls before sleeping (block strategy)
 SLEEP_TIMEOUT = 0.05       # the engine wakes at least this often to publish and beat
 PUBLISH_EVERY = 0.05
 OBI_SAMPLE_EVERY = 0.25    # 256 samples = the last 64 s
-
-
-def book_plan(feeds: list[FeedConfig]) -> list[str]:
-    """The book keys (venue:symbol) of the books the engine keeps, in slot order."""
-    keys: list[str] = []
-    for f in feeds:
-        if f.is_book and f.book_key not in keys:
-            keys.append(f.book_key)
-    return keys
+INVALID_LOG_EVERY = 5.0    # at most one invalidation line per book this often; the rest are summed
+# invalidations that are part of normal operation (logged at INFO, the others at WARNING)
+ROUTINE_REASONS = frozenset({"feed_started", "operator_resync"})
+MAX_REASON = 64            # a reason is a short word (records.encode_invalid allows 200 bytes)
 
 
 @dataclass
@@ -48,7 +43,15 @@ class EngineBook:
     label: str
     book: OrderBook
     slot: BookSlotWriter
-    invalidations: int = 0
+    invalidations: int = 0          # valid -> invalid transitions (published in the BookSlot)
+    # why: the reason of the latest invalidation, and a count per reason. An invalidation is
+    # counted when it made the book invalid or changed the reason it is invalid for; the same
+    # reason again while the book is still invalid from it is a repeat (a corrupt ring fails
+    # every poll). The BookSlot has no field for these: the engine's log says them.
+    last_invalid_reason: str = ""
+    invalid_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    invalid_log_at: float = float("-inf")     # monotonic time of the last invalidation line
+    invalid_unlogged: int = 0                 # counted invalidations since then, not logged
     applied: int = 0
     dirty: bool = True
     trades: collections.deque = field(default_factory=collections.deque)
@@ -153,10 +156,38 @@ class Engine:
         eb = self.ring_book[i]
         if eb is None or not self.cfg.feeds[i].is_book:
             return
-        if eb.book.valid:
+        reason = _clean_reason(reason)
+        was_valid = bool(eb.book.valid)
+        if was_valid:
             eb.invalidations += 1
+        if was_valid or reason != eb.last_invalid_reason:
+            eb.last_invalid_reason = reason
+            eb.invalid_reasons[reason] += 1
+            self._log_invalid(eb, reason, was_valid)
         eb.book.reset()
         eb.dirty = True
+
+    def _log_invalid(self, eb: EngineBook, reason: str, was_valid: bool) -> None:
+        """One line per book per INVALID_LOG_EVERY at most: a burst (a flapping connection, a
+        checksum storm) is one line, and the next line says how many it left out."""
+        now = time.monotonic()
+        if now - eb.invalid_log_at < INVALID_LOG_EVERY:
+            eb.invalid_unlogged += 1
+            return
+        more = (f"; {eb.invalid_unlogged} more since the last line" if eb.invalid_unlogged else "")
+        log.log(logging.INFO if reason in ROUTINE_REASONS else logging.WARNING,
+                "book %s %s: %s (invalidations %d, by reason: %s%s)", eb.key,
+                "invalidated" if was_valid else "invalid", reason, eb.invalidations,
+                _reasons_text(eb.invalid_reasons), more)
+        eb.invalid_log_at = now
+        eb.invalid_unlogged = 0
+
+    def invalidation_summary(self) -> dict[str, dict[str, Any]]:
+        """Per book key: the published ``invalidations``, the last reason and the count per
+        reason (kept here only: the stats block's BookSlot has no field for them)."""
+        return {key: {"invalidations": eb.invalidations, "last_reason": eb.last_invalid_reason,
+                      "reasons": dict(eb.invalid_reasons)}
+                for key, eb in self.books.items()}
 
     # ------------------------------------------------------------ publishing
     def publish(self, sample_obi: bool) -> None:
@@ -221,11 +252,25 @@ class Engine:
             stats.engine_sleep_end()
             idle = 0
         self.publish(False)
+        for eb in self.books.values():
+            if eb.invalid_reasons:
+                log.info("book %s: %d invalidations, last: %s (by reason: %s)", eb.key,
+                         eb.invalidations, eb.last_invalid_reason, _reasons_text(eb.invalid_reasons))
 
     def close(self) -> None:
         for r in self.rings:
             r.close()
         self.stats.close()
+
+
+def _clean_reason(reason: str) -> str:
+    """A reason from a ring record as one short printable word for the log and the counts."""
+    text = "".join(c if c.isprintable() else "?" for c in reason.strip()[:MAX_REASON])
+    return text or "unspecified"
+
+
+def _reasons_text(counts: collections.Counter[str]) -> str:
+    return ", ".join(f"{r} {n}" for r, n in counts.most_common())
 
 
 def engine_main(cfg: Config, ring_names: list[str], stats_name: str, resync_books: bool = False) -> None:

@@ -9,21 +9,13 @@ import sys
 import time
 from typing import Any, TextIO
 
-from obitui.config import Config
-from obitui.core.fixed import format_fixed
+from obitui.config import Config, book_plan
 from obitui.core.stats import BookView, StatsBlock, heartbeat_age, is_stale
-from obitui.engine import book_plan
 from obitui.logs import LogSpec, configure
 from obitui.supervisor import Supervisor, SupervisorError
+from obitui.widgets.format import fmt_fixed
 
 log = logging.getLogger("obitui")
-
-
-def _fmt(value: int, digits: int, decimals: int) -> str:
-    try:
-        return format_fixed(value, digits, decimals)
-    except ValueError:
-        return format_fixed(value, digits, digits)
 
 
 def book_json(bv: BookView, digits: int, qdigits: int | None = None) -> dict[str, Any]:
@@ -32,8 +24,8 @@ def book_json(bv: BookView, digits: int, qdigits: int | None = None) -> dict[str
     qd = digits if qdigits is None else qdigits
     return {
         "valid": bv.valid, "update_id": bv.update_id, "obi": round(bv.obi, 6), "crossed": bv.crossed,
-        "bids": [[_fmt(p, digits, bv.price_decimals), _fmt(q, qd, bv.qty_decimals)] for p, q in bv.bids],
-        "asks": [[_fmt(p, digits, bv.price_decimals), _fmt(q, qd, bv.qty_decimals)] for p, q in bv.asks],
+        "bids": [[fmt_fixed(p, digits, bv.price_decimals), fmt_fixed(q, qd, bv.qty_decimals)] for p, q in bv.bids],
+        "asks": [[fmt_fixed(p, digits, bv.price_decimals), fmt_fixed(q, qd, bv.qty_decimals)] for p, q in bv.asks],
     }
 
 

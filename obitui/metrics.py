@@ -3,8 +3,9 @@ counters and the children's CPU/RSS at scrape time. Nothing is recorded on the h
 scrape costs one seqlock read per slot.
 
 Latency histograms are the stats block's log2 buckets (bucket i holds [2**i, 2**(i+1)) ns)
-exposed as Prometheus buckets with ``le`` = 2**(i+1) ns; their ``_sum`` is estimated from the
-buckets' geometric middles (the feeds do not keep exact sums).
+exposed as Prometheus buckets with ``le`` = the bucket's upper bound; their ``_sum`` is estimated
+from the buckets' geometric middles (the feeds do not keep exact sums). Both come from the stats
+module (``hist_bounds``, ``hist_middle``), which fills the buckets.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import start_http_server
 
-from obitui.core.stats import FEED_COUNTERS, FeedState
-from obitui.engine import book_plan
+from obitui.core.stats import FEED_COUNTERS, FEED_GAUGES, FeedState, hist_bounds, hist_middle
+from obitui.config import book_plan
 
 if TYPE_CHECKING:
     from obitui.supervisor import Supervisor
@@ -30,21 +31,25 @@ log = logging.getLogger("obitui.metrics")
 
 HIST_FIRST = 9            # buckets below 2**10 ns (1 us) fold into the first one
 HIST_LAST = 34            # 2**35 ns = 34 s; above that: +Inf
-GAUGE_COUNTERS = {"frames_pending"}
+
+
+def histogram_buckets(counts: list[int]) -> tuple[list[tuple[str, int]], float]:
+    """A stats block histogram as Prometheus cumulative buckets (``le`` in seconds, the +Inf one
+    last) and the estimated sum in seconds."""
+    buckets = []
+    acc = 0
+    for i, c in enumerate(counts):
+        acc += c
+        if HIST_FIRST <= i <= HIST_LAST:
+            buckets.append((repr(hist_bounds(i)[1] / 1e9), acc))
+    buckets.append(("+Inf", sum(counts)))
+    return buckets, sum(c * hist_middle(i) for i, c in enumerate(counts)) / 1e9
 
 
 def _histogram(name: str, doc: str, label: str, series: list[tuple[str, list[int]]]) -> HistogramMetricFamily:
     h = HistogramMetricFamily(name, doc, labels=[label])
     for value, counts in series:
-        buckets = []
-        acc = 0
-        for i, c in enumerate(counts):
-            acc += c
-            if HIST_FIRST <= i <= HIST_LAST:
-                buckets.append((repr(2 ** (i + 1) / 1e9), acc))
-        total = sum(counts)
-        buckets.append(("+Inf", total))
-        est = sum(c * (2 ** i) * 1.5 for i, c in enumerate(counts)) / 1e9
+        buckets, est = histogram_buckets(counts)
         h.add_metric([value], buckets, est)
     return h
 
@@ -80,7 +85,7 @@ class StatsCollector:
                                   labels=["feed", "state"])
         age = GaugeMetricFamily("obitui_feed_last_message_age_seconds", "seconds since the last frame",
                                 labels=["feed"])
-        counters = {name: (GaugeMetricFamily if name in GAUGE_COUNTERS else CounterMetricFamily)(
+        counters = {name: (GaugeMetricFamily if name in FEED_GAUGES else CounterMetricFamily)(
             f"obitui_feed_{name}", f"feed counter {name}", labels=["feed"]) for name in FEED_COUNTERS}
         lat_er, lat_rp = [], []
         now_ns = time.time_ns()

@@ -32,7 +32,7 @@ import psutil
 from obitui.accounting import feed_violations, ring_violations
 from obitui.config import Config, load_config
 from obitui.core.stats import Command, FeedState, FeedView
-from obitui.engine import book_plan
+from obitui.config import book_plan
 from obitui.headless import book_json
 from obitui.supervisor import Supervisor, SupervisorError, our_segments, segment_prefix
 
@@ -69,10 +69,10 @@ class FaultKind:
 
 def fault_kinds(cfg: Config, retry_after_429: float = 1.0, retry_after_418: float = 2.0) -> list[FaultKind]:
     books = [f.label for f in cfg.feeds if f.is_book]
-    bi_books = [f.label for f in cfg.feeds if f.is_book and f.venue == "binance"]
-    bg_books = [f.label for f in cfg.feeds if f.is_book and f.venue == "bitget"]
-    bitget = [f.label for f in cfg.feeds if f.venue == "bitget"]
-    binance = [f.label for f in cfg.feeds if f.venue == "binance"]
+    bi_books = [f.label for f in cfg.feeds if f.is_book and f.venue_info.exchange == "binance"]
+    bg_books = [f.label for f in cfg.feeds if f.is_book and f.venue_info.exchange == "bitget"]
+    bitget = [f.label for f in cfg.feeds if f.venue_info.exchange == "bitget"]
+    binance = [f.label for f in cfg.feeds if f.venue_info.exchange == "binance"]
     every = [f.label for f in cfg.feeds]
     return [
         FaultKind("gap", 5.0, ("gap", 0.2), {lb: ("gaps",) for lb in books}),
@@ -153,7 +153,7 @@ class Soak:
             f.ring_capacity = 1 << 16       # small rings: a paused engine fills one in seconds
             f.stale_after = 2.0             # the watchdog trips within the silence fault
             f.max_frame = 1 << 20           # the simulator's oversize frames are 2 MiB
-            if f.venue == "bitget":
+            if f.venue_info.exchange == "bitget":
                 f.ping_interval, f.pong_timeout = 1.0, 1.5
         self.cfg = cfg
         self.kinds = [k for k in fault_kinds(cfg) if kinds is None or k.name in kinds]

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from obitui.config import Config
+from obitui.config import Config, book_plan, sim_bases
 from obitui.core.ring import Ring
 from obitui.core.shm import SHM_DIR, Segment, ShmError
 from obitui.core.stats import Command, StatsBlock
-from obitui.engine import book_plan
 from obitui.lifeline import run_child
 from obitui.logs import LogSpec, rotate
 
@@ -116,6 +115,7 @@ class Supervisor:
         self.ctx = mp.get_context("spawn")
         self.sim_proc: subprocess.Popen[str] | None = None
         self.sim_finished = threading.Event()
+        self.sim_urls: dict[str, tuple[str, str]] = {}    # exchange -> (ws, rest) of the simulator
         self._sim_watcher: threading.Thread | None = None
         self.metrics: Any = None
         self.started = False
@@ -164,8 +164,8 @@ class Supervisor:
         then the fleet, then the metrics endpoint (host, port) when asked. Returns the config
         the fleet runs with."""
         if sim or replay:
-            urls = self.start_simulator(faults or [], replay=replay, replay_speed=replay_speed, rate=rate)
-            self.cfg = self.cfg.with_sim(*urls)
+            self.start_simulator(faults or [], replay=replay, replay_speed=replay_speed, rate=rate)
+            self.cfg = self.cfg.with_sim_bases(sim_bases(self.sim_urls))
         self.start()
         if metrics is not None:
             from obitui.metrics import MetricsServer
@@ -200,8 +200,8 @@ class Supervisor:
         self.sim_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
                                          text=True, start_new_session=True)
         lines = [self.sim_proc.stdout.readline().strip() for _ in range(3)]  # type: ignore[union-attr]
-        if (not lines[0].startswith("binance ws=") or not lines[1].startswith("bitget ws=")
-                or not lines[2].startswith("bitget rest=")):
+        banner = parse_banner(lines)
+        if banner is None or not {"binance", "bitget"} <= banner.keys():
             err = self.sim_proc.stderr.read() if self.sim_proc.stderr else ""  # type: ignore[union-attr]
             self.stop_simulator()
             raise SupervisorError(f"the simulator did not start: {(err or lines[0]).strip()[:300]}")
@@ -209,9 +209,8 @@ class Supervisor:
         self._sim_watcher = threading.Thread(target=self._watch_sim_output, args=(self.sim_proc,),
                                              daemon=True)
         self._sim_watcher.start()
-        b = dict(kv.split("=", 1) for kv in lines[0].split()[1:])
-        g = dict(kv.split("=", 1) for kv in (lines[1].split()[1:] + lines[2].split()[1:]))
-        return b["ws"], b["rest"], g["ws"], g["rest"]
+        self.sim_urls = banner
+        return banner["binance"][0], banner["binance"][1], banner["bitget"][0], banner["bitget"][1]
 
     def _watch_sim_output(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
@@ -354,6 +353,22 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def parse_banner(lines: list[str]) -> dict[str, tuple[str, str]] | None:
+    """The simulator's first lines, one or two per exchange (``binance ws=... rest=...``,
+    ``bitget ws=...``, ``bitget rest=...``), as {exchange: (ws URL, rest URL)}; None if they
+    are not such lines."""
+    urls: dict[str, dict[str, str]] = {}
+    for line in lines:
+        exchange, _, rest = line.partition(" ")
+        try:
+            urls.setdefault(exchange, {}).update(kv.split("=", 1) for kv in rest.split())
+        except ValueError:
+            return None
+    if not urls or any("ws" not in u or "rest" not in u for u in urls.values()):
+        return None
+    return {ex: (u["ws"], u["rest"]) for ex, u in urls.items()}
 
 
 def _release(proc: Any) -> None:

@@ -8,9 +8,9 @@ then frames of 1-10 level updates concentrated near the top of book (geometric d
   (`apply([[p, q]], [])`), OrderBook per frame (`apply(bids, asks)`, the batch path), over
   lists made up front, and both books again over lists fresh from orjson (as a feed has them);
 - level updates/s from the wire (each frame as the Binance combined stream's JSON text): the
-  SortedDict book after orjson, the OrderBook after orjson, and the OrderBook's raw-frame scanner
-  (`apply_depth_frame`: scan, sync check and apply in one call, what the synced Binance depth
-  feed runs);
+  SortedDict book after orjson, the OrderBook after orjson, and the raw-frame scanner path that
+  the synced Binance depth feed runs (`DepthScanner.scan`, `DepthSync.continuity` on the scanned
+  ids, `DepthScanner.apply` and `DepthSync.applied`);
 - the structure choice: the same pre-parsed int64 stream applied without the GIL to the sorted
   array book and to a std::map book, and a top-20 copy + OBI(20) on each;
 - top-20 + OBI(20) through the Python API (strings out);
@@ -38,6 +38,8 @@ from obitui.bench.ring import machine_info
 from obitui.bench.stats import median
 from obitui.core.book import OrderBook
 from obitui.core.fixed import parse_fixed
+from obitui.feeds.binance._scan import DepthScanner
+from obitui.feeds.binance.sync import DepthSync
 
 TICK = 1_000_000  # 0.01 in 8-digit fixed point
 SEGMENTS = 4      # a round walks the stream in this many turns per variant
@@ -127,6 +129,18 @@ class SortedDictIntBook:
 
 
 _PAIR = struct.Struct("<qq")
+
+
+class ScannedBook:
+    """An OrderBook fed as the synced Binance depth feed feeds it: a DepthScanner reads each
+    frame, the sync rule (DepthSync.continuity) judges the scanned ids, and the levels are applied
+    when the event is the next one."""
+
+    def __init__(self, book: OrderBook) -> None:
+        self.book = book
+        self.scanner = DepthScanner(book)
+        self.sync = DepthSync(book)
+        self.sync.synced = True      # past the snapshot and its first event: update_id is 0
 
 
 def _pack(levels: list[list[str]]) -> bytes:
@@ -230,14 +244,20 @@ def run(quick: bool = False, repeats: int = 5, log: Callable[[str], None] = prin
             apply(d["b"], d["a"])
         return time.perf_counter() - t0
 
-    def one_call(book: Any, lo: int, hi: int) -> float:
-        apply, part = book.apply_depth_frame, texts[lo:hi]
+    def scanned(fed: ScannedBook, lo: int, hi: int) -> float:
+        scan, apply, part = fed.scanner.scan, fed.scanner.apply, texts[lo:hi]
+        continuity, applied = fed.sync.continuity, fed.sync.applied
         t0 = time.perf_counter()
         for t in part:
-            apply(t, False, False, False)   # the same work as the SortedDict book: no ring payload
+            ids = scan(t)
+            if ids is None:
+                raise RuntimeError("the scanner declined a frame")
+            first, last, _, pu, _, _ = ids
+            if continuity(first, last, pu if pu >= 0 else None) is None:
+                applied(last, apply(False))   # the same work as the SortedDict book: no ring payload
         took = time.perf_counter() - t0
-        if book.update_id != 2 * hi:
-            raise RuntimeError("the one-call path did not apply every frame")
+        if fed.book.update_id != 2 * hi:
+            raise RuntimeError("the scanner path did not apply every frame")
         return took
 
     def strings_book(make: Callable[[], Any]) -> Callable[[], Any]:
@@ -248,6 +268,10 @@ def run(quick: bool = False, repeats: int = 5, log: Callable[[str], None] = prin
         return build
 
     sd, ob = strings_book(SortedDictBook), strings_book(lambda: OrderBook(8))
+
+    def scanned_book() -> ScannedBook:
+        return ScannedBook(ob())
+
     groups = [
         [("SortedDict (Decimal)", sd, over_lists), ("OrderBook per level", ob, per_level),
          ("OrderBook batch", ob, over_lists)],
@@ -256,7 +280,7 @@ def run(quick: bool = False, repeats: int = 5, log: Callable[[str], None] = prin
          ("OrderBook packed records", packed_book, over_packed)],
         [("SortedDict (Decimal), orjson frames", sd, orjson_frames),
          ("OrderBook, orjson + batch (frames)", ob, orjson_frames),
-         ("OrderBook, raw-frame scanner (frames)", ob, one_call)],
+         ("OrderBook, raw-frame scanner (frames)", scanned_book, scanned)],
     ]
     step = max(chunk, len(frames) // SEGMENTS // chunk * chunk)
     rates: dict[str, float] = {}
@@ -285,21 +309,22 @@ def run(quick: bool = False, repeats: int = 5, log: Callable[[str], None] = prin
     res["ratios"] = ratios
 
     # where the scanner path's time goes: the scan alone, per frame
-    def scan_only(book: Any) -> None:
-        scan = book.scan_binance_depth
+    def scan_only(scanner: DepthScanner) -> None:
+        scan = scanner.scan
         for t in texts:
             scan(t)
     scan_times = []
     for _ in range(repeats):
         book = OrderBook(8)
         book.apply_snapshot(snap_b, snap_a)
-        scan_times.append(_timed(lambda: scan_only(book)))
+        scanner = DepthScanner(book)
+        scan_times.append(_timed(lambda: scan_only(scanner)))
     per_frame_total = len(texts) and 1e9 * n / rates["OrderBook, raw-frame scanner (frames)"] / len(texts)
     res["scanner_split_ns_per_frame"] = {"scan": round(1e9 * median(scan_times) / len(texts)),
-                                         "scan_and_apply": round(per_frame_total),
+                                         "scan_sync_apply": round(per_frame_total),
                                          "levels_per_frame": round(n / len(texts), 2)}
-    log(f"scanner path per frame: scan {res['scanner_split_ns_per_frame']['scan']} ns, scan + apply "
-        f"{res['scanner_split_ns_per_frame']['scan_and_apply']} ns ({n / len(texts):.1f} levels/frame)")
+    log(f"scanner path per frame: scan {res['scanner_split_ns_per_frame']['scan']} ns, scan + sync rule + "
+        f"apply {res['scanner_split_ns_per_frame']['scan_sync_apply']} ns ({n / len(texts):.1f} levels/frame)")
     res["updates_per_s"] = rates
     res["ratio_scan_vs_sorteddict_frames"] = ratios["OrderBook, raw-frame scanner (frames)"]
     res["ratio_orjson_batch_vs_sorteddict_frames"] = ratios["OrderBook, orjson + batch (frames)"]

@@ -19,9 +19,10 @@ from typing import Any
 
 import psutil
 
-from obitui.bench.ring import machine_info
-from obitui.config import load_config
+from obitui.bench.machine import machine_info
+from obitui.config import load_config, sim_bases
 from obitui.core.stats import hist_quantile
+from obitui.feeds.binance.venue import SPOT
 from obitui.supervisor import Supervisor
 
 
@@ -38,27 +39,30 @@ def make_capture(path: Path, frames: int, changes: int = 20, spacing_ns: int = 1
     t0 = time.time_ns()
     snap = {"lastUpdateId": m.update_id, "bids": [[px(p), qx(q)] for p, q in m.levels(BID, 1000)],
             "asks": [[px(p), qx(q)] for p, q in m.levels(ASK, 1000)]}
-    recs = [CaptureRecord(t0, "binance", "rest", "https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000",
+    v = SPOT
+    recs = [CaptureRecord(t0, v.exchange, "rest", f"{v.rest_url}{v.depth_path}?symbol=BTCUSDT&limit=1000",
                           orjson.dumps(snap).decode())]
-    url = "wss://stream.binance.com:9443/stream?streams=btcusdt@depth@100ms"
+    url = f"{v.ws_url}/stream?streams=btcusdt@depth@100ms"
     for i in range(frames):
         st = m.step()
         ts = t0 + (i + 1) * spacing_ns
         data = {"e": "depthUpdate", "E": ts // 1_000_000, "s": "BTCUSDT", "U": st.first_id, "u": st.last_id,
                 "b": [[px(p), qx(q)] for s_, p, q in st.changes if s_ == BID],
                 "a": [[px(p), qx(q)] for s_, p, q in st.changes if s_ == ASK]}
-        recs.append(CaptureRecord(ts, "binance", "ws", url,
+        recs.append(CaptureRecord(ts, v.exchange, "ws", url,
                                   orjson.dumps({"stream": "btcusdt@depth@100ms", "data": data}).decode()))
     write_capture(path, recs)
 
 
 def measure(speed: float, capture: Path, warmup: float = 2.0, window: float = 5.0) -> dict[str, Any]:
     cfg = load_config(None)
-    cfg.feeds = [f for f in cfg.feeds if f.label == "Bi-OB"]
+    cfg.feeds = [f for f in cfg.feeds if f.venue == "binance" and f.channel == "depth"]
+    label = cfg.feeds[0].label
     sup = Supervisor(cfg)
     rate = speed * 1000 if speed else 0.0
     try:
-        sup.cfg = cfg.with_sim(*sup.start_simulator([], replay=str(capture), replay_speed=speed))
+        sup.start_simulator([], replay=str(capture), replay_speed=speed)
+        sup.cfg = cfg.with_sim_bases(sim_bases(sup.sim_urls))
         sup.start()
         assert sup.stats is not None
         if speed:
@@ -72,7 +76,7 @@ def measure(speed: float, capture: Path, warmup: float = 2.0, window: float = 5.
                 if v is not None and v.state.word == "connected_synced" and v.counters["frames"] > 1000:
                     break
                 time.sleep(0.01)
-        proc = psutil.Process(sup.pids()["Bi-OB"])
+        proc = psutil.Process(sup.pids()[label])
         c0 = proc.cpu_times()
         v0 = sup.stats.read_feed(0)
         t0 = time.monotonic()

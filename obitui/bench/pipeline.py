@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from obitui.bench.ring import machine_info
+from obitui.bench.machine import machine_info
 from obitui.config import load_config
 from obitui.core.stats import HIST_BUCKETS, hist_quantile
 from obitui.supervisor import Supervisor

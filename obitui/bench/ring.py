@@ -15,7 +15,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import struct
 import sys
 import tempfile
@@ -24,6 +23,9 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
+# also a re-export: obitui/bench/book.py imports machine_info from here (until it imports
+# obitui.bench.machine itself)
+from obitui.bench.machine import machine_info  # noqa: F401
 from obitui.bench.stats import latency_summary, median
 from obitui.core.ring import Ring
 
@@ -336,20 +338,6 @@ def ratios(res: dict) -> dict[str, float]:
                 if not base.startswith("ring"):
                     r[f"{fast}/{base} {size}B"] = row[fast] / row[base]
     return r
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "kernel": platform.release(), "date": time.strftime("%Y-%m-%d")}
 
 
 def markdown(res: dict) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import websockets
 
-from obitui.bench.ring import machine_info
+from obitui.bench.machine import machine_info
 
 
 SUBSCRIBE = json.dumps({"op": "subscribe", "args": [{"instType": "SPOT", "channel": "books", "instId": "BTCUSDT"}]})

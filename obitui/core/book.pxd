@@ -53,16 +53,12 @@ cdef class OrderBook:
     cdef readonly bint crossed
     cdef readonly uint64_t crossed_count
     cdef readonly uint64_t levels_applied
-    cdef Level *scratch
+    cdef Level *scratch             # levels parsed by the list paths, applied after the whole call parsed
     cdef Py_ssize_t scratch_cap
-    cdef Py_ssize_t _scanned
-    cdef Py_ssize_t _scanned_bids
-    cdef int64_t _frame_ids[5]     # U, u, E, pu of the last apply_depth_frame (+ scratch)
-    cdef bint _frame_ok
-    cdef object _frame_payload
     cdef readonly int shown_pdec    # the most decimals of the records applied since the last snapshot
     cdef readonly int shown_qdec
-    cdef readonly int scan_layout   # the last scanned frame: 1 Binance's exact layout, 2 another one, 0 declined
+    # apply parsed levels (``key`` holding the price) to side 0 (bids) or 1 (asks): 0, or -1
+    # when out of memory; ``levels_applied`` counts them. check_crossed() after a whole frame.
     cdef int apply_levels(self, int side, const Level *levels, Py_ssize_t n) noexcept nogil
     cdef void clear(self) noexcept nogil
     cdef void check_crossed(self) noexcept nogil
@@ -71,16 +67,11 @@ cdef class OrderBook:
     cdef int32_t checksum_c(self, Py_ssize_t depth) noexcept nogil
     cdef Py_ssize_t top_into(self, int side, Py_ssize_t n, int64_t *prices, int64_t *qtys) noexcept nogil
     cdef Py_ssize_t _parse(self, object levels, Py_ssize_t offset) except -1
-    cdef tuple _pack_scratch(self, Py_ssize_t n)
-    cdef int _max_dec(self, Py_ssize_t n, int which)
     cdef Py_ssize_t _parse_generic(self, object levels, Py_ssize_t offset) except -1
     cdef int _replace_side(self, BookSide side, Py_ssize_t off, Py_ssize_t n) except -1
     cdef int _apply_packed(self, object bids, object asks, int pdec, int qdec, bint snapshot) except -1
-    cdef int _grow_scratch(self, Py_ssize_t need) noexcept nogil
-    cdef int _scan_levels(self, const char *s, Py_ssize_t n, Py_ssize_t *pos, Py_ssize_t *count) noexcept nogil
-    cdef int _scan_object(self, const char *s, Py_ssize_t n, Py_ssize_t *pos, int depth, int64_t *ids,
-                          Py_ssize_t *nb, Py_ssize_t *na) noexcept nogil
-    cdef int _scan_compact_levels(self, const char *s, Py_ssize_t n, Py_ssize_t *pos, Py_ssize_t *count) noexcept nogil
-    cdef int _scan_canonical(self, const char *s, Py_ssize_t n, int64_t *ids, Py_ssize_t *nb, Py_ssize_t *na) noexcept nogil
-    cdef int _scan_frame(self, const char *s, Py_ssize_t n, int64_t *ids, Py_ssize_t *nb, Py_ssize_t *na) noexcept nogil
     cdef int _apply_packed_raw(self, const char *bp, Py_ssize_t blen, const char *ap, Py_ssize_t alen, int pdec, int qdec, bint snapshot) except -1
+
+# nb bids then na asks (``key`` holding the price) as a ring payload, as apply(..., pack=True)
+# returns it: (packed int64 (price, qty) pairs, n_bids, n_asks, max price decimals, max qty decimals)
+cdef tuple pack_levels(const Level *levels, Py_ssize_t nb, Py_ssize_t na)

@@ -9,7 +9,10 @@ the top is a few branch-free comparisons before any binary search, and a deep de
 tombstone rather than moving the levels above it (BookSide). Bids use key = price,
 asks key = -price, so one implementation serves both. Each level keeps the number of decimals
 its price and size had on the wire: ``format_fixed`` rebuilds the original strings, which
-Bitget's checksum is computed over. A crossed book is reported (flag + counter), never repaired.
+``level_checksum`` is computed over. A crossed book is reported (flag + counter), never repaired.
+
+Venue-free: a feed's own frame readers (its package under obitui/feeds) fill Level arrays and
+apply them through the Cython entry points of book.pxd.
 """
 cimport cython
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
@@ -21,10 +24,11 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.object cimport PyObject
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memmove, memcpy, memcmp, memset
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memmove, memcpy, memset
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
-from obitui.core.fixed cimport parse_fixed_c, format_fixed_c, fixed_error, FIXED_OK
+from obitui.core.fixed cimport parse_fixed_c, format_fixed_c, fixed_error, plain_fixed, FIXED_OK
+from obitui.core.shm cimport obi_book_header
 
 # ---------------------------------------------------------------- CRC32 (IEEE, as zlib)
 cdef uint32_t[256] CRC_TABLE
@@ -450,192 +454,6 @@ cdef inline const char *_text_ptr(object o, Py_ssize_t *n) except NULL:
     raise TypeError(f"price and quantity must be str or bytes, not {type(o).__name__}")
 
 
-cdef inline const char *_frame_text(object text, Py_ssize_t *n) except? NULL:
-    """A frame's bytes, from str (its UTF-8 form, cached by CPython) or bytes; NULL for any
-    other type (the caller declines the frame)."""
-    if isinstance(text, str):
-        return PyUnicode_AsUTF8AndSize(text, n)
-    if PyBytes_CheckExact(text):
-        n[0] = PyBytes_GET_SIZE(text)
-        return PyBytes_AS_STRING(text)
-    return NULL
-
-
-cdef inline Py_ssize_t _ws(const char *s, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
-    while i < n and (s[i] == 32 or s[i] == 9 or s[i] == 10 or s[i] == 13):
-        i += 1
-    return i
-
-
-cdef uint64_t _LIM10 = <uint64_t>0x7FFFFFFFFFFFFFFF // 10
-cdef uint64_t _LIM_LAST = <uint64_t>0x7FFFFFFFFFFFFFFF % 10
-cdef uint64_t[19] _POW10
-_POW10[0] = 1
-for _k in range(1, 19):
-    _POW10[_k] = _POW10[_k - 1] * 10
-
-
-cdef uint64_t _LIM_SWAR = (<uint64_t>0x7FFFFFFFFFFFFFFF - 99999999) // 100000000
-cdef bint _LITTLE_ENDIAN
-cdef uint16_t _endian_probe = 1
-_LITTLE_ENDIAN = (<uint8_t *>&_endian_probe)[0] == 1
-
-
-cdef inline bint _eight_digits(uint64_t w) noexcept nogil:
-    """Eight ASCII digits in one word (SWAR)."""
-    return ((w & <uint64_t>0xF0F0F0F0F0F0F0F0) == <uint64_t>0x3030303030303030 and
-            ((w + <uint64_t>0x0606060606060606) & <uint64_t>0xF0F0F0F0F0F0F0F0) == <uint64_t>0x3030303030303030)
-
-
-cdef inline uint64_t _special_byte(uint64_t w) noexcept nogil:
-    """Non-zero when a byte of ``w`` is '"', a backslash or below 0x20 (SWAR, any byte order)."""
-    cdef uint64_t ones = <uint64_t>0x0101010101010101, high = <uint64_t>0x8080808080808080
-    cdef uint64_t q = w ^ <uint64_t>0x2222222222222222, b = w ^ <uint64_t>0x5C5C5C5C5C5C5C5C
-    return (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - <uint64_t>0x2020202020202020) & ~w)) & high
-
-
-cdef inline uint64_t _eight_value(uint64_t w) noexcept nogil:
-    """The value of eight ASCII digits loaded little-endian (the first digit in the low byte)."""
-    w -= <uint64_t>0x3030303030303030
-    w = (w * 10 + (w >> 8)) & <uint64_t>0x00FF00FF00FF00FF
-    w = (w * 100 + (w >> 16)) & <uint64_t>0x0000FFFF0000FFFF
-    return (w * 10000 + (w >> 32)) & <uint64_t>0xFFFFFFFF
-
-
-cdef inline Py_ssize_t _plain_fixed(const char *s, Py_ssize_t n, Py_ssize_t i, int digits,
-                                    int64_t *out, int *decimals) noexcept nogil:
-    """An unsigned decimal at s[i], by parse_fixed's rules (digits, '.', digits; zeros only
-    beyond ``digits``; int64 range; at most 128 characters): the index after it, or -1 (then
-    parse_fixed or the orjson path judges and names the error). Runs of eight kept decimals
-    are read a word at a time."""
-    cdef uint64_t acc = 0, d, w
-    cdef int kept = 0
-    cdef Py_ssize_t start = i, fstart
-    while i < n and 48 <= s[i] <= 57:
-        d = s[i] - 48
-        if acc >= _LIM10 and (acc > _LIM10 or d > _LIM_LAST):
-            return -1
-        acc = acc * 10 + d
-        i += 1
-    if i == start:
-        return -1
-    fstart = i
-    if i < n and s[i] == 46:                     # '.'
-        i += 1
-        fstart = i
-        if _LITTLE_ENDIAN:
-            while kept + 8 <= digits and n - i >= 8 and acc <= _LIM_SWAR:
-                memcpy(&w, s + i, 8)
-                if not _eight_digits(w):
-                    break
-                acc = acc * 100000000 + _eight_value(w)
-                kept += 8
-                i += 8
-        while i < n and 48 <= s[i] <= 57:
-            d = s[i] - 48
-            if kept < digits:
-                if acc >= _LIM10 and (acc > _LIM10 or d > _LIM_LAST):
-                    return -1
-                acc = acc * 10 + d
-                kept += 1
-            elif d != 0:
-                return -1
-            i += 1
-        if i == fstart:
-            return -1
-    if i - start > 128:                          # parse_fixed's longest text
-        return -1
-    if kept < digits:
-        d = _POW10[digits - kept]
-        if acc > <uint64_t>0x7FFFFFFFFFFFFFFF // d:
-            return -1
-        acc *= d
-    out[0] = <int64_t>acc
-    decimals[0] = <int>(i - fstart)
-    return i
-
-
-cdef inline Py_ssize_t _quoted_fixed(const char *s, Py_ssize_t n, Py_ssize_t i, int digits,
-                                     int64_t *out, int *decimals) noexcept nogil:
-    """s[i] opens a string holding an unsigned decimal (``_plain_fixed``), parsed in the same
-    pass as the scan: the index after the closing quote, or -1."""
-    if i >= n or s[i] != 34:
-        return -1
-    i = _plain_fixed(s, n, i + 1, digits, out, decimals)
-    if i < 0 or i >= n or s[i] != 34:
-        return -1
-    return i + 1
-
-
-cdef inline Py_ssize_t _json_uint(const char *s, Py_ssize_t n, Py_ssize_t i, int64_t *out) noexcept nogil:
-    """A JSON non-negative integer of at most 18 digits at s[i] (no leading zero, not a
-    float): the index after it, or -1."""
-    cdef int64_t v = 0
-    cdef Py_ssize_t j = i
-    cdef uint64_t w
-    if _LITTLE_ENDIAN and n - i >= 8:
-        memcpy(&w, s + i, 8)
-        if _eight_digits(w):
-            v = <int64_t>_eight_value(w)
-            j = i + 8
-    while j < n and 48 <= s[j] <= 57:
-        if j - i >= 18:
-            return -1
-        v = v * 10 + (s[j] - 48)
-        j += 1
-    if j == i or (s[i] == 48 and j - i > 1):
-        return -1
-    if j < n and (s[j] == 46 or s[j] == 101 or s[j] == 69):   # a float: not ours
-        return -1
-    out[0] = v
-    return j
-
-
-cdef inline bint _lit(const char *s, Py_ssize_t n, Py_ssize_t *i, const char *lit,
-                      Py_ssize_t k) noexcept nogil:
-    """s[i:] starts with the k bytes of ``lit``: move i past them."""
-    if n - i[0] >= k and memcmp(s + i[0], lit, k) == 0:
-        i[0] += k
-        return True
-    return False
-
-
-cdef inline int _next_or_end(const char *s, Py_ssize_t n, Py_ssize_t *i, char closer) noexcept nogil:
-    """At s[i]: ',' -> 1 and i moves past it (and blanks); ``closer`` -> 0 and i moves past
-    it; anything else -> -1 with i = -1."""
-    cdef Py_ssize_t j = i[0]
-    if j < n and s[j] == 44:
-        i[0] = _ws(s, n, j + 1)
-        return 1
-    if j < n and s[j] == closer:
-        i[0] = j + 1
-        return 0
-    i[0] = -1
-    return -1
-
-
-cdef inline Py_ssize_t _string(const char *s, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
-    """s[i] must open a string without escapes; the index after its closing quote, or -1."""
-    cdef uint64_t w
-    if i >= n or s[i] != 34:
-        return -1
-    i += 1
-    # eight plain bytes at a time (none a quote, a backslash or a control character)
-    while n - i >= 8:
-        memcpy(&w, s + i, 8)
-        if _special_byte(w):
-            break
-        i += 8
-    while i < n:
-        if s[i] == 34:
-            return i + 1
-        if s[i] == 92 or <unsigned char>s[i] < 32:    # an escape or a control character
-            return -1
-        i += 1
-    return -1
-
-
-
 cdef inline int _apply_to(BookSide s, const Level *levels, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(n):
@@ -645,8 +463,23 @@ cdef inline int _apply_to(BookSide s, const Level *levels, Py_ssize_t n) noexcep
 
 
 cdef enum:
-    RECORD_HEADER = 48      # obitui.core.records.BOOK_HEADER.size
     TEXT_CAP = 320          # a level's number as text: sign, 19 digits, '.', up to 255 decimals
+
+
+cdef tuple pack_levels(const Level *levels, Py_ssize_t nb, Py_ssize_t na):
+    """Parsed levels (``key`` holding the price), bids then asks, as a ring payload: (packed
+    int64 (price, qty) pairs; n_bids; n_asks; the most price decimals; the most quantity
+    decimals)."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 16 * (nb + na))
+    cdef char *p = out
+    cdef Py_ssize_t i
+    cdef int pd = 0, qd = 0
+    for i in range(nb + na):
+        memcpy(p + 16 * i, &levels[i].key, 8)
+        memcpy(p + 16 * i + 8, &levels[i].qty, 8)
+        pd = max(pd, levels[i].pdec)
+        qd = max(qd, levels[i].qdec)
+    return out, nb, na, pd, qd
 
 
 cdef inline uint32_t _crc_level(BookSide side, Py_ssize_t *j, uint32_t crc, bint *first) noexcept nogil:
@@ -694,10 +527,6 @@ cdef class OrderBook:
         self.asks = BookSide(-1, digits, qty_digits)
         self.scratch = NULL
         self.scratch_cap = 0
-        self._scanned = -1
-        self._scanned_bids = 0
-        self._frame_ok = False
-        self._frame_payload = None
         self.shown_pdec = 8
         self.shown_qdec = 8
         self.update_id = 0
@@ -804,13 +633,13 @@ cdef class OrderBook:
             if sq == NULL:
                 sq = _text_ptr(<object>qs, &nq)
             lv = &self.scratch[offset + k]
-            if _plain_fixed(sp, np, 0, self.digits, &price, &pdec) != np:
+            if plain_fixed(sp, np, 0, self.digits, &price, &pdec) != np:
                 rc = parse_fixed_c(sp, np, self.digits, False, &price, &pdec)
                 if rc != FIXED_OK:
                     raise fixed_error(rc, <object>ps, self.digits, "price: ")
             if price == 0:
                 raise ValueError(f"price: zero price {<object>ps!r} in a book level")
-            if _plain_fixed(sq, nq, 0, self.qty_digits, &qty, &qdec) != nq:
+            if plain_fixed(sq, nq, 0, self.qty_digits, &qty, &qdec) != nq:
                 rc = parse_fixed_c(sq, nq, self.qty_digits, False, &qty, &qdec)
                 if rc != FIXED_OK:
                     raise fixed_error(rc, <object>qs, self.qty_digits, "quantity: ")
@@ -868,382 +697,6 @@ cdef class OrderBook:
                 raise MemoryError()
         return 0
 
-    # ------------------------------------------------------------ raw Binance frames
-    # A scanner for the plain shape of a Binance depthUpdate frame (raw or combined stream),
-    # straight from the frame text into the scratch levels: no Python object per level. It
-    # reads only what it understands (keys without escapes, strings without escapes, integers,
-    # true/false/null, the b/a level arrays, one nested "data" object) and gives up (-1) on
-    # anything else, so the caller's orjson path judges (and names) every unusual frame.
-    # Every read is bounds-checked against the frame length.
-
-    cdef int _grow_scratch(self, Py_ssize_t need) noexcept nogil:
-        cdef Py_ssize_t cap
-        cdef Level *p
-        if need <= self.scratch_cap:
-            return 0
-        cap = max(256, 2 * need)
-        p = <Level *>realloc(self.scratch, cap * sizeof(Level))
-        if p == NULL:
-            return -1
-        self.scratch = p
-        self.scratch_cap = cap
-        return 0
-
-    cdef int _scan_levels(self, const char *s, Py_ssize_t n, Py_ssize_t *pos,
-                          Py_ssize_t *count) noexcept nogil:
-        """[["p","q"],...] at s[pos]: appended to scratch[count...]; 0 or -1."""
-        cdef Py_ssize_t i = pos[0]
-        cdef int64_t price, qty
-        cdef int pdec, qdec
-        i = _ws(s, n, i)
-        if i >= n or s[i] != 91:                 # '['
-            return -1
-        i = _ws(s, n, i + 1)
-        if i < n and s[i] == 93:                 # ']'
-            pos[0] = i + 1
-            return 0
-        while True:
-            if i >= n or s[i] != 91:
-                return -1
-            i = _ws(s, n, i + 1)
-            i = _quoted_fixed(s, n, i, self.digits, &price, &pdec)
-            if i < 0 or price == 0:
-                return -1
-            i = _ws(s, n, i)
-            if i >= n or s[i] != 44:             # ','
-                return -1
-            i = _quoted_fixed(s, n, _ws(s, n, i + 1), self.qty_digits, &qty, &qdec)
-            if i < 0:
-                return -1
-            i = _ws(s, n, i)
-            if i >= n or s[i] != 93:
-                return -1
-            if pdec > 255 or qdec > 255 or self._grow_scratch(count[0] + 1) < 0:
-                return -1
-            self.scratch[count[0]].key = price
-            self.scratch[count[0]].qty = qty
-            self.scratch[count[0]].pdec = <uint8_t>pdec
-            self.scratch[count[0]].qdec = <uint8_t>qdec
-            count[0] += 1
-            i = _ws(s, n, i + 1)
-            if _next_or_end(s, n, &i, 93) == 0:
-                pos[0] = i
-                return 0
-            if i < 0:
-                return -1
-
-    cdef int _scan_object(self, const char *s, Py_ssize_t n, Py_ssize_t *pos, int depth,
-                          int64_t *ids, Py_ssize_t *nb, Py_ssize_t *na) noexcept nogil:
-        """An object at s[pos]; ids = [U, u, E, pu, is a depthUpdate, inside "data"]; bids
-        then asks into scratch."""
-        cdef Py_ssize_t i = _ws(s, n, pos[0]), k0, k1, v1
-        cdef Py_ssize_t klen
-        cdef int64_t v
-        cdef Py_ssize_t count
-        if i >= n or s[i] != 123:                # '{'
-            return -1
-        i = _ws(s, n, i + 1)
-        if i < n and s[i] == 125:
-            pos[0] = i + 1
-            return 0
-        while True:
-            k1 = _string(s, n, i)
-            if k1 < 0:
-                return -1
-            k0 = i + 1
-            klen = k1 - 1 - k0
-            i = _ws(s, n, k1)
-            if i >= n or s[i] != 58:             # ':'
-                return -1
-            i = _ws(s, n, i + 1)
-            if i >= n:
-                return -1
-            if klen == 4 and s[k0] == 100 and s[k0 + 1] == 97 and s[k0 + 2] == 116 and s[k0 + 3] == 97:
-                # "data": the combined stream's payload
-                if depth > 0 or s[i] != 123 or ids[5]:
-                    return -1
-                # only the payload counts (orjson's reader takes msg["data"] whole)
-                ids[0] = ids[1] = ids[3] = -1
-                ids[2] = ids[4] = 0
-                ids[5] = 1
-                nb[0] = na[0] = -1
-                pos[0] = i
-                if self._scan_object(s, n, pos, 1, ids, nb, na) < 0:
-                    return -1
-                i = pos[0]
-            elif depth == 0 and ids[5] and (klen == 1 and (s[k0] == 98 or s[k0] == 97 or s[k0] == 85 or
-                                                             s[k0] == 117 or s[k0] == 69 or s[k0] == 101)
-                                             or (klen == 2 and s[k0] == 112 and s[k0 + 1] == 117)):
-                return -1                        # a payload key beside "data": ambiguous
-            elif klen == 1 and (s[k0] == 98 or s[k0] == 97):       # "b" / "a"
-                if s[k0] == 98:
-                    if nb[0] >= 0:
-                        return -1
-                    count = 0
-                    pos[0] = i
-                    if self._scan_levels(s, n, pos, &count) < 0:
-                        return -1
-                    nb[0] = count
-                else:
-                    if nb[0] < 0 or na[0] >= 0:  # asks after bids only (Binance's order)
-                        return -1
-                    count = nb[0]
-                    pos[0] = i
-                    if self._scan_levels(s, n, pos, &count) < 0:
-                        return -1
-                    na[0] = count - nb[0]
-                i = pos[0]
-            elif s[i] == 34:                     # a string value
-                v1 = _string(s, n, i)
-                if v1 < 0:
-                    return -1
-                if klen == 1 and s[k0] == 101:   # "e" (the last one counts, as in orjson)
-                    ids[4] = 1 if v1 - i - 2 == 11 and memcmp(s + i + 1, b"depthUpdate", 11) == 0 else 0
-                i = v1
-            elif klen == 1 and s[k0] == 101:     # "e" that is not a string
-                return -1
-            elif 48 <= s[i] <= 57:               # a non-negative integer
-                v = 0
-                v1 = i
-                while v1 < n and 48 <= s[v1] <= 57:
-                    if v1 - i >= 18:
-                        return -1
-                    v = v * 10 + (s[v1] - 48)
-                    v1 += 1
-                if v1 < n and (s[v1] == 46 or s[v1] == 101 or s[v1] == 69):   # a float: not ours
-                    return -1
-                if s[i] == 48 and v1 - i > 1:     # a leading zero is not JSON
-                    return -1
-                if klen == 1 and s[k0] == 85:
-                    ids[0] = v
-                elif klen == 1 and s[k0] == 117:
-                    ids[1] = v
-                elif klen == 1 and s[k0] == 69:
-                    ids[2] = v if v <= <int64_t>9223372036854 else <int64_t>0   # as parse_depth_event
-                elif klen == 2 and s[k0] == 112 and s[k0 + 1] == 117:
-                    ids[3] = v
-                i = v1
-            elif n - i >= 4 and (memcmp(s + i, b"true", 4) == 0 or memcmp(s + i, b"null", 4) == 0):
-                i += 4
-            elif n - i >= 5 and memcmp(s + i, b"false", 5) == 0:
-                i += 5
-            else:
-                return -1
-            i = _ws(s, n, i)
-            if _next_or_end(s, n, &i, 125) == 0:
-                pos[0] = i
-                return 0
-            if i < 0:
-                return -1
-
-    cdef int _scan_compact_levels(self, const char *s, Py_ssize_t n, Py_ssize_t *pos,
-                                  Py_ssize_t *count) noexcept nogil:
-        """The levels of a compact frame (no blanks), just after their '[': appended to
-        scratch[count...]; 0 or -1 (the general scanner then reads the frame)."""
-        cdef Py_ssize_t i = pos[0]
-        cdef int64_t price, qty
-        cdef int pdec, qdec
-        cdef Level *lv
-        if i < n and s[i] == 93:                 # ']'
-            pos[0] = i + 1
-            return 0
-        while True:
-            if i >= n or s[i] != 91:             # '['
-                return -1
-            i = _quoted_fixed(s, n, i + 1, self.digits, &price, &pdec)
-            if i < 0 or price == 0 or i >= n or s[i] != 44:
-                return -1
-            i = _quoted_fixed(s, n, i + 1, self.qty_digits, &qty, &qdec)
-            if i < 0 or i >= n or s[i] != 93:
-                return -1
-            if pdec > 255 or qdec > 255 or self._grow_scratch(count[0] + 1) < 0:
-                return -1
-            lv = &self.scratch[count[0]]
-            lv.key = price
-            lv.qty = qty
-            lv.pdec = <uint8_t>pdec
-            lv.qdec = <uint8_t>qdec
-            count[0] += 1
-            i += 1
-            if i < n and s[i] == 44:
-                i += 1
-            elif i < n and s[i] == 93:
-                pos[0] = i + 1
-                return 0
-            else:
-                return -1
-
-    cdef int _scan_canonical(self, const char *s, Py_ssize_t n, int64_t *ids, Py_ssize_t *nb,
-                             Py_ssize_t *na) noexcept nogil:
-        """The exact layout Binance sends, byte for byte: [{"stream":"..","data":] {"e":
-        "depthUpdate","E":..,["T":..,]"s":"..","U":..,"u":..,["pu":..,]"b":[..],"a":[..]} [}]
-        with no blanks. Read with fixed-string compares; 0, or -1 at the first byte that
-        differs (the general scanner then reads the frame). Nothing can repeat or hide in a
-        text of this exact form, so it means what orjson would make of it."""
-        cdef Py_ssize_t i = 0, count = 0
-        cdef bint wrapped = False
-        cdef int64_t v
-        if _lit(s, n, &i, b'{"stream":', 10):
-            i = _string(s, n, i)
-            if i < 0 or not _lit(s, n, &i, b',"data":', 8):
-                return -1
-            wrapped = True
-        if not _lit(s, n, &i, b'{"e":"depthUpdate","E":', 23):
-            return -1
-        i = _json_uint(s, n, i, &v)
-        if i < 0:
-            return -1
-        ids[2] = v if v <= <int64_t>9223372036854 else <int64_t>0   # as parse_depth_event
-        if _lit(s, n, &i, b',"T":', 5):
-            i = _json_uint(s, n, i, &v)
-            if i < 0:
-                return -1
-        if not _lit(s, n, &i, b',"s":', 5):
-            return -1
-        i = _string(s, n, i)
-        if i < 0 or not _lit(s, n, &i, b',"U":', 5):
-            return -1
-        i = _json_uint(s, n, i, &ids[0])
-        if i < 0 or not _lit(s, n, &i, b',"u":', 5):
-            return -1
-        i = _json_uint(s, n, i, &ids[1])
-        if i < 0:
-            return -1
-        if _lit(s, n, &i, b',"pu":', 6):
-            i = _json_uint(s, n, i, &ids[3])
-            if i < 0:
-                return -1
-        if not _lit(s, n, &i, b',"b":[', 6) or self._scan_compact_levels(s, n, &i, &count) < 0:
-            return -1
-        nb[0] = count
-        if not _lit(s, n, &i, b',"a":[', 6) or self._scan_compact_levels(s, n, &i, &count) < 0:
-            return -1
-        na[0] = count - nb[0]
-        if not _lit(s, n, &i, b'}', 1) or (wrapped and not _lit(s, n, &i, b'}', 1)) or i != n:
-            return -1
-        ids[4] = 1
-        return 0
-
-    cdef int _scan_frame(self, const char *s, Py_ssize_t n, int64_t *ids, Py_ssize_t *nb,
-                         Py_ssize_t *na) noexcept nogil:
-        """ids = [U, u, E, pu]; 0 when the frame is a plain depthUpdate (levels in scratch)."""
-        cdef int64_t more[6]
-        cdef Py_ssize_t pos = 0
-        ids[0] = ids[1] = ids[3] = -1
-        ids[2] = ids[4] = 0
-        self.scan_layout = 0
-        if self._scan_canonical(s, n, ids, nb, na) == 0:
-            if ids[0] > ids[1]:
-                return -1
-            self.scan_layout = 1
-            return 0
-        # any other layout: the general scanner (key order, blanks, extra keys)
-        more[0] = more[1] = more[3] = -1
-        more[2] = more[4] = more[5] = 0
-        nb[0] = na[0] = -1
-        if self._scan_object(s, n, &pos, 0, more, nb, na) < 0:
-            return -1
-        if (_ws(s, n, pos) != n or not more[4] or more[0] < 0 or more[1] < 0 or more[0] > more[1]
-                or nb[0] < 0 or na[0] < 0):
-            return -1
-        self.scan_layout = 2
-        ids[0] = more[0]
-        ids[1] = more[1]
-        ids[2] = more[2]
-        ids[3] = more[3]
-        return 0
-
-    def scan_binance_depth(self, text):
-        """Read a Binance depthUpdate frame (str or bytes, raw or combined stream) without
-        building Python objects: returns (U, u, E, pu, n_bids, n_asks) with the levels parsed
-        and held for ``apply_scanned``, or None when the frame is not that plain shape (take the
-        orjson path then: it accepts or rejects the frame and says why). ``pu`` is -1 when
-        absent."""
-        cdef Py_ssize_t n, nb = 0, na = 0
-        cdef const char *s
-        cdef int64_t ids[5]
-        s = _frame_text(text, &n)
-        if s == NULL:
-            return None
-        if self._scan_frame(s, n, ids, &nb, &na) < 0:
-            return None
-        self._scanned = nb + na
-        self._scanned_bids = nb
-        return ids[0], ids[1], ids[2], ids[3], nb, na
-
-    def apply_scanned(self, bint pack=True):
-        """Apply the levels of the last ``scan_binance_depth`` (like ``apply``)."""
-        cdef Py_ssize_t nb = self._scanned_bids, n = self._scanned
-        if n < 0:
-            raise ValueError("nothing scanned")
-        self._scanned = -1
-        packed = self._pack_scratch(n) if pack else None
-        if self.apply_levels(0, self.scratch, nb) < 0 or self.apply_levels(1, self.scratch + nb, n - nb) < 0:
-            raise MemoryError()
-        self.check_crossed()
-        if pack:
-            return packed + (nb, n - nb, self._max_dec(n, 0), self._max_dec(n, 1))
-        return None
-
-    def apply_depth_frame(self, text, bint futures=False, bint awaiting_first=False, bint pack=True):
-        """The synced Binance depth feed's hot path in one call: scan the frame's text (as
-        ``scan_binance_depth``) and apply it when it is the next event for this book, by the
-        sync rules of docs/PROTOCOLS.md against ``update_id`` (the last applied u): spot
-        U <= update_id + 1 <= u; USD-M futures pu == update_id, or right after a snapshot
-        (``awaiting_first``) U <= update_id <= u. Applied: ``update_id`` becomes u.
-
-        Returns None when the frame is not the plain shape (take the orjson path; nothing is
-        kept), True when applied, False when it is not the next event (left untouched: the
-        caller's sync rules say whether it is old or a gap). After True or False,
-        ``frame_ids`` is the frame's (U, u, E, pu) and ``frame_payload`` the ring payload of
-        ``apply(..., pack=True)`` when applied with ``pack``, else None. (Nothing is built for
-        the caller that it does not ask for.)"""
-        cdef Py_ssize_t n, nb = 0, na = 0
-        cdef const char *s
-        cdef int64_t *ids = self._frame_ids
-        cdef bint nxt
-        cdef int64_t bid = <int64_t>self.update_id
-        self._frame_payload = None
-        self._frame_ok = False
-        s = _frame_text(text, &n)
-        if s == NULL:
-            return None
-        if self._scan_frame(s, n, ids, &nb, &na) < 0:
-            return None
-        self._frame_ok = True
-        self._scanned = -1
-        if self.update_id > <uint64_t>0x7FFFFFFFFFFFFFFE:
-            nxt = False                          # beyond any scanned id: the rules decide
-        elif futures and not awaiting_first:
-            nxt = ids[3] == bid
-        elif futures:
-            nxt = ids[0] <= bid <= ids[1]
-        else:
-            nxt = ids[0] <= bid + 1 <= ids[1]
-        if not nxt:
-            return False
-        if pack:
-            self._frame_payload = self._pack_scratch(nb + na) + (
-                nb, na, self._max_dec(nb + na, 0), self._max_dec(nb + na, 1))
-        if self.apply_levels(0, self.scratch, nb) < 0 or self.apply_levels(1, self.scratch + nb, na) < 0:
-            raise MemoryError()
-        self.check_crossed()
-        self.update_id = <uint64_t>ids[1]
-        return True
-
-    @property
-    def frame_ids(self):
-        """(U, u, E, pu) of the last frame ``apply_depth_frame`` read (pu -1 when absent), or
-        None if that call declined its frame."""
-        if not self._frame_ok:
-            return None
-        return self._frame_ids[0], self._frame_ids[1], self._frame_ids[2], self._frame_ids[3]
-
-    @property
-    def frame_payload(self):
-        """The ring payload of the last frame ``apply_depth_frame`` applied with ``pack``."""
-        return self._frame_payload
-
     def apply(self, bids, asks, bint pack=False):
         """Apply absolute quantities: 0 deletes (absent is fine), a known price is replaced,
         an unknown one inserted in order. With ``pack``, also return the levels as a ring
@@ -1252,29 +705,11 @@ cdef class OrderBook:
         _prefetch_levels(bids, asks)
         cdef Py_ssize_t nb = self._parse(bids, 0)
         cdef Py_ssize_t na = self._parse(asks, nb)
-        packed = self._pack_scratch(nb + na) if pack else None
+        packed = pack_levels(self.scratch, nb, na) if pack else None
         if self.apply_levels(0, self.scratch, nb) < 0 or self.apply_levels(1, self.scratch + nb, na) < 0:
             raise MemoryError()
         self.check_crossed()
-        if pack:
-            return packed + (nb, na, self._max_dec(nb + na, 0), self._max_dec(nb + na, 1))
-        return None
-
-    cdef tuple _pack_scratch(self, Py_ssize_t n):
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, 16 * n)
-        cdef char *p = out
-        cdef Py_ssize_t i
-        for i in range(n):
-            memcpy(p + 16 * i, &self.scratch[i].key, 8)
-            memcpy(p + 16 * i + 8, &self.scratch[i].qty, 8)
-        return (out,)
-
-    cdef int _max_dec(self, Py_ssize_t n, int which):
-        cdef int m = 0
-        cdef Py_ssize_t i
-        for i in range(n):
-            m = max(m, self.scratch[i].pdec if which == 0 else self.scratch[i].qdec)
-        return m
+        return packed
 
     def packed(self, Py_ssize_t depth=-1) -> tuple:
         """The book as a ring payload: (packed int64 (price, qty) pairs, bids best first then
@@ -1391,49 +826,44 @@ cdef class OrderBook:
 
     def apply_record(self, payload, bint snapshot):
         """Apply a BOOK_SNAPSHOT (``snapshot``) or BOOK_DELTA ring record whole (the layout of
-        obitui.core.records: a 48-byte little-endian header, then packed (price, qty) pairs),
-        the engine's one call per record: the header is checked as ``decode_book`` checks it
-        and the levels as ``apply_packed`` does (ValueError naming the problem, the book
-        unchanged). A snapshot replaces the book and makes it valid; a delta to an invalid book
-        is not applied (-1: waiting for a snapshot). Then ``update_id`` is the record's last id,
-        ``shown_pdec`` / ``shown_qdec`` the most decimals since the snapshot, and the record's
-        receive time (ns) is returned."""
+        obitui.core.records: the little-endian book header of shm.h, then packed (price, qty)
+        pairs), the engine's one call per record: the header is checked as ``decode_book``
+        checks it and the levels as ``apply_packed`` does (ValueError naming the problem, the
+        book unchanged). A snapshot replaces the book and makes it valid; a delta to an invalid
+        book is not applied (-1: waiting for a snapshot). Then ``update_id`` is the record's last
+        id, ``shown_pdec`` / ``shown_qdec`` the most decimals since the snapshot, and the
+        record's receive time (ns) is returned."""
         cdef Py_buffer view
         cdef const char *p
         cdef Py_ssize_t n
-        cdef uint8_t pdec, qdec
-        cdef uint32_t nb, na
-        cdef int64_t recv_ns
-        cdef uint64_t last_id
+        cdef obi_book_header h
+        cdef Py_ssize_t hlen = sizeof(obi_book_header), nb, na
         PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
         try:
             p = <const char *>view.buf
             n = view.len
-            if n < RECORD_HEADER:
+            if n < hlen:
                 raise ValueError(f"book record of {n} bytes is shorter than its header")
-            pdec = <uint8_t>p[2]
-            qdec = <uint8_t>p[3]
-            memcpy(&nb, p + 4, 4)
-            memcpy(&na, p + 8, 4)
-            memcpy(&recv_ns, p + 24, 8)
-            memcpy(&last_id, p + 40, 8)
-            if n != RECORD_HEADER + 16 * (<Py_ssize_t>nb + <Py_ssize_t>na):
+            memcpy(&h, p, hlen)      # a buffer slice need not be aligned
+            nb = h.n_bids
+            na = h.n_asks
+            if n != hlen + 16 * (nb + na):
                 raise ValueError(f"book record of {n} bytes does not hold {nb}+{na} levels")
             if not snapshot and not self.valid:
                 return -1
-            self._apply_packed_raw(p + RECORD_HEADER, 16 * nb, p + RECORD_HEADER + 16 * nb, 16 * na,
-                                   pdec, qdec, snapshot)
+            self._apply_packed_raw(p + hlen, 16 * nb, p + hlen + 16 * nb, 16 * na, h.pdec, h.qdec,
+                                   snapshot)
         finally:
             PyBuffer_Release(&view)
         if snapshot:
             self.valid = True
-            self.shown_pdec = pdec
-            self.shown_qdec = qdec
+            self.shown_pdec = h.pdec
+            self.shown_qdec = h.qdec
         else:
-            self.shown_pdec = max(self.shown_pdec, pdec)
-            self.shown_qdec = max(self.shown_qdec, qdec)
-        self.update_id = last_id
-        return recv_ns
+            self.shown_pdec = max(self.shown_pdec, h.pdec)
+            self.shown_qdec = max(self.shown_qdec, h.qdec)
+        self.update_id = h.last_id
+        return h.recv_ns
 
     def mid_fixed(self):
         """(best bid + best ask) as a fixed-point int with ``digits`` decimals times 2
@@ -1459,9 +889,10 @@ cdef class OrderBook:
                 f"{self.best_ask()} update_id={self.update_id} crossed={self.crossed}>")
 
 
-def bitget_checksum(OrderBook book, Py_ssize_t depth=25) -> int:
-    """Bitget's book checksum: CRC32 (signed 32-bit) of the best ``depth`` bids and asks
-    interleaved as bid price:bid size:ask price:ask size..., over the original strings."""
+def level_checksum(OrderBook book, Py_ssize_t depth=25) -> int:
+    """CRC32 (IEEE, as zlib; signed 32-bit) of the best ``depth`` bids and asks (at most 50 a
+    side) interleaved as bid price:bid qty:ask price:ask qty:... over the strings as received
+    (a side with fewer levels just stops contributing); 0 for an empty book."""
     return book.checksum_c(depth)
 
 

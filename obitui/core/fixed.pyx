@@ -3,7 +3,8 @@
 
 ``parse_fixed("27000.01000000", 8) == 2700001000000``. No float is ever involved. The number of
 decimals as written is kept by callers (``parse_fixed_decimals``) so that ``format_fixed``
-rebuilds the exchange's original string exactly, which Bitget's checksum needs.
+rebuilds the exchange's original string exactly, as checksums over the received strings need.
+The word-at-a-time readers of decimal text (``plain_fixed`` and its kin) are inline in fixed.pxd.
 """
 from libc.stdint cimport int64_t, uint64_t, INT64_MAX
 from libc.string cimport memcpy, memset
@@ -13,15 +14,6 @@ cdef enum:
 
 MAX_DIGITS = 18
 MAX_TEXT = C_MAX_TEXT
-
-# overflow test without a division per digit: acc * 10 + d > INT64_MAX
-cdef uint64_t LIM10 = <uint64_t>INT64_MAX // 10
-cdef uint64_t LIM_LAST = <uint64_t>INT64_MAX % 10
-
-cdef uint64_t[19] POW10
-POW10[0] = 1
-for _i in range(1, 19):
-    POW10[_i] = POW10[_i - 1] * 10
 
 
 cdef int parse_fixed_c(const char *s, Py_ssize_t n, int digits, bint allow_sign,
@@ -52,7 +44,7 @@ cdef int parse_fixed_c(const char *s, Py_ssize_t n, int digits, bint allow_sign,
         c = s[i]
         if c >= c'0' and c <= c'9':
             d = c - c'0'
-            if acc >= LIM10 and (acc > LIM10 or d > LIM_LAST):
+            if acc >= OBI_FIXED_LIM10 and (acc > OBI_FIXED_LIM10 or d > OBI_FIXED_LIM_LAST):
                 return FIXED_OVERFLOW
             acc = acc * 10 + d
             int_digits += 1
@@ -71,7 +63,7 @@ cdef int parse_fixed_c(const char *s, Py_ssize_t n, int digits, bint allow_sign,
                     break
                 d = c - c'0'
                 if frac_digits < digits:
-                    if acc >= LIM10 and (acc > LIM10 or d > LIM_LAST):
+                    if acc >= OBI_FIXED_LIM10 and (acc > OBI_FIXED_LIM10 or d > OBI_FIXED_LIM_LAST):
                         return FIXED_OVERFLOW
                     acc = acc * 10 + d
                     kept += 1
@@ -93,7 +85,7 @@ cdef int parse_fixed_c(const char *s, Py_ssize_t n, int digits, bint allow_sign,
         return FIXED_FORM
     # scale up to `digits` fractional digits
     if kept < digits:
-        d = POW10[digits - kept]
+        d = obi_pow10(digits - kept)
         if acc > limit // d:
             return FIXED_OVERFLOW
         acc *= d
@@ -106,11 +98,6 @@ cdef char[200] DIGIT_PAIRS
 for _i in range(100):
     DIGIT_PAIRS[2 * _i] = 48 + _i // 10
     DIGIT_PAIRS[2 * _i + 1] = 48 + _i % 10
-
-
-cdef bint _LITTLE_ENDIAN
-cdef uint64_t _endian_probe = 1
-_LITTLE_ENDIAN = (<unsigned char *>&_endian_probe)[0] == 1
 
 
 cdef inline uint64_t _eight_ascii(uint64_t x) noexcept nogil:
@@ -143,11 +130,11 @@ cdef Py_ssize_t format_fixed_c(int64_t value, int digits, int decimals, char *ou
         ip = mag // 100000000
         fp = mag % 100000000
     else:
-        ip = mag // POW10[digits]
-        fp = mag % POW10[digits]
+        ip = mag // obi_pow10(digits)
+        fp = mag % obi_pow10(digits)
     # all ``digits`` fractional digits, zero-padded, into fbuf[0:digits]
     j = digits
-    if digits == 8 and _LITTLE_ENDIAN:
+    if digits == 8 and OBI_LITTLE_ENDIAN:
         q = _eight_ascii(fp)
         memcpy(fbuf, &q, 8)
         j = 0
@@ -164,7 +151,7 @@ cdef Py_ssize_t format_fixed_c(int64_t value, int digits, int decimals, char *ou
             return -1
     # integer part: its length first, then written in place from its last digit
     nd = 1
-    while nd < 19 and ip >= POW10[nd]:
+    while nd < 19 and ip >= obi_pow10(nd):
         nd += 1
     if neg + nd + (1 + decimals if decimals else 0) > cap:
         return -1

@@ -4,12 +4,15 @@ decimals.
 
 BOOK_SNAPSHOT / BOOK_DELTA: header then (price, qty) int64 pairs, bids then asks.
 TRADE, TICKER: fixed structs. BOOK_INVALID: the feed tells the engine to drop a book.
+The layouts are the C structs of shm.h; the struct formats here are built from them.
 """
 from __future__ import annotations
 
 import enum
 import struct
 from dataclasses import dataclass
+
+from obitui.core.shm import RECORD_LAYOUTS
 
 
 class Kind(enum.IntEnum):
@@ -20,10 +23,26 @@ class Kind(enum.IntEnum):
     BOOK_INVALID = 5
 
 
-BOOK_HEADER = struct.Struct("<HBBIIIqqQQ")        # 48 bytes
-TRADE = struct.Struct("<HBBIqqQqq")               # 48 bytes
-TICKER = struct.Struct("<HHIqqqqqqq")             # 64 bytes
-INVALID = struct.Struct("<HHIq")                  # 16 bytes, then the reason (utf-8)
+def layout_struct(kind: str) -> struct.Struct:
+    """The little-endian struct of a C record layout of shm.h (``RECORD_LAYOUTS[kind]``), its
+    fields in order. The layouts have no implicit padding: a gap means a field is missing from
+    the table and is refused here rather than read as padding."""
+    size, fields = RECORD_LAYOUTS[kind]
+    fmt, at = "<", 0
+    for name, offset, code in fields:
+        if offset != at:
+            raise RuntimeError(f"record layout {kind!r}: field {name!r} at offset {offset}, expected {at}")
+        fmt += code
+        at += struct.calcsize("<" + code)
+    if at != size:
+        raise RuntimeError(f"record layout {kind!r}: fields end at {at}, the struct is {size} bytes")
+    return struct.Struct(fmt)
+
+
+BOOK_HEADER = layout_struct("book")        # 48 bytes, then the packed levels
+TRADE = layout_struct("trade")             # 48 bytes
+TICKER = layout_struct("ticker")           # 64 bytes
+INVALID = layout_struct("invalid")         # 16 bytes, then the reason (utf-8)
 
 SIDE_BUY = 1     # the aggressor (taker) bought
 SIDE_SELL = 2

@@ -4,6 +4,7 @@
 #ifndef OBITUI_SHM_H
 #define OBITUI_SHM_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -115,12 +116,120 @@ typedef struct {
     uint64_t seq;      /* absent (not written) in a PADDING record shorter than 16 bytes */
 } obi_rec_header;
 
+/* ---- Record payloads (obitui/core/records.py) --------------------------------
+ * Little-endian, fixed width, natural alignment with no implicit padding (every offset is
+ * asserted below): records.py builds its struct formats from these layouts (shm.pyx
+ * RECORD_LAYOUTS), so a capture or a ring written by an earlier build reads the same.
+ * Prices and quantities are int64 fixed point at the book's decimals. */
+
+typedef struct {               /* BOOK_SNAPSHOT / BOOK_DELTA: then n_bids + n_asks packed */
+    uint16_t book_id;          /* (int64 price, int64 qty) pairs, bids then asks, best first */
+    uint8_t pdec;              /* the most decimals of the prices as received */
+    uint8_t qdec;              /* the most decimals of the quantities as received */
+    uint32_t n_bids;
+    uint32_t n_asks;
+    uint32_t reserved;         /* 0 */
+    int64_t exch_ns;
+    int64_t recv_ns;
+    uint64_t first_id;
+    uint64_t last_id;
+} obi_book_header;
+
+typedef struct {               /* TRADE */
+    uint16_t book_id;
+    uint8_t side;              /* 1: the aggressor bought, 2: sold */
+    uint8_t flags;             /* 0 */
+    uint32_t reserved;         /* 0 */
+    int64_t exch_ns;
+    int64_t recv_ns;
+    uint64_t trade_id;
+    int64_t price;
+    int64_t qty;
+} obi_trade_record;
+
+typedef struct {               /* TICKER */
+    uint16_t book_id;
+    uint16_t flags;            /* 0 */
+    uint32_t reserved;         /* 0 */
+    int64_t exch_ns;
+    int64_t recv_ns;
+    int64_t last;
+    int64_t bid;
+    int64_t bid_qty;
+    int64_t ask;
+    int64_t ask_qty;
+} obi_ticker_record;
+
+typedef struct {               /* BOOK_INVALID: then the reason, UTF-8 */
+    uint16_t book_id;
+    uint16_t flags;            /* 0 */
+    uint32_t reserved;         /* 0 */
+    int64_t ts_ns;
+} obi_invalid_header;
+
 OBI_STATIC_ASSERT(sizeof(obi_ring_header) == OBI_RING_HEADER_SIZE, "ring header size");
-OBI_STATIC_ASSERT(__builtin_offsetof(obi_ring_header, tail) == 64, "tail on line 1");
-OBI_STATIC_ASSERT(__builtin_offsetof(obi_ring_header, head) == 128, "head on line 2");
-OBI_STATIC_ASSERT(__builtin_offsetof(obi_ring_header, seq) == 192, "producer counters on line 3");
-OBI_STATIC_ASSERT(__builtin_offsetof(obi_ring_header, popped) == 256, "consumer counters on line 4");
-OBI_STATIC_ASSERT(__builtin_offsetof(obi_ring_header, consumer_sleeping) == 320, "wake word on line 5");
+OBI_STATIC_ASSERT(offsetof(obi_ring_header, tail) == 64, "tail on line 1");
+OBI_STATIC_ASSERT(offsetof(obi_ring_header, head) == 128, "head on line 2");
+OBI_STATIC_ASSERT(offsetof(obi_ring_header, seq) == 192, "producer counters on line 3");
+OBI_STATIC_ASSERT(offsetof(obi_ring_header, popped) == 256, "consumer counters on line 4");
+OBI_STATIC_ASSERT(offsetof(obi_ring_header, consumer_sleeping) == 320, "wake word on line 5");
 OBI_STATIC_ASSERT(sizeof(obi_rec_header) == OBI_REC_HDR, "record header size");
+OBI_STATIC_ASSERT(offsetof(obi_rec_header, length) == 0, "record length");
+OBI_STATIC_ASSERT(offsetof(obi_rec_header, type) == 4, "record type");
+OBI_STATIC_ASSERT(offsetof(obi_rec_header, flags) == 6, "record flags");
+OBI_STATIC_ASSERT(offsetof(obi_rec_header, seq) == 8, "record seq");
+
+OBI_STATIC_ASSERT(sizeof(obi_book_header) == 48, "book header size");
+OBI_STATIC_ASSERT(offsetof(obi_book_header, book_id) == 0, "book book_id");
+OBI_STATIC_ASSERT(offsetof(obi_book_header, pdec) == 2, "book pdec");
+OBI_STATIC_ASSERT(offsetof(obi_book_header, qdec) == 3, "book qdec");
+OBI_STATIC_ASSERT(offsetof(obi_book_header, n_bids) == 4, "book n_bids");
+OBI_STATIC_ASSERT(offsetof(obi_book_header, n_asks) == 8, "book n_asks");
+OBI_STATIC_ASSERT(offsetof(obi_book_header, reserved) == 12, "book reserved");
+OBI_STATIC_ASSERT(offsetof(obi_book_header, exch_ns) == 16, "book exch_ns");
+OBI_STATIC_ASSERT(offsetof(obi_book_header, recv_ns) == 24, "book recv_ns");
+OBI_STATIC_ASSERT(offsetof(obi_book_header, first_id) == 32, "book first_id");
+OBI_STATIC_ASSERT(offsetof(obi_book_header, last_id) == 40, "book last_id");
+
+OBI_STATIC_ASSERT(sizeof(obi_trade_record) == 48, "trade size");
+OBI_STATIC_ASSERT(offsetof(obi_trade_record, book_id) == 0, "trade book_id");
+OBI_STATIC_ASSERT(offsetof(obi_trade_record, side) == 2, "trade side");
+OBI_STATIC_ASSERT(offsetof(obi_trade_record, flags) == 3, "trade flags");
+OBI_STATIC_ASSERT(offsetof(obi_trade_record, reserved) == 4, "trade reserved");
+OBI_STATIC_ASSERT(offsetof(obi_trade_record, exch_ns) == 8, "trade exch_ns");
+OBI_STATIC_ASSERT(offsetof(obi_trade_record, recv_ns) == 16, "trade recv_ns");
+OBI_STATIC_ASSERT(offsetof(obi_trade_record, trade_id) == 24, "trade trade_id");
+OBI_STATIC_ASSERT(offsetof(obi_trade_record, price) == 32, "trade price");
+OBI_STATIC_ASSERT(offsetof(obi_trade_record, qty) == 40, "trade qty");
+
+OBI_STATIC_ASSERT(sizeof(obi_ticker_record) == 64, "ticker size");
+OBI_STATIC_ASSERT(offsetof(obi_ticker_record, book_id) == 0, "ticker book_id");
+OBI_STATIC_ASSERT(offsetof(obi_ticker_record, flags) == 2, "ticker flags");
+OBI_STATIC_ASSERT(offsetof(obi_ticker_record, reserved) == 4, "ticker reserved");
+OBI_STATIC_ASSERT(offsetof(obi_ticker_record, exch_ns) == 8, "ticker exch_ns");
+OBI_STATIC_ASSERT(offsetof(obi_ticker_record, recv_ns) == 16, "ticker recv_ns");
+OBI_STATIC_ASSERT(offsetof(obi_ticker_record, last) == 24, "ticker last");
+OBI_STATIC_ASSERT(offsetof(obi_ticker_record, bid) == 32, "ticker bid");
+OBI_STATIC_ASSERT(offsetof(obi_ticker_record, bid_qty) == 40, "ticker bid_qty");
+OBI_STATIC_ASSERT(offsetof(obi_ticker_record, ask) == 48, "ticker ask");
+OBI_STATIC_ASSERT(offsetof(obi_ticker_record, ask_qty) == 56, "ticker ask_qty");
+
+OBI_STATIC_ASSERT(sizeof(obi_invalid_header) == 16, "invalid header size");
+OBI_STATIC_ASSERT(offsetof(obi_invalid_header, book_id) == 0, "invalid book_id");
+OBI_STATIC_ASSERT(offsetof(obi_invalid_header, flags) == 2, "invalid flags");
+OBI_STATIC_ASSERT(offsetof(obi_invalid_header, reserved) == 4, "invalid reserved");
+OBI_STATIC_ASSERT(offsetof(obi_invalid_header, ts_ns) == 8, "invalid ts_ns");
+
+/* A field of a record layout, for exposing the layouts to Python (shm.pyx RECORD_LAYOUTS). */
+typedef struct {
+    const char *name;
+    size_t offset;
+    size_t size;
+    int is_signed;
+} obi_field;
+
+/* signed: the field's type holds -1 (its all-ones value is below 1) */
+#define OBI_FIELD(T, f) \
+    { #f, offsetof(T, f), sizeof(((T *)0)->f), (__typeof__(((T *)0)->f))-1 < 1 }
 
 #endif

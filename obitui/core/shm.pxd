@@ -54,6 +54,53 @@ cdef extern from "shm.h" nogil:
         uint16_t flags
         uint64_t seq
 
+    ctypedef struct obi_book_header:
+        uint16_t book_id
+        uint8_t pdec
+        uint8_t qdec
+        uint32_t n_bids
+        uint32_t n_asks
+        uint32_t reserved
+        int64_t exch_ns
+        int64_t recv_ns
+        uint64_t first_id
+        uint64_t last_id
+
+    ctypedef struct obi_trade_record:
+        uint16_t book_id
+        uint8_t side
+        uint8_t flags
+        uint32_t reserved
+        int64_t exch_ns
+        int64_t recv_ns
+        uint64_t trade_id
+        int64_t price
+        int64_t qty
+
+    ctypedef struct obi_ticker_record:
+        uint16_t book_id
+        uint16_t flags
+        uint32_t reserved
+        int64_t exch_ns
+        int64_t recv_ns
+        int64_t last
+        int64_t bid
+        int64_t bid_qty
+        int64_t ask
+        int64_t ask_qty
+
+    ctypedef struct obi_invalid_header:
+        uint16_t book_id
+        uint16_t flags
+        uint32_t reserved
+        int64_t ts_ns
+
+    ctypedef struct obi_field:
+        const char *name
+        size_t offset
+        size_t size
+        int is_signed
+
 
 cdef class Segment:
     cdef readonly str name

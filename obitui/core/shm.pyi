@@ -1,4 +1,5 @@
 SHM_DIR: str
+RECORD_LAYOUTS: dict[str, tuple[int, list[tuple[str, int, str]]]]
 
 class ShmError(OSError): ...
 

@@ -278,3 +278,68 @@ cdef class Segment:
         except FileNotFoundError:
             return False
         return True
+
+
+# ---------------------------------------------------------------- record layouts
+cdef extern from *:
+    """
+    static const obi_field obi_rec_header_fields[] = {
+        OBI_FIELD(obi_rec_header, length), OBI_FIELD(obi_rec_header, type),
+        OBI_FIELD(obi_rec_header, flags), OBI_FIELD(obi_rec_header, seq), {0},
+    };
+    static const obi_field obi_book_header_fields[] = {
+        OBI_FIELD(obi_book_header, book_id), OBI_FIELD(obi_book_header, pdec),
+        OBI_FIELD(obi_book_header, qdec), OBI_FIELD(obi_book_header, n_bids),
+        OBI_FIELD(obi_book_header, n_asks), OBI_FIELD(obi_book_header, reserved),
+        OBI_FIELD(obi_book_header, exch_ns), OBI_FIELD(obi_book_header, recv_ns),
+        OBI_FIELD(obi_book_header, first_id), OBI_FIELD(obi_book_header, last_id), {0},
+    };
+    static const obi_field obi_trade_record_fields[] = {
+        OBI_FIELD(obi_trade_record, book_id), OBI_FIELD(obi_trade_record, side),
+        OBI_FIELD(obi_trade_record, flags), OBI_FIELD(obi_trade_record, reserved),
+        OBI_FIELD(obi_trade_record, exch_ns), OBI_FIELD(obi_trade_record, recv_ns),
+        OBI_FIELD(obi_trade_record, trade_id), OBI_FIELD(obi_trade_record, price),
+        OBI_FIELD(obi_trade_record, qty), {0},
+    };
+    static const obi_field obi_ticker_record_fields[] = {
+        OBI_FIELD(obi_ticker_record, book_id), OBI_FIELD(obi_ticker_record, flags),
+        OBI_FIELD(obi_ticker_record, reserved), OBI_FIELD(obi_ticker_record, exch_ns),
+        OBI_FIELD(obi_ticker_record, recv_ns), OBI_FIELD(obi_ticker_record, last),
+        OBI_FIELD(obi_ticker_record, bid), OBI_FIELD(obi_ticker_record, bid_qty),
+        OBI_FIELD(obi_ticker_record, ask), OBI_FIELD(obi_ticker_record, ask_qty), {0},
+    };
+    static const obi_field obi_invalid_header_fields[] = {
+        OBI_FIELD(obi_invalid_header, book_id), OBI_FIELD(obi_invalid_header, flags),
+        OBI_FIELD(obi_invalid_header, reserved), OBI_FIELD(obi_invalid_header, ts_ns), {0},
+    };
+    """
+    const obi_field obi_rec_header_fields[]
+    const obi_field obi_book_header_fields[]
+    const obi_field obi_trade_record_fields[]
+    const obi_field obi_ticker_record_fields[]
+    const obi_field obi_invalid_header_fields[]
+
+# struct module codes of the C integer fields, by (size, signed)
+_CODES = {(1, False): "B", (1, True): "b", (2, False): "H", (2, True): "h",
+          (4, False): "I", (4, True): "i", (8, False): "Q", (8, True): "q"}
+
+
+cdef tuple _layout(size_t size, const obi_field *fields):
+    """(size, fields) of a C layout; ``fields`` ends with an entry without a name."""
+    out = []
+    while fields.name != NULL:
+        out.append((fields.name.decode("ascii"), fields.offset,
+                    _CODES[fields.size, bool(fields.is_signed)]))
+        fields += 1
+    return size, out
+
+
+# The C layouts of shm.h as (size, [(field, offset, struct code), ...]) in field order, from
+# sizeof/offsetof and the C field types: records.py builds its struct formats from these.
+RECORD_LAYOUTS = {
+    "ring_record": _layout(sizeof(obi_rec_header), obi_rec_header_fields),
+    "book": _layout(sizeof(obi_book_header), obi_book_header_fields),
+    "trade": _layout(sizeof(obi_trade_record), obi_trade_record_fields),
+    "ticker": _layout(sizeof(obi_ticker_record), obi_ticker_record_fields),
+    "invalid": _layout(sizeof(obi_invalid_header), obi_invalid_header_fields),
+}

@@ -79,17 +79,20 @@ FEED_COUNTERS = (
     "frames_pending", "unhandled", "stale_snapshots", "rest_outages",
     "pong_timeouts", "frame_errors", "rotations",
     "snapshot_timeouts", "housekeeping_errors", "connect_failures", "out_of_range",
-    # Bitget: error events from the venue; seq/pseq/checksum that came as strings; such
-    # numbers that could not be read (rejected, the book resynced)
+    # venue error events; sequence numbers and checksums that came as strings; such numbers
+    # that could not be read (rejected, the book resynced)
     "venue_errors", "string_numbers", "bad_numbers",
-    # Binance: serverShutdown events (answered by a make-before-break rotation); snapshot
-    # requests held back because the REST weight budget of the minute was spent
+    # server shutdown notices (answered by a make-before-break rotation); snapshot requests
+    # held back because the venue's REST weight budget of the minute was spent
     "server_shutdowns", "rest_weight_waits",
 )
+# Gauges among them: figures that go down as well as up (the feed decrements them), where
+# the others only grow. Every counter word is a signed int64, so a gauge is stored signed.
+FEED_GAUGES = ("frames_pending",)
 FRAME_FATES = ("frames_pushed", "frames_dropped", "frames_rejected", "frames_ignored",
                "frames_discarded", "frames_pending")
 _FC = {name: i for i, name in enumerate(FEED_COUNTERS)}
-N_COUNTERS = 96      # room to add counters without a new layout
+N_COUNTERS = 96      # room to add counters without a new layout (int64 words)
 
 # ---- FeedSlot: [seq][fixed fields][counters][2 histograms][ring name] ... [control][ack]
 _FEED_FIXED = struct.Struct("<Q16s16s48s16sIIqqQqqq96s")
@@ -101,6 +104,7 @@ _FEED_PUBLISHED = _FEED_RING_OFF + 64                        # what a publish co
 FEED_CONTROL_OFF = 3968      # u64 (seq << 8 | command), written by the supervisor
 FEED_ACK_OFF = 4032          # u64 (seq << 8 | result), then 56 bytes of text, written by the feed
 assert _FEED_PUBLISHED <= FEED_CONTROL_OFF and len(FEED_COUNTERS) <= N_COUNTERS
+assert set(FEED_GAUGES) <= set(FEED_COUNTERS)
 
 # ---- BookSlot
 _BOOK_FIXED = struct.Struct("<Q16s16s16sIIQqIIIIqqqqdqqQQqqQQQQQQ")
@@ -128,12 +132,23 @@ def _b(text: str, n: int) -> bytes:
 
 
 def hist_bucket(ns: int) -> int:
-    """Log2 bucket of a latency in ns: bucket i holds [2**i, 2**(i+1))."""
+    """Log2 bucket of a latency in ns: bucket i holds [2**i, 2**(i+1)) (``hist_bounds``)."""
     return min(HIST_BUCKETS - 1, max(0, int(ns).bit_length() - 1)) if ns > 0 else 0
 
 
+def hist_bounds(i: int) -> tuple[int, float]:
+    """[low, high) in ns of log2 bucket i, as ``hist_bucket`` fills it: [2**i, 2**(i+1)); the
+    first bucket also takes what is below 1 ns, the last one everything above."""
+    return (0 if i == 0 else 2 ** i), (float("inf") if i == HIST_BUCKETS - 1 else float(2 ** (i + 1)))
+
+
+def hist_middle(i: int) -> float:
+    """The value (ns) that stands for log2 bucket i: its geometric middle, 2**i * sqrt(2)."""
+    return float(2 ** i) * 1.4142135623730951
+
+
 def hist_quantile(counts: list[int] | array, q: float) -> float | None:
-    """Approximate quantile (ns) of a log2 histogram: the geometric middle of the bucket."""
+    """Approximate quantile (ns) of a log2 histogram: the middle (``hist_middle``) of the bucket."""
     total = sum(counts)
     if not total:
         return None
@@ -142,7 +157,7 @@ def hist_quantile(counts: list[int] | array, q: float) -> float | None:
     for i, c in enumerate(counts):
         acc += c
         if acc >= rank:
-            return float(2 ** i) * 1.4142135623730951
+            return hist_middle(i)
     return float(2 ** (HIST_BUCKETS - 1))
 
 
@@ -363,7 +378,7 @@ class StatsBlock:
             return None
         (_, label, exch, stream, sym, state, _, since, pid, hb, retry, lex, lrx,
          reason) = _FEED_FIXED.unpack_from(raw, 0)
-        counters = array("Q", raw[_FEED_COUNTERS_OFF:_FEED_HIST1_OFF])
+        counters = array("q", raw[_FEED_COUNTERS_OFF:_FEED_HIST1_OFF])
         ack_seq, ack_res, ack_text = self.read_ack(i)
         try:
             st = FeedState(state)
@@ -421,7 +436,7 @@ class FeedSlotWriter:
     next_retry_ns: int = 0
     last_exchange_ns: int = 0
     last_receive_ns: int = 0
-    counters: array = field(default_factory=lambda: array("Q", bytes(8 * N_COUNTERS)))
+    counters: array = field(default_factory=lambda: array("q", bytes(8 * N_COUNTERS)))
     hist_exchange_receive: array = field(default_factory=lambda: array("Q", bytes(8 * HIST_BUCKETS)))
     hist_receive_push: array = field(default_factory=lambda: array("Q", bytes(8 * HIST_BUCKETS)))
 

@@ -1,19 +1,23 @@
 """What every feed process shares: the connection loop with capped exponential backoff and
-full jitter (honouring Retry-After), the per-channel stale watchdog, control words from the
-supervisor, stats publishing, ring pushes that never block, and recording.
+full jitter (honouring Retry-After), the per-frame template and its accounting, the
+per-channel stale watchdog, keep-alive pings, control words from the supervisor, stats
+publishing, ring pushes that never block, and recording.
 
-A venue feed implements ``session(ws)``: subscribe, then handle frames until the socket ends
-or it raises ``Restart``."""
+A venue feed implements ``session(ws)`` (subscribe, then ``await self.receive_all(ws)``) and
+the steps of a frame: ``classify`` (what the decoded frame is: data to apply, or something
+it handled itself) and ``apply``; a hot path may take a frame before it is decoded
+(``fast_frame``). Every frame ends in exactly one ``Fate``."""
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
+import enum
 import logging
 import random
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +30,7 @@ from obitui.core.records import BOOK_HEADER, Kind, encode_book, encode_invalid
 from obitui.core.ring import Ring
 from obitui.core.stats import AckResult, Command, FeedSlotWriter, FeedState, hist_bucket
 from obitui.feeds.recorder import Recorder
+from obitui.feeds.rotation import Rotation
 
 log = logging.getLogger("obitui.feed")
 
@@ -37,11 +42,21 @@ HEALTHY_STATES = (FeedState.CONNECTED_SYNCED, FeedState.CONNECTED, FeedState.LIV
 HOUSEKEEPING = 0.05
 CONNECT_TIMEOUT = 10.0   # s for TCP, TLS and the WebSocket handshake together
 
-# What became of a received frame; the worst outcome wins when a frame has several parts.
-# BUFFERED frames stay pending until the sync releases them (Binance depth).
-F_NONE, F_IGNORED, F_BUFFERED, F_PUSHED, F_DROPPED, F_REJECTED = range(6)
-_FATE_COUNTER = {F_IGNORED: "frames_ignored", F_PUSHED: "frames_pushed",
-                 F_DROPPED: "frames_dropped", F_REJECTED: "frames_rejected"}
+
+
+class Fate(enum.IntEnum):
+    """What became of a received frame; the worst outcome wins when a frame has several parts
+    (the order below). BUFFERED frames stay pending until the sync releases them."""
+    NONE = 0          # nothing said yet (a frame that ends so is a bug, counted as unhandled)
+    IGNORED = 1       # nothing to do: an ack, a duplicate
+    BUFFERED = 2      # waiting for a snapshot
+    PUSHED = 3        # its records are in the ring
+    DROPPED = 4       # the ring was full
+    REJECTED = 5      # unusable: counted with its reason
+
+
+_FATE_COUNTER = {Fate.IGNORED: "frames_ignored", Fate.PUSHED: "frames_pushed",
+                 Fate.DROPPED: "frames_dropped", Fate.REJECTED: "frames_rejected"}
 
 
 class Restart(Exception):
@@ -52,16 +67,6 @@ class Restart(Exception):
         self.reason = reason
         self.detail = detail
         self.delay = delay      # None: the backoff decides; 0: at once
-
-
-@dataclass
-class Successor:
-    """The next socket of a make-before-break rotation: connected and subscribed while the
-    current one keeps serving; its frames wait here until the feed adopts it."""
-    ws: Any
-    buffer: collections.deque = field(default_factory=collections.deque)
-    reader: asyncio.Task[None] | None = None
-    closed: bool = False
 
 
 class Failed(Exception):
@@ -127,9 +132,10 @@ class Feed:
         self.lossy = False
         self.healthy_since = 0.0              # when the current connection became healthy
         self._log_budget = 0.0
-        self._fate: int | None = None        # the outcome of the frame in hand; None: no frame
-        self.successor: Successor | None = None
-        self._successor_task: asyncio.Task[None] | None = None
+        self._fate: Fate | None = None       # the outcome of the frame in hand; None: no frame
+        self.rotation = Rotation(self)
+        # socket work a frame asked for (a resubscribe): run after the frame, before the next
+        self.actions: list[Callable[[], Awaitable[None]]] = []
         self.wake_engine = stats.block.wake_engine_if_sleeping
         self.pong = asyncio.Event()
         self.last_alive = time.monotonic()    # the last frame or pong: the connection lives
@@ -145,7 +151,7 @@ class Feed:
     def reject(self, counter: str, detail: str) -> None:
         """A frame that could not be used: counted, logged (at most ~5 lines/s)."""
         self.stats.inc(counter)
-        self.fate(F_REJECTED)
+        self.fate(Fate.REJECTED)
         now = time.monotonic()
         if now >= self._log_budget:
             self._log_budget = now + 0.2
@@ -160,7 +166,7 @@ class Feed:
     # ------------------------------------------------------------ frame accounting
     # Invariant, true at every publish: frames == frames_pushed + frames_dropped +
     # frames_rejected + frames_ignored + frames_discarded + frames_pending.
-    def fate(self, f: int) -> None:
+    def fate(self, f: Fate) -> None:
         """Record an outcome of the frame in hand (the worst one counts)."""
         if self._fate is not None and f > self._fate:
             self._fate = f
@@ -168,10 +174,10 @@ class Feed:
     def frame_done(self) -> None:
         """Settle the frame in hand: every frame ends in exactly one fate counter."""
         f, self._fate = self._fate, None
-        if f is None or f == F_BUFFERED:
+        if f is None or f is Fate.BUFFERED:
             return
         self.stats.inc("frames_pending", -1)
-        if f == F_NONE:      # a handler forgot to say what it did: a bug, but still counted
+        if f is Fate.NONE:      # a handler forgot to say what it did: a bug, but still counted
             self.stats.inc("unhandled")
             self.stats.inc("frames_rejected")
             log.warning("%s: a frame had no outcome (counted as unhandled)", self.cfg.label)
@@ -182,7 +188,7 @@ class Feed:
         """A handler raised on a frame (a bug, or input no check foresaw): the frame is
         rejected and counted, the traceback logged, and the feed carries on."""
         self.stats.inc("frame_errors")
-        self.fate(F_REJECTED)
+        self.fate(Fate.REJECTED)
         now = time.monotonic()
         if now >= self._log_budget:
             self._log_budget = now + 0.2
@@ -202,7 +208,7 @@ class Feed:
         except ValueError as exc:      # larger than the ring can ever hold
             self.reject("rejected", f"record not pushed: {exc}")
             return False
-        self.fate(F_PUSHED if ok else F_DROPPED)
+        self.fate(Fate.PUSHED if ok else Fate.DROPPED)
         if ok:
             # pushed = visible in the ring; waking a sleeping engine (a syscall, and on a busy
             # host a context switch) comes after and is not part of it
@@ -273,11 +279,66 @@ class Feed:
         self.last_data = self.last_alive = time.monotonic()
         self.stats.inc("frames")
         self.stats.inc("frames_pending")
-        self._fate = F_NONE
+        self._fate = Fate.NONE
         self.stats.inc("bytes", len(text))
         self.stats.last_receive_ns = recv_ns
         if self.recorder is not None:
             self.recorder.add(recv_ns, "ws", self.url(), text if isinstance(text, str) else text.decode("utf-8", "replace"))
+
+    # ------------------------------------------------------------ the frame template
+    def dispatch(self, text: str | bytes, recv_ns: int) -> None:
+        """One frame: counted, handled (fast path, or load -> classify -> apply), settled in
+        exactly one fate. A handler that raises rejects the frame (counted, logged); only
+        Restart and Failed end the connection."""
+        if self.is_keepalive(text):
+            return
+        self.on_frame(text, recv_ns)
+        try:
+            if self.fast_frame(text, recv_ns):
+                return
+            msg = self.load_object(text)
+            if msg is None:
+                return
+            payload = self.classify(msg, text)
+            if payload is not None:
+                self.apply(payload, recv_ns)
+        except (Restart, Failed):
+            raise
+        except Exception as exc:   # never let one frame end the feed
+            self.frame_error(exc)
+        finally:
+            self.frame_done()
+
+    async def receive(self, text: str | bytes, recv_ns: int) -> None:
+        """A frame, then the socket work it asked for."""
+        self.dispatch(text, recv_ns)
+        while self.actions:
+            await self.actions.pop(0)()
+
+    async def receive_all(self, ws: Any) -> None:
+        """Every frame of the connection (rotations included) until it ends."""
+        async with contextlib.aclosing(self.frames(ws)) as frames:
+            async for text, recv_ns in frames:
+                self.dispatch(text, recv_ns)
+                while self.actions:
+                    await self.actions.pop(0)()
+
+    def is_keepalive(self, text: str | bytes) -> bool:
+        """A keep-alive answer in the data stream (Bitget's text pong): not a frame."""
+        return False
+
+    def fast_frame(self, text: str | bytes, recv_ns: int) -> bool:
+        """A hot path that handles the frame from its text (True), or declines (False)."""
+        return False
+
+    def classify(self, msg: dict[str, Any], text: str | bytes) -> Any:
+        """What the decoded frame is: the payload to ``apply``, or None when this step settled
+        it (an ack, a venue error, a frame for another stream: fate set, counted)."""
+        raise NotImplementedError
+
+    def apply(self, payload: Any, recv_ns: int) -> None:
+        """Use a classified payload: book sync, a record pushed, a resync asked for."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------ keep-alive and liveness
     def on_pong(self) -> None:
@@ -479,115 +540,15 @@ class Feed:
                                   close_timeout=2, compression=None, ping_interval=None,
                                   max_queue=None)
 
-    @staticmethod
-    def _nodelay(ws: Any) -> None:
-        sock = ws.transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
     # ------------------------------------------------------------ frames and rotation
-    async def frames(self, ws: Any) -> Any:
-        """Yield (text, receive ns) from the connection, rotating it before the venue's cut:
-        after ``rotate_after`` s a successor socket is opened and subscribed; when the venue
-        says its frames continue the current state (``can_adopt``), its buffered frames are
-        yielded, it becomes the connection and the old one is closed. No gap, no resync."""
-        self._nodelay(ws)
-        started = time.monotonic()
-        current = ws
-        try:
-            while True:
-                try:
-                    text = await current.recv()
-                except websockets.ConnectionClosedOK:
-                    return
-                yield text, time.time_ns()
-                succ = self.successor
-                if succ is None:
-                    if (self.cfg.rotate_after and self._successor_task is None
-                            and time.monotonic() - started >= self.cfg.rotate_after):
-                        self._successor_task = asyncio.get_running_loop().create_task(self._open_successor())
-                    continue
-                if succ.closed:
-                    self._drop_successor("the new socket closed before the handover")
-                    started = time.monotonic()      # try again after another period
-                    continue
-                if not self.can_adopt(succ.buffer):
-                    continue
-                # hand over: the old socket goes, the new one's frames follow in order
-                if succ.reader is not None:
-                    succ.reader.cancel()
-                    try:
-                        await succ.reader
-                    except (asyncio.CancelledError, websockets.ConnectionClosed):
-                        pass
-                old, current = current, succ.ws
-                self.ws = current
-                self.successor = self._successor_task = None
-                self.stats.inc("rotations")
-                self.on_adopted()
-                log.info("%s: rotated to a new connection (make-before-break)", self.cfg.label)
-                asyncio.get_running_loop().create_task(old.close(1000, "rotated"))
-                started = time.monotonic()
-                while succ.buffer:
-                    yield succ.buffer.popleft()
-        finally:
-            self._drop_successor("the session ended")
-            if current is not ws:
-                await current.close()
-
-    async def _open_successor(self) -> None:
-        try:
-            ws = await self.connect()
-        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
-            log.warning("%s: rotation: the new connection failed (%s); the current one stays", self.cfg.label, exc)
-            self._successor_task = None
-            return
-        try:
-            self._nodelay(ws)
-            await self.subscribe_successor(ws)
-        except websockets.ConnectionClosed:
-            await ws.close()
-            self._successor_task = None
-            return
-        except BaseException:      # cancelled with the session
-            await asyncio.shield(ws.close())
-            raise
-        succ = Successor(ws)
-        succ.reader = asyncio.get_running_loop().create_task(self._read_successor(succ))
-        self.successor = succ
-
-    async def _read_successor(self, succ: Successor) -> None:
-        try:
-            async for text in succ.ws:
-                succ.buffer.append((text, time.time_ns()))
-                if len(succ.buffer) > 100_000:
-                    break
-        except websockets.ConnectionClosed:
-            pass
-        succ.closed = True
-
-    def _drop_successor(self, why: str) -> None:
-        """Give up a successor socket; frames it received are counted (discarded)."""
-        succ, self.successor = self.successor, None
-        if self._successor_task is not None and succ is None:
-            self._successor_task.cancel()
-        self._successor_task = None
-        if succ is None:
-            return
-        if succ.reader is not None:
-            succ.reader.cancel()
-        n = len(succ.buffer)
-        if n:
-            self.stats.inc("frames", n)
-            self.stats.inc("frames_discarded", n)
-        log.warning("%s: rotation abandoned (%s); %d frame(s) of the new socket discarded",
-                    self.cfg.label, why, n)
-        asyncio.get_running_loop().create_task(succ.ws.close())
+    def frames(self, ws: Any) -> Any:
+        """(text, receive ns) of the connection, rotated before the venue's cut (rotation.py)."""
+        return self.rotation.frames(ws)
 
     async def subscribe_successor(self, ws: Any) -> None:
-        """Subscribe the new socket (Binance: the URL already names the streams)."""
+        """Subscribe the new socket of a rotation (Binance: the URL already names the streams)."""
 
-    def can_adopt(self, buffer: collections.deque) -> bool:
+    def can_adopt(self, buffer: Any) -> bool:
         """True when the successor's buffered frames continue what the feed has."""
         return bool(buffer)
 

@@ -6,14 +6,23 @@ import gc
 import logging
 import os
 import signal
+from typing import Any
 
 from obitui.config import FeedConfig
 from obitui.core.ring import Ring
 from obitui.core.stats import FeedSlotWriter, StatsBlock
-from obitui.feeds.bitget_feed import make_feed
+from obitui.feeds.base import Feed
 from obitui.feeds.recorder import Recorder
+from obitui.feeds.venue import load_feed_class
 
 log = logging.getLogger("obitui.feed")
+
+
+def make_feed(cfg: FeedConfig, *args: Any, **kw: Any) -> Feed:
+    """The feed of ``cfg``'s venue and channel (the class its venue description names)."""
+    feed = load_feed_class(cfg.venue, cfg.channel)(cfg, *args, **kw)
+    assert isinstance(feed, Feed)
+    return feed
 
 
 async def _run(cfg: FeedConfig, index: int, ring_name: str, stats_name: str,
@@ -21,7 +30,7 @@ async def _run(cfg: FeedConfig, index: int, ring_name: str, stats_name: str,
     ring = Ring.attach(ring_name, role="producer")
     block = StatsBlock.attach(stats_name)
     slot = FeedSlotWriter(block, index, cfg.label, cfg.venue, cfg.stream_name, cfg.symbol, ring_name)
-    recorder = Recorder(record_dir, cfg.label, cfg.venue) if record_dir else None
+    recorder = Recorder(record_dir, cfg.label, cfg.venue_info.exchange) if record_dir else None
     feed = make_feed(cfg, index, ring, slot, recorder)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGHUP):

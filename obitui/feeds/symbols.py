@@ -4,12 +4,8 @@ A book keeps prices and quantities as int64 fixed point. One scale for every sym
 work: 8 decimals overflow int64 beyond 9.2e10 units, and memecoin books hold 1e11 and more.
 So each feed whose config leaves the scales to the venue (``scales = "venue"``, the default)
 takes the price decimals from the symbol's tick size and the quantity decimals from its step
-size:
-
-- Binance spot ``GET /api/v3/exchangeInfo?symbols=[...]`` (USD-M: ``/fapi/v1/exchangeInfo``):
-  ``PRICE_FILTER.tickSize`` and ``LOT_SIZE.stepSize`` ("0.01000000" is 2 decimals);
-- Bitget ``GET /api/v2/spot/public/symbols?symbol=...``: ``pricePrecision`` and
-  ``quantityPrecision``.
+size, read by each venue's description (``Venue.scales``: Binance's exchangeInfo filters,
+Bitget's symbol precisions).
 
 When the venue does not answer (no route, a timeout, an unknown symbol), the configured scales
 stay and the reason is logged; a value that then does not fit is a counted ``out_of_range``
@@ -27,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from obitui.config import Config, FeedConfig
+from obitui.feeds.venue import venue as venue_named
 
 log = logging.getLogger("obitui.symbols")
 
@@ -57,7 +54,8 @@ def step_decimals(step: str) -> int:
     return max(0, -exp)
 
 
-def _get(url: str) -> Any:
+def get_json(url: str) -> Any:
+    """The decoded JSON answer of a GET (blocking: called once at start, before any child)."""
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
             return json.loads(r.read())
@@ -70,59 +68,25 @@ def _get(url: str) -> Any:
         raise SymbolInfoError(f"{url}: not JSON ({exc})") from None
 
 
-def binance_scales(rest_url: str, symbols: list[str], futures: bool = False) -> dict[str, Scales]:
-    if futures:
-        body = _get(f"{rest_url}/fapi/v1/exchangeInfo")
-    else:
-        q = urllib.parse.quote(json.dumps(sorted(symbols), separators=(",", ":")))
-        body = _get(f"{rest_url}/api/v3/exchangeInfo?symbols={q}")
-    out: dict[str, Scales] = {}
-    try:
-        for s in body["symbols"]:
-            filters = {f["filterType"]: f for f in s["filters"]}
-            out[s["symbol"]] = Scales(step_decimals(filters["PRICE_FILTER"]["tickSize"]),
-                                      step_decimals(filters["LOT_SIZE"]["stepSize"]))
-    except (KeyError, TypeError) as exc:
-        raise SymbolInfoError(f"exchangeInfo without the filters of a symbol ({exc!r})") from None
-    return out
-
-
-def bitget_scales(rest_url: str, symbols: list[str]) -> dict[str, Scales]:
-    out: dict[str, Scales] = {}
-    for symbol in symbols:
-        body = _get(f"{rest_url}/api/v2/spot/public/symbols?symbol={urllib.parse.quote(symbol)}")
-        try:
-            if str(body.get("code")) != "00000":
-                raise SymbolInfoError(f"Bitget answered code {body.get('code')}: {body.get('msg')}")
-            for s in body["data"]:
-                out[s["symbol"]] = Scales(int(s["pricePrecision"]), int(s["quantityPrecision"]))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise SymbolInfoError(f"symbols answer without precisions ({exc!r})") from None
-    return out
-
-
-def _venue_scales(venue: str, rest_url: str, futures: bool, symbols: list[str]) -> dict[str, Scales]:
-    if venue == "binance":
-        return binance_scales(rest_url, symbols, futures)
-    if venue == "bitget":
-        return bitget_scales(rest_url, symbols)
-    raise SymbolInfoError(f"no symbol info for venue {venue}")
+def venue_scales(venue_name: str, rest_url: str, symbols: list[str]) -> dict[str, Scales]:
+    """The scales of ``symbols`` from the symbol info of the venue at ``rest_url``."""
+    return venue_named(venue_name).scales(rest_url, symbols)
 
 
 def apply_venue_scales(cfg: Config) -> list[str]:
     """Set ``digits``/``qty_digits`` of every feed with ``scales = "venue"`` from its venue's
     symbol info (one query per venue endpoint). Returns one line per outcome, for the log."""
-    groups: dict[tuple[str, str, bool], list[FeedConfig]] = {}
+    groups: dict[tuple[str, str], list[FeedConfig]] = {}
     for f in cfg.feeds:
         if f.scales == "venue":
-            groups.setdefault((f.venue, f.rest_url, f.futures), []).append(f)
+            groups.setdefault((f.venue, f.rest_url), []).append(f)
     lines = []
-    for (venue, rest_url, futures), feeds in groups.items():
+    for (venue, rest_url), feeds in groups.items():
         symbols = sorted({f.symbol for f in feeds})
         try:
             if not rest_url:
                 raise SymbolInfoError("no REST URL")
-            found = _venue_scales(venue, rest_url, futures, symbols)
+            found = venue_scales(venue, rest_url, symbols)
         except SymbolInfoError as exc:
             lines.append(f"{venue}: symbol info unavailable ({exc}); keeping the configured scales")
             log.warning(lines[-1])

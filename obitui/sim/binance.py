@@ -4,11 +4,17 @@ streams with live SUBSCRIBE/UNSUBSCRIBE, server pings, serverShutdown, and REST 
 
 The venue's limits are enforced as the real one does, and every breach is counted with
 ``Simulator.violation``: more than 5 incoming messages a second on a connection (control
-frames included) closes it; REST weight over ``weight_limit`` per minute and IP answers 429,
-and a request sent before a 429's Retry-After (or during a ban) answers 418.
+frames included) closes it; more than 1024 streams on a connection are refused; REST weight
+over ``weight_limit`` per minute and IP answers 429, and a request sent before a 429's
+Retry-After (or during a ban) answers 418.
 Depth streams push at their real speed: ``@depth@100ms`` at most every 100 ms, ``@depth`` and
 ``@depth@1000ms`` at most every second, each push carrying the diff accumulated since the last
-one (U/u continuous)."""
+one (U/u continuous).
+
+``BinanceVenue`` is the spot dialect; Binance USD-M futures (``obitui.sim.binance_usdm``) is
+a subclass that changes the routes, the formats, the limits and the REST endpoints and keeps
+these code paths (pings, faults, pacing, limits). Both are served on the Binance server:
+``served_paths()`` lists what each answers."""
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +30,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from obitui.sim.conn import Conn
-from obitui.sim.market import ASK, BID, MarketModel, Step, fmt
+from obitui.sim.market import BID, MarketModel, Step, Trade, fmt
 
 if TYPE_CHECKING:
     from obitui.sim.server import Simulator
@@ -39,8 +45,22 @@ WEIGHT_WINDOW_S = 60.0  # REQUEST_WEIGHT interval: 1 MINUTE, fixed windows of th
 DEPTH_MAX_LIMIT = 5000  # a larger depth limit is answered with 5000 levels
 EXCHANGE_INFO_WEIGHT = 20
 WS_MSG_LIMIT = 5        # incoming messages (text, ping, pong) per second and connection
+MAX_STREAMS = 1024      # streams per connection
 RETRY_SLACK_S = 0.05    # a retry this close to Retry-After's end counts as on time
 AGG_ID_OFFSET = 500_000  # aggTrade ids: one aggregate per simulated trade, numbered apart
+# the kinds of stream a route serves (spot: every stream on the root)
+STREAM_KINDS = frozenset({"depth", "trade", "aggTrade"})
+
+
+def stream_kind(name: str) -> str:
+    """``btcusdt@depth@100ms`` -> ``depth``; ``btcusdt@aggTrade`` -> ``aggTrade``."""
+    return name.partition("@")[2].partition("@")[0]
+
+
+def served_paths() -> dict[str, tuple[str, ...]]:
+    """The URL paths the Binance server answers, by venue API (``binance``, ``binance-usdm``)."""
+    from obitui.sim.binance_usdm import BinanceUsdmVenue
+    return {cls.venue_name: cls.paths() for cls in (BinanceVenue, BinanceUsdmVenue)}
 
 
 def depth_weight(limit: int) -> int:
@@ -68,13 +88,27 @@ class DepthAcc:
     """One depth stream speed's diff accumulated since its last push (ticks -> lots, 0 deletes)."""
     first: int = 0               # U of the next push; 0: nothing accumulated
     last: int = 0
+    prev: int = 0                # the u of the step before ``first`` (USD-M ``pu``)
     bids: dict[int, int] = field(default_factory=dict)
     asks: dict[int, int] = field(default_factory=dict)
     pushed_at: float = -math.inf
 
 
 class BinanceVenue:
-    name = "binance"
+    """One Binance API on the Binance server: spot here; subclasses change the class
+    attributes and the few methods that differ (binance_usdm.py)."""
+    venue_name = "binance"          # the truth / config venue name
+    key = "binance"                 # prefix of its counters and violations
+    # WebSocket route prefix -> the stream kinds it serves (another kind connects, stays silent)
+    ws_routes: dict[str, frozenset[str]] = {"": STREAM_KINDS}
+    depth_intervals = DEPTH_INTERVALS
+    trade_streams = ("trade", "aggTrade")
+    ws_msg_limit = WS_MSG_LIMIT
+    max_streams = MAX_STREAMS
+    rest_prefix = "/api/v3"
+    exchange_info_weight = EXCHANGE_INFO_WEIGHT
+    default_depth_limit = 100
+    count_prefix = ""               # of its REST counters (rest_depth, rest_exchange_info)
 
     def __init__(self, sim: Simulator, models: dict[str, MarketModel]) -> None:
         self.sim = sim
@@ -82,12 +116,41 @@ class BinanceVenue:
         self.conns: set[Conn] = set()
         self.ips: dict[str, IpLimits] = {}
         self.depth_acc: dict[tuple[str, float], DepthAcc] = {}
+        self.server_group: list[BinanceVenue] = [self]   # the APIs on the same server
+        self._intervals = sorted(set(self.depth_intervals.values()))
+
+    def share_server(self, other: BinanceVenue) -> None:
+        """``other`` is served on the same server: a serverShutdown reaches both."""
+        self.server_group.append(other)
+        other.server_group = self.server_group
+
+    @classmethod
+    def paths(cls) -> tuple[str, ...]:
+        """The URL paths it answers (``<stream>``: a stream name, or several joined by /)."""
+        ws = tuple(p for r in cls.ws_routes for p in (f"{r}/ws", f"{r}/ws/<stream>", f"{r}/stream"))
+        return ws + tuple(f"{cls.rest_prefix}/{e}" for e in ("depth", "exchangeInfo", "ping", "time"))
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/ws", self.ws_handler), web.get("/ws/{stream:.+}", self.ws_handler),
-                web.get("/stream", self.ws_handler), web.get("/api/v3/depth", self.depth),
-                web.get("/api/v3/exchangeInfo", self.exchange_info),
-                web.get("/api/v3/ping", self.ping), web.get("/api/v3/time", self.time)]
+        out = []
+        for r in self.ws_routes:
+            out += [web.get(f"{r}/ws", self.ws_handler), web.get(r + "/ws/{stream:.+}", self.ws_handler),
+                    web.get(f"{r}/stream", self.ws_handler)]
+        p = self.rest_prefix
+        return out + [web.get(f"{p}/depth", self.depth), web.get(f"{p}/exchangeInfo", self.exchange_info),
+                      web.get(f"{p}/ping", self.ping), web.get(f"{p}/time", self.time)]
+
+    # ------------------------------------------------------------ configuration
+    @property
+    def weight_limit(self) -> int:
+        return self.sim.config.weight_limit
+
+    @property
+    def ping_interval(self) -> float:
+        return self.sim.config.ping_interval
+
+    @property
+    def pong_timeout(self) -> float:
+        return self.sim.config.pong_timeout
 
     # ------------------------------------------------------------ formatting
     def px(self, model: MarketModel, ticks: int) -> str:
@@ -104,6 +167,25 @@ class BinanceVenue:
                 "bids": [[self.px(model, p), self.qty(model, q)] for p, q in b],
                 "asks": [[self.px(model, p), self.qty(model, q)] for p, q in a]}
 
+    def depth_event(self, symbol: str, model: MarketModel, acc: DepthAcc, now_ms: int) -> dict[str, Any]:
+        return {"e": "depthUpdate", "E": now_ms, "s": symbol, "U": acc.first, "u": acc.last,
+                "b": [[self.px(model, p), self.qty(model, q)] for p, q in acc.bids.items()],
+                "a": [[self.px(model, p), self.qty(model, q)] for p, q in acc.asks.items()]}
+
+    def trade_event(self, kind: str, symbol: str, model: MarketModel, t: Trade, now_ms: int) -> dict[str, Any]:
+        if kind == "trade":
+            return {"e": "trade", "E": now_ms, "s": symbol, "t": t.trade_id,
+                    "p": self.px(model, t.price), "q": self.qty(model, t.lots), "T": now_ms,
+                    "m": t.buyer_is_maker, "M": True}
+        return {"e": "aggTrade", "E": now_ms, "s": symbol, "a": t.trade_id - AGG_ID_OFFSET,
+                "p": self.px(model, t.price), "q": self.qty(model, t.lots),
+                "f": t.trade_id, "l": t.trade_id, "T": now_ms, "m": t.buyer_is_maker, "M": True}
+
+    @staticmethod
+    def _serves(conn: Conn, kind: str) -> bool:
+        """Whether the route this connection came in on carries streams of ``kind``."""
+        return kind in conn.subs["__kinds__"]
+
     def on_step(self, symbol: str, model: MarketModel, step: Step) -> None:
         """Fan one market step out to the subscribers of its streams: trades at once, depth
         diffs accumulated and pushed at each depth stream's speed."""
@@ -116,9 +198,10 @@ class BinanceVenue:
         now_ms = step.ts_ms
         now = time.monotonic()
         conns = list(self.conns)
-        for interval in (0.1, 1.0):
-            names = [f"{low}@{k}" for k, iv in DEPTH_INTERVALS.items() if iv == interval]
-            targets = [(conn, name) for conn in conns for name in names if name in conn.subs]
+        depth_conns = [c for c in conns if self._serves(c, "depth")]
+        for interval in self._intervals:
+            names = [f"{low}@{k}" for k, iv in self.depth_intervals.items() if iv == interval]
+            targets = [(conn, name) for conn in depth_conns for name in names if name in conn.subs]
             key = (symbol, interval)
             if not targets:
                 self.depth_acc.pop(key, None)
@@ -127,51 +210,37 @@ class BinanceVenue:
             if acc is None:
                 acc = self.depth_acc[key] = DepthAcc()
             if not acc.first:
-                acc.first = step.first_id
+                acc.first, acc.prev = step.first_id, step.prev_id
             acc.last = step.last_id
             for side, p, q in step.changes:
                 (acc.bids if side == BID else acc.asks)[p] = q
             if now - acc.pushed_at < interval:
                 continue
-            payload = orjson.dumps({"e": "depthUpdate", "E": now_ms, "s": symbol,
-                                    "U": acc.first, "u": acc.last,
-                                    "b": [[self.px(model, p), self.qty(model, q)] for p, q in acc.bids.items()],
-                                    "a": [[self.px(model, p), self.qty(model, q)] for p, q in acc.asks.items()]})
+            payload = orjson.dumps(self.depth_event(symbol, model, acc, now_ms))
             self.depth_acc[key] = DepthAcc(pushed_at=now)
             for conn, name in targets:
                 conn.send_data(self._wrap(conn, name, payload), diff=True)
         if not step.trades:
             return
-        trade_name, agg_name = f"{low}@trade", f"{low}@aggTrade"
-        trade_payloads: list[bytes] | None = None
-        agg_payloads: list[bytes] | None = None
-        for conn in conns:
-            subs = conn.subs
-            if trade_name in subs:
-                if trade_payloads is None:
-                    trade_payloads = [orjson.dumps({
-                        "e": "trade", "E": now_ms, "s": symbol, "t": t.trade_id,
-                        "p": self.px(model, t.price), "q": self.qty(model, t.lots), "T": now_ms,
-                        "m": t.buyer_is_maker, "M": True}) for t in step.trades]
-                for p in trade_payloads:
-                    conn.send_data(self._wrap(conn, trade_name, p))
-            if agg_name in subs:
-                if agg_payloads is None:
-                    agg_payloads = [orjson.dumps({
-                        "e": "aggTrade", "E": now_ms, "s": symbol, "a": t.trade_id - AGG_ID_OFFSET,
-                        "p": self.px(model, t.price), "q": self.qty(model, t.lots),
-                        "f": t.trade_id, "l": t.trade_id, "T": now_ms,
-                        "m": t.buyer_is_maker, "M": True}) for t in step.trades]
-                for p in agg_payloads:
-                    conn.send_data(self._wrap(conn, agg_name, p))
+        for kind in self.trade_streams:
+            name = f"{low}@{kind}"
+            payloads: list[bytes] | None = None
+            for conn in conns:
+                if name not in conn.subs or not self._serves(conn, kind):
+                    continue
+                if payloads is None:
+                    payloads = [orjson.dumps(self.trade_event(kind, symbol, model, t, now_ms))
+                                for t in step.trades]
+                for p in payloads:
+                    conn.send_data(self._wrap(conn, name, p))
 
     def server_shutdown(self) -> None:
-        """The `server_shutdown=S` fault (one-shot): every open connection is told
-        ``serverShutdown`` now and closed S seconds later, as the venue does before
-        maintenance. Connections opened meanwhile (to another server) are not affected."""
+        """The `server_shutdown=S` fault (one-shot): every open connection of the server (each
+        API on it) is told ``serverShutdown`` now and closed S seconds later, as the venue does
+        before maintenance. Connections opened meanwhile (to another server) are not affected."""
         delay = self.sim.faults.server_shutdown
         self.sim.faults.server_shutdown = 0.0
-        conns = [c for c in self.conns if not c.closed]
+        conns = [c for v in self.server_group for c in v.conns if not c.closed]
         payload = orjson.dumps({"e": "serverShutdown", "E": int(time.time() * 1000)})
         for conn in conns:
             conn.send_control(self._wrap(conn, "!serverShutdown", payload))
@@ -195,17 +264,23 @@ class BinanceVenue:
         ws = web.WebSocketResponse(autoping=False, max_msg_size=64 * 1024, timeout=2.0, compress=False)
         await ws.prepare(request)
         sim = self.sim
-        conn = Conn(ws, sim.faults, sim.counters, sim.next_conn_seed(), f"binance {request.remote}")
-        combined = request.path == "/stream"
+        conn = Conn(ws, sim.faults, sim.counters, sim.next_conn_seed(), f"{self.key} {request.remote}")
+        route = next((r for r in self.ws_routes if r and request.path.startswith(r + "/")), "")
+        combined = request.path == f"{route}/stream"
         conn.subs["__combined__"] = combined
+        conn.subs["__kinds__"] = self.ws_routes[route]
         if combined:
-            for s in filter(None, request.query.get("streams", "").split("/")):
-                conn.subs[s] = True
-        elif "stream" in request.match_info:
-            for s in request.match_info["stream"].split("/"):
-                conn.subs[s] = True
+            streams = list(filter(None, request.query.get("streams", "").split("/")))
+        else:
+            streams = request.match_info["stream"].split("/") if "stream" in request.match_info else []
+        for s in streams[:self.max_streams]:
+            conn.subs[s] = True
         self.conns.add(conn)
-        sim.count("binance_connections")
+        sim.count(f"{self.key}_connections")
+        if len(set(streams)) > self.max_streams:
+            sim.violation(f"{self.key}_streams", f"{request.remote}: {len(set(streams))} streams "
+                          f"in the URL (limit {self.max_streams})")
+            conn.close_soon(1008, "Too many streams")
         pinger = asyncio.get_running_loop().create_task(self._pinger(conn))
         received: collections.deque[float] = collections.deque()   # when the last messages came
         try:
@@ -216,9 +291,9 @@ class BinanceVenue:
                     received.append(now)
                     while received and now - received[0] >= 1.0:
                         received.popleft()
-                    if len(received) > WS_MSG_LIMIT:
-                        sim.violation("binance_ws_msg_rate", f"{request.remote}: {len(received)} "
-                                      f"messages within 1 s (limit {WS_MSG_LIMIT})")
+                    if len(received) > self.ws_msg_limit:
+                        sim.violation(f"{self.key}_ws_msg_rate", f"{request.remote}: {len(received)} "
+                                      f"messages within 1 s (limit {self.ws_msg_limit})")
                         conn.close_soon(1008, "Too many requests")
                         break
                 if msg.type == WSMsgType.TEXT:
@@ -241,14 +316,14 @@ class BinanceVenue:
         no_ping_check); `disconnect=S` closes the connection S seconds after it opened."""
         sim = self.sim
         conn.subs["__ping_outstanding__"] = None
-        next_ping = time.monotonic() + sim.config.ping_interval
+        next_ping = time.monotonic() + self.ping_interval
         while not conn.closed:
             await asyncio.sleep(0.05)
             now = time.monotonic()
             if conn.disconnect_due():
                 return
             if now >= next_ping:
-                next_ping = now + sim.config.ping_interval
+                next_ping = now + self.ping_interval
                 if conn.subs["__ping_outstanding__"] is None:
                     conn.subs["__ping_outstanding__"] = now
                 try:
@@ -257,7 +332,7 @@ class BinanceVenue:
                     log.debug("sim: ping failed: %s", exc)
                     return
             since = conn.subs["__ping_outstanding__"]
-            if not sim.faults.no_ping_check and since is not None and now - since > sim.config.pong_timeout:
+            if not sim.faults.no_ping_check and since is not None and now - since > self.pong_timeout:
                 sim.count("closed_no_pong")
                 conn.close_soon(1008, "pong timeout")
                 return
@@ -281,6 +356,15 @@ class BinanceVenue:
             if not isinstance(params, list) or not all(isinstance(p, str) and STREAM_RE.match(p) for p in params):
                 conn.send_control(orjson.dumps({"error": {"code": 2, "msg": "Invalid request: invalid stream name"}, "id": rid}).decode())
                 return
+            if method == "SUBSCRIBE":
+                have = sum(1 for s in conn.subs if not s.startswith("__"))
+                new = len(set(params) - set(conn.subs))
+                if have + new > self.max_streams:
+                    self.sim.violation(f"{self.key}_streams", f"{conn.peer}: {have} + {new} streams "
+                                       f"(limit {self.max_streams} per connection): refused")
+                    conn.send_control(orjson.dumps({"error": {"code": 2, "msg": "Invalid request: too many "
+                                                    f"streams (at most {self.max_streams})"}, "id": rid}).decode())
+                    return
             for p in params:
                 if method == "SUBSCRIBE":
                     conn.subs[p] = True
@@ -315,7 +399,7 @@ class BinanceVenue:
             return self._error(ip, 503, -1001, "Service unavailable.")
         if now < ip.banned_until:
             sim.count("http_418")
-            sim.violation("binance_rest_banned", f"{request.remote}: request during an IP ban "
+            sim.violation(f"{self.key}_rest_banned", f"{request.remote}: request during an IP ban "
                           f"({ip.banned_until - now:.2f} s left)")
             return self._error(ip, 418, -1003, "Way too many requests; IP banned.",
                                math.ceil(ip.banned_until - now))
@@ -323,7 +407,7 @@ class BinanceVenue:
             # it did not back off after a 429: the venue bans the IP
             ip.banned_until = now + sim.config.retry_after_418
             sim.count("http_418")
-            sim.violation("binance_rest_retry_after", f"{request.remote}: request "
+            sim.violation(f"{self.key}_rest_retry_after", f"{request.remote}: request "
                           f"{ip.retry_until - now:.2f} s before a 429's Retry-After ended")
             return self._error(ip, 418, -1003, "Way too many requests; IP banned.", sim.config.retry_after_418)
         if f.http_418:
@@ -336,14 +420,15 @@ class BinanceVenue:
             sim.count("injected_http_429")
             ip.retry_until = now + sim.config.retry_after_429
             return self._error(ip, 429, -1003, "Too many requests.", sim.config.retry_after_429)
-        if ip.used + weight > sim.config.weight_limit:
+        limit = self.weight_limit
+        if ip.used + weight > limit:
             wait = (ip.window + 1) * WEIGHT_WINDOW_S - time.time()
             ip.retry_until = now + wait
             sim.count("http_429")
-            sim.violation("binance_rest_weight", f"{request.remote}: weight {ip.used} + {weight} > "
-                          f"{sim.config.weight_limit} per minute")
+            sim.violation(f"{self.key}_rest_weight", f"{request.remote}: weight {ip.used} + {weight} > "
+                          f"{limit} per minute")
             return self._error(ip, 429, -1003, "Too many requests; current limit of IP is "
-                               f"{sim.config.weight_limit} requests per minute.", max(1, math.ceil(wait)))
+                               f"{limit} requests per minute.", max(1, math.ceil(wait)))
         ip.used += weight
         return None
 
@@ -355,24 +440,33 @@ class BinanceVenue:
                retry_after: int | None = None) -> web.Response:
         return _error(status, code, msg, retry_after, self._weight_headers(ip))
 
-    async def depth(self, request: web.Request) -> web.Response:
-        ip = self._ip(request)
-        symbol = request.query.get("symbol", "")
+    def depth_limit(self, ip: IpLimits, raw: str) -> int | web.Response:
+        """The depth request's limit (capped), or the venue's answer to a bad one."""
         try:
-            limit = int(request.query.get("limit", "100"))
+            limit = int(raw)
         except ValueError:
             return self._error(ip, 400, -1100, "Illegal characters found in parameter 'limit'.")
         if limit < 1:
             return self._error(ip, 400, -1100, "Illegal characters found in parameter 'limit'; legal range is '1-5000'.")
-        limit = min(limit, DEPTH_MAX_LIMIT)
+        return min(limit, DEPTH_MAX_LIMIT)
+
+    def depth_weight(self, limit: int) -> int:
+        return depth_weight(limit)
+
+    async def depth(self, request: web.Request) -> web.Response:
+        ip = self._ip(request)
+        symbol = request.query.get("symbol", "")
+        limit = self.depth_limit(ip, request.query.get("limit", str(self.default_depth_limit)))
+        if isinstance(limit, web.Response):
+            return limit
         if symbol not in self.models:
             return self._error(ip, 400, -1121, "Invalid symbol.")
-        refused = self._limit_check(request, depth_weight(limit))
+        refused = self._limit_check(request, self.depth_weight(limit))
         if refused is not None:
             return refused
         model = self.models[symbol]
         f = self.sim.faults
-        self.sim.count("rest_depth")
+        self.sim.count(f"{self.count_prefix}rest_depth")
         if f.stale_snapshot:
             f.stale_snapshot -= 1
             self.sim.count("injected_stale_snapshot")
@@ -429,15 +523,15 @@ class BinanceVenue:
             wanted = list(self.models)
         if any(w not in self.models for w in wanted):
             return self._error(ip, 400, -1121, "Invalid symbol.")
-        refused = self._limit_check(request, EXCHANGE_INFO_WEIGHT)
+        refused = self._limit_check(request, self.exchange_info_weight)
         if refused is not None:
             return refused
-        self.sim.count("rest_exchange_info")
+        self.sim.count(f"{self.count_prefix}rest_exchange_info")
         body = {
             "timezone": "UTC", "serverTime": int(time.time() * 1000),
             "rateLimits": [
                 {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                 "limit": self.sim.config.weight_limit},
+                 "limit": self.weight_limit},
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
                 {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
                 {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},

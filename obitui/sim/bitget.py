@@ -5,6 +5,11 @@ strings with `bitget_string_seq` or the `string_seq` fault), books1/5/15, the fu
 `trade`, text ping/pong, and a disconnect after 2 minutes without a ping (docs/PROTOCOLS.md,
 Bitget v2). REST on the same port: GET /api/v2/spot/public/symbols and /api/v2/spot/market/tickers.
 
+The same server speaks Bitget v3 (UTA) public on /v3/ws/public (``obitui.sim.bitget_v3``): one
+exchange, two APIs over the same books and seq space. A ``BitgetDialect`` holds what differs
+(names, error shapes, ticker and trade fields, when a books snapshot is sent); the connection
+handling, limits, faults and fan-out below are shared. ``served_paths()`` lists the paths.
+
 The venue's per-connection limits are enforced as the real one does, and every breach is
 counted with ``Simulator.violation``: more than 10 client messages (subscribe, unsubscribe,
 ping) in a second closes the connection (``bitget_ws_msg_rate``); more than 240 subscribe and
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import random
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -25,7 +31,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from obitui.sim.conn import Conn
-from obitui.sim.market import ASK, BID, MarketModel, Step, fmt
+from obitui.sim.market import ASK, BID, MarketModel, Step, Trade, fmt
 
 if TYPE_CHECKING:
     from obitui.sim.server import Simulator
@@ -38,16 +44,82 @@ MSG_WINDOW_S = 1.0            # client messages are counted over this sliding wi
 SUBSCRIBE_WINDOW_S = 3600.0   # subscribe/unsubscribe requests over this one
 ERROR_TEXTS = {30002: "illegal request", 30003: "invalid op", 30006: "request too many",
                30007: "request over limit,connection close", 30016: "Param error"}
+REST_PATHS = ("/api/v2/spot/public/symbols", "/api/v2/spot/market/tickers")
+
+
+def served_paths() -> dict[str, tuple[str, ...]]:
+    """The URL paths the Bitget server answers, by venue API (``bitget``, ``bitget-v3``)."""
+    from obitui.sim.bitget_v3 import V3
+    return {d.name: (d.path, *REST_PATHS) for d in (V2, V3)}
+
+
+class BitgetDialect:
+    """Bitget v2 (classic) public: what a dialect decides. ``bitget_v3.V3Dialect`` overrides it."""
+    name = "bitget"                 # the truth / config venue name
+    key = "bitget"                  # prefix of its counters and violations
+    path = "/v2/ws/public"
+    channel_key, symbol_key = "channel", "instId"
+    inst_types = INST_TYPES
+    live_inst_type = "SPOT"         # the instType whose channels carry data (the spot markets)
+    channels = CHANNELS
+    trade_channel = "trade"
+    bids_key, asks_key = "bids", "asks"
+    defer_snapshot = False          # v3: the books snapshot goes out with the next market step
+
+    def check_arg(self, arg: Any, models: dict[str, MarketModel]) -> tuple[int, str] | None:
+        """None for a valid subscription arg, else (error code, message)."""
+        inst_type, channel, inst = (arg.get("instType"), arg.get(self.channel_key),
+                                    arg.get(self.symbol_key))
+        if channel not in self.channels or not isinstance(inst_type, str) or not isinstance(inst, str):
+            return 30016, "Param error"
+        if inst not in models or inst_type not in self.inst_types:
+            return 30001, self.not_found(inst_type, channel, inst)
+        return None
+
+    def not_found(self, inst_type: str, channel: str, inst: str) -> str:
+        return f"instType:{inst_type},channel:{channel},instId:{inst} doesn't exist"
+
+    def error(self, code: int, msg: str, arg: Any, op: str | None, conn_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"event": "error"}
+        if arg is not None:
+            body["arg"] = arg
+        body["code"] = code
+        body["msg"] = msg
+        if op:
+            body["op"] = op
+        return body
+
+    def ticker_fields(self, venue: BitgetVenue, model: MarketModel, ts: int) -> dict[str, str]:
+        return venue.ticker_fields(model, ts)
+
+    def trade(self, venue: BitgetVenue, model: MarketModel, t: Trade, ts_ms: int) -> dict[str, str]:
+        return {"ts": str(ts_ms), "price": venue.px(model, t.price), "size": venue.qty(model, t.lots),
+                "side": "sell" if t.buyer_is_maker else "buy", "tradeId": str(t.trade_id)}
+
+
+V2 = BitgetDialect()
+
+
+@dataclass(slots=True)
+class PendingSnapshot:
+    """A v3 books snapshot taken at subscribe time (the book after ``seq``), sent with the next
+    market step, when the next update's seq is known."""
+    arg: dict[str, str]
+    data: dict[str, Any]
+    seq: int
 
 
 @dataclass(slots=True)
 class ConnLimits:
-    """One connection's keep-alive and limit bookkeeping."""
+    """One connection's dialect, keep-alive and limit bookkeeping."""
     last_ping: float
+    dialect: BitgetDialect = V2
+    conn_id: str = ""
     msgs: collections.deque[float] = field(default_factory=collections.deque)
     requests: collections.deque[float] = field(default_factory=collections.deque)
     cut: bool = False             # closed for a breach: what it sends next is not read
     error_sent: bool = False      # the `bitget_error` fault reached it in this round
+    pending: dict[tuple[str, str, str], PendingSnapshot] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -72,11 +144,24 @@ class BitgetVenue:
         self.day = {sym: Day(m.spec.start_price, m.spec.start_price, m.spec.start_price)
                     for sym, m in models.items()}
         self._error_round = False
+        from obitui.sim.bitget_v3 import V3
+        self.dialects: tuple[BitgetDialect, ...] = (V2, V3)
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v2/ws/public", self.ws_handler),
-                web.get("/api/v2/spot/public/symbols", self.rest_symbols),
-                web.get("/api/v2/spot/market/tickers", self.rest_tickers)]
+        return [web.get(d.path, self._ws_route(d)) for d in self.dialects] + [
+                web.get(REST_PATHS[0], self.rest_symbols), web.get(REST_PATHS[1], self.rest_tickers)]
+
+    def _ws_route(self, dialect: BitgetDialect):  # noqa: ANN202
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self.ws_handler(request, dialect)
+        return handler
+
+    def conn_counts(self) -> dict[str, int]:
+        """Open connections by API (``bitget``: v2, ``bitget-v3``)."""
+        out = {d.name: 0 for d in self.dialects}
+        for lim in self.limits.values():
+            out[lim.dialect.name] += 1
+        return out
 
     # ------------------------------------------------------------ formatting
     @staticmethod
@@ -106,9 +191,10 @@ class BitgetVenue:
         return self.sim.config.bitget_checksum or bool(self.sim.faults.bad_checksum)
 
     def _book_data(self, model: MarketModel, bids: list, asks: list, seq: int, pseq: int,
-                   ts_ms: int, conn: Conn) -> dict[str, Any]:
+                   ts_ms: int, conn: Conn, dialect: BitgetDialect = V2) -> dict[str, Any]:
         strings = self.sim.config.bitget_string_seq or self.sim.faults.string_seq
-        d: dict[str, Any] = {"asks": asks, "bids": bids, "seq": str(seq) if strings else seq,
+        d: dict[str, Any] = {dialect.asks_key: asks, dialect.bids_key: bids,
+                             "seq": str(seq) if strings else seq,
                              "pseq": str(pseq) if strings else pseq, "ts": str(ts_ms)}
         if self._checksums_on():
             c = self.checksum(model)
@@ -120,11 +206,36 @@ class BitgetVenue:
             conn.count("string_seq_frames")
         return d
 
-    def snapshot_frame(self, conn: Conn, arg: dict[str, str], model: MarketModel, depth: int | None) -> str:
+    def snapshot_frame(self, conn: Conn, arg: dict[str, str], model: MarketModel, depth: int | None,
+                       dialect: BitgetDialect = V2) -> str:
         ts = int(time.time() * 1000)
         data = self._book_data(model, self.levels(model, BID, depth), self.levels(model, ASK, depth),
-                               model.seq, 0, ts, conn)
+                               model.seq, 0, ts, conn, dialect)
         return orjson.dumps({"action": "snapshot", "arg": arg, "data": [data], "ts": ts}).decode()
+
+    def pending_snapshot(self, conn: Conn, arg: dict[str, str], model: MarketModel,
+                         dialect: BitgetDialect) -> PendingSnapshot:
+        """The full book now (after seq S), its seq decided when it is sent."""
+        ts = int(time.time() * 1000)
+        data = self._book_data(model, self.levels(model, BID), self.levels(model, ASK),
+                               model.seq, 0, ts, conn, dialect)
+        return PendingSnapshot(arg, data, model.seq)
+
+    def send_pending(self, conn: Conn, snap: PendingSnapshot, step: Step) -> None:
+        """Send a v3 snapshot before the update of ``step``. When seq jumps by more than 1 to
+        that update, the snapshot reports (with probability ``bitget_v3_snapshot_inside``, drawn
+        from the connection's seeded generator) a seq strictly between S and the update's seq,
+        as the real venue may: the client's rule is snapshot seq within [pseq, seq] of the first
+        update. Its content stays the book after S."""
+        seq = snap.seq
+        if (step.prev_seq == snap.seq and step.seq - snap.seq > 1
+                and conn.rng.random() < self.sim.config.bitget_v3_snapshot_inside):
+            seq = snap.seq + 1 + conn.rng.randrange(step.seq - snap.seq - 1)
+            conn.count("bitget_v3_snapshot_seq_inside")
+        d = snap.data
+        d["seq"] = str(seq) if isinstance(d["seq"], str) else seq
+        conn.send_data(orjson.dumps({"action": "snapshot", "arg": snap.arg, "data": [d],
+                                     "ts": int(d["ts"])}).decode())
 
     def on_step(self, symbol: str, model: MarketModel, step: Step) -> None:
         day = self.day[symbol]
@@ -142,29 +253,32 @@ class BitgetVenue:
             self.last_ticker[symbol] = now
         bids = asks = None
         for conn in list(self.conns):
+            lim = self.limits.get(conn)
+            if lim is None:
+                continue
+            dialect = lim.dialect
             for key, arg in conn.subs.items():
                 inst_type, channel, inst = key
-                if inst != symbol or inst_type != "SPOT":
+                if inst != symbol or inst_type != dialect.live_inst_type:
                     continue
                 if channel == "books":
                     if bids is None:
                         bids = [[self.px(model, p), self.qty(model, q)] for s, p, q in step.changes if s == BID]
                         asks = [[self.px(model, p), self.qty(model, q)] for s, p, q in step.changes if s == ASK]
-                    data = self._book_data(model, bids, asks, step.seq, step.prev_seq, step.ts_ms, conn)
+                    pending = lim.pending.pop(key, None)
+                    if pending is not None:
+                        self.send_pending(conn, pending, step)
+                    data = self._book_data(model, bids, asks, step.seq, step.prev_seq, step.ts_ms, conn, dialect)
                     conn.send_data(orjson.dumps({"action": "update", "arg": arg, "data": [data],
                                                  "ts": step.ts_ms}).decode(), diff=True)
-                elif channel in ("books1", "books5", "books15"):
-                    conn.send_data(self.snapshot_frame(conn, arg, model, int(channel[5:])))
-                elif channel == "trade" and step.trades:
-                    data = [self._trade(model, t, step.ts_ms) for t in step.trades]
+                elif channel.startswith("books"):
+                    conn.send_data(self.snapshot_frame(conn, arg, model, int(channel[5:]), dialect))
+                elif channel == dialect.trade_channel and step.trades:
+                    data = [dialect.trade(self, model, t, step.ts_ms) for t in step.trades]
                     conn.send_data(orjson.dumps({"action": "update", "arg": arg, "data": data,
                                                  "ts": step.ts_ms}).decode())
                 elif channel == "ticker" and ticker_due:
-                    conn.send_data(self.ticker_frame(arg, model))
-
-    def _trade(self, model: MarketModel, t: Any, ts_ms: int) -> dict[str, str]:
-        return {"ts": str(ts_ms), "price": self.px(model, t.price), "size": self.qty(model, t.lots),
-                "side": "sell" if t.buyer_is_maker else "buy", "tradeId": str(t.trade_id)}
+                    conn.send_data(self.ticker_frame(arg, model, dialect))
 
     def ticker_fields(self, model: MarketModel, ts: int) -> dict[str, str]:
         """The v2 `ticker` channel's fields, all strings (the day opens at the start price:
@@ -183,9 +297,9 @@ class BitgetVenue:
                 "quoteVolume": fmt(day.quote, model.spec.price_decimals + model.spec.qty_decimals),
                 "openUtc": self.px(model, day.open), "changeUtc24h": change, "ts": str(ts)}
 
-    def ticker_frame(self, arg: dict[str, str], model: MarketModel) -> str:
+    def ticker_frame(self, arg: dict[str, str], model: MarketModel, dialect: BitgetDialect = V2) -> str:
         ts = int(time.time() * 1000)
-        d = self.ticker_fields(model, ts)
+        d = dialect.ticker_fields(self, model, ts)
         return orjson.dumps({"action": "snapshot", "arg": arg, "data": [d], "ts": ts}).decode()
 
     # ------------------------------------------------------------ REST
@@ -253,7 +367,7 @@ class BitgetVenue:
         limit = self.sim.config.bitget_msgs_per_s
         if len(q) > limit:
             lim.cut = True
-            self.sim.violation("bitget_ws_msg_rate", f"{conn.peer}: {len(q)} messages in "
+            self.sim.violation(f"{lim.dialect.key}_ws_msg_rate", f"{conn.peer}: {len(q)} messages in "
                                                      f"{MSG_WINDOW_S:g} s (limit {limit}): disconnected")
             conn.close_soon(WSCloseCode.POLICY_VIOLATION, "request over limit")
             return False
@@ -270,7 +384,7 @@ class BitgetVenue:
             q.popleft()
         limit = self.sim.config.bitget_subscribes_per_hour
         if len(q) >= limit:
-            self.sim.violation("bitget_subscribe_rate", f"{conn.peer}: {op} beyond {limit} requests "
+            self.sim.violation(f"{lim.dialect.key}_subscribe_rate", f"{conn.peer}: {op} beyond {limit} requests "
                                                         f"in {SUBSCRIBE_WINDOW_S:g} s: refused")
             self._error(conn, 30006, ERROR_TEXTS[30006], op=op)
             return False
@@ -295,20 +409,22 @@ class BitgetVenue:
             lim.error_sent = True
             key, arg = next(iter(conn.subs.items()))
             del conn.subs[key]
-            text = (f"instType:{arg['instType']},channel:{arg['channel']},instId:{arg['instId']} doesn't exist"
-                    if code == 30001 else ERROR_TEXTS.get(code, "error"))
+            lim.pending.pop(key, None)
+            text = lim.dialect.not_found(*key) if code == 30001 else ERROR_TEXTS.get(code, "error")
             self.sim.count("injected_bitget_error")
             self._error(conn, code, text, arg, "subscribe")
 
     # ------------------------------------------------------------ WebSocket
-    async def ws_handler(self, request: web.Request) -> web.StreamResponse:
+    async def ws_handler(self, request: web.Request, dialect: BitgetDialect = V2) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=False, max_msg_size=64 * 1024, timeout=2.0, compress=False)
         await ws.prepare(request)
         sim = self.sim
-        conn = Conn(ws, sim.faults, sim.counters, sim.next_conn_seed(), f"bitget {request.remote}")
-        lim = self.limits[conn] = ConnLimits(time.monotonic())
+        seed = sim.next_conn_seed()
+        conn = Conn(ws, sim.faults, sim.counters, seed, f"{dialect.key} {request.remote}")
+        conn_id = "".join(random.Random(seed).choices("abcdefghijklmnopqrstuvwxyz0123456789", k=20))
+        lim = self.limits[conn] = ConnLimits(time.monotonic(), dialect, conn_id)
         self.conns.add(conn)
-        sim.count("bitget_connections")
+        sim.count(f"{dialect.key}_connections")
         watchdog = asyncio.get_running_loop().create_task(self._watchdog(conn, lim))
         try:
             async for msg in ws:
@@ -347,14 +463,9 @@ class BitgetVenue:
                 return
 
     def _error(self, conn: Conn, code: int, msg: str, arg: Any = None, op: str | None = None) -> None:
-        body: dict[str, Any] = {"event": "error"}
-        if arg is not None:
-            body["arg"] = arg
-        body["code"] = code
-        body["msg"] = msg
-        if op:
-            body["op"] = op
-        conn.send_control(orjson.dumps(body).decode())
+        lim = self.limits.get(conn)
+        dialect, conn_id = (lim.dialect, lim.conn_id) if lim is not None else (V2, "")
+        conn.send_control(orjson.dumps(dialect.error(code, msg, arg, op, conn_id)).decode())
 
     def _on_text(self, conn: Conn, text: str) -> None:
         try:
@@ -369,31 +480,33 @@ class BitgetVenue:
         op = req["op"]
         if not self._request_allowed(conn, op):
             return
+        lim = self.limits.get(conn)
+        dialect = lim.dialect if lim is not None else V2
         for arg in req["args"]:
             if not isinstance(arg, dict):
                 self._error(conn, 30016, "Param error", op=op)
                 continue
-            inst_type, channel, inst = arg.get("instType"), arg.get("channel"), arg.get("instId")
-            if channel not in CHANNELS or not isinstance(inst_type, str) or not isinstance(inst, str):
-                self._error(conn, 30016, "Param error", arg, op)
+            bad = dialect.check_arg(arg, self.models)
+            if bad is not None:
+                self._error(conn, *bad, arg, op)
                 continue
-            if inst not in self.models or inst_type not in INST_TYPES:
-                self._error(conn, 30001, f"instType:{inst_type},channel:{channel},instId:{inst} "
-                                         "doesn't exist", arg, op)
-                continue
+            inst_type, channel, inst = arg["instType"], arg[dialect.channel_key], arg[dialect.symbol_key]
             key = (inst_type, channel, inst)
-            clean = {"instType": inst_type, "channel": channel, "instId": inst}
+            clean = {"instType": inst_type, dialect.channel_key: channel, dialect.symbol_key: inst}
             limit = self.sim.config.bitget_max_channels
             if op == "subscribe" and key not in conn.subs and len(conn.subs) >= limit:
-                self.sim.violation("bitget_channels", f"{conn.peer}: a subscription beyond {limit} channels: refused")
+                self.sim.violation(f"{dialect.key}_channels",
+                                   f"{conn.peer}: a subscription beyond {limit} channels: refused")
                 self._error(conn, 30016, f"Param error: at most {limit} channels per connection", clean, op)
                 continue
             conn.send_control(orjson.dumps({"event": op, "arg": clean}).decode())
+            if lim is not None:
+                lim.pending.pop(key, None)
             if op == "unsubscribe":
                 conn.subs.pop(key, None)
                 continue
             conn.subs[key] = clean
-            if inst_type != "SPOT":
+            if inst_type != dialect.live_inst_type:
                 continue  # a real symbol under the wrong instType: acked, then silent
             model = self.models[inst]
             if channel == "books":
@@ -401,14 +514,17 @@ class BitgetVenue:
                     self.sim.faults.lost_snapshot -= 1
                     self.sim.count("injected_lost_snapshot")
                     continue          # acked, updates follow, the snapshot never comes
-                conn.send_data(self.snapshot_frame(conn, clean, model, None))
-            elif channel == "trade":
+                if dialect.defer_snapshot and lim is not None:
+                    lim.pending[key] = self.pending_snapshot(conn, clean, model, dialect)
+                else:
+                    conn.send_data(self.snapshot_frame(conn, clean, model, None, dialect))
+            elif channel == dialect.trade_channel:
                 ts = int(time.time() * 1000)
-                data = [self._trade(model, t, ts) for t in reversed(model.recent_trades)]
+                data = [dialect.trade(self, model, t, ts) for t in reversed(model.recent_trades)]
                 conn.send_data(orjson.dumps({"action": "snapshot", "arg": clean, "data": data,
                                              "ts": ts}).decode())
             elif channel == "ticker":
-                conn.send_data(self.ticker_frame(clean, model))
+                conn.send_data(self.ticker_frame(clean, model, dialect))
 
     def close_all(self) -> None:
         for conn in list(self.conns):

@@ -13,12 +13,15 @@ from obitui.sim.faults import FaultError, Faults, help_text
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="obitui sim",
-        description="Binance spot and Bitget v2 exchange simulator on loopback. Prints, as its "
-                    "first lines, `binance ws=... rest=...` and `bitget ws=...` (then `bitget rest=...`); Ctrl+C or "
-                    "SIGTERM stops it.",
+        description="Exchange simulator on loopback: Binance spot and USD-M futures on one server "
+                    "(USD-M depth under /public, trades under /market, REST /fapi/v1), Bitget v2 "
+                    "(/v2/ws/public) and v3 UTA (/v3/ws/public) on another. Prints, as its "
+                    "first lines, `binance ws=... rest=...` and `bitget ws=...` (then `bitget rest=...`, "
+                    "`binance-usdm ...`, `bitget-v3 ws=...`); Ctrl+C or SIGTERM stops it.",
         epilog="faults (--sim-fault, repeatable):\n" + help_text()
                + "\n\nAt run time: POST /sim/fault?name=NAME&value=V (or ?clear=NAME) on the "
-                 "binance port;\nthe true book: GET /sim/truth?venue=binance|bitget&symbol=BTCUSDT[&id=N].",
+                 "binance port;\nthe true book: GET /sim/truth?venue=binance|binance-usdm|bitget|bitget-v3"
+                 "&symbol=BTCUSDT[&id=N].",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=1, help="market model seed (default 1)")
     ap.add_argument("--port-base", type=int, metavar="P",

@@ -45,20 +45,29 @@ class Step:
     changes: list[tuple[int, int, int]] = field(default_factory=list)   # (side, ticks, new lots)
     trades: list[Trade] = field(default_factory=list)
     ts_ms: int = 0
+    prev_id: int = 0              # the previous step's last id (Binance USD-M `pu` of a push)
 
 
 class MarketModel:
     def __init__(self, spec: SymbolSpec, seed: int, history: int = 100_000,
-                 first_update_id: int | None = None, changes_per_step: int = 0) -> None:
+                 first_update_id: int | None = None, changes_per_step: int = 0,
+                 id_jump: int = 0) -> None:
         self.spec = spec
         self.changes_per_step = changes_per_step    # 0: 1-4 level changes a step
         self.rng = random.Random(seed)
+        # id_jump > 0: update ids are not contiguous between steps (Binance USD-M: the engine's
+        # ids are shared by every symbol): a step's first id is the previous step's last + 1 +
+        # a jump in [1, id_jump], drawn from a generator of its own (the market path is the
+        # same as without jumps)
+        self.id_jump = id_jump
+        self._id_rng = random.Random(seed * 31 + 7) if id_jump else None
         self.bids: SortedDict = SortedDict()
         self.asks: SortedDict = SortedDict()
         self.update_id = first_update_id if first_update_id is not None else 10_000_000 + self.rng.randrange(10**6)
         self.seq = 400_000_000_000 + self.rng.randrange(10**9)
         self.trade_id = 1_000_000 + self.rng.randrange(10**6)
         self.steps = 0
+        self.first_keys = (self.update_id, self.seq)   # the book before any step has these ids
         # undo log: (last_id, seq, [(side, ticks, old lots)])
         self.history: deque[tuple[int, int, list[tuple[int, int, int]]]] = deque(maxlen=history)
         mid = spec.start_price
@@ -109,15 +118,16 @@ class MarketModel:
         self._tighten(undo, changes)
         if not changes:  # every step carries at least one change
             self._level_change(undo, changes, force=True)
-        first = self.update_id + 1
-        self.update_id += len(changes)
+        prev_id = self.update_id
+        first = prev_id + 1 + (self._id_rng.randint(1, self.id_jump) if self._id_rng else 0)
+        self.update_id = first + len(changes) - 1
         prev_seq = self.seq
         self.seq += rng.randint(1, 60)
         self.steps += 1
         self.history.append((self.update_id, self.seq, undo))
         for t in trades:
             self.recent_trades.append(t)
-        return Step(first, self.update_id, self.seq, prev_seq, changes, trades, ts_ms)
+        return Step(first, self.update_id, self.seq, prev_seq, changes, trades, ts_ms, prev_id)
 
     def _trade(self, undo: list, changes: list, trades: list) -> None:
         rng = self.rng
@@ -184,27 +194,35 @@ class MarketModel:
             it = iter(keys) if n is None else book.islice(0, n)
         return [(k, book[k]) for k in it]
 
-    def book_at(self, update_id: int | None = None, seq: int | None = None
+    def book_at(self, update_id: int | None = None, seq: int | None = None, floor: bool = False
                 ) -> tuple[dict[int, int], dict[int, int]] | None:
         """(bids, asks) as they were right after the step ending at ``update_id`` (Binance u)
-        or with Bitget ``seq``; None if that is older than the history or not a step end."""
+        or with Bitget ``seq``; None if that is older than the history or not a step end
+        (``floor``: an id between two step ends means the book after the earlier one, as a
+        Bitget v3 snapshot's seq may lie between two updates)."""
         bids, asks = dict(self.bids), dict(self.asks)
         key_now = self.update_id if seq is None else self.seq
         want = key_now if update_id is None and seq is None else (update_id if seq is None else seq)
         if want == key_now:
             return bids, asks
+        if want > key_now:
+            return None
         for last_id, s, undo in reversed(self.history):
             key = last_id if seq is None else s
             if key == want:
                 return bids, asks
             if key < want:
-                return None
+                return (bids, asks) if floor else None
             for side, ticks, old in reversed(undo):
                 book = bids if side == BID else asks
                 if old:
                     book[ticks] = old
                 else:
                     book.pop(ticks, None)
+        if self.steps == len(self.history):     # the whole history undone: the first book
+            key = self.first_keys[0 if seq is None else 1]
+            if want == key or (floor and want > key):
+                return bids, asks
         return None
 
 

@@ -3,11 +3,12 @@
 Every WebSocket client of a venue receives that venue's recorded frames from the start of the
 capture, in order: with the original pacing (``speed`` 1), faster or slower (``speed`` X), or as
 fast as the client reads (``speed`` 0). A client that names streams (Binance ``/stream?streams=``
-or ``/ws/<stream>``) or subscribes (Bitget ``op: subscribe``) gets the frames of those streams
-and channels only (a Bitget subscribe is acknowledged by the replay itself); one that does
-neither gets everything. REST requests are answered with the recorded REST bodies of the venue
-for the requested symbol, in order (the last one again once they run out). Bitget text pings
-are answered."""
+or ``/ws/<stream>``, also under USD-M's ``/public`` and ``/market`` routes) or subscribes (Bitget
+``op: subscribe``, v2 or v3 args) gets the frames of those streams and channels only (a Bitget
+subscribe is acknowledged by the replay itself); one that does neither gets everything. REST
+requests are answered with the recorded REST bodies of the venue for the requested symbol (those
+recorded for the same path when there are any: spot and USD-M apart), in order (the last one
+again once they run out). Bitget text pings are answered."""
 from __future__ import annotations
 
 import asyncio
@@ -40,7 +41,7 @@ class ReplaySimulator:
             (self.ws if rec.kind == "ws" else self.rest)[rec.venue].append(rec)
         for e in self.errors:
             log.warning("replay: skipped a bad capture line: %s", e)
-        self.rest_served: dict[tuple[str, str], int] = defaultdict(int)
+        self.rest_served: dict[tuple[str, str, str], int] = defaultdict(int)
         self.done: set[str] = set()           # venues whose frames were all sent to a client
         self.finished = asyncio.Event()
         self._keys = {id(r): _frame_key(r) for recs in self.ws.values() for r in recs}
@@ -105,10 +106,13 @@ class ReplaySimulator:
                 return await self._serve_ws(venue, request)
             symbol = request.query.get("symbol", "")
             bodies = [b for b in self.rest[venue] if not symbol or _query_symbol(b.url) in ("", symbol)]
+            same_path = [b for b in bodies if urlparse(b.url).path == request.path]
+            bodies = same_path or bodies
             if not bodies:
                 return web.Response(status=404, text="no REST bodies for this request in the capture\n")
-            i = min(self.rest_served[(venue, symbol)], len(bodies) - 1)
-            self.rest_served[(venue, symbol)] += 1
+            served = (venue, symbol, request.path if same_path else "")
+            i = min(self.rest_served[served], len(bodies) - 1)
+            self.rest_served[served] += 1
             return web.Response(text=bodies[i].data, content_type="application/json")
         return handle
 
@@ -149,10 +153,12 @@ class ReplaySimulator:
         self.counters[f"{venue}_connections"] += 1
         wanted: set[str] = set()
         if venue == "binance":
-            if request.path == "/stream":
+            route = next((r for r in ("/public", "/market") if request.path.startswith(r + "/")), "")
+            path = request.path[len(route):]
+            if path == "/stream":
                 wanted = set(filter(None, request.query.get("streams", "").split("/")))
-            elif request.path.startswith("/ws/"):
-                wanted = set(request.path[4:].split("/"))
+            elif path.startswith("/ws/"):
+                wanted = set(path[4:].split("/"))
         subscribed = asyncio.Event()
         if wanted or venue == "binance":
             subscribed.set()
@@ -209,7 +215,8 @@ class ReplaySimulator:
                     if isinstance(req, dict) and req.get("op") == "subscribe":
                         for arg in req.get("args") or []:
                             if isinstance(arg, dict):
-                                wanted.add(f"{arg.get('channel')}:{arg.get('instId')}")
+                                wanted.add(f"{arg.get('channel', arg.get('topic'))}:"
+                                           f"{arg.get('instId', arg.get('symbol'))}")
                                 await ws.send_str(orjson.dumps({"event": "subscribe", "arg": arg}).decode())
                         subscribed.set()
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):

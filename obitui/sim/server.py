@@ -1,5 +1,9 @@
 """The simulator: market models, the Binance and Bitget servers on loopback, the stepping
-loop, fault control and the truth endpoint. Run in-process (tests) or as `obitui sim`."""
+loop, fault control and the truth endpoint. Run in-process (tests) or as `obitui sim`.
+
+The Binance server speaks spot (``binance``) and USD-M futures (``binance-usdm``, separate
+markets); the Bitget server speaks v2 (``bitget``) and v3 UTA (``bitget-v3``) over the same
+markets. ``truth``/``models`` take any of these four venue names."""
 from __future__ import annotations
 
 import asyncio
@@ -14,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from obitui.sim.binance import BinanceVenue
+from obitui.sim.binance_usdm import USDM_FIRST_ID, USDM_ID_JUMP, USDM_SYMBOLS, BinanceUsdmVenue
 from obitui.sim.bitget import BitgetVenue
 from obitui.sim.faults import FaultError, Faults
 from obitui.sim.market import ASK, BID, MarketModel, SymbolSpec
@@ -50,6 +55,11 @@ class SimConfig:
     bitget_subscribes_per_hour: int = 240   # subscribe and unsubscribe requests
     bitget_max_channels: int = 1000
     weight_limit: int = 6000        # Binance REST weight per minute
+    usdm_weight_limit: int = 2400   # Binance USD-M REST weight per minute (a budget of its own)
+    usdm_ping_interval: float = 180.0   # Binance USD-M server ping frames
+    usdm_pong_timeout: float = 600.0
+    # Bitget v3: how often a books snapshot reports a seq inside (S, next update's seq)
+    bitget_v3_snapshot_inside: float = 0.5
     retry_after_429: int = 1
     retry_after_418: int = 2
     faults: list[str] = field(default_factory=list)
@@ -77,7 +87,14 @@ class Simulator:
         self.bitget_models = {s.symbol: MarketModel(_with_depth(s, self.config.depth), seed * 1000 + 500 + i,
                                                   changes_per_step=self.config.changes_per_step)
                               for i, s in enumerate(BITGET_SYMBOLS) if s.symbol in want}
+        self.usdm_models = {s.symbol: MarketModel(_with_depth(s, self.config.depth), seed * 1000 + 250 + i,
+                                                first_update_id=USDM_FIRST_ID + (seed * 7919 + i * 104_729) % 10**9,
+                                                changes_per_step=self.config.changes_per_step,
+                                                id_jump=USDM_ID_JUMP)
+                            for i, s in enumerate(USDM_SYMBOLS) if s.symbol in want}
         self.binance = BinanceVenue(self, self.binance_models)
+        self.binance_usdm = BinanceUsdmVenue(self, self.usdm_models)
+        self.binance.share_server(self.binance_usdm)
         self.bitget = BitgetVenue(self, self.bitget_models)
         self._conn_seq = 0
         self._runners: list[web.AppRunner] = []
@@ -116,20 +133,30 @@ class Simulator:
     def bitget_rest_url(self) -> str:
         return f"http://{self.config.host}:{self.ports['bitget']}"
 
+    @property
+    def bitget_v3_ws_url(self) -> str:
+        return f"ws://{self.config.host}:{self.ports['bitget']}/v3/ws/public"
+
     def banner(self) -> list[str]:
-        """The first lines `obitui sim` prints (the first two are a contract)."""
+        """The first lines `obitui sim` prints (the first two are a contract, the third is read
+        by the supervisor; the USD-M and v3 lines come after them)."""
         return [f"binance ws={self.binance_ws_url} rest={self.binance_rest_url}",
                 f"bitget ws={self.bitget_ws_url}",
-                f"bitget rest={self.bitget_rest_url}"]     # a third line: the first two are a contract
+                f"bitget rest={self.bitget_rest_url}",
+                f"binance-usdm ws={self.binance_ws_url}/public ws-market={self.binance_ws_url}/market "
+                f"rest={self.binance_rest_url}",
+                f"bitget-v3 ws={self.bitget_v3_ws_url}"]
 
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
         cfg = self.config
         control = [web.get("/sim/truth", self._truth_handler), web.post("/sim/fault", self._fault_handler),
                    web.get("/sim/stats", self._stats_handler)]
-        for i, (name, venue) in enumerate((("binance", self.binance), ("bitget", self.bitget))):
+        servers = (("binance", self.binance.routes() + self.binance_usdm.routes()),
+                   ("bitget", self.bitget.routes()))
+        for i, (name, routes) in enumerate(servers):
             app = web.Application()
-            app.add_routes(venue.routes() + control)
+            app.add_routes(routes + control)
             runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
             await runner.setup()
             self._runners.append(runner)
@@ -158,6 +185,7 @@ class Simulator:
                 pass
             self._loop_task = None
         self.binance.close_all()
+        self.binance_usdm.close_all()
         self.bitget.close_all()
         await asyncio.sleep(0)
         for runner in self._runners:
@@ -177,6 +205,8 @@ class Simulator:
         ts = int(time.time() * 1000)
         for symbol, model in self.binance_models.items():
             self.binance.on_step(symbol, model, model.step(ts))
+        for symbol, model in self.usdm_models.items():
+            self.binance_usdm.on_step(symbol, model, model.step(ts))
         for symbol, model in self.bitget_models.items():
             self.bitget.on_step(symbol, model, model.step(ts))
         self.count("steps")
@@ -201,23 +231,31 @@ class Simulator:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     # ------------------------------------------------------------ truth and control
-    def models(self, venue: str) -> dict[str, MarketModel]:
+    def _venue(self, venue: str) -> tuple[dict[str, MarketModel], BinanceVenue | BitgetVenue]:
         if venue == "binance":
-            return self.binance_models
-        if venue == "bitget":
-            return self.bitget_models
+            return self.binance_models, self.binance
+        if venue == "binance-usdm":
+            return self.usdm_models, self.binance_usdm
+        if venue in ("bitget", "bitget-v3"):     # two APIs over the same exchange books
+            return self.bitget_models, self.bitget
         raise KeyError(f"unknown venue {venue!r}")
+
+    def models(self, venue: str) -> dict[str, MarketModel]:
+        """The markets of a venue API: binance, binance-usdm, bitget or bitget-v3 (the same
+        markets as bitget)."""
+        return self._venue(venue)[0]
 
     def truth(self, venue: str, symbol: str, update_id: int | None = None) -> dict[str, Any] | None:
         """The true book (exact strings, best first) now, or right after update ``update_id``
-        (Binance ``u``; Bitget ``seq``); None if that is no longer in the history."""
-        model = self.models(venue)[symbol]
-        fmt_venue = self.binance if venue == "binance" else self.bitget
-        if venue == "binance":
+        (Binance ``u``; Bitget ``seq``); None if that is no longer in the history. Bitget v3
+        takes a seq between two updates too (a v3 snapshot's): the book after the earlier."""
+        models, fmt_venue = self._venue(venue)
+        model = models[symbol]
+        if venue.startswith("binance"):
             book = model.book_at(update_id=update_id)
             uid = model.update_id if update_id is None else update_id
         else:
-            book = model.book_at(seq=update_id)
+            book = model.book_at(seq=update_id, floor=venue == "bitget-v3")
             uid = model.seq if update_id is None else update_id
         if book is None:
             return None
@@ -252,7 +290,8 @@ class Simulator:
         return web.Response(body=orjson.dumps({"counters": self.counters, "violations": self.violations,
                                                "faults": self.faults.active(),
                                                "connections": {"binance": len(self.binance.conns),
-                                                               "bitget": len(self.bitget.conns)}}),
+                                                               "binance-usdm": len(self.binance_usdm.conns),
+                                                               **self.bitget.conn_counts()}}),
                             content_type="application/json")
 
 

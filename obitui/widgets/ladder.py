@@ -1,23 +1,78 @@
 """Depth ladder of one book, drawn line by line (Textual line API): asks above the spread line,
-bids below, price, size and a cumulative-size bar, best levels highlighted."""
+bids below, price, size and a cumulative-size bar, best levels highlighted.
+
+Textual calls ``render_line`` for every line of every frame it draws, as often as it likes:
+it only reads. What it draws is prepared once per update, in ``show`` (a :class:`LadderPlan`)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
-from obitui.core.fixed import format_fixed
-from obitui.core.stats import BookView
+from obitui.core.stats import TOP_N, BookView
+from obitui.widgets.format import decimals_needed, fmt_fixed, shown_decimals
+
+__all__ = ["BAR", "DepthLadder", "LadderPlan", "plan_ladder", "shown_decimals"]
 
 BAR = "█"
 
 
-def fmt(value: int, digits: int, decimals: int) -> str:
-    try:
-        return format_fixed(value, digits, min(decimals, digits))
-    except ValueError:
-        return format_fixed(value, digits, digits)
+@dataclass(frozen=True, slots=True)
+class LadderPlan:
+    """The figures of one drawable book view, whatever the ladder's height. How many levels a
+    side shows (``n``) follows the height, which can change between an update and a draw, so
+    the figures are kept for every ``n``: ``pd[n]`` / ``qd[n]`` are the decimals that write
+    the prices / sizes of the ``n`` best levels of both sides exactly (the wire's trailing
+    zeros left out), ``cum_asks[k]`` / ``cum_bids[k]`` the size of the ``k + 1`` best levels."""
+    asks: list[tuple[int, int]]
+    bids: list[tuple[int, int]]
+    cum_asks: list[int]
+    cum_bids: list[int]
+    pd: list[int]
+    qd: list[int]
+
+    def decimals(self, n: int) -> tuple[int, int]:
+        k = min(n, len(self.pd) - 1)
+        return self.pd[k], self.qd[k]
+
+    def top(self, n: int) -> int:
+        """The longest bar when ``n`` levels a side are shown (at least 1)."""
+        na, nb = min(n, len(self.asks)), min(n, len(self.bids))
+        return max(self.cum_asks[na - 1] if na else 0, self.cum_bids[nb - 1] if nb else 0) or 1
+
+
+def plan_ladder(view: BookView | None, digits: int, qdigits: int) -> tuple[str, LadderPlan | None]:
+    """The head's text (after its badge; '' without data) and the plan of the levels (None when
+    the book is not drawable: no data, invalid or empty)."""
+    if view is None or not view.exchange:
+        return "", None
+    v = view
+    asks, bids = v.asks[:TOP_N], v.bids[:TOP_N]
+    text = f" {v.exchange}:{v.symbol} #{v.update_id}"
+    if bids and asks:
+        bid, ask = bids[0][0], asks[0][0]
+        pd = shown_decimals([p for p, _ in bids + asks], digits)
+        tick = 10 ** max(0, digits - pd)
+        spread = ask - bid
+        mid2 = bid + ask
+        bps = spread * 20000 / mid2 if mid2 else 0.0
+        # the mid is exact: (bid + ask) / 2 written with one more decimal
+        mid = fmt_fixed(mid2 * 5, digits + 1, pd + 1)
+        text += f"  mid {mid}  spread {spread // tick}t {bps:.2f}bps"
+    if v.crossed:
+        text += " CROSSED"
+    if not v.valid or (not bids and not asks):
+        return text, None
+    pds, qds = [0], [0]
+    for k in range(max(len(asks), len(bids))):
+        levels = asks[k:k + 1] + bids[k:k + 1]          # the k-th best of each side
+        pds.append(max([pds[-1]] + [decimals_needed(p, digits) for p, _ in levels]))
+        qds.append(max([qds[-1]] + [decimals_needed(q, qdigits) for _, q in levels]))
+    return text, LadderPlan(asks, bids, _cumulative([q for _, q in asks]),
+                            _cumulative([q for _, q in bids]), pds, qds)
 
 
 class DepthLadder(Widget):
@@ -37,15 +92,17 @@ class DepthLadder(Widget):
         self.view: BookView | None = None
         self.feed_state = ""
         self.stale_s: float | None = None
-        self._pd = digits
-        self._qd = self.qdigits
+        self.head_text = ""
+        self.plan: LadderPlan | None = None
 
     def show(self, view: BookView | None, feed_state: str = "", stale_s: float | None = None) -> None:
-        """``stale_s``: the engine has not published for this long (its figures are frozen:
-        the book is shown greyed, marked STALE, never as live)."""
+        """The update path: take a new view and prepare all that ``render_line`` reads.
+        ``stale_s``: the engine has not published for this long (its figures are frozen: the
+        book is shown greyed, marked STALE, never as live)."""
         self.view = view
         self.feed_state = feed_state
         self.stale_s = stale_s
+        self.head_text, self.plan = plan_ladder(view, self.digits, self.qdigits)
         self.refresh()
 
     # ------------------------------------------------------------ drawing
@@ -59,55 +116,40 @@ class DepthLadder(Widget):
         if self.stale_s is not None:
             badge_style = self.get_component_rich_style("ladder--dim")
             badge = f" STALE {self.stale_s:.1f}s "
-        text = f" {v.exchange}:{v.symbol} #{v.update_id}"
-        if v.bids and v.asks:
-            bid, ask = v.bids[0][0], v.asks[0][0]
-            pd = shown_decimals([p for p, _ in v.bids[:20] + v.asks[:20]], self.digits)
-            tick = 10 ** max(0, self.digits - pd)
-            spread = ask - bid
-            mid2 = bid + ask
-            bps = spread * 20000 / mid2 if mid2 else 0.0
-            # the mid is exact: (bid + ask) / 2 written with one more decimal
-            mid = fmt(mid2 * 5, self.digits + 1, pd + 1)
-            text += f"  mid {mid}  spread {spread // tick}t {bps:.2f}bps"
-        if v.crossed:
-            text += " CROSSED"
         rest = max(0, width - len(badge))
-        return [Segment(badge, badge_style + Style(reverse=True)), Segment(text.ljust(rest)[:rest], head)]
+        return [Segment(badge, badge_style + Style(reverse=True)),
+                Segment(self.head_text.ljust(rest)[:rest], head)]
 
     def render_line(self, y: int) -> Strip:
+        """A pure read of what ``show`` prepared (Textual calls this for every line it draws)."""
         width = self.size.width
         height = self.size.height
         if y == 0:
             return Strip(self._head(width)).crop(0, width)
         v = self.view
-        if v is None or not v.valid or (not v.bids and not v.asks):
+        plan = self.plan
+        if v is None or plan is None:
             if y == 1 and v is not None:
                 msg = f" book invalid ({self.feed_state or 'waiting'})"
                 return Strip([Segment(msg.ljust(width)[:width], self.get_component_rich_style("ladder--dim"))])
             return Strip.blank(width)
         rows = height - 2                      # head + spread line
         n = max(1, rows // 2)
-        asks = v.asks[:n]
-        bids = v.bids[:n]
-        # show prices and sizes with the decimals they need, not the wire's trailing zeros
-        self._pd = shown_decimals([p for p, _ in asks + bids], self.digits)
-        self._qd = shown_decimals([q for _, q in asks + bids], self.qdigits)
-        cum_a = _cumulative([q for _, q in asks])
-        cum_b = _cumulative([q for _, q in bids])
-        top = max(cum_a[-1] if cum_a else 0, cum_b[-1] if cum_b else 0) or 1
+        # prices and sizes with the decimals the shown levels need, not the wire's trailing zeros
+        pd, qd = plan.decimals(n)
+        top = plan.top(n)
         ask_rows = n
         if y <= ask_rows:
             k = ask_rows - y                   # row y shows the k-th best ask (far ones first)
-            if k >= len(asks):
+            if k >= min(n, len(plan.asks)):
                 return Strip.blank(width)
-            return self._row(asks[k], cum_a[k], top, width, "ask", k == 0)
+            return self._row(plan.asks[k], plan.cum_asks[k], top, width, "ask", k == 0, pd, qd)
         if y == ask_rows + 1:
             return self._spread_line(width)
         k = y - ask_rows - 2
-        if k >= len(bids):
+        if k >= min(n, len(plan.bids)):
             return Strip.blank(width)
-        return self._row(bids[k], cum_b[k], top, width, "bid", k == 0)
+        return self._row(plan.bids[k], plan.cum_bids[k], top, width, "bid", k == 0, pd, qd)
 
     def _spread_line(self, width: int) -> Strip:
         v = self.view
@@ -124,11 +166,10 @@ class DepthLadder(Widget):
             return Style(color=self.get_component_rich_style(f"ladder--{side}").color)
         return self.get_component_rich_style(f"ladder--bar-{side}")
 
-    def _row(self, level: tuple[int, int], cum: int, top: int, width: int, side: str, best: bool) -> Strip:
-        v = self.view
-        assert v is not None
-        price = fmt(level[0], self.digits, self._pd)
-        size = fmt(level[1], self.qdigits, self._qd)
+    def _row(self, level: tuple[int, int], cum: int, top: int, width: int, side: str, best: bool,
+             pd: int, qd: int) -> Strip:
+        price = fmt_fixed(level[0], self.digits, pd)
+        size = fmt_fixed(level[1], self.qdigits, qd)
         style = self.get_component_rich_style(f"ladder--{side}")
         if self.stale_s is not None:       # frozen figures: greyed
             style = self.get_component_rich_style("ladder--dim")
@@ -149,14 +190,3 @@ def _cumulative(qs: list[int]) -> list[int]:
         out.append(acc)
     return out
 
-
-def shown_decimals(values: list[int], digits: int) -> int:
-    """The fewest decimals that write every value exactly (at least 0)."""
-    need = 0
-    for v in values:
-        d = digits
-        while d > need and v % 10 == 0:
-            v //= 10
-            d -= 1
-        need = max(need, d)
-    return need

@@ -12,20 +12,26 @@ from typing import Any
 
 from tests.conftest import TEST_PREFIX
 from obitui.accounting import feed_violations, ring_violations
-from obitui.config import FeedConfig, default_feeds
+from obitui.config import FeedConfig, default_feeds, sim_bases
 from obitui.core.ring import Ring
 from obitui.core.shm import Segment
 from obitui.core.stats import FEED_COUNTERS, FeedSlotWriter, FeedState, StatsBlock
 from obitui.feeds.base import Feed
-from obitui.feeds.bitget_feed import make_feed
+from obitui.feeds.process import make_feed
 from obitui.sim.server import Simulator
 
 
 class FeedHarness:
-    def __init__(self, sim: Simulator, label: str, ring_capacity: int = 1 << 20, **overrides: Any) -> None:
-        base = next(f for f in default_feeds() if f.label == label)
-        url = sim.binance_ws_url if base.venue == "binance" else sim.bitget_ws_url
-        self.cfg: FeedConfig = replace(base, **{"ws_url": url, "rest_url": sim.binance_rest_url,
+    """``label``: a default feed's, or any label with ``venue`` and ``channel`` given."""
+
+    def __init__(self, sim: Simulator, label: str, ring_capacity: int = 1 << 20, venue: str = "",
+                 channel: str = "", **overrides: Any) -> None:
+        base = (FeedConfig(label, venue, channel) if venue
+                else next(f for f in default_feeds() if f.label == label))
+        bases = sim_bases({"binance": (sim.binance_ws_url, sim.binance_rest_url),
+                           "bitget": (sim.bitget_ws_url, sim.bitget_rest_url)})
+        ws, rest = base.venue_info.sim_urls(*bases[base.venue_info.exchange])
+        self.cfg: FeedConfig = replace(base, **{"ws_url": ws, "rest_url": rest,
                                                 "ring_capacity": ring_capacity, **overrides})
         self.sim = sim
         self.prefix = f"{TEST_PREFIX}-feed-{uuid.uuid4().hex[:8]}"

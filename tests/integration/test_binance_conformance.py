@@ -13,12 +13,12 @@ import orjson
 import pytest
 import websockets
 
-import obitui.feeds.binance_feed as binance_feed
+import obitui.feeds.budget as budget
 import obitui.sim.binance as sim_binance
 from obitui.core.book import OrderBook
 from obitui.core.records import Kind
 from obitui.core.stats import Command, FeedState
-from obitui.feeds.binance import DepthSync, SyncResult, parse_depth_event, parse_snapshot
+from obitui.feeds.binance.sync import DepthSync, SyncResult, parse_depth_event, parse_snapshot
 from obitui.sim.server import SimConfig, Simulator
 from tests.integration.feed_harness import FeedHarness
 
@@ -255,8 +255,8 @@ async def test_depth_feed_keeps_the_rest_weight_budget(monkeypatch: pytest.Monke
     """Room for two snapshots a (3 s) minute: resyncs beyond that wait for the next minute
     instead of drawing a 429 (the harness asserts the simulator counted no violation)."""
     monkeypatch.setattr(sim_binance, "WEIGHT_WINDOW_S", 3.0)
-    monkeypatch.setattr(binance_feed, "WEIGHT_WINDOW_S", 3.0)
-    monkeypatch.setattr(binance_feed, "WEIGHT_MARGIN_S", 0.1)
+    monkeypatch.setattr(budget, "WEIGHT_WINDOW_S", 3.0)
+    monkeypatch.setattr(budget, "WEIGHT_MARGIN_S", 0.1)
     s = await started(weight_limit=120)
     try:
         h = FeedHarness(s, "Bi-OB", snapshot_limit=1000)       # weight 50

@@ -19,12 +19,14 @@ import pytest
 import websockets
 
 from obitui.config import default_feeds, load_config
-from obitui.core.book import OrderBook, bitget_checksum
+from obitui.core.book import OrderBook
+from obitui.feeds.bitget.checksum import bitget_checksum
 from obitui.core.ring import Ring
 from obitui.core.stats import FEED_COUNTERS, FeedSlotWriter, FeedState, StatsBlock
-from obitui.feeds import bitget_feed
 from obitui.feeds.base import Failed, Restart
-from obitui.feeds.bitget_feed import BitgetBooksFeed, BitgetFeed, make_feed
+from obitui.feeds.bitget.feed import BitgetBooksFeed, BitgetFeed
+from obitui.feeds.process import make_feed
+from obitui.feeds.venue import venue, venues
 from obitui.sim.faults import FAULTS, Faults
 from obitui.sim.server import SimConfig, Simulator
 from obitui.soak import fault_kinds
@@ -137,7 +139,7 @@ def count(feed: BitgetFeed, name: str) -> int:
 
 
 async def synced(feed: BitgetBooksFeed, **fields: Any) -> None:
-    await feed.dispatch(frame("snapshot", SNAP_BIDS, SNAP_ASKS, seq=1001, pseq=0, **fields), time.time_ns())
+    await feed.receive(frame("snapshot", SNAP_BIDS, SNAP_ASKS, seq=1001, pseq=0, **fields), time.time_ns())
     assert feed.book.valid and feed.stats.state == FeedState.CONNECTED_SYNCED
 
 
@@ -147,19 +149,19 @@ async def test_seq_pseq_checksum_as_decimal_strings_are_read(offline: Any) -> No
     c0 = crc(SNAP_BIDS, SNAP_ASKS)
     assert c0 < 0                       # signed, as the venue sends it; we also accept unsigned
     await synced(feed, checksum=str(c0 + 2**32))
-    assert count(feed, "string_numbers") == 1 and feed.prev_seq == 1001
+    assert count(feed, "string_numbers") == 1 and feed.sync.prev_seq == 1001
     upd = ([["99.50", "0"], ["100.10", "1.20"]], [["100.50", "0.80"]])
     c1 = crc(SNAP_BIDS, SNAP_ASKS, upd)
-    await feed.dispatch(frame("update", *upd, seq="1002", pseq="1001", checksum=str(c1)), time.time_ns())
-    assert feed.book.valid and feed.prev_seq == 1002 and feed.book.update_id == 1002
+    await feed.receive(frame("update", *upd, seq="1002", pseq="1001", checksum=str(c1)), time.time_ns())
+    assert feed.book.valid and feed.sync.prev_seq == 1002 and feed.book.update_id == 1002
     upd2 = ([["100.10", "1.30"]], [])
     book = OrderBook(8)
     book.apply_snapshot(SNAP_BIDS, SNAP_ASKS)
     book.apply(*upd)
     book.apply(*upd2)
     c2 = bitget_checksum(book) % 2**32          # unsigned, as an integer
-    await feed.dispatch(frame("update", *upd2, seq=1003, pseq=1002, checksum=c2), time.time_ns())
-    assert feed.book.valid and feed.prev_seq == 1003
+    await feed.receive(frame("update", *upd2, seq=1003, pseq=1002, checksum=c2), time.time_ns())
+    assert feed.book.valid and feed.sync.prev_seq == 1003
     for name in ("bad_numbers", "parse_errors", "checksum_failures", "gaps", "resyncs"):
         assert count(feed, name) == 0, name
     assert count(feed, "string_numbers") == 2
@@ -178,14 +180,14 @@ async def test_unreadable_numbers_are_rejected_counted_and_resync(offline: Any, 
     await synced(feed)
     fields: dict[str, Any] = {"seq": 1002, "pseq": 1001}
     fields[field] = value
-    await feed.dispatch(frame("update", [["100.10", "1.20"]], [], **fields), time.time_ns())
+    await feed.receive(frame("update", [["100.10", "1.20"]], [], **fields), time.time_ns())
     assert count(feed, "bad_numbers") == 1 and count(feed, "frames_rejected") == 1
     assert count(feed, "resyncs") == 1 and not feed.book.valid
     assert feed.ws.ops() == ["unsubscribe", "subscribe"]
     assert feed.stats.state == FeedState.RESYNCING and feed.stats.reason.startswith(f"bad_number: {field} ")
     # a snapshot with such a number is refused as well, and asked for again
     feed.ws.sent.clear()
-    await feed.dispatch(frame("snapshot", SNAP_BIDS, SNAP_ASKS, **{"seq": 2000, "pseq": 0, field: value}),
+    await feed.receive(frame("snapshot", SNAP_BIDS, SNAP_ASKS, **{"seq": 2000, "pseq": 0, field: value}),
                         time.time_ns())
     assert count(feed, "bad_numbers") == 2 and not feed.book.valid and count(feed, "snapshots") == 1
     assert feed.ws.ops() == ["unsubscribe", "subscribe"]
@@ -205,7 +207,7 @@ async def test_real_error_frames(offline: Any, test_data: Path) -> None:
     for text in (classic_30001, v3_30001):
         feed = offline(symbol="NOPEUSDT", inst_type="USDT-FUTURES")
         with pytest.raises(Failed) as err:
-            await feed.dispatch(text, time.time_ns())
+            await feed.receive(text, time.time_ns())
         assert str(err.value) == "30001 instId:NOPEUSDT doesn't exist"
         assert count(feed, "venue_errors") == 1 and feed.venue_error_codes == {"30001": 1}
         assert feed.ws.sent == [] and count(feed, "frames_rejected") == 1
@@ -214,7 +216,7 @@ async def test_real_error_frames(offline: Any, test_data: Path) -> None:
     feed = offline(inst_type="USDT-FUTURES")
     await synced(feed)
     for text in (classic_30001, v3_30001, param_30016):
-        await feed.dispatch(text, time.time_ns())
+        await feed.receive(text, time.time_ns())
     assert feed.venue_error_codes == {"30001": 2, "30016": 1} and count(feed, "venue_errors") == 3
     assert feed.stats.state == FeedState.CONNECTED_SYNCED and feed.book.valid
     assert feed.stats.reason == "venue_error 30016 Param error"
@@ -231,7 +233,7 @@ async def test_error_for_our_subscription_resubscribes_with_backoff(offline: Any
     delays = []
     for _ in range(4):
         t0 = time.monotonic()
-        await feed.dispatch(err, time.time_ns())
+        await feed.receive(err, time.time_ns())
         delays.append(round(feed.resubscribe_at - t0, 1))
         assert feed.ws.sent == []                     # not at once: after the delay
         await feed.timers(feed.resubscribe_at - 0.01)
@@ -249,7 +251,7 @@ async def test_error_for_our_subscription_resubscribes_with_backoff(offline: Any
         assert feed.stats.state == FeedState.SUBSCRIBING
         d = {"instId": "BTCUSDT", "lastPr": "1.5", "bidPr": "1.4", "askPr": "1.6", "bidSz": "1",
              "askSz": "2", "ts": "1700000000000"}
-        await feed.dispatch(orjson.dumps({"action": "snapshot", "arg": TICKER, "data": [d]}).decode(),
+        await feed.receive(orjson.dumps({"action": "snapshot", "arg": TICKER, "data": [d]}).decode(),
                             time.time_ns())
         assert feed.stats.state == FeedState.LIVE
     assert feed.error_streak == 0
@@ -258,12 +260,12 @@ async def test_error_for_our_subscription_resubscribes_with_backoff(offline: Any
 async def test_rate_limit_error_backs_off_and_unattributed_errors_are_only_counted(offline: Any) -> None:
     feed = offline()
     await synced(feed)
-    await feed.dispatch('{"event":"error","code":30016}', time.time_ns())   # no arg, no op
-    await feed.dispatch('{"event":"error","code":"30002","msg":"illegal request"}', time.time_ns())
+    await feed.receive('{"event":"error","code":30016}', time.time_ns())   # no arg, no op
+    await feed.receive('{"event":"error","code":"30002","msg":"illegal request"}', time.time_ns())
     assert feed.venue_error_codes == {"30016": 1, "30002": 1} and feed.book.valid
     assert feed.resubscribe_at == 0.0 and feed.ws.sent == []
     with pytest.raises(Restart) as err:
-        await feed.dispatch('{"event":"error","code":30006,"msg":"request too many","op":"subscribe"}',
+        await feed.receive('{"event":"error","code":30006,"msg":"request too many","op":"subscribe"}',
                             time.time_ns())
     assert err.value.reason == "venue_error 30006 request too many" and err.value.delay >= 1.0
     assert count(feed, "venue_errors") == 3
@@ -498,7 +500,7 @@ async def test_resync_storm_keeps_the_message_rate() -> None:
 async def test_subscribe_budget_starts_a_new_connection_before_the_venue_refuses(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The feed's per-connection budget stays under the venue's (here both shrunk to 12)."""
-    monkeypatch.setattr(bitget_feed, "SUBSCRIBE_BUDGET_PER_HOUR", 12)
+    monkeypatch.setitem(venues(), "bitget", replace(venue("bitget"), subscribes_per_hour=12))
     s = Simulator(sim_config(bitget_subscribes_per_hour=12))
     await s.start()
     try:

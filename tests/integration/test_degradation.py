@@ -97,5 +97,5 @@ def test_unknown_venue(tmp_path: Path) -> None:
     r = run(["--config", str(cfg), "--no-ui", "--duration", "2"])
     assert r.res.returncode == 2
     assert r.res.stderr.strip().splitlines() == [
-        "obitui: config: feeds[0].venue: unknown venue 'kraken' (known: binance, bitget)"]
+        "obitui: config: feeds[0].venue: unknown venue 'kraken' (known: binance, binance-usdm, bitget, bitget-v3)"]
     nothing_left(r)

@@ -21,7 +21,7 @@ from obitui.config import default_feeds
 from obitui.core.ring import Ring
 from obitui.core.shm import Segment
 from obitui.core.stats import FEED_COUNTERS, FRAME_FATES, FeedSlotWriter, StatsBlock
-from obitui.feeds.bitget_feed import make_feed
+from obitui.feeds.process import make_feed
 
 pytestmark = pytest.mark.timeout(90)
 # Bitget books answers a broken frame with a resync (unsubscribe + subscribe) and sends at most

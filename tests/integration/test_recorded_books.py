@@ -8,8 +8,9 @@ import orjson
 import pytest
 
 from obitui.capture import convert_cryptofeed
-from obitui.core.book import OrderBook, bitget_checksum
-from obitui.feeds.binance import DepthSync, SyncResult, parse_depth_event, parse_snapshot
+from obitui.core.book import OrderBook
+from obitui.feeds.bitget.checksum import bitget_checksum
+from obitui.feeds.binance.sync import DepthSync, SyncResult, parse_depth_event, parse_snapshot
 from tests.book_model import ModelBook
 
 

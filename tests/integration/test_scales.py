@@ -13,7 +13,7 @@ from obitui.config import load_config
 from obitui.core.book import OrderBook
 from obitui.core.fixed import FixedRangeError, parse_fixed
 from obitui.core.stats import FeedState
-from obitui.feeds.symbols import Scales, SymbolInfoError, apply_venue_scales, binance_scales, bitget_scales, step_decimals
+from obitui.feeds.symbols import Scales, SymbolInfoError, apply_venue_scales, venue_scales, step_decimals
 from obitui.sim.server import SimConfig, Simulator
 from tests.integration.feed_harness import FeedHarness
 
@@ -59,9 +59,9 @@ def test_a_memecoin_quantity_needs_its_own_scale() -> None:
 
 async def test_scales_come_from_the_venues_symbol_info(sim: Simulator) -> None:
     # (a blocking client, as the supervisor runs it; the simulator needs this loop meanwhile)
-    assert await asyncio.to_thread(binance_scales, sim.binance_rest_url, ["BTCUSDT", "PEPEUSDT"]) == {
+    assert await asyncio.to_thread(venue_scales, "binance", sim.binance_rest_url, ["BTCUSDT", "PEPEUSDT"]) == {
         "BTCUSDT": Scales(2, 5), "PEPEUSDT": Scales(8, 0)}
-    assert await asyncio.to_thread(bitget_scales, sim.bitget_rest_url, ["BTCUSDT", "PEPEUSDT"]) == {
+    assert await asyncio.to_thread(venue_scales, "bitget", sim.bitget_rest_url, ["BTCUSDT", "PEPEUSDT"]) == {
         "BTCUSDT": Scales(2, 6), "PEPEUSDT": Scales(8, 0)}
     cfg = load_config(None).with_sim(sim.binance_ws_url, sim.binance_rest_url, sim.bitget_ws_url, sim.bitget_rest_url)
     for f in cfg.feeds:

@@ -18,8 +18,9 @@ import pytest
 import websockets
 
 from obitui.capture import convert_cryptofeed, read_capture, write_capture
-from obitui.core.book import OrderBook, bitget_checksum
-from obitui.feeds.binance import DepthSync, SyncResult, parse_depth_event, parse_snapshot
+from obitui.core.book import OrderBook
+from obitui.feeds.bitget.checksum import bitget_checksum
+from obitui.feeds.binance.sync import DepthSync, SyncResult, parse_depth_event, parse_snapshot
 from obitui.sim.conn import OVERSIZE_BYTES
 from obitui.sim.faults import FaultError, Faults, parse_fault
 from obitui.sim.market import MarketModel, SymbolSpec

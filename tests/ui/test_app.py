@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 from textual.css.query import NoMatches
 from textual.pilot import Pilot
+from textual.widget import Widget
 from textual.widgets import DataTable, RichLog
 
 from obitui.app import ObituiApp
@@ -207,6 +208,51 @@ async def test_size_bars_keep_their_side_colour_with_16_colours(world: World) ->
         assert len(plain) == 2 and plain & {1, 9} and plain & {2, 10}, plain
 
 
+async def test_ladder_render_line_only_reads(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Textual calls render_line for every line of every frame, as often as it likes: it must
+    change nothing. What it draws is prepared by ``show`` (the update path), for every height,
+    so a resize with no update in between (the display paused) draws the right decimals: a
+    deep bid with 8 decimals widens the prices only when the ladder is tall enough to show it."""
+    deep = 12                                       # the 13th best bid: 8 decimals, the rest 2
+    bids = [(2_700_000_000_000 - k * 1_000_000 - (1 if k == deep else 0), (k + 1) * 1_000_000)
+            for k in range(20)]
+    asks = [(2_700_000_000_000 + (k + 1) * 1_000_000, 1_000_000) for k in range(20)]
+    world.books[0].publish(valid=True, crossed=False, update_id=77, pdec=8, qdec=8, bids=bids,
+                           asks=asks, obi=0.0)
+    app = app_for(world)
+    async with app.run_test(size=(120, 60)) as pilot:
+        ladder = app.query_one("#ladder0", DepthLadder)
+        await wait_for(pilot, lambda: ladder.view is not None and ladder.view.update_id == 77, "update 77")
+        await pilot.press("p")                      # no more show(): only draws from here on
+
+        def shown() -> tuple[int, list[str]]:
+            return (ladder.size.height - 2) // 2, [str(ladder.render_line(y).text)
+                                                   for y in range(ladder.size.height)]
+
+        own = set(vars(ladder)) - set(vars(Widget()))
+        writes: list[str] = []
+        setattr_ = DepthLadder.__setattr__
+
+        def spy(self: DepthLadder, name: str, value: object) -> None:
+            writes.append(name)
+            setattr_(self, name, value)
+
+        monkeypatch.setattr(DepthLadder, "__setattr__", spy)
+        n_tall, tall = shown()
+        assert shown()[1] == tall and [str(ladder.render_line(y).text)
+                                       for y in reversed(range(ladder.size.height))][::-1] == tall
+        monkeypatch.undo()
+        assert not own & set(writes), f"render_line set {sorted(own & set(writes))}"
+        assert n_tall > deep, n_tall
+        assert any("26999.87999999" in r for r in tall) and any("27000.01000000" in r for r in tall), tall
+
+        await pilot.resize_terminal(120, 24)
+        await wait_for(pilot, lambda: (ladder.size.height - 2) // 2 <= deep, "the short ladder")
+        n_short, short = shown()
+        assert any("27000.01 " in r for r in short) and not any("27000.01000000" in r for r in short), short
+        assert ladder.view.update_id == 77 and app.paused
+
+
 async def test_keys_send_control_words_and_show_the_ack(world: World) -> None:
     app = app_for(world)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -346,7 +392,7 @@ async def test_against_the_real_fleet_on_the_simulator() -> None:
 
 def test_hot_path_never_imports_the_ui() -> None:
     mods = ["obitui.core.ring", "obitui.core.book", "obitui.core.stats", "obitui.feeds.process",
-            "obitui.feeds.binance_feed", "obitui.feeds.bitget_feed", "obitui.engine",
+            "obitui.feeds.binance.feed", "obitui.feeds.bitget.feed", "obitui.engine",
             "obitui.supervisor", "obitui.sim.server", "obitui.sim.cli", "obitui.headless",
             "obitui.config", "obitui.capture"]
     code = ("import sys\n" + "".join(f"import {m}\n" for m in mods)

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from obitui.core.book import OrderBook, bitget_checksum
+from obitui.core.book import OrderBook, level_checksum
+from obitui.feeds.bitget.checksum import bitget_checksum
 from tests.book_model import ModelBook
 
 
@@ -95,6 +96,7 @@ def test_checksum_depth_and_missing_levels() -> None:
     expected = zlib.crc32(b"1.10:2:1.20:3.0:1.3:4")
     assert bitget_checksum(b) == (expected - 2**32 if expected >= 2**31 else expected)
     assert bitget_checksum(OrderBook(8)) == 0
+    assert level_checksum(b) == bitget_checksum(b) and level_checksum(b, 1) == bitget_checksum(b, 1)
 
 
 def test_fixed_levels_and_memory() -> None:
@@ -284,9 +286,11 @@ def test_level_decimals_read_like_parse_fixed(text: str, digits: int) -> None:
     if value:
         assert book.best_bid() == ("1", format_fixed(value, digits, decimals))
     frame = '{"e":"depthUpdate","E":1,"s":"X","U":1,"u":1,"b":[["1","%s"]],"a":[]}' % text
+    from obitui.feeds.binance._scan import DepthScanner
     scanned = OrderBook(digits)
-    if scanned.scan_binance_depth(frame) is not None:     # the scanner may decline, never differ
-        scanned.apply_scanned(False)
+    scanner = DepthScanner(scanned)
+    if scanner.scan(frame) is not None:     # the scanner may decline, never differ
+        scanner.apply(False)
         assert scanned.bids.fixed_levels() == book.bids.fixed_levels()
         assert scanned.best_bid() == book.best_bid()
 
@@ -328,7 +332,7 @@ def test_stub_names_every_public_attribute() -> None:
     for cls in (mod.OrderBook, mod.BookSide):
         public = {n for n in dir(cls) if not n.startswith("_")}
         assert public <= stub[cls.__name__], public - stub[cls.__name__]
-    assert {"bitget_checksum", "crc32_signed"} <= stub[""]
+    assert {"level_checksum", "crc32_signed"} <= stub[""]
 
 
 def _record(kind_snapshot: bool, bids: list, asks: list, last_id: int, recv_ns: int) -> bytes:

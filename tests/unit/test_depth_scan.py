@@ -1,5 +1,6 @@
-"""The raw-frame scanner for Binance depth frames: on every frame it either gives exactly what
-orjson + the book's batch path give, or declines (None) and leaves the frame to that path."""
+"""The raw-frame scanner for Binance depth frames (DepthScanner): on every frame it either gives
+exactly what orjson + the book's batch path give, or declines (None) and leaves the frame to that
+path; and scan + DepthSync.continuity + apply is the sync procedure's own path."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from obitui.core.book import OrderBook
-from obitui.feeds.binance import DepthFormatError, DepthSync, parse_depth_event
+from obitui.feeds.binance._scan import DepthScanner
+from obitui.feeds.binance.sync import DepthFormatError, DepthSync, SyncResult, parse_depth_event
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,7 +39,8 @@ def slow(frame: str | bytes) -> tuple | None:
 
 def both(frame: str | bytes) -> None:
     fast_book, slow_book = OrderBook(8), OrderBook(8)
-    res = fast_book.scan_binance_depth(frame)
+    scanner = DepthScanner(fast_book)
+    res = scanner.scan(frame)
     ref = slow(frame)
     if res is None:
         return                               # declined: the orjson path decides
@@ -49,8 +52,10 @@ def both(frame: str | bytes) -> None:
         want = slow_book.apply(ev.bids, ev.asks, True)
     except (ValueError, TypeError):
         raise AssertionError(f"the scanner accepted levels the book rejects: {frame!r:.200}") from None
-    assert fast_book.apply_scanned(True) == want
+    assert len(fast_book) == 0               # a scan leaves the book alone until apply
+    assert scanner.apply(True) == want
     assert fast_book.top(50) == slow_book.top(50)
+    assert (fast_book.levels_applied, fast_book.crossed) == (slow_book.levels_applied, slow_book.crossed)
 
 
 def recorded_depth_frames(data: Path) -> list[str]:
@@ -70,7 +75,7 @@ def test_every_recorded_depth_frame_scans_like_orjson(test_data: Path) -> None:
     for f in frames:
         both(f)
         both(f.encode())
-        accepted += OrderBook(8).scan_binance_depth(f) is not None
+        accepted += DepthScanner(OrderBook(8)).scan(f) is not None
         # the raw stream shape (no "stream"/"data" wrapper) too
         data = json.dumps(json.loads(f)["data"], separators=(",", ":"))
         both(data)
@@ -80,20 +85,20 @@ def test_every_recorded_depth_frame_scans_like_orjson(test_data: Path) -> None:
 def test_recorded_frames_take_the_exact_layout_path(test_data: Path) -> None:
     """Binance's own byte layout is read by fixed-string compares; a blank or another key
     order still scans, by the general scanner."""
-    b = OrderBook(8)
+    b = DepthScanner(OrderBook(8))
     for f in recorded_depth_frames(test_data):
-        assert b.scan_binance_depth(f) is not None and b.scan_layout == 1, f[:120]
+        assert b.scan(f) is not None and b.layout == 1, f[:120]
         raw = json.dumps(json.loads(f)["data"], separators=(",", ":"))
-        assert b.scan_binance_depth(raw) is not None and b.scan_layout == 1, raw[:120]
+        assert b.scan(raw) is not None and b.layout == 1, raw[:120]
         spaced = json.dumps(json.loads(f))
-        assert b.scan_binance_depth(spaced) is not None and b.scan_layout == 2, spaced[:120]
-    assert b.scan_binance_depth('{"e":"depthUpdate"}') is None and b.scan_layout == 0
+        assert b.scan(spaced) is not None and b.layout == 2, spaced[:120]
+    assert b.scan('{"e":"depthUpdate"}') is None and b.layout == 0
 
 
 def test_declines_what_it_does_not_read() -> None:
-    b = OrderBook(8)
+    b = DepthScanner(OrderBook(8))
     base = '{"e":"depthUpdate","E":1,"s":"X","U":5,"u":7,"b":[["1.0","2.0"]],"a":[["1.5","0"]]}'
-    assert b.scan_binance_depth(base) == (5, 7, 1, -1, 1, 1)
+    assert b.scan(base) == (5, 7, 1, -1, 1, 1)
     for bad in [base.replace('"1.0"', '"1\\u002e0"'),          # an escape
                 base.replace('"U":5', '"U":5.0'),              # a float id
                 base.replace('"U":5', '"U":"5"'),              # a string id
@@ -110,10 +115,10 @@ def test_declines_what_it_does_not_read() -> None:
                 '{"data":{"e":"depthUpdate","U":5,"u":7,"b":[],"a":[]},"U":9}',
                 base.replace('"e":"depthUpdate"', '"e":"depthUpdate","e":"trade"'),
                 base.replace('"e":"depthUpdate"', '"e":5')]:
-        assert b.scan_binance_depth(bad) is None, bad
+        assert b.scan(bad) is None, bad
         both(bad)
     with pytest.raises(ValueError):
-        OrderBook(8).apply_scanned()
+        DepthScanner(OrderBook(8)).apply()
 
 
 text_piece = st.sampled_from(['"', '\\', ',', ':', '[', ']', '{', '}', '0', '1', '.', 'e', '-', ' ', 'U', 'u',
@@ -140,64 +145,106 @@ def test_numbers_at_the_edges_scan_like_parse_fixed(price: str) -> None:
     both(frame)
 
 
-def _frame(U: int, u: int, pu: int | None, futures: bool) -> str:
+def _frame(U: int, u: int, pu: int | None, futures: bool, bids: list | None = None,
+           asks: list | None = None) -> str:
     data: dict = {"e": "depthUpdate", "E": 1}
     if futures:
         data["T"] = 1                          # Binance's order: e E T s U u pu b a
     data.update({"s": "X", "U": U, "u": u})
     if futures and pu is not None:
         data["pu"] = pu
-    data.update({"b": [["1.5", "2"]], "a": [["2.5", "0"]]})
+    data.update({"b": [["1.5", "2"]] if bids is None else bids,
+                 "a": [["2.5", "0"]] if asks is None else asks})
     return json.dumps({"stream": "x@depth", "data": data}, separators=(",", ":"))
 
 
 ids = st.integers(min_value=0, max_value=40)
+side_levels = st.lists(st.tuples(st.sampled_from(["1.5", "1.25", "2", "2.5", "3", "0.75", "4.125"]),
+                                 st.sampled_from(["0", "1", "2.50", "0.001"])).map(list), max_size=3)
+# an event as offsets from the book: U from update_id + 1, u from U, pu from the last applied u
+events = st.lists(st.tuples(st.integers(-3, 2), st.integers(0, 4), st.one_of(st.none(), st.integers(-2, 1)),
+                            side_levels, side_levels), min_size=1, max_size=8)
 
 
-@settings(max_examples=600, deadline=None)
-@given(futures=st.booleans(), awaiting=st.booleans(), bid=ids, U=ids, span=st.integers(0, 5),
-       pu=st.one_of(st.none(), ids))
-def test_one_call_applies_exactly_what_the_sync_rules_apply(futures: bool, awaiting: bool, bid: int,
-                                                            U: int, span: int, pu: int | None) -> None:
-    """apply_depth_frame applies a frame when, and only when, DepthSync.continuity says it is
-    the next event; the book and update_id then equal the slow path's."""
-    u = U + span
-    text = _frame(U, u, pu, futures)
+@settings(max_examples=400, deadline=None)
+@given(futures=st.booleans(), awaiting=st.booleans(), bid=ids, seq=events)
+def test_scan_continuity_apply_is_the_sync_path(futures: bool, awaiting: bool, bid: int, seq: list) -> None:
+    """What the synced feed runs on a frame (scan, DepthSync.continuity on the scanned ids,
+    apply when it says the event is the next, then DepthSync.applied) gives the same verdicts,
+    the same book, update id and ring payloads as the orjson path through DepthSync.on_event,
+    over sequences of spot and futures events, right after a snapshot or later."""
     fast, slow = OrderBook(8), OrderBook(8)
-    for book in (fast, slow):
+    fsync, ssync = DepthSync(fast, futures=futures, pack=True), DepthSync(slow, futures=futures, pack=True)
+    for book, sync in ((fast, fsync), (slow, ssync)):
         book.apply_snapshot([["1.0", "1"]], [["3.0", "1"]])
         book.update_id = bid
-    sync = DepthSync(slow, futures=futures)
-    sync.synced, sync.awaiting_first, sync.last_u = True, awaiting, bid
-    applied = fast.apply_depth_frame(text, futures, awaiting, True)
-    assert applied is not None and fast.scan_layout == 1
-    rU, ru, E, rpu = fast.frame_ids
-    payload = fast.frame_payload
-    assert (rU, ru, E, rpu) == (U, u, 1, pu if futures and pu is not None else -1)
-    verdict = sync.continuity(U, u, rpu if rpu >= 0 else None)
-    assert applied == (verdict is None)
-    if applied:
-        want = slow.apply([["1.5", "2"]], [["2.5", "0"]], True)
-        sync.applied(u, want)
-        assert payload == want
-    else:
-        assert payload is None
-    assert fast.update_id == slow.update_id
-    assert fast.top(10) == slow.top(10)
+        book.valid = True
+        sync.synced, sync.awaiting_first, sync.last_u = True, awaiting, bid
+    scanner = DepthScanner(fast)
+    for dU, span, dpu, bids, asks in seq:
+        U = max(0, slow.update_id + 1 + dU)
+        u = U + span
+        pu = None if dpu is None else max(0, ssync.last_u + dpu)
+        text = _frame(U, u, pu, futures, bids, asks)
+        got = scanner.scan(text)
+        assert got is not None and scanner.layout == 1 and scanner.ids == got
+        rU, ru, E, rpu, nb, na = got
+        assert (rU, ru, E, rpu, nb, na) == (U, u, 1, pu if futures and pu is not None else -1, len(bids), len(asks))
+        verdict = fsync.continuity(rU, ru, rpu if rpu >= 0 else None)
+        if verdict is None:
+            fsync.applied(ru, scanner.apply(True))
+            verdict = SyncResult.APPLIED
+        assert verdict == ssync.on_event(parse_depth_event(orjson.loads(text)["data"]))
+        assert fsync.last_packed == ssync.last_packed
+        assert (fast.update_id, fast.valid, fsync.last_u, fsync.synced, fsync.awaiting_first) == (
+            slow.update_id, slow.valid, ssync.last_u, ssync.synced, ssync.awaiting_first)
+        assert fast.top(10) == slow.top(10)
+        assert (fast.levels_applied, fast.crossed, fast.crossed_count) == (
+            slow.levels_applied, slow.crossed, slow.crossed_count)
+        if not ssync.synced:
+            break                              # a gap: both wait for a new snapshot
 
 
-def test_one_call_declines_and_guards() -> None:
+def test_scan_and_apply_guards() -> None:
     b = OrderBook(8)
-    assert b.frame_ids is None and b.frame_payload is None
-    assert b.apply_depth_frame(b'{"e":"depthUpdate","U":1,"u":2,"b":[["1","1"]],"a":[]}', pack=False) is True
-    assert b.frame_ids == (1, 2, 0, -1) and b.frame_payload is None
-    assert b.update_id == 2 and len(b) == 1
-    assert b.apply_depth_frame('{"e":"depthUpdate","U":3,"u":3,"b":[],"a":[["5","2"]]}') is True
-    assert b.frame_payload == OrderBook(8).apply([], [["5", "2"]], True)
-    assert b.apply_depth_frame("not json") is None
-    assert b.frame_ids is None and b.frame_payload is None     # nothing kept from a declined frame
-    b.update_id = 2**64 - 1                    # no id can follow: the rules decide, nothing applied
-    assert b.apply_depth_frame('{"e":"depthUpdate","U":3,"u":4,"b":[["2","1"]],"a":[]}') is False
-    assert b.frame_ids == (3, 4, 0, -1) and b.frame_payload is None
+    sc = DepthScanner(b)
+    assert sc.book is b and sc.ids is None and sc.layout == 0
+    with pytest.raises(ValueError):
+        sc.apply()                              # nothing scanned yet
+    assert sc.scan(b'{"e":"depthUpdate","U":1,"u":2,"b":[["1","1"]],"a":[]}') == (1, 2, 0, -1, 1, 0)
+    assert sc.ids == (1, 2, 0, -1, 1, 0) and len(b) == 0          # a scan leaves the book alone
+    assert sc.apply(pack=False) is None
+    assert len(b) == 1 and b.levels_applied == 1 and b.update_id == 0   # the caller sets update_id
+    with pytest.raises(ValueError):
+        sc.apply()                              # a scanned frame is applied once
+    assert sc.scan('{"e":"depthUpdate","U":3,"u":3,"b":[],"a":[["5","2"]]}') == (3, 3, 0, -1, 0, 1)
+    assert sc.apply() == OrderBook(8).apply([], [["5", "2"]], True)
+    assert sc.scan('{"e":"depthUpdate","U":4,"u":4,"b":[["2","1"]],"a":[]}') is not None
+    assert sc.scan("not json") is None
+    assert sc.ids is None and sc.layout == 0    # nothing kept from a declined frame
+    with pytest.raises(ValueError):
+        sc.apply()                              # not even the frame scanned before it
     assert len(b) == 2
-    assert b.apply_depth_frame(123) is None and b.frame_ids is None
+    b.update_id = 2**64 - 1                     # no id can follow: the rules apply nothing
+    sync = DepthSync(b)
+    sync.synced = True
+    got = sc.scan('{"e":"depthUpdate","U":3,"u":4,"b":[["2","1"]],"a":[]}')
+    assert got == (3, 4, 0, -1, 1, 0)
+    assert sync.continuity(got[0], got[1], None) is SyncResult.ALREADY_APPLIED
+    assert len(b) == 2
+    assert sc.scan(123) is None and sc.ids is None
+    with pytest.raises(TypeError):
+        DepthScanner(None)  # type: ignore[arg-type]
+
+
+def test_stub_names_every_public_attribute() -> None:
+    """obitui/feeds/binance/_scan.pyi is what editors and type checkers see: it must not fall behind."""
+    import ast
+
+    import obitui.feeds.binance._scan as mod
+    tree = ast.parse(Path(mod.__file__).with_name("_scan.pyi").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DepthScanner")
+    stub = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)} | {
+        n.target.id for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    public = {n for n in dir(DepthScanner) if not n.startswith("_")}
+    assert public <= stub, public - stub

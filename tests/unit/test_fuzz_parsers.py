@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 
 from obitui.capture import CaptureError, CaptureRecord, read_capture
 from obitui.config import Config, ConfigError, load_config
-from obitui.core.book import OrderBook, bitget_checksum
+from obitui.core.book import OrderBook
+from obitui.feeds.bitget.checksum import bitget_checksum
 from obitui.core.fixed import format_fixed, parse_fixed
 from obitui.core.records import (BOOK_HEADER, INVALID, TICKER, TRADE, RecordError, decode_book, decode_invalid,
                                  decode_ticker, decode_trade)
 from obitui.core.ring import Ring, RingError, owned_ring
-from obitui.feeds.binance import DepthFormatError, DepthSync, SyncResult, parse_depth_event, parse_snapshot
+from obitui.feeds.binance.sync import DepthFormatError, DepthSync, SyncResult, parse_depth_event, parse_snapshot
 
 pytestmark = pytest.mark.timeout(120)
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

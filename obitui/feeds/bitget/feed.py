@@ -1,104 +1,108 @@
-"""Bitget v2 public feeds: `books` (snapshot + updates, seq/pseq continuity on every update,
-checksum when present and non-zero, resync by resubscribing) and `ticker`.
+"""Bitget public feeds, v2 (classic) and v3 (UTA) (the venue description says which): `books`
+(snapshot + updates, seq/pseq continuity on every update, checksum when present and non-zero,
+resync by resubscribing; the rules live in sync.py) and `ticker`.
 
-The parser also reads v1 frames (no seq/pseq: checksum only; seq without pseq: seq must grow)
-and v3 field names (`topic`/`symbol`, levels under `a`/`b`)."""
+The parser also reads v1 frames (no seq/pseq: checksum only; seq without pseq: seq must grow)."""
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 import logging
 import re
 import time
 from typing import Any
 
 import orjson
-import websockets
 
-from obitui.core.book import OrderBook, bitget_checksum
+from obitui.core.book import OrderBook
 from obitui.core.fixed import parse_fixed
 from obitui.core.records import Kind, encode_ticker, ms_to_ns
 from obitui.core.stats import AckResult, Command, FeedState
-from obitui.feeds.base import F_IGNORED, F_REJECTED, Failed, Feed, Restart, backoff_delay
+from obitui.feeds.base import Fate, Failed, Feed, Restart, backoff_delay
+from obitui.feeds.bitget.sync import BooksSync, Verdict
+from obitui.feeds.bitget.venue import BitgetVenue
+from obitui.feeds.budget import MessagePacer
 
 log = logging.getLogger("obitui.feed")
 
-SUBSCRIBE_BUDGET_PER_HOUR = 240    # per connection
 SNAPSHOT_TIMEOUT = 5.0             # subscribed this long without the books snapshot: ask again
 # the venue cuts a connection that sends more than 10 messages (subscribe, unsubscribe, ping)
 # in a second; we send at most 9 in any 1.2 s: one message and 0.2 s of network jitter spare
-CLIENT_MESSAGES_PER_WINDOW = 9
 CLIENT_WINDOW_S = 1.2
 RATE_LIMIT_CODES = ("30006", "30007")   # "request too many", "request over limit": back off
 RESUBSCRIBE_FIRST = 0.5            # an error event for our subscription: subscribe again after
 RESUBSCRIBE_CAP = 30.0             # this, doubling while the errors repeat, up to the cap
+SUBSCRIBE_SPARE = 2                # a new connection this many subscribes before the hourly cap
+
+# the ticker's fields, by API version: last, best bid, its size, best ask, its size
+TICKER_FIELDS = {2: ("lastPr", "bidPr", "bidSz", "askPr", "askSz"),
+                 3: ("lastPrice", "bid1Price", "bid1Size", "ask1Price", "ask1Size")}
 
 
 class BitgetFeed(Feed):
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        v = self.cfg.venue_info
+        assert isinstance(v, BitgetVenue)
+        self.venue: BitgetVenue = v
+        self.ch_key, self.sym_key = v.channel_key, v.symbol_key
+        self.subscribe_times: collections.deque[float] = collections.deque()
+        self.pacer = MessagePacer(v.max_client_msgs - 1, CLIENT_WINDOW_S)
+        self.venue_error_codes: collections.Counter[str] = collections.Counter()
+        self.resubscribe_at = 0.0          # an error event dropped our subscription: when to retry
+        self.error_streak = 0              # such errors since data last flowed
+
     def url(self) -> str:
         return self.cfg.ws_url
 
     def arg(self) -> dict[str, str]:
-        return {"instType": self.cfg.inst_type, "channel": self.cfg.channel, "instId": self.cfg.symbol}
-
-    def __init__(self, *a: Any, **kw: Any) -> None:
-        super().__init__(*a, **kw)
-        self.subscribe_times: collections.deque[float] = collections.deque()
-        self.send_times: collections.deque[float] = collections.deque()
-        self._send_lock = asyncio.Lock()
-        self.venue_error_codes: collections.Counter[str] = collections.Counter()
-        self.resubscribe_at = 0.0          # an error event dropped our subscription: when to retry
-        self.error_streak = 0              # such errors since data last flowed
+        return self.venue.arg(self.cfg.inst_type, self.cfg.channel, self.cfg.symbol)
 
     async def subscribe(self, ws: Any, op: str = "subscribe") -> None:
         now = time.monotonic()
         while self.subscribe_times and now - self.subscribe_times[0] > 3600:
             self.subscribe_times.popleft()
-        if len(self.subscribe_times) >= SUBSCRIBE_BUDGET_PER_HOUR - 2:
+        if len(self.subscribe_times) >= self.venue.subscribes_per_hour - SUBSCRIBE_SPARE:
             # the per-connection budget is nearly spent: a new connection starts a new one
-            raise Restart("subscribe_budget", "240 subscribes/hour reached", delay=1.0)
+            raise Restart("subscribe_budget", f"{self.venue.subscribes_per_hour} subscribes/hour reached",
+                          delay=1.0)
         self.subscribe_times.append(now)
         self.stats.inc("subscribes")
         await self.send(ws, orjson.dumps({"op": op, "args": [self.arg()]}).decode())
 
     async def send(self, ws: Any, text: str) -> None:
-        """Every client message goes through here: the venue allows 10 per second per
-        connection (docs/PROTOCOLS.md), so a resync storm waits instead of getting the socket cut.
-        One sender at a time (the pinger and a resync may both want to send)."""
-        async with self._send_lock:
-            sent = self.send_times
-            while True:
-                now = time.monotonic()
-                while sent and now - sent[0] >= CLIENT_WINDOW_S:
-                    sent.popleft()
-                if len(sent) < CLIENT_MESSAGES_PER_WINDOW:
-                    break
-                await asyncio.sleep(CLIENT_WINDOW_S - (now - sent[0]))
-            sent.append(time.monotonic())
-            await ws.send(text)
+        """Every client message goes through the pacer: the venue allows 10 per second per
+        connection (docs/PROTOCOLS.md), so a resync storm waits instead of getting the socket
+        cut. One sender at a time (the pinger and a resync may both want to send)."""
+        await self.pacer.send(lambda: ws.send(text))
 
     async def send_ping(self, ws: Any) -> None:
         """Bitget's keep-alive is the text "ping" (answered by "pong"), paced like any message."""
         await self.send(ws, "ping")
 
-    def decode(self, text: str | bytes) -> dict[str, Any] | None:
-        msg = self.load_object(text)
-        if msg is None:
-            return None
+    def is_keepalive(self, text: str | bytes) -> bool:
+        if text == "pong":
+            self.on_pong()        # proves the socket, not the channel: no watchdog reset
+            return True
+        return False
+
+    def classify(self, msg: dict[str, Any], text: str | bytes) -> dict[str, Any] | None:
+        """A data frame of our channel, or None once an event (ack, error) or a foreign frame
+        was settled."""
         event = msg.get("event")
         if event == "error":
             self.on_error_event(msg)
             return None
         if event is not None:
-            self.fate(F_IGNORED)
-            return msg     # subscribe/unsubscribe acks
+            self.fate(Fate.IGNORED)      # subscribe/unsubscribe acks
+            if event == "subscribe":
+                self.on_subscribed()
+            return None
         arg = msg.get("arg")
         if not isinstance(arg, dict) or not isinstance(msg.get("data"), list) or not msg["data"]:
             self.reject("parse_errors", f"frame without arg/data: {str(text)[:80]!r}")
             return None
-        channel = arg.get("channel", arg.get("topic"))
-        inst = arg.get("instId", arg.get("symbol"))
+        channel = arg.get(self.ch_key)
+        inst = arg.get(self.sym_key)
         if channel != self.cfg.channel or inst != self.cfg.symbol:
             self.reject("rejected", f"frame for {channel}/{inst}")
             return None
@@ -122,12 +126,15 @@ class BitgetFeed(Feed):
         whose, inst = self._error_target(msg.get("arg"), text)
         if code == "30001" and whose != "other":
             # one subscription per connection: an unattributed 30001 is about it too
-            raise Failed(f"30001 instId:{inst or self.cfg.symbol} doesn't exist"[:95])
+            raise Failed(f"30001 {self.sym_key}:{inst or self.cfg.symbol} doesn't exist"[:95])
         if code in RATE_LIMIT_CODES:
             delay = max(1.0, backoff_delay(self.attempt, self.rng))
             self.attempt += 1
             raise Restart(f"venue_error {code} {text}"[:95], "rate limited by the venue", delay=delay)
-        if op != "unsubscribe" and (whose == "ours" or (whose == "unknown" and op == "subscribe")):
+        # v3 error events carry neither `arg` nor `op`: one that names nothing may be about our
+        # subscription (the only one on this connection), and subscribing again is harmless
+        unattributed_ours = whose == "unknown" and (op == "subscribe" or (op is None and self.venue.api == 3))
+        if op != "unsubscribe" and (whose == "ours" or unattributed_ours):
             delay = min(RESUBSCRIBE_CAP, RESUBSCRIBE_FIRST * 2 ** min(self.error_streak, 16))
             self.error_streak += 1
             self.resubscribe_at = time.monotonic() + delay
@@ -147,6 +154,8 @@ class BitgetFeed(Feed):
             inst = (m.group(1) or m.group(2)) if m else None
             m = _MSG_CHANNEL.search(text)
             channel = (m.group(1) or m.group(2)) if m else None
+            m = _MSG_INST_TYPE.search(text)
+            inst_type = (m.group(1) or m.group(2)) if m else None
         inst = inst if isinstance(inst, str) else None
         if inst is None and channel is None:
             return "unknown", None
@@ -169,34 +178,11 @@ class BitgetFeed(Feed):
 
     async def session(self, ws: Any) -> None:
         self.subscribe_times.clear()       # the budgets are per connection
-        self.send_times.clear()
+        self.pacer.reset()
         self.resubscribe_at = 0.0          # a new connection subscribes anyway
         self.state(FeedState.SUBSCRIBING, f"subscribing to {self.cfg.channel} {self.cfg.symbol}")
         await self.subscribe(ws)
-        async with contextlib.aclosing(self.frames(ws)) as frames:
-            async for text, recv_ns in frames:
-                await self.dispatch(text, recv_ns)
-
-    async def dispatch(self, text: str | bytes, recv_ns: int) -> None:
-        """One frame: counted, handled, settled in exactly one fate (pongs are counted apart)."""
-        if text == "pong":
-            self.on_pong()        # proves the socket, not the channel: no watchdog reset
-            return
-        self.on_frame(text, recv_ns)
-        try:
-            msg = self.decode(text)
-            if msg is None:
-                return
-            if "event" in msg:
-                self.on_event(msg)
-                return
-            await self.on_data(self.ws, msg, recv_ns)
-        except (Restart, Failed, websockets.ConnectionClosed):
-            raise
-        except Exception as exc:   # never let one frame end the feed
-            self.frame_error(exc)
-        finally:
-            self.frame_done()
+        await self.receive_all(ws)
 
     async def subscribe_successor(self, ws: Any) -> None:
         self.stats.inc("subscribes")
@@ -207,30 +193,23 @@ class BitgetFeed(Feed):
         # socket will not be answered
         self.subscribe_times.clear()
         self.subscribe_times.append(time.monotonic())
-        self.send_times.clear()
+        self.pacer.reset()
         self.pong.set()
-
-    def on_event(self, msg: dict[str, Any]) -> None:
-        if msg["event"] == "subscribe":
-            self.on_subscribed()
 
     def on_subscribed(self) -> None:
         pass
-
-    async def on_data(self, ws: Any, msg: dict[str, Any], recv_ns: int) -> None:
-        raise NotImplementedError
 
 
 class BitgetBooksFeed(BitgetFeed):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.book = OrderBook(self.cfg.digits, self.cfg.qdigits)
-        self.prev_seq: int | None = None
-        self.awaiting_snapshot = True
+        self.sync = BooksSync(self.book, v3=self.venue.api == 3)
         self.awaiting_since = 0.0
+        self.bids_key, self.asks_key = ("b", "a") if self.venue.api == 3 else ("bids", "asks")
 
     def on_subscribed(self) -> None:
-        if self.awaiting_snapshot:
+        if self.sync.awaiting_snapshot:
             self.awaiting_since = time.monotonic()
             if self.stats.state == FeedState.SUBSCRIBING:
                 self.state(FeedState.SYNCING, "subscribed, waiting for the snapshot")
@@ -240,13 +219,12 @@ class BitgetBooksFeed(BitgetFeed):
         (the snapshot timeout waits for the resubscribe)."""
         if self.book.valid:
             self.push_invalid("venue_error")
-        self.book.valid = False
-        self.awaiting_snapshot = True
+        self.sync.reset()
         self.awaiting_since = 0.0
         self.state(FeedState.RESYNCING, reason)
 
     async def resubscribe(self, ws: Any) -> None:
-        self.awaiting_snapshot = True
+        self.sync.reset()
         self.awaiting_since = time.monotonic()
         await self.subscribe(ws)
 
@@ -254,31 +232,40 @@ class BitgetBooksFeed(BitgetFeed):
         """A snapshot that never comes (lost, or a broken frame in its place) would leave the
         book invalid while updates keep the socket looking alive: subscribe again."""
         await super().timers(now)
-        if (self.awaiting_snapshot and self.awaiting_since and self.ws is not None
+        if (self.sync.awaiting_snapshot and self.awaiting_since and self.ws is not None
                 and now - self.awaiting_since > SNAPSHOT_TIMEOUT):
             self.stats.inc("snapshot_timeouts")
             self.awaiting_since = now
-            await self.resync(self.ws, "snapshot_timeout", f"no snapshot {SNAPSHOT_TIMEOUT:g} s after subscribing")
+            self.resync("snapshot_timeout", f"no snapshot {SNAPSHOT_TIMEOUT:g} s after subscribing")
+            while self.actions:
+                await self.actions.pop(0)()
 
-    async def resync(self, ws: Any, reason: str, detail: str) -> None:
-        """Book invalid: tell the engine, then unsubscribe + subscribe for a new snapshot."""
+    def resync(self, reason: str, detail: str) -> None:
+        """Book invalid: tell the engine now, then (after the frame) unsubscribe + subscribe for
+        a new snapshot."""
         self.stats.inc("resyncs")
-        self.book.valid = False
-        self.awaiting_snapshot = True
+        self.sync.reset()
         self.awaiting_since = time.monotonic()
         self.push_invalid(reason)
         self.state(FeedState.RESYNCING, f"{reason}: {detail}"[:95])
+        self.actions.append(self._resubscribe_now)
+
+    async def _resubscribe_now(self) -> None:
+        ws = self.ws
+        if ws is None:
+            return                   # the connection went: a new one subscribes anyway
         await self.subscribe(ws, "unsubscribe")
         await self.subscribe(ws, "subscribe")
 
-    async def on_data(self, ws: Any, msg: dict[str, Any], recv_ns: int) -> None:
+    def apply(self, msg: dict[str, Any], recv_ns: int) -> None:
         action = msg.get("action")
+        sync = self.sync
         for d in msg["data"]:
             if not isinstance(d, dict):
                 self.reject("parse_errors", "books data entry is not an object")
                 continue
-            bids = d.get("bids", d.get("b"))
-            asks = d.get("asks", d.get("a"))
+            bids = d.get(self.bids_key, d.get("bids", d.get("b")))
+            asks = d.get(self.asks_key, d.get("asks", d.get("a")))
             # integers, or decimal strings (UTA sends seq as a string; the classic docs type
             # pseq as one): anything else is rejected, counted, and the book resynced
             seq, s1, bad = _read_int("seq", d.get("seq"), 0, 2**63)
@@ -290,8 +277,8 @@ class BitgetBooksFeed(BitgetFeed):
             bad = bad or bad2 or bad3
             if bad:
                 self.reject("bad_numbers", f"books {action} with {bad}: {str(d)[:120]}")
-                if action == "snapshot" or (action == "update" and not self.awaiting_snapshot):
-                    await self.resync(ws, "bad_number", bad)
+                if action == "snapshot" or (action == "update" and not sync.awaiting_snapshot):
+                    self.resync("bad_number", bad)
                 continue
             ts = d.get("ts")
             try:
@@ -300,88 +287,61 @@ class BitgetBooksFeed(BitgetFeed):
                 ts_ms = -1
             if not isinstance(bids, list) or not isinstance(asks, list) or ts_ms < 0:
                 self.reject("parse_errors", f"malformed books frame: {str(d)[:120]}")
-                if action == "update" and not self.awaiting_snapshot:
-                    await self.resync(ws, "malformed", "an update could not be read")
+                if action == "update" and not sync.awaiting_snapshot:
+                    self.resync("malformed", "an update could not be read")
                 continue
             self.note_exchange_time(ts_ms, recv_ns)
             if action == "snapshot":
                 try:
-                    self.book.apply_snapshot(bids, asks)
+                    sync.on_snapshot(bids, asks)
                 except (ValueError, TypeError) as exc:
                     self.reject_value(exc, f"bad snapshot level: {exc}")
-                    await self.resync(ws, "bad_level", str(exc))
+                    self.resync("bad_level", str(exc))
                     continue
                 self.stats.inc("snapshots")
-                if not self._checksum_ok(checksum):
-                    self.fate(F_REJECTED)
-                    await self.resync(ws, "checksum", f"snapshot checksum {checksum} mismatch")
+                if not sync.checksum_ok(checksum):
+                    self.stats.inc("checksum_failures")
+                    self.fate(Fate.REJECTED)
+                    self.resync("checksum", f"snapshot checksum {checksum} mismatch")
                     continue
-                self.prev_seq = seq
-                self.book.update_id = seq or 0
-                self.book.valid = True
-                self.awaiting_snapshot = False
+                sync.synced(seq)
                 self.error_streak = 0
                 if self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), 0, seq or 0, ts_ms * 1_000_000, recv_ns):
                     self.lossy = False    # it replaces whatever was lost; one that did not make it is resent
                 self.state(FeedState.CONNECTED_SYNCED, f"synced at seq {seq}" if seq is not None
                            else "synced (no seq in this feed: checksums only)")
             elif action == "update":
-                if self.awaiting_snapshot:
-                    self.stats.inc("stale_events")   # in flight before the new snapshot
-                    self.fate(F_IGNORED)
+                verdict = sync.check(seq, pseq)
+                if verdict is Verdict.IN_FLIGHT or verdict is Verdict.ALREADY:
+                    self.stats.inc("stale_events")   # in flight before the new snapshot, or in it
+                    self.fate(Fate.IGNORED)
                     continue
-                gap = self._continuity(seq, pseq)
-                if gap:
+                if verdict is Verdict.GAP:
                     self.stats.inc("gaps")
-                    self.fate(F_REJECTED)
-                    await self.resync(ws, "gap", gap)
+                    self.fate(Fate.REJECTED)
+                    self.resync("gap", sync.gap_detail)
                     continue
                 try:
                     packed = self.book.apply(bids, asks, True)
                 except (ValueError, TypeError) as exc:
                     self.reject_value(exc, f"bad update level: {exc}")
-                    await self.resync(ws, "bad_level", str(exc))
+                    self.resync("bad_level", str(exc))
                     continue
-                if not self._checksum_ok(checksum):
-                    self.fate(F_REJECTED)
-                    await self.resync(ws, "checksum", f"seq {seq}: checksum {checksum} mismatch")
+                if not sync.checksum_ok(checksum):
+                    self.stats.inc("checksum_failures")
+                    self.fate(Fate.REJECTED)
+                    self.resync("checksum", f"seq {seq}: checksum {checksum} mismatch")
                     continue
-                if seq is not None:
-                    self.prev_seq = seq
-                    self.book.update_id = seq
+                sync.applied(seq)
                 self.push_book(Kind.BOOK_DELTA, packed, pseq or 0, seq or 0, ts_ms * 1_000_000, recv_ns)
             else:
                 self.reject("rejected", f"unknown action {action!r}")
 
-    def _continuity(self, seq: int | None, pseq: int | None) -> str:
-        """'' when the update follows the previous frame; else what is wrong."""
-        if seq is None:
-            return ""                       # v1 frames: the checksum is the only check
-        if pseq is not None:
-            if pseq == 0:
-                return f"update with pseq 0 (seq {seq})"
-            if pseq != self.prev_seq:
-                return f"pseq {pseq} != previous seq {self.prev_seq}"
-            return ""
-        if self.prev_seq is not None and seq <= self.prev_seq:
-            return f"seq {seq} did not grow past {self.prev_seq}"
-        return ""
-
-    def _checksum_ok(self, checksum: int | None) -> bool:
-        if not checksum:
-            return True
-        mine = bitget_checksum(self.book)
-        if (mine - checksum) % (1 << 32):
-            self.stats.inc("checksum_failures")
-            return False
-        return True
-
     def can_adopt(self, buffer: collections.deque) -> bool:
         """The new socket's snapshot replaces the book whole: hand over once it is there."""
-        if self.awaiting_snapshot:
+        if self.sync.awaiting_snapshot:
             return bool(buffer)
-        return any(isinstance(t, (str, bytes)) and ('"snapshot"' in t if isinstance(t, str) else b'"snapshot"' in t)
-                   for t, _ in buffer)
+        return any(_action(t) == "snapshot" for t, _ in buffer)
 
     def ring_has_room(self) -> None:
         super().ring_has_room()
@@ -392,26 +352,32 @@ class BitgetBooksFeed(BitgetFeed):
     def on_disconnect(self) -> None:
         if self.book.valid:
             self.push_invalid("disconnected")
-        self.book.valid = False
-        self.awaiting_snapshot = True
+        self.sync.forget()
         self.awaiting_since = 0.0
-        self.prev_seq = None
+        self.actions.clear()
 
     async def on_command(self, cmd: Command) -> tuple[AckResult, str]:
         if cmd == Command.RESYNC:
             if self.ws is None:
                 return AckResult.FAILED, "not connected"
-            await self.resync(self.ws, "operator_resync", "resync requested")
+            self.resync("operator_resync", "resync requested")
+            while self.actions:
+                await self.actions.pop(0)()
             return AckResult.OK, "resubscribed for a new snapshot"
         return await super().on_command(cmd)
 
 
 class BitgetTickerFeed(BitgetFeed):
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.fields = TICKER_FIELDS[self.venue.api]
+
     def can_adopt(self, buffer: collections.deque) -> bool:
         return any('"data"' in t if isinstance(t, str) else b'"data"' in t for t, _ in buffer)
 
-    async def on_data(self, ws: Any, msg: dict[str, Any], recv_ns: int) -> None:
-        digits = self.cfg.digits
+    def apply(self, msg: dict[str, Any], recv_ns: int) -> None:
+        digits, qdigits = self.cfg.digits, self.cfg.qdigits
+        last, bid, bid_sz, ask, ask_sz = self.fields
         for d in msg["data"]:
             try:
                 if not isinstance(d, dict):
@@ -419,9 +385,9 @@ class BitgetTickerFeed(BitgetFeed):
                 exch_ns = ms_to_ns(d["ts"])
                 ts_ms = exch_ns // 1_000_000
                 rec = encode_ticker(self.index, exch_ns, recv_ns,
-                                    parse_fixed(d["lastPr"], digits), parse_fixed(d["bidPr"], digits),
-                                    parse_fixed(d["bidSz"], self.cfg.qdigits), parse_fixed(d["askPr"], digits),
-                                    parse_fixed(d["askSz"], self.cfg.qdigits))
+                                    parse_fixed(d[last], digits), parse_fixed(d[bid], digits),
+                                    parse_fixed(d[bid_sz], qdigits), parse_fixed(d[ask], digits),
+                                    parse_fixed(d[ask_sz], qdigits))
             except (KeyError, TypeError, ValueError) as exc:
                 self.reject_value(exc, f"bad ticker: {exc!r}")
                 continue
@@ -432,11 +398,21 @@ class BitgetTickerFeed(BitgetFeed):
                 self.state(FeedState.LIVE, "receiving tickers")
 
 
+def _action(text: str | bytes) -> str | None:
+    """The ``action`` of a data frame (snapshot/update), without trusting a substring."""
+    try:
+        msg = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return msg.get("action") if isinstance(msg, dict) else None
+
+
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")      # ASCII digits only; no sign '+', no spaces
 # an error event's instrument and channel when it has no `arg`: classic
 # "instType:SPOT,channel:books,instId:NOPE doesn't exist", v3 '{"symbol":"NOPE","topic":"books"} ...'
 _MSG_INST = re.compile(r'instId:([A-Za-z0-9_.-]+)|"(?:instId|symbol)"\s*:\s*"([^"]*)"')
 _MSG_CHANNEL = re.compile(r'channel:([A-Za-z0-9_]+)|"(?:channel|topic)"\s*:\s*"([^"]*)"')
+_MSG_INST_TYPE = re.compile(r'instType:([A-Za-z0-9_-]+)|"instType"\s*:\s*"([^"]*)"')
 
 
 def _read_int(name: str, v: object, lo: int, hi: int) -> tuple[int | None, bool, str]:
@@ -457,10 +433,3 @@ def _p2(n: int) -> str:
     """-2**31, 0, 2**63: bounds as people write them."""
     m = abs(n)
     return f"{'-' if n < 0 else ''}2**{m.bit_length() - 1}" if m > 1 and not m & (m - 1) else str(n)
-
-
-def make_feed(cfg: Any, *args: Any, **kw: Any) -> Feed:
-    from obitui.feeds.binance_feed import BinanceDepthFeed, BinanceTradeFeed
-    kinds = {("binance", "depth"): BinanceDepthFeed, ("binance", "trade"): BinanceTradeFeed,
-             ("bitget", "books"): BitgetBooksFeed, ("bitget", "ticker"): BitgetTickerFeed}
-    return kinds[(cfg.venue, cfg.channel)](cfg, *args, **kw)

@@ -1,8 +1,8 @@
-"""Binance spot feeds: depth (local book kept in sync, docs/PROTOCOLS.md) and trades."""
+"""Binance feeds, spot and USD-M futures (the venue description says which): depth (a local
+book kept in sync, docs/PROTOCOLS.md) and trades."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -14,91 +14,47 @@ from obitui.core.book import OrderBook
 from obitui.core.fixed import parse_fixed
 from obitui.core.records import SIDE_BUY, SIDE_SELL, Kind, encode_trade, ms_to_ns
 from obitui.core.stats import AckResult, Command, FeedState
-from obitui.feeds.base import F_BUFFERED, F_IGNORED, F_REJECTED, Feed, Restart, backoff_delay
-from obitui.feeds.binance import DepthFormatError, DepthSync, SyncResult, parse_depth_event, parse_snapshot
+from obitui.feeds.base import Fate, Feed, backoff_delay
+from obitui.feeds.binance._scan import DepthScanner
+from obitui.feeds.binance.sync import DepthFormatError, DepthSync, SyncResult, parse_depth_event, parse_snapshot
+from obitui.feeds.binance.venue import BinanceVenue
+from obitui.feeds.budget import WeightBudget
 
 log = logging.getLogger("obitui.feed")
 
-WEIGHT_LIMIT = 6000       # REST REQUEST_WEIGHT per minute and IP (Binance spot)
-WEIGHT_WINDOW_S = 60.0    # the limit's interval: fixed minutes of the wall clock
-WEIGHT_MARGIN_S = 0.5     # wait this much past a window's end (clock skew with the venue)
-
-
-def depth_weight(limit: int) -> int:
-    """Weight of GET /api/v3/depth by its limit (a limit above 5000 is served as 5000)."""
-    return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
-
-
-class WeightBudget:
-    """The REST weight this IP used in the current minute, as the venue last reported it
-    (``x-mbx-used-weight-1m``) plus what we sent since: a request that would go over
-    ``limit`` waits for the next minute instead of drawing a 429."""
-
-    def __init__(self, limit: int = WEIGHT_LIMIT) -> None:
-        self.limit = limit
-        self.window = -1
-        self.used = 0
-
-    def wait(self, weight: int, now: float) -> float:
-        """Seconds to wait before a request of ``weight`` (0: send it now)."""
-        window = int(now // WEIGHT_WINDOW_S)
-        if window != self.window or self.used + weight <= self.limit:
-            return 0.0
-        return (window + 1) * WEIGHT_WINDOW_S - now + WEIGHT_MARGIN_S
-
-    def spend(self, weight: int, now: float) -> None:
-        window = int(now // WEIGHT_WINDOW_S)
-        if window != self.window:
-            self.window, self.used = window, 0
-        self.used += weight
-
-    def note(self, header: str | None, now: float) -> None:
-        """The venue's count, from an answer's ``x-mbx-used-weight-1m``."""
-        try:
-            used = int(header) if header is not None else None
-        except ValueError:
-            used = None
-        if used is not None and used >= 0:
-            self.window, self.used = int(now // WEIGHT_WINDOW_S), used
-
 
 class BinanceFeed(Feed):
-    def dispatch(self, text: str | bytes, recv_ns: int) -> None:
-        """One frame: counted, handled, settled in exactly one fate."""
-        self.on_frame(text, recv_ns)
-        try:
-            self.handle_frame(text, recv_ns)
-        except Restart:
-            raise
-        except Exception as exc:   # never let one frame end the feed
-            self.frame_error(exc)
-        finally:
-            self.frame_done()
-
-    def handle_frame(self, text: str | bytes, recv_ns: int) -> None:
-        raise NotImplementedError
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        v = self.cfg.venue_info
+        assert isinstance(v, BinanceVenue)
+        self.venue: BinanceVenue = v
+        self.stream = self.cfg.stream_name
 
     def url(self) -> str:
-        return f"{self.cfg.ws_url.rstrip('/')}/stream?streams={self.cfg.stream_name}"
+        route = self.cfg.channel_info.ws_route        # USD-M: /public (depth), /market (trades)
+        return f"{self.cfg.ws_url.rstrip('/')}{route}/stream?streams={self.stream}"
 
-    def decode(self, text: str | bytes) -> dict[str, Any] | None:
-        """The payload of a combined-stream frame, or None (counted) if unusable."""
-        msg = self.load_object(text)
-        if msg is None:
-            return None
+    def classify(self, msg: dict[str, Any], text: str | bytes) -> dict[str, Any] | None:
+        """The event of a combined-stream frame (``{"stream":..., "data":...}``) or a raw one;
+        None (settled) for a shutdown notice, a subscribe reply, an error, another stream."""
         data = msg.get("data", msg)
         if not isinstance(data, dict):
             self.reject("parse_errors", f"'data' is not an object: {str(text)[:80]!r}")
             return None
         if data.get("e") == "serverShutdown":
-            self.fate(F_IGNORED)
+            self.fate(Fate.IGNORED)
             self.on_server_shutdown()
             return None
         if "result" in msg and "id" in msg:
-            self.fate(F_IGNORED)
+            self.fate(Fate.IGNORED)
             return None   # a reply to a live subscribe
         if "error" in msg:
             self.reject("server_errors", f"server error: {msg['error']!r}")
+            return None
+        stream = msg.get("stream")
+        if stream is not None and stream != self.stream:
+            self.reject("rejected", f"frame of stream {str(stream)[:60]!r}, not {self.stream}")
             return None
         return data
 
@@ -107,13 +63,13 @@ class BinanceFeed(Feed):
         rotation of the 24 h cut, started now. A new connection is opened and takes over
         once its stream continues this one; the book stays valid throughout."""
         self.stats.inc("server_shutdowns")
-        if self.successor is not None or self._successor_task is not None:
+        if self.rotation.pending:
             log.warning("%s: serverShutdown announced; a new connection is already on its way",
                         self.cfg.label)
             return
         log.warning("%s: serverShutdown announced: opening a new connection to hand over to",
                     self.cfg.label)
-        self._successor_task = asyncio.get_running_loop().create_task(self._open_successor())
+        self.rotation.start()
 
 
 class BinanceDepthFeed(BinanceFeed):
@@ -122,11 +78,12 @@ class BinanceDepthFeed(BinanceFeed):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.book = OrderBook(self.cfg.digits, self.cfg.qdigits)
-        self.sync = DepthSync(self.book, futures=self.cfg.futures, pack=True)
+        self.scanner = DepthScanner(self.book)
+        self.sync = DepthSync(self.book, futures=self.venue.futures, pack=True)
         self.snapshot_task: asyncio.Task[None] | None = None
         self.http: aiohttp.ClientSession | None = None
         self.snap_attempt = 0
-        self.budget = WeightBudget()
+        self.budget = WeightBudget(self.venue.weight_limit)
         self.rest_not_before = 0.0     # monotonic: a 429/418's Retry-After ends then
 
     async def session(self, ws: Any) -> None:
@@ -136,21 +93,14 @@ class BinanceDepthFeed(BinanceFeed):
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             self.http = http
             try:
-                async with contextlib.aclosing(self.frames(ws)) as frames:
-                    async for text, recv_ns in frames:
-                        self.dispatch(text, recv_ns)
+                await self.receive_all(ws)
             finally:
                 self.http = None
                 if self.snapshot_task is not None:
                     self.snapshot_task.cancel()
                     self.snapshot_task = None
 
-    def handle_frame(self, text: str | bytes, recv_ns: int) -> None:
-        if self.sync.synced and self.fast_frame(text, recv_ns):
-            return
-        data = self.decode(text)
-        if data is None:
-            return
+    def apply(self, data: dict[str, Any], recv_ns: int) -> None:
         if data.get("e") != "depthUpdate":
             self.reject("rejected", f"unexpected event {data.get('e')!r}")
             return
@@ -163,35 +113,36 @@ class BinanceDepthFeed(BinanceFeed):
         self.handle_event(ev, recv_ns)
 
     def fast_frame(self, text: str | bytes, recv_ns: int) -> bool:
-        """The synced hot path: one call scans the frame's text straight into the book's
-        levels (no Python object per level) and applies it when it is the next event. False
+        """The synced hot path: the scanner reads the frame's text straight into fixed-point
+        levels (no Python object per level), the sync rule (its one copy, sync.py) says
+        whether it is the next event, and the levels are applied. False when not synced or
         when the scanner declines the frame's shape: the orjson path then handles it, errors
         included."""
-        sync, book = self.sync, self.book
-        applied = book.apply_depth_frame(text, sync.futures, sync.awaiting_first, True)
-        if applied is None:
+        sync = self.sync
+        if not sync.synced:
             return False
-        first, last, event_ms, pu = book.frame_ids
+        ids = self.scanner.scan(text)
+        if ids is None:
+            return False
+        first, last, event_ms, pu, _, _ = ids
         self.note_exchange_time(event_ms, recv_ns)
-        if applied:
-            packed = book.frame_payload
-            sync.applied(last, packed)
-            self.push_book(Kind.BOOK_DELTA, packed, first, last, event_ms * 1_000_000, recv_ns)
-            return True
         verdict = sync.continuity(first, last, pu if pu >= 0 else None)
-        if verdict is None:
-            return False      # the rules would apply it after all: the orjson path does
-        self.not_applied(verdict)
+        if verdict is not None:
+            self.not_applied(verdict)
+            return True
+        packed = self.scanner.apply(True)
+        sync.applied(last, packed)
+        self.push_book(Kind.BOOK_DELTA, packed, first, last, event_ms * 1_000_000, recv_ns)
         return True
 
     def not_applied(self, res: SyncResult) -> None:
         """An event the sync did not apply: a duplicate (ignored) or a gap (resync)."""
         if res is SyncResult.ALREADY_APPLIED:
             self.stats.inc("stale_events")
-            self.fate(F_IGNORED)
+            self.fate(Fate.IGNORED)
         elif res is SyncResult.GAP:
             self.stats.inc("gaps")
-            self.fate(F_REJECTED)
+            self.fate(Fate.REJECTED)
             self.start_resync("gap", self.sync.gap_detail)
 
     def can_adopt(self, buffer: Any) -> bool:
@@ -207,7 +158,7 @@ class BinanceDepthFeed(BinanceFeed):
             data = msg.get("data", msg) if isinstance(msg, dict) else None
             if not isinstance(data, dict) or data.get("e") != "depthUpdate":
                 continue
-            if self.cfg.futures:
+            if self.venue.futures:
                 pu = data.get("pu")
                 return isinstance(pu, int) and pu <= self.sync.last_u
             first = data.get("U")
@@ -230,7 +181,7 @@ class BinanceDepthFeed(BinanceFeed):
             self.push_book(Kind.BOOK_DELTA, self.sync.last_packed, ev.first_id, ev.last_id,
                            ev.event_time_ms * 1_000_000, recv_ns)
         elif res is SyncResult.BUFFERED:
-            self.fate(F_BUFFERED)
+            self.fate(Fate.BUFFERED)
             if self.snapshot_task is None:
                 self.snapshot_task = asyncio.get_running_loop().create_task(self.fetch_snapshot())
         elif res is SyncResult.ALREADY_APPLIED or res is SyncResult.GAP:
@@ -251,9 +202,9 @@ class BinanceDepthFeed(BinanceFeed):
     async def fetch_snapshot(self) -> None:
         try:
             while self.http is not None:
-                url = f"{self.cfg.rest_url.rstrip('/')}/api/v3/depth"
+                url = f"{self.cfg.rest_url.rstrip('/')}{self.venue.depth_path}"
                 params = {"symbol": self.cfg.symbol, "limit": str(self.cfg.snapshot_limit)}
-                weight = depth_weight(self.cfg.snapshot_limit)
+                weight = self.venue.depth_weight(self.cfg.snapshot_limit)
                 # never a request the venue would refuse: not before a Retry-After ended, and
                 # not over the minute's weight budget
                 retry_left = self.rest_not_before - time.monotonic()
@@ -377,16 +328,11 @@ class BinanceTradeFeed(BinanceFeed):
     last_trade_id = -1
 
     async def session(self, ws: Any) -> None:
-        self.state(FeedState.SUBSCRIBING, f"subscribed to {self.cfg.stream_name}, waiting for trades")
+        self.state(FeedState.SUBSCRIBING, f"subscribed to {self.stream}, waiting for trades")
         self.receiving = False
-        async with contextlib.aclosing(self.frames(ws)) as frames:
-            async for text, recv_ns in frames:
-                self.dispatch(text, recv_ns)
+        await self.receive_all(ws)
 
-    def handle_frame(self, text: str | bytes, recv_ns: int) -> None:
-        data = self.decode(text)
-        if data is None:
-            return
+    def apply(self, data: dict[str, Any], recv_ns: int) -> None:
         if data.get("e") not in ("trade", "aggTrade"):
             self.reject("rejected", f"unexpected event {data.get('e')!r}")
             return
@@ -402,7 +348,7 @@ class BinanceTradeFeed(BinanceFeed):
                 raise ValueError(f"trade id {tid} out of range")
             if tid <= self.last_trade_id:          # a duplicate (e.g. both sockets of a rotation)
                 self.stats.inc("stale_events")
-                self.fate(F_IGNORED)
+                self.fate(Fate.IGNORED)
                 return
             if price <= 0 or qty <= 0:
                 raise ValueError(f"price {data['p']} and quantity {data['q']} must be > 0")

@@ -1,0 +1,30 @@
+"""Number formatting shared by the UI widgets and the headless output: fixed-point prices and
+quantities as decimal text. No Textual or Rich here: headless mode imports this module and must
+not load the UI (tests/ui/test_app.py::test_hot_path_never_imports_the_ui)."""
+from __future__ import annotations
+
+from obitui.core.fixed import format_fixed
+
+
+def fmt_fixed(value: int, digits: int, decimals: int) -> str:
+    """``value`` (fixed point, ``digits`` decimals) written with ``decimals`` decimals (more
+    than ``digits`` pads with zeros, as the exchange wrote them); if that would cut non-zero
+    digits, with all ``digits`` instead: a figure is never rounded for display."""
+    try:
+        return format_fixed(value, digits, decimals)
+    except ValueError:
+        return format_fixed(value, digits, digits)
+
+
+def decimals_needed(value: int, digits: int) -> int:
+    """The fewest decimals that write ``value`` (fixed point, ``digits`` decimals) exactly."""
+    d = digits
+    while d > 0 and value % 10 == 0:
+        value //= 10
+        d -= 1
+    return d
+
+
+def shown_decimals(values: list[int], digits: int) -> int:
+    """The fewest decimals that write every value exactly (at least 0)."""
+    return max((decimals_needed(v, digits) for v in values), default=0)

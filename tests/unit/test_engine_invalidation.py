@@ -1,0 +1,155 @@
+"""The engine keeps why a book was invalidated: a feed's BOOK_INVALID record carries a reason
+(gap, checksum, disconnected, feed_started, operator_resync, ...), and so do the engine's own
+invalidations (ring_loss, bad_record, corrupt_ring). Per book the engine keeps the last reason
+and a count per reason, and logs them, rate-limited. The stats block's BookSlot has no field for
+a reason: what it publishes is unchanged (``invalidations``, the valid -> invalid transitions).
+
+An in-process engine on real rings and a real stats block, fed record by record."""
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from obitui import engine as engine_mod
+from obitui.config import load_config
+from obitui.core.records import Kind, encode_book, encode_invalid
+from obitui.core.ring import Ring
+from obitui.core.shm import Segment
+from obitui.core.stats import StatsBlock
+from obitui.engine import Engine
+
+pytestmark = pytest.mark.timeout(60)
+
+BI_OB, BI_TR, BG_OB = 0, 1, 2          # the default feeds: Bi-OB, Bi-TR, Bg-OB, Bg-PR
+BI_KEY, BG_KEY = "binance:BTCUSDT", "bitget:BTCUSDT"
+
+
+@dataclass
+class Rig:
+    engine: Engine
+    stats: StatsBlock
+    rings: list[Ring]
+    lines: list[logging.LogRecord]
+
+    def snapshot(self, feed: int, update_id: int) -> None:
+        bids = [(27_000 * 10**8, 10**8)]
+        asks = [(27_001 * 10**8, 2 * 10**8)]
+        packed = b"".join(struct.pack("<qq", p, q) for p, q in bids + asks)
+        now = time.time_ns()
+        self._push(feed, Kind.BOOK_SNAPSHOT, encode_book(Kind.BOOK_SNAPSHOT, feed, now, now, update_id,
+                                                         update_id, packed, len(bids), len(asks), 8, 8))
+
+    def invalid(self, feed: int, reason: str) -> None:
+        self._push(feed, Kind.BOOK_INVALID, encode_invalid(feed, time.time_ns(), reason))
+
+    def _push(self, feed: int, kind: Kind, payload: bytes) -> None:
+        assert self.rings[feed].push(payload, int(kind))
+        assert self.engine.poll() == 1
+
+    def book(self, key: str) -> engine_mod.EngineBook:
+        return self.engine.books[key]
+
+    def book_lines(self, key: str) -> list[logging.LogRecord]:
+        return [r for r in self.lines if f"book {key}" in r.getMessage()]
+
+
+@pytest.fixture
+def rig(shm_name: str) -> Iterator[Rig]:
+    cfg = load_config(None)
+    stats = StatsBlock.create(shm_name + "-stats", len(cfg.feeds), 2)
+    rings = [Ring.create(f"{shm_name}-ring{i}", 1 << 16) for i in range(len(cfg.feeds))]
+    lines: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lines.append  # type: ignore[method-assign]
+    logger = logging.getLogger("obitui.engine")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    eng = Engine(cfg, [r.name for r in rings], shm_name + "-stats")
+    try:
+        yield Rig(eng, stats, rings, lines)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        eng.close()
+        for r in rings:
+            r.close()
+            Ring.unlink(r.name)
+        stats.close()
+        Segment.unlink(shm_name + "-stats")
+
+
+def test_the_reason_is_kept_counted_and_the_published_counter_unchanged(rig: Rig) -> None:
+    rig.invalid(BI_OB, "feed_started")            # a new feed: the book was not valid yet
+    eb = rig.book(BI_KEY)
+    assert (eb.last_invalid_reason, dict(eb.invalid_reasons), eb.invalidations) == \
+        ("feed_started", {"feed_started": 1}, 0)
+    rig.snapshot(BI_OB, 10)
+    assert eb.book.valid
+    rig.invalid(BI_OB, "gap")
+    assert not eb.book.valid and eb.last_invalid_reason == "gap" and eb.invalidations == 1
+    rig.invalid(BI_OB, "gap")                     # the same reason, still invalid: a repeat
+    rig.invalid(BI_OB, "disconnected")            # still invalid, but now for another reason
+    rig.snapshot(BI_OB, 20)
+    rig.invalid(BI_OB, "checksum")
+    rig.invalid(BI_TR, "gap")                     # a trade feed has no book to invalidate
+    assert eb.last_invalid_reason == "checksum"
+    assert dict(eb.invalid_reasons) == {"feed_started": 1, "gap": 1, "disconnected": 1, "checksum": 1}
+    assert eb.invalidations == 2
+    # the other book heard nothing
+    other = rig.book(BG_KEY)
+    assert (other.last_invalid_reason, dict(other.invalid_reasons), other.invalidations) == ("", {}, 0)
+    assert rig.engine.invalidation_summary()[BI_KEY] == {
+        "invalidations": 2, "last_reason": "checksum",
+        "reasons": {"feed_started": 1, "gap": 1, "disconnected": 1, "checksum": 1}}
+    # what the stats block says is what it said before: the transitions, the book invalid
+    rig.engine.publish(False)
+    bv = rig.stats.read_book(0)
+    assert bv is not None and bv.invalidations == 2 and not bv.valid
+
+
+def test_the_engines_own_invalidations_carry_their_reason(rig: Rig) -> None:
+    rig.snapshot(BI_OB, 10)
+    assert rig.rings[BI_OB].push(b"short", int(Kind.BOOK_DELTA))     # not a book record
+    rig.engine.poll()
+    eb = rig.book(BI_KEY)
+    assert eb.last_invalid_reason == "bad_record" and eb.invalidations == 1
+    rig.invalid(BI_OB, "")                        # no reason given
+    rig.invalid(BI_OB, "odd\x00\nreason")
+    assert dict(eb.invalid_reasons) == {"bad_record": 1, "unspecified": 1, "odd??reason": 1}
+
+
+def test_the_log_says_why_at_most_once_per_interval_per_book(rig: Rig) -> None:
+    rig.invalid(BI_OB, "feed_started")
+    first = rig.book_lines(BI_KEY)
+    assert len(first) == 1 and first[0].levelno == logging.INFO, [r.getMessage() for r in first]
+    assert "feed_started" in first[0].getMessage()
+    # a burst inside the interval: counted, not logged
+    for uid in range(3):
+        rig.snapshot(BI_OB, 10 + uid)
+        rig.invalid(BI_OB, "checksum")
+    assert len(rig.book_lines(BI_KEY)) == 1
+    eb = rig.book(BI_KEY)
+    assert eb.invalid_reasons["checksum"] == 3 and eb.invalid_unlogged == 3
+    # the other book has an interval of its own
+    rig.invalid(BG_OB, "disconnected")
+    assert len(rig.book_lines(BG_KEY)) == 1
+    # one interval later the next invalidation is logged, with what the burst left out
+    eb.invalid_log_at -= engine_mod.INVALID_LOG_EVERY
+    rig.snapshot(BI_OB, 30)
+    rig.invalid(BI_OB, "gap")
+    lines = rig.book_lines(BI_KEY)
+    assert len(lines) == 2, [r.getMessage() for r in lines]
+    text = lines[1].getMessage()
+    assert lines[1].levelno == logging.WARNING
+    assert "invalidated: gap" in text and "checksum 3" in text and "3 more since the last line" in text, text
+    # the engine's last words sum every book up
+    rig.engine.running = False
+    rig.engine.run()
+    summary = [r.getMessage() for r in rig.book_lines(BI_KEY)][-1]
+    assert "4 invalidations, last: gap" in summary and "checksum 3" in summary, summary
