@@ -15,6 +15,7 @@ BENCH_TARGETS = {
     "book": "obitui.bench.book",
     "sim": "obitui.bench.sim",
     "pipeline": "obitui.bench.pipeline",
+    "scale": "obitui.bench.scale",
     "feed": "obitui.bench.feed",
     "ui": "obitui.bench.ui",
     "soak": "obitui.soak",
@@ -55,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", action="store_true", help="headless: one JSON object per interval")
     ap.add_argument("--interval", type=float, metavar="S",
                     help="headless print interval (default: the config's `interval`, 1 s)")
+    ap.add_argument("--symbols", metavar="SYM,...|top:N",
+                    help="the markets every feed watches: a list (BTCUSDT,ETHUSDT) or top:N, the N most "
+                         "traded USDT markets listed on every venue (asked from the venues at start)")
+    ap.add_argument("--books", metavar="SYM,...",
+                    help="--json: only these markets' books (SYMBOL or venue:SYMBOL, comma separated)")
+    ap.add_argument("--levels", type=int, default=20, metavar="N",
+                    help="--json: levels per side of each book, 0-20 (default 20)")
     ap.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     ap.add_argument("--record", metavar="DIR", help="record every raw frame to capture files in DIR")
     ap.add_argument("--replay", metavar="FILE", help="replay a capture file through the simulator")
@@ -88,6 +96,8 @@ def bad_number(args: argparse.Namespace) -> str:
             return f"{flag} must be a finite number {'>=' if zero_ok else '>'} 0, got {value:g}"
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         return f"--metrics-port must be in [0, 65535], got {args.metrics_port}"
+    if not 0 <= args.levels <= 20:
+        return f"--levels must be in [0, 20], got {args.levels}"
     return ""
 
 
@@ -116,6 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"obitui: config: {exc}", file=sys.stderr)
         return 2
+    top: int | None = None
+    if args.symbols is not None:
+        from obitui.config import with_symbols
+        from obitui.feeds.universe import parse_symbols
+        try:
+            wanted = parse_symbols(args.symbols)
+            if isinstance(wanted, int):
+                top = wanted
+            else:
+                cfg = with_symbols(cfg, wanted)
+        except (ValueError, ConfigError) as exc:
+            print(f"obitui: {exc}", file=sys.stderr)
+            return 2
     if args.sim_fault:
         from obitui.sim.faults import FaultError, Faults
         try:
@@ -154,16 +177,27 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.no_ui or args.json:
         from obitui import headless
+        books = None
+        book_names = None
+        if args.books is not None and top is not None:
+            book_names = args.books.split(",")      # the markets are known once top:N is resolved
+        elif args.books is not None:
+            try:
+                books = headless.select_books(cfg, args.books.split(","))
+            except ValueError as exc:
+                print(f"obitui: {exc}", file=sys.stderr)
+                return 2
         headless.setup_logging(args.json)
         return headless.run(cfg, sim=args.sim, sim_faults=args.sim_fault, as_json=args.json,
                             interval=cfg.interval if args.interval is None else args.interval,
                             duration=args.duration,
                             record_dir=args.record, replay=args.replay, replay_speed=args.speed,
-                            sim_rate=args.sim_rate, metrics=metrics)
+                            sim_rate=args.sim_rate, metrics=metrics, books=books, levels=args.levels,
+                            top=top, book_names=book_names)
     from obitui.app import run_app
     return run_app(cfg, sim=args.sim, sim_faults=args.sim_fault, refresh_hz=args.refresh_hz,
                    mouse=not args.no_mouse, record_dir=args.record, replay=args.replay,
-                   replay_speed=args.speed, sim_rate=args.sim_rate, metrics=metrics)
+                   replay_speed=args.speed, sim_rate=args.sim_rate, metrics=metrics, top=top)
 
 
 if __name__ == "__main__":

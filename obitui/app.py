@@ -19,11 +19,10 @@ from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
-from obitui.config import Config
+from obitui.config import Config, FeedConfig, feed_book_ids
 from obitui.core.stats import (
     AckResult, BookView, Command, FeedState, FeedView, StatsBlock, heartbeat_age, hist_quantile, is_stale,
 )
-from obitui.config import book_plan
 from obitui.widgets.ladder import DepthLadder
 from obitui.widgets.sparkline import ObiSparkline
 
@@ -31,6 +30,28 @@ REFRESH_STEPS = (2.0, 4.0, 8.0, 10.0, 16.0)
 ACK_TIMEOUT = 5.0
 TABLE_EVERY = 0.5       # the feed table is a slow table (DataTable): 2 Hz
 DEFER_LIMIT_S = 5.0     # a signal during start-up waits for the fleet to be up, at most this long
+LADDERS = 2             # depth ladders on screen, whatever the number of markets
+RESYNC_ALL_WITHIN = 2.0  # `s` again on the same feed this soon: resync all its books
+
+
+@dataclass(frozen=True)
+class Market:
+    """A market a book feed serves: its book slot, key and that feed (index and config)."""
+    slot: int
+    key: str
+    feed: int
+    fc: FeedConfig
+
+
+def book_markets(cfg: Config) -> list[Market]:
+    """Every market a book feed serves, in book slot order."""
+    seen: dict[str, Market] = {}
+    for i, (f, ids) in enumerate(zip(cfg.feeds, feed_book_ids(cfg.feeds))):
+        if f.is_book:
+            for key, j in zip(f.book_keys, ids):
+                seen.setdefault(key, Market(j, key, i, f))
+    return sorted(seen.values(), key=lambda m: m.slot)
+
 
 STATE_STYLE = {
     FeedState.CONNECTED_SYNCED: "green", FeedState.CONNECTED: "green", FeedState.LIVE: "green",
@@ -163,8 +184,12 @@ class ObituiApp(App[None]):
         self.controller = controller
         self.refresh_hz = refresh_hz
         self.mouse_enabled = mouse
-        self.book_keys = book_plan(cfg.feeds)
-        self.focused_book = 0
+        self.markets = book_markets(cfg)
+        self.book_keys = [m.key for m in self.markets]
+        # the ladders (and sparklines) show LADDERS markets: the first ones, until `b` moves on
+        self.shown = list(range(min(LADDERS, len(self.markets))))    # index in markets, per ladder
+        self.focused_book = 0         # the focused ladder
+        self.resync_at: dict[str, float] = {}     # label -> when `s` last sent RESYNC_INVALID
         self.paused = False
         self.timer: Timer | None = None
         self.pending: list[Pending] = []
@@ -205,13 +230,13 @@ class ObituiApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=self.clock)
         with Horizontal(id="books"):
-            for i, key in enumerate(self.book_keys):
-                fc = next(f for f in self.cfg.feeds if f.book_key == key)
-                yield DepthLadder(key, fc.digits, fc.qdigits, id=f"ladder{i}",
+            for i, k in enumerate(self.shown):
+                m = self.markets[k]
+                yield DepthLadder(m.key, *m.fc.scales_of(m.key.split(":", 1)[1]), id=f"ladder{i}",
                                   classes="book" + (" focused" if i == 0 else ""))
         with Horizontal(classes="sparks"):
-            for i, key in enumerate(self.book_keys):
-                yield ObiSparkline(key, id=f"spark{i}", classes="focused" if i == 0 else "")
+            for i, k in enumerate(self.shown):
+                yield ObiSparkline(self.markets[k].key, id=f"spark{i}", classes="focused" if i == 0 else "")
         table: DataTable[Any] = DataTable(id="feeds", cursor_type="row", zebra_stripes=True)
         yield table
         with Horizontal(id="bottom"):
@@ -300,7 +325,7 @@ class ObituiApp(App[None]):
         self._note_state_changes(feeds)
         if self.paused:
             return
-        books = [stats.read_book(j) for j in range(len(self.book_keys))]
+        books = [stats.read_book(self.markets[k].slot) for k in self.shown]   # only the books shown
         now = time.monotonic()
         with self.batch_update():
             self._update_books(books, feeds)      # hot widgets: every tick
@@ -317,9 +342,9 @@ class ObituiApp(App[None]):
         ev = stats.read_engine() if stats is not None else None
         age = heartbeat_age(ev.heartbeat_ns) if ev is not None else None
         stale_s = age if is_stale(age) else None      # the engine publishes the books
-        for j, (key, view) in enumerate(zip(self.book_keys, books)):
-            state = next((fv.state.word for f, fv in zip(self.cfg.feeds, feeds)
-                          if fv is not None and f.is_book and f.book_key == key), "")
+        for j, (k, view) in enumerate(zip(self.shown, books)):
+            fv = feeds[self.markets[k].feed] if self.markets[k].feed < len(feeds) else None
+            state = fv.state.word if fv is not None else ""
             self.main.query_one(f"#ladder{j}", DepthLadder).show(view, state, stale_s)
             if view is not None:
                 self.main.query_one(f"#spark{j}", ObiSparkline).show(view.obi_history, view.obi, view.valid)
@@ -439,6 +464,7 @@ class ObituiApp(App[None]):
         return row, self.cfg.feeds[row].label
 
     def _send(self, index: int, label: str, cmd: Command) -> None:
+        """Post ``cmd`` to the feed (every book of it) and wait for its ack from the timer."""
         try:
             seq = self.controller.command(label, cmd)
         except (KeyError, AssertionError) as exc:
@@ -451,12 +477,23 @@ class ObituiApp(App[None]):
         self._send(*self._selected(), Command.RECONNECT)
 
     def action_resync(self) -> None:
+        """A feed of one market: resync its book. A feed of several: its invalid books; `s`
+        again within RESYNC_ALL_WITHIN s: all its books."""
         i, label = self._selected()
         if not self.cfg.feeds[i].is_book:
             self.log_line(f"[yellow]{label}: resync applies to book feeds only[/]")
             self.notify(f"{label} is not a book feed: nothing to resync", severity="warning")
             return
-        self._send(i, label, Command.RESYNC)
+        if len(self.cfg.feeds[i].symbols) == 1:
+            self._send(i, label, Command.RESYNC)
+            return
+        now = time.monotonic()
+        if now - self.resync_at.pop(label, float("-inf")) <= RESYNC_ALL_WITHIN:
+            self._send(i, label, Command.RESYNC)
+            return
+        self.resync_at[label] = now
+        self._send(i, label, Command.RESYNC_INVALID)
+        self.log_line(f"{label}: s again within {RESYNC_ALL_WITHIN:g} s resyncs all its books")
 
     def action_reconnect_all(self) -> None:
         for i, f in enumerate(self.cfg.feeds):
@@ -468,10 +505,27 @@ class ObituiApp(App[None]):
         self.log_line("display paused" if self.paused else "display resumed")
 
     def action_cycle_book(self) -> None:
-        if not self.book_keys:
+        """Focus the next ladder; with more markets than ladders, the next market comes into
+        the next ladder (every market in turn)."""
+        if not self.shown:
             return
-        self.focused_book = (self.focused_book + 1) % len(self.book_keys)
-        for j in range(len(self.book_keys)):
+        nxt = (self.focused_book + 1) % len(self.shown)
+        if len(self.markets) > len(self.shown):
+            k = (self.shown[self.focused_book] + 1) % len(self.markets)
+            if k not in self.shown:
+                self.shown[nxt] = k
+                m = self.markets[k]
+                ladder = self.main.query_one(f"#ladder{nxt}", DepthLadder)
+                ladder.key = m.key
+                ladder.digits, ladder.qdigits = m.fc.scales_of(m.key.split(":", 1)[1])
+                ladder.show(None)
+                spark = self.main.query_one(f"#spark{nxt}", ObiSparkline)
+                spark.key = m.key
+                spark.show([], 0.0, False)
+            else:
+                nxt = self.shown.index(k)
+        self.focused_book = nxt
+        for j in range(len(self.shown)):
             self.main.query_one(f"#ladder{j}").set_class(j == self.focused_book, "focused")
             self.main.query_one(f"#spark{j}").set_class(j == self.focused_book, "focused")
 
@@ -494,7 +548,7 @@ class ObituiApp(App[None]):
 
 def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float, mouse: bool,
             record_dir: str | None, replay: str | None, replay_speed: float = 1.0, sim_rate: float | None = None,
-            metrics: tuple[str, int] | None = None) -> int:
+            metrics: tuple[str, int] | None = None, top: int | None = None) -> int:
     """Start the supervisor (and the simulator), run the app, always stop everything."""
     import signal
     import sys
@@ -539,7 +593,7 @@ def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float,
     signal.signal(signal.SIGTERM, on_signal)
     try:
         cfg = sup.launch(sim=sim, faults=sim_faults, replay=replay, replay_speed=replay_speed,
-                         rate=sim_rate, metrics=metrics)
+                         rate=sim_rate, metrics=metrics, top=top)
         if deferred:
             return 128 + deferred[0][0]
         app = holder["app"] = ObituiApp(cfg, sup, refresh_hz, mouse)

@@ -27,7 +27,11 @@ class FeedConfig:
     label: str
     venue: str                   # a registered venue: binance, binance-usdm, bitget, bitget-v3
     channel: str                 # one of the venue's channels (binance: depth | trade; bitget: books | ticker)
-    symbol: str = "BTCUSDT"
+    symbol: str = ""             # one market ("": the first of ``symbols``, else BTCUSDT)
+    symbols: tuple[str, ...] = ()   # several markets on one feed process (empty: just ``symbol``)
+    per_connection: int = 0      # streams (Binance) / channels (Bitget) per connection (0: the venue's default)
+    processes: int = 1           # split the symbols over this many processes (labels <label>#1, #2, ...)
+    rest_share: int = 1          # processes sharing the venue's REST weight limit (set at load)
     ws_url: str = ""             # "": the venue's
     rest_url: str = ""           # "": the venue's
     inst_type: str = ""          # bitget instType ("": the venue's, SPOT on v2, spot on v3)
@@ -43,6 +47,7 @@ class FeedConfig:
     digits: int = 8              # fixed-point decimals of prices
     qty_digits: int = -1         # fixed-point decimals of quantities (-1: as digits)
     scales: str = "venue"        # "venue": both from the symbol's tick/step sizes at start; "config": as set here
+    market_scales: tuple[tuple[str, int, int], ...] = ()   # (symbol, digits, qty digits) found at start
     futures: bool = False        # old spelling of venue = "binance-usdm" (with venue = "binance")
     cpu: int | None = None       # pin the feed process to this CPU
 
@@ -51,6 +56,14 @@ class FeedConfig:
         means the USD-M API."""
         if self.futures and self.venue == "binance":
             self.venue = "binance-usdm"
+        wanted = tuple(dict.fromkeys(str(sym).upper() for sym in self.symbols))
+        if wanted and (not self.symbol or self.symbol.upper() in wanted):
+            self.symbols = wanted
+            self.symbol = wanted[0]
+        else:
+            # one market, or ``symbol`` set apart from ``symbols`` (replace(f, symbol=...)): it wins
+            self.symbol = self.symbol or "BTCUSDT"
+            self.symbols = (self.symbol,)
         v = venues().get(self.venue)
         if v is None:
             return           # validate() names the unknown venue
@@ -75,6 +88,14 @@ class FeedConfig:
         """The decimals of quantities in the fixed-point records and books."""
         return self.digits if self.qty_digits < 0 else self.qty_digits
 
+    def scales_of(self, symbol: str) -> tuple[int, int]:
+        """(price digits, quantity digits) of one of the feed's markets: the venue's for that
+        symbol when they were found at start, else the feed's."""
+        for sym, d, q in self.market_scales:
+            if sym == symbol:
+                return d, q
+        return self.digits, self.qdigits
+
     @property
     def is_book(self) -> bool:
         return self.channel_info.is_book
@@ -85,7 +106,18 @@ class FeedConfig:
 
     @property
     def book_key(self) -> str:
+        """The key of the feed's first market (``venue:SYMBOL``)."""
         return f"{self.venue}:{self.symbol}"
+
+    @property
+    def book_keys(self) -> list[str]:
+        """The keys of all its markets, in the order of ``symbols``."""
+        return [f"{self.venue}:{sym}" for sym in self.symbols]
+
+    @property
+    def connection_size(self) -> int:
+        """Streams or channels per connection: as configured, else the venue's default."""
+        return self.per_connection or self.venue_info.default_per_connection
 
     def stale_limit(self) -> float:
         """No data on the channel for this long: reconnect. A dead connection is found sooner
@@ -115,8 +147,22 @@ class FeedConfig:
                               f"not {self.inst_type!r}")
         if not self.label or len(self.label) > 15:
             raise ConfigError(f"{where}.label: 1-15 characters, got {self.label!r}")
-        if not self.symbol.isalnum():
-            raise ConfigError(f"{where}.symbol: letters and digits only, got {self.symbol!r}")
+        for sym in self.symbols:
+            if not sym.isalnum() or not sym.isascii():
+                raise ConfigError(f"{where}.symbols: letters and digits only, got {sym!r}")
+        if len(self.symbols) > MAX_BOOKS:
+            raise ConfigError(f"{where}.symbols: at most {MAX_BOOKS}, got {len(self.symbols)}")
+        if not 0 <= self.per_connection <= v.max_per_connection:
+            raise ConfigError(f"{where}.per_connection: 1-{v.max_per_connection} (the venue's limit per "
+                              f"connection) or 0 for the default {v.default_per_connection}, "
+                              f"got {self.per_connection}")
+        if not 1 <= self.processes <= 16:
+            raise ConfigError(f"{where}.processes: 1-16, got {self.processes}")
+        per_process = -(-len(self.symbols) // self.processes)
+        if per_process > self.connection_size:
+            raise ConfigError(f"{where}.symbols: {per_process} markets on one connection, more than "
+                              f"{self.connection_size} per connection: set processes (now {self.processes}) "
+                              f"or per_connection")
         cap = self.ring_capacity
         if cap < 65536 or cap & (cap - 1):
             raise ConfigError(f"{where}.ring_capacity: a power of two >= 65536, got {cap}")
@@ -157,13 +203,44 @@ def default_feeds(symbol: str = "BTCUSDT") -> list[FeedConfig]:
             for v in map(venue_named, DEFAULT_VENUES) for ch in v.channels]
 
 
+MAX_BOOKS = 2048          # markets (book slots) in one fleet
+
+
 def book_plan(feeds: list[FeedConfig]) -> list[str]:
-    """The book keys (venue:symbol) of the books the engine keeps, in slot order."""
-    keys: list[str] = []
+    """The market keys (venue:SYMBOL) the engine keeps, in slot order: every market of every
+    feed, once (a trade or ticker feed's market shares the slot of its book). A record names
+    its market by the index in this list."""
+    keys: dict[str, None] = {}
     for f in feeds:
-        if f.is_book and f.book_key not in keys:
-            keys.append(f.book_key)
-    return keys
+        for key in f.book_keys:
+            keys.setdefault(key, None)
+    return list(keys)
+
+
+def feed_book_ids(feeds: list[FeedConfig]) -> list[list[int]]:
+    """Per feed, the book index (slot, record id) of each of its markets, in ``symbols`` order."""
+    index = {key: i for i, key in enumerate(book_plan(feeds))}
+    return [[index[key] for key in f.book_keys] for f in feeds]
+
+
+def split_processes(feeds: list[FeedConfig]) -> list[FeedConfig]:
+    """Each feed with ``processes = N`` > 1 as N feeds of about equal share of its symbols,
+    labelled ``<label>#1`` .. ``#N`` (a share is never empty)."""
+    out: list[FeedConfig] = []
+    for f in feeds:
+        n = min(f.processes, len(f.symbols))
+        if n <= 1:
+            out.append(replace(f, processes=1))
+            continue
+        for k in range(n):
+            share = f.symbols[k::n]
+            out.append(replace(f, label=f"{f.label}#{k + 1}", symbol=share[0], symbols=share, processes=1))
+    # the REST weight limit is per IP: every book process of a venue gets an equal share
+    users: dict[str, int] = {}
+    for f in out:
+        if f.is_book:
+            users[f.venue] = users.get(f.venue, 0) + 1
+    return [replace(f, rest_share=users.get(f.venue, 1)) if f.is_book else f for f in out]
 
 
 @dataclass(slots=True)
@@ -184,8 +261,10 @@ class Config:
             labels.add(f.label)
         if not self.feeds:
             raise ConfigError("feeds: at least one feed is needed")
-        if len(self.feeds) > 16:
-            raise ConfigError("feeds: at most 16 feeds")
+        if len(split_processes(self.feeds)) > 16:
+            raise ConfigError("feeds: at most 16 feed processes (feeds times their processes)")
+        if len(book_plan(self.feeds)) > MAX_BOOKS:
+            raise ConfigError(f"feeds: at most {MAX_BOOKS} markets in all, got {len(book_plan(self.feeds))}")
         if not 1 <= self.obi_levels <= 20:
             raise ConfigError(f"obi_levels: 1-20, got {self.obi_levels}")
         if self.engine_wait not in WAIT_STRATEGIES:
@@ -293,10 +372,25 @@ def load_config(path: str | Path | None) -> Config:
             for key, value in entry.items():
                 if key not in _FEED_FIELDS:
                     raise ConfigError(f"{where}.{key}: unknown key")
+                if key == "symbols":
+                    if not isinstance(value, list) or not value or not all(isinstance(x, str) for x in value):
+                        raise ConfigError(f"{where}.symbols: a non-empty list of strings")
+                    kw[key] = tuple(value)
+                    continue
                 kw[key] = _typed(f"{where}.{key}", value, _FEED_FIELDS[key].type)
             if "digits" in kw or "qty_digits" in kw:
                 kw.setdefault("scales", "config")     # scales set by hand are meant
             feeds.append(FeedConfig(**kw))
         cfg.feeds = feeds
     cfg.validate()
+    cfg.feeds = split_processes(cfg.feeds)
     return cfg
+
+
+def with_symbols(cfg: Config, symbols: list[str]) -> Config:
+    """``--symbols A,B,...``: every feed watches these markets (then split into its processes)."""
+    feeds = [replace(f, symbol=symbols[0], symbols=tuple(symbols)) for f in cfg.feeds]
+    out = replace(cfg, feeds=feeds)
+    out.validate()
+    out.feeds = split_processes(out.feeds)
+    return out

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from obitui.config import Config
+from obitui.config import Config, feed_book_ids
 from obitui.core.ring import Ring
-from obitui.core.stats import AckResult, Command, StatsBlock
+from obitui.core.stats import ALL_BOOKS, AckResult, Command, StatsBlock
 
 ACK_TIMEOUT = 5.0   # a feed checks its control word every 50 ms; silence this long: not acknowledged
 
@@ -16,12 +16,43 @@ def feed_index(cfg: Config, label: str) -> int:
     for i, f in enumerate(cfg.feeds):
         if f.label == label:
             return i
+    split = [f.label for f in cfg.feeds if f.label.startswith(label + "#")]
+    if split:
+        raise KeyError(f"{label!r} runs as {', '.join(split)}: name one, or a symbol")
     raise KeyError(f"no feed labelled {label!r}")
 
 
-def command_by_label(cfg: Config, stats: StatsBlock, label: str, cmd: Command) -> int:
-    """Post ``cmd`` to the feed labelled ``label``; returns the command's sequence number."""
-    return stats.send_command(feed_index(cfg, label), cmd)
+def resolve(cfg: Config, label: str, symbol: str | None = None) -> tuple[int, int]:
+    """(feed index, book) a command to ``label`` (and ``symbol``) goes to. ``book`` is ALL_BOOKS
+    without a symbol, else the book index of that market on that feed. A feed split into
+    processes is labelled ``<label>#1``, ``#2``, ...: the plain label with a symbol names the
+    process whose symbols hold it. ``symbol`` is SYMBOL or venue:SYMBOL. KeyError names what is
+    not there."""
+    if symbol is None:
+        return feed_index(cfg, label), ALL_BOOKS
+    want = symbol.strip()
+    venue, sep, sym = want.rpartition(":")
+    key_of = (lambda f: f"{venue}:{sym.upper()}") if sep else (lambda f: f"{f.venue}:{sym.upper()}")
+    split = [i for i, f in enumerate(cfg.feeds) if f.label == label or f.label.startswith(label + "#")]
+    if not split:
+        raise KeyError(f"no feed labelled {label!r}")
+    exact = [i for i in split if cfg.feeds[i].label == label]
+    ids = feed_book_ids(cfg.feeds)
+    for i in exact or split:
+        f = cfg.feeds[i]
+        keys = f.book_keys
+        key = key_of(f)
+        if key in keys:
+            return i, ids[i][keys.index(key)]
+    raise KeyError(f"{label}: no market {want!r} on that feed")
+
+
+def command_by_label(cfg: Config, stats: StatsBlock, label: str, cmd: Command,
+                     symbol: str | None = None) -> int:
+    """Post ``cmd`` to the feed labelled ``label`` (for the market ``symbol`` only, when given:
+    see ``resolve``); returns the command's sequence number."""
+    index, book = resolve(cfg, label, symbol)
+    return stats.send_command(index, cmd, book)
 
 
 @dataclass(frozen=True)
@@ -75,11 +106,13 @@ def wait_ack(cfg: Config, stats: StatsBlock, label: str, cmd: Command, seq: int,
 
 
 def command_and_wait(cfg: Config, stats: StatsBlock, label: str, cmd: Command,
-                     timeout: float = ACK_TIMEOUT) -> Ack:
-    """Post ``cmd`` to the feed labelled ``label`` and wait for its acknowledgement (blocking:
-    scripts and tests; the UI reads the same acknowledgement word from its timer)."""
-    seq = command_by_label(cfg, stats, label, cmd)
-    return wait_ack(cfg, stats, label, cmd, seq, timeout)
+                     timeout: float = ACK_TIMEOUT, symbol: str | None = None) -> Ack:
+    """Post ``cmd`` to the feed labelled ``label`` (for ``symbol``'s market only, when given)
+    and wait for its acknowledgement (blocking: scripts and tests; the UI reads the same
+    acknowledgement word from its timer). The Ack names the feed process that answered."""
+    index, book = resolve(cfg, label, symbol)
+    seq = stats.send_command(index, cmd, book)
+    return wait_ack(cfg, stats, cfg.feeds[index].label, cmd, seq, timeout)
 
 
 class StatsController:
@@ -90,13 +123,14 @@ class StatsController:
         self.stats: StatsBlock | None = stats
         self.monitors = [Ring.attach(n, role="monitor") for n in (ring_names or [])]
 
-    def command(self, label: str, cmd: Command) -> int:
+    def command(self, label: str, cmd: Command, symbol: str | None = None) -> int:
         assert self.stats is not None
-        return command_by_label(self.cfg, self.stats, label, cmd)
+        return command_by_label(self.cfg, self.stats, label, cmd, symbol)
 
-    def command_and_wait(self, label: str, cmd: Command, timeout: float = ACK_TIMEOUT) -> Ack:
+    def command_and_wait(self, label: str, cmd: Command, timeout: float = ACK_TIMEOUT,
+                         symbol: str | None = None) -> Ack:
         assert self.stats is not None
-        return command_and_wait(self.cfg, self.stats, label, cmd, timeout)
+        return command_and_wait(self.cfg, self.stats, label, cmd, timeout, symbol)
 
     def pids(self) -> dict[str, int]:
         return {}

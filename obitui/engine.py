@@ -2,6 +2,16 @@
 records by their ring ``seq``, computes OBI and trade flow, and publishes BookViews and its
 own figures into the stats block.
 
+Routing: every record names its market by its first field, the book index (``config.book_plan``:
+one slot per market of the fleet). A record from ring i is applied only when that index is one of
+feed i's markets (``config.feed_book_ids``); any other is a counted, logged ``bad_record`` and
+ignored. A trade or ticker goes to its market's slot whether or not a book feed serves it (a
+market without a book feed has trades, last trade and ticker, and is never valid).
+
+Publishing: at most ``PUBLISH_EVERY`` (the UI's pace), and only the books whose figures changed
+since their last publish; OBI is sampled into each book's history every ``OBI_SAMPLE_EVERY``, and
+a book whose only news is its samples is published at most every ``IDLE_PUBLISH_EVERY``.
+
 Wait strategies: ``spin`` polls without pause (lowest latency, one busy core); ``block`` (the
 default) spins briefly, then flags that it sleeps and waits on a futex word in the stats
 block that a producer bumps only when the flag is set (docs/ARCHITECTURE.md, engine wake-up)."""
@@ -16,45 +26,66 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from obitui.config import Config, book_plan
+from obitui.config import Config, book_plan, feed_book_ids
 from obitui.core.book import OrderBook
-from obitui.core.records import (
-    SIDE_BUY, Kind, RecordError, decode_invalid, decode_ticker, decode_trade,
-)
+from obitui.core.records import BOOK_HEADER, INVALID, SIDE_BUY, TICKER, TRADE, Kind, RecordError
 from obitui.core.ring import Ring, RingError
-from obitui.core.stats import BookSlotWriter, Command, StatsBlock, hist_bucket, publish_engine
+from obitui.core.stats import TOP_N, BookSlotWriter, Command, StatsBlock, hist_bucket, publish_engine
 
 log = logging.getLogger("obitui.engine")
 
 BATCH = 512
 SPIN_ROUNDS = 200          # empty polls before sleeping (block strategy)
 SLEEP_TIMEOUT = 0.05       # the engine wakes at least this often to publish and beat
-PUBLISH_EVERY = 0.05
+PUBLISH_EVERY = 0.125      # the UI's pace (8 Hz): changed books, the EngineSlot, the ring heartbeats
 OBI_SAMPLE_EVERY = 0.25    # 256 samples = the last 64 s
+IDLE_PUBLISH_EVERY = 1.0   # a book whose only change is new OBI samples: at most this often
 INVALID_LOG_EVERY = 5.0    # at most one invalidation line per book this often; the rest are summed
+BAD_LOG_EVERY = 5.0        # at most one bad-record line per ring this often; the rest are summed
 # invalidations that are part of normal operation (logged at INFO, the others at WARNING)
 ROUTINE_REASONS = frozenset({"feed_started", "operator_resync"})
 MAX_REASON = 64            # a reason is a short word (records.encode_invalid allows 200 bytes)
 
+_SNAPSHOT = int(Kind.BOOK_SNAPSHOT)
+_DELTA = int(Kind.BOOK_DELTA)
+_TRADE = int(Kind.TRADE)
+_TICKER = int(Kind.TICKER)
+_INVALID = int(Kind.BOOK_INVALID)
+_BOOK_HEADER_SIZE = BOOK_HEADER.size
+_TRADE_SIZE = TRADE.size
+_TICKER_SIZE = TICKER.size
+_INVALID_SIZE = INVALID.size
 
-@dataclass
+
+@dataclass(eq=False)
 class EngineBook:
     key: str
     label: str
     book: OrderBook
     slot: BookSlotWriter
+    index: int = 0                  # the book slot, the id its records carry
+    has_book: bool = True           # a book feed serves this market (else: trades/ticker only)
     invalidations: int = 0          # valid -> invalid transitions (published in the BookSlot)
-    # why: the reason of the latest invalidation, and a count per reason. An invalidation is
-    # counted when it made the book invalid or changed the reason it is invalid for; the same
-    # reason again while the book is still invalid from it is a repeat (a corrupt ring fails
-    # every poll). The BookSlot has no field for these: the engine's log says them.
+    # why: the reason of the latest invalidation (published in the BookSlot), and a count per
+    # reason (the engine's log). An invalidation is counted when it made the book invalid or
+    # changed the reason it is invalid for; the same reason again while the book is still
+    # invalid from it is a repeat (a corrupt ring fails every poll).
     last_invalid_reason: str = ""
     invalid_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
     invalid_log_at: float = float("-inf")     # monotonic time of the last invalidation line
     invalid_unlogged: int = 0                 # counted invalidations since then, not logged
     applied: int = 0
-    dirty: bool = True
+    dirty: bool = True              # figures changed since the last publish
+    sampled: bool = False           # OBI samples pushed since the last publish
+    published_at: float = float("-inf")
+    obi: float = 0.0                # the OBI of the book as of ``obi_applied`` records
+    obi_applied: int = -1
+    # trades of the last second (monotonic time, side, qty) and their sums
     trades: collections.deque = field(default_factory=collections.deque)
+    buy_qty: int = 0
+    sell_qty: int = 0
+    buy_count: int = 0
+    sell_count: int = 0
     last_trade: tuple[int, int, int, int] = (0, 0, 0, 0)
     ticker: tuple[int, ...] | None = None
 
@@ -67,24 +98,43 @@ class Engine:
         self.rings = [Ring.attach(n) for n in ring_names]
         # resume loss detection where a previous engine (killed, restarted) stopped
         self.last_seq = [r.last_seq for r in self.rings]
-        self.books: dict[str, EngineBook] = {}
-        for i, key in enumerate(book_plan(cfg.feeds)):
+        plan = book_plan(cfg.feeds)
+        ids = feed_book_ids(cfg.feeds)
+        serving: list[list[int]] = [[] for _ in plan]     # book index -> the feeds serving it
+        for i, feed_ids in enumerate(ids):
+            for j in feed_ids:
+                serving[j].append(i)
+        # the books by index (= record id = BookSlot) and by key
+        self.books: list[EngineBook] = []
+        for j, key in enumerate(plan):
             venue, symbol = key.split(":", 1)
-            label = next(f.label for f in cfg.feeds if f.is_book and f.book_key == key)
-            f = next(f for f in cfg.feeds if f.book_key == key)
-            book = OrderBook(f.digits, f.qdigits)
-            self.books[key] = EngineBook(key, label, book, BookSlotWriter(self.stats, i, label, venue, symbol))
-        # ring i -> the book its records go to (trades and tickers of a book's market too)
-        self.ring_book = [self.books.get(f.book_key) for f in cfg.feeds]
+            book_feeds = [i for i in serving[j] if cfg.feeds[i].is_book]
+            f = cfg.feeds[(book_feeds or serving[j])[0]]
+            self.books.append(EngineBook(key, f.label, OrderBook(*f.scales_of(symbol)),
+                                         BookSlotWriter(self.stats, j, f.label, venue, symbol),
+                                         index=j, has_book=bool(book_feeds)))
+        self.by_key: dict[str, EngineBook] = {eb.key: eb for eb in self.books}
+        # ring i: its feed's books, and the route of a record id to its book (None: not feed i's)
+        self.feed_books: list[list[EngineBook]] = [[self.books[j] for j in feed_ids] for feed_ids in ids]
+        self.routes: list[list[EngineBook | None]] = []
+        for feed_ids in ids:
+            route: list[EngineBook | None] = [None] * len(plan)
+            for j in feed_ids:
+                route[j] = self.books[j]
+            self.routes.append(route)
+        self.ring_is_book = [f.is_book for f in cfg.feeds]
         self.records = 0
         self.batches = 0
         self.gaps = 0
+        self.bad_records = 0
+        self._bad_log_at = [float("-inf")] * len(self.rings)
+        self._bad_unlogged = [0] * len(self.rings)
         self.running = True
         self._rate_t = time.monotonic()
         self._rate_n = 0
         self.records_per_s = 0.0
         if resync_books:
-            # a restarted engine starts with empty books: every book feed sends a new snapshot
+            # a restarted engine starts with empty books: every book feed sends all its books anew
             for i, f in enumerate(cfg.feeds):
                 if f.is_book:
                     self.stats.send_command(i, Command.RESYNC)
@@ -96,67 +146,134 @@ class Engine:
             try:
                 batch = ring.pop_batch(BATCH)
             except RingError as exc:
-                log.error("ring %s is corrupt: %s; its book is invalid until the feed restarts",
+                log.error("ring %s is corrupt: %s; its books are invalid until the feed restarts",
                           ring.name, exc)
-                self._invalidate(i, "corrupt_ring")
+                self._invalidate_feed(i, "corrupt_ring")
                 continue
             if not batch:
                 continue
             self.batches += 1
             n += len(batch)
-            for kind, seq, payload in batch:
-                self._record(i, kind, seq, payload)
+            self._apply(i, batch)
         self.records += n
         return n
 
-    def _record(self, i: int, kind: int, seq: int, payload: bytes) -> None:
+    def _apply(self, i: int, batch: list[tuple[int, int, bytes]]) -> None:
+        """The records of one batch of ring i, in order (the per-record path: keep it lean)."""
+        route = self.routes[i]
+        n_route = len(route)
+        is_book = self.ring_is_book[i]
         last = self.last_seq[i]
-        if last and seq != last + 1:
-            lost = seq - last - 1
-            self.gaps += 1
-            log.warning("ring %d: %d record(s) lost before seq %d", i, lost, seq)
-            eb = self.ring_book[i]
-            if eb is not None and self.cfg.feeds[i].is_book and eb.book.valid:
-                # only the feed drops records, and it knows: it sends its book whole again once
-                # the ring has room. A RESYNC from here too made a storm: each new snapshot into
-                # a still-full ring was dropped in part, seen lost, and asked for again.
-                self._invalidate(i, "ring_loss")
-        self.last_seq[i] = seq
-        eb = self.ring_book[i]
-        try:
-            if kind == Kind.BOOK_DELTA or kind == Kind.BOOK_SNAPSHOT:
-                if eb is None:
-                    return
-                # header check, levels and update id in one Cython call (decode_book's rules)
-                recv_ns = eb.book.apply_record(payload, kind == Kind.BOOK_SNAPSHOT)
+        for kind, seq, payload in batch:
+            if last and seq != last + 1:
+                self._lost(i, seq, last)
+            last = seq
+            if kind == _DELTA or kind == _SNAPSHOT:
+                if len(payload) < _BOOK_HEADER_SIZE:
+                    # its id cannot be trusted: one of the feed's books missed a change
+                    self._bad(i, kind, seq, f"book record of {len(payload)} bytes is shorter than its header")
+                    self._invalidate_feed(i, "bad_record")
+                    continue
+                bid = payload[0] | payload[1] << 8
+                eb = route[bid] if bid < n_route else None
+                if eb is None or not is_book:
+                    self._bad(i, kind, seq, f"book {bid} is not a book of this feed")
+                    continue
+                try:
+                    # header check, levels and update id in one Cython call (decode_book's rules)
+                    recv_ns = eb.book.apply_record(payload, kind == _SNAPSHOT)
+                except (RecordError, ValueError) as exc:
+                    self._bad(i, kind, seq, f"book {eb.key}: {exc}")
+                    self._invalidate(eb, "bad_record", clean=False)
+                    continue
                 if recv_ns < 0:
-                    return      # a delta while waiting for a snapshot
+                    continue        # a delta while waiting for a snapshot
                 eb.applied += 1
                 eb.dirty = True
                 eb.slot.hist[hist_bucket(time.time_ns() - recv_ns)] += 1
-            elif kind == Kind.TRADE:
-                _, side, exch, recv, tid, price, qty = decode_trade(payload)
-                if eb is not None:
-                    eb.trades.append((time.monotonic(), side, qty))
-                    eb.last_trade = (price, qty, side, exch)
-                    eb.dirty = True
-            elif kind == Kind.TICKER:
-                if eb is not None:
-                    eb.ticker = decode_ticker(payload)
-            elif kind == Kind.BOOK_INVALID:
-                _, _, reason = decode_invalid(payload)
-                self._invalidate(i, reason)
+            elif kind == _TRADE:
+                if len(payload) != _TRADE_SIZE:
+                    self._bad(i, kind, seq, f"trade record of {len(payload)} bytes, expected {_TRADE_SIZE}")
+                    continue
+                bid, side, _, _, exch, _recv, _tid, price, qty = TRADE.unpack(payload)
+                eb = route[bid] if bid < n_route else None
+                if eb is None:
+                    self._bad(i, kind, seq, f"book {bid} is not a market of this feed")
+                    continue
+                eb.trades.append((time.monotonic(), side, qty))
+                if side == SIDE_BUY:
+                    eb.buy_qty += qty
+                    eb.buy_count += 1
+                else:
+                    eb.sell_qty += qty
+                    eb.sell_count += 1
+                eb.last_trade = (price, qty, side, exch)
+                eb.dirty = True
+            elif kind == _TICKER:
+                if len(payload) != _TICKER_SIZE:
+                    self._bad(i, kind, seq, f"ticker record of {len(payload)} bytes, expected {_TICKER_SIZE}")
+                    continue
+                bid, _, _, exch, recv, last_px, bid_px, bid_q, ask_px, ask_q = TICKER.unpack(payload)
+                eb = route[bid] if bid < n_route else None
+                if eb is None:
+                    self._bad(i, kind, seq, f"book {bid} is not a market of this feed")
+                    continue
+                eb.ticker = (bid, exch, recv, last_px, bid_px, bid_q, ask_px, ask_q)
+            elif kind == _INVALID:
+                if len(payload) < _INVALID_SIZE:
+                    self._bad(i, kind, seq, "book-invalid record too short")
+                    self._invalidate_feed(i, "bad_record")
+                    continue
+                bid = payload[0] | payload[1] << 8
+                eb = route[bid] if bid < n_route else None
+                if eb is None:
+                    self._bad(i, kind, seq, f"book {bid} is not a market of this feed")
+                    continue
+                if is_book:         # a trade or ticker feed has no book to invalidate
+                    self._invalidate(eb, payload[_INVALID_SIZE:].decode("utf-8", "replace"))
             else:
-                log.warning("ring %d: unknown record kind %d (seq %d) ignored", i, kind, seq)
-        except (RecordError, ValueError) as exc:
-            log.error("ring %d: bad record kind %d seq %d: %s", i, kind, seq, exc)
-            self._invalidate(i, "bad_record")
+                self._bad(i, kind, seq, "unknown record kind")
+        self.last_seq[i] = last
 
-    def _invalidate(self, i: int, reason: str) -> None:
-        eb = self.ring_book[i]
-        if eb is None or not self.cfg.feeds[i].is_book:
+    def _lost(self, i: int, seq: int, last: int) -> None:
+        """Records of ring i were lost before ``seq``: any of its feed's books may have missed a
+        change. Only the feed drops records, and it knows: it sends its books whole again once
+        the ring has room. A RESYNC from here too made a storm: each new snapshot into a
+        still-full ring was dropped in part, seen lost, and asked for again."""
+        self.gaps += 1
+        log.warning("ring %d: %d record(s) lost before seq %d", i, seq - last - 1, seq)
+        if self.ring_is_book[i]:
+            for eb in self.feed_books[i]:
+                if eb.book.valid:
+                    self._invalidate(eb, "ring_loss", clean=False)
+
+    def _bad(self, i: int, kind: int, seq: int, why: str) -> None:
+        """A record refused: counted, logged (one line per ring per BAD_LOG_EVERY at most)."""
+        self.bad_records += 1
+        now = time.monotonic()
+        if now - self._bad_log_at[i] < BAD_LOG_EVERY:
+            self._bad_unlogged[i] += 1
             return
-        reason = _clean_reason(reason)
+        more = f"; {self._bad_unlogged[i]} more since the last line" if self._bad_unlogged[i] else ""
+        log.error("ring %d (%s): bad_record kind %d seq %d: %s (ignored; %d bad records in all%s)",
+                  i, self.cfg.feeds[i].label if i < len(self.cfg.feeds) else "?", kind, seq, why,
+                  self.bad_records, more)
+        self._bad_log_at[i] = now
+        self._bad_unlogged[i] = 0
+
+    def _invalidate_feed(self, i: int, reason: str) -> None:
+        """Every book of feed i (a book feed) invalid, for ``reason`` (an engine word)."""
+        if self.ring_is_book[i]:
+            for eb in self.feed_books[i]:
+                self._invalidate(eb, reason, clean=False)
+
+    def _invalidate(self, eb: EngineBook, reason: str, clean: bool = True) -> None:
+        """``reason``: from a record (made one short printable word here), or with ``clean``
+        False one of the engine's own words."""
+        if not eb.has_book:
+            return
+        if clean:
+            reason = _clean_reason(reason)
         was_valid = bool(eb.book.valid)
         if was_valid:
             eb.invalidations += 1
@@ -164,8 +281,8 @@ class Engine:
             eb.last_invalid_reason = reason
             eb.invalid_reasons[reason] += 1
             self._log_invalid(eb, reason, was_valid)
+            eb.dirty = True
         eb.book.reset()
-        eb.dirty = True
 
     def _log_invalid(self, eb: EngineBook, reason: str, was_valid: bool) -> None:
         """One line per book per INVALID_LOG_EVERY at most: a burst (a flapping connection, a
@@ -184,33 +301,39 @@ class Engine:
 
     def invalidation_summary(self) -> dict[str, dict[str, Any]]:
         """Per book key: the published ``invalidations``, the last reason and the count per
-        reason (kept here only: the stats block's BookSlot has no field for them)."""
-        return {key: {"invalidations": eb.invalidations, "last_reason": eb.last_invalid_reason,
-                      "reasons": dict(eb.invalid_reasons)}
-                for key, eb in self.books.items()}
+        reason (the last reason is in the BookSlot too; the counts only here and in the log)."""
+        return {eb.key: {"invalidations": eb.invalidations, "last_reason": eb.last_invalid_reason,
+                         "reasons": dict(eb.invalid_reasons)}
+                for eb in self.books}
 
     # ------------------------------------------------------------ publishing
-    def publish(self, sample_obi: bool) -> None:
+    def publish(self, sample_obi: bool) -> int:
+        """Publish the books that changed (and the EngineSlot, and the ring heartbeats); with
+        ``sample_obi``, first push every book's OBI into its history. Returns the books
+        published."""
         now = time.monotonic()
-        for eb in self.books.values():
-            cutoff = now - 1.0
-            while eb.trades and eb.trades[0][0] < cutoff:
-                eb.trades.popleft()
-            if not eb.dirty and not sample_obi and not eb.trades:
-                continue
-            b = eb.book
-            obi = b.obi(self.cfg.obi_levels) if b.valid else 0.0
+        cutoff = now - 1.0
+        idle_before = now - IDLE_PUBLISH_EVERY
+        levels = self.cfg.obi_levels
+        n = 0
+        for eb in self.books:
+            trades = eb.trades
+            if trades and trades[0][0] < cutoff:
+                while trades and trades[0][0] < cutoff:
+                    _, side, qty = trades.popleft()
+                    if side == SIDE_BUY:
+                        eb.buy_qty -= qty
+                        eb.buy_count -= 1
+                    else:
+                        eb.sell_qty -= qty
+                        eb.sell_count -= 1
+                eb.dirty = True
             if sample_obi:
-                eb.slot.push_obi(obi)
-            bq = sum(q for _, s, q in eb.trades if s == SIDE_BUY)
-            sq = sum(q for _, s, q in eb.trades if s != SIDE_BUY)
-            bn = sum(1 for _, s, _ in eb.trades if s == SIDE_BUY)
-            eb.slot.publish(valid=bool(b.valid), crossed=bool(b.crossed), update_id=b.update_id,
-                            pdec=b.shown_pdec, qdec=b.shown_qdec, bids=b.bids.fixed_levels(20),
-                            asks=b.asks.fixed_levels(20), obi=obi,
-                            flow=(bq, sq, bn, len(eb.trades) - bn), last_trade=eb.last_trade,
-                            invalidations=eb.invalidations, records_applied=eb.applied)
-            eb.dirty = False
+                eb.slot.push_obi(self._obi(eb, levels))
+                eb.sampled = True
+            if eb.dirty or (eb.sampled and eb.published_at < idle_before):
+                self._publish_book(eb, now, levels)
+                n += 1
         dt = now - self._rate_t
         if dt >= 1.0:
             self.records_per_s = (self.records - self._rate_n) / dt
@@ -218,9 +341,31 @@ class Engine:
         publish_engine(self.stats, records=self.records, batches=self.batches,
                        records_per_s=self.records_per_s, obi_levels=self.cfg.obi_levels,
                        wait=self.cfg.engine_wait, gaps=self.gaps,
-                       ring_high_water=[r.high_water for r in self.rings])
+                       ring_high_water=[r.high_water for r in self.rings], bad_records=self.bad_records)
         for r in self.rings:
             r.heartbeat()
+        return n
+
+    @staticmethod
+    def _obi(eb: EngineBook, levels: int) -> float:
+        """The book's OBI over ``levels`` levels, computed again only when records were applied."""
+        b = eb.book
+        if not b.valid:
+            return 0.0
+        if eb.obi_applied != eb.applied:
+            eb.obi = b.obi(levels)
+            eb.obi_applied = eb.applied
+        return eb.obi
+
+    def _publish_book(self, eb: EngineBook, now: float, levels: int) -> None:
+        b = eb.book
+        packed, nb, na, _, _ = b.packed(TOP_N)
+        eb.slot.publish_packed(bool(b.valid), bool(b.crossed), b.update_id, b.shown_pdec, b.shown_qdec,
+                               packed, nb, na, self._obi(eb, levels),
+                               (eb.buy_qty, eb.sell_qty, eb.buy_count, eb.sell_count), eb.last_trade,
+                               eb.invalidations, eb.applied, eb.last_invalid_reason)
+        eb.dirty = eb.sampled = False
+        eb.published_at = now
 
     # ------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -252,10 +397,12 @@ class Engine:
             stats.engine_sleep_end()
             idle = 0
         self.publish(False)
-        for eb in self.books.values():
+        for eb in self.books:
             if eb.invalid_reasons:
                 log.info("book %s: %d invalidations, last: %s (by reason: %s)", eb.key,
                          eb.invalidations, eb.last_invalid_reason, _reasons_text(eb.invalid_reasons))
+        if self.bad_records:
+            log.info("%d bad records refused", self.bad_records)
 
     def close(self) -> None:
         for r in self.rings:

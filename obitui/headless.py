@@ -7,10 +7,11 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Collection
 from typing import Any, TextIO
 
-from obitui.config import Config, book_plan
-from obitui.core.stats import BookView, StatsBlock, heartbeat_age, is_stale
+from obitui.config import Config, FeedConfig, feed_book_ids
+from obitui.core.stats import TOP_N, BookView, StatsBlock, heartbeat_age, is_stale
 from obitui.logs import LogSpec, configure
 from obitui.supervisor import Supervisor, SupervisorError
 from obitui.widgets.format import fmt_fixed
@@ -18,14 +19,17 @@ from obitui.widgets.format import fmt_fixed
 log = logging.getLogger("obitui")
 
 
-def book_json(bv: BookView, digits: int, qdigits: int | None = None) -> dict[str, Any]:
+def book_json(bv: BookView, digits: int, qdigits: int | None = None, levels: int = TOP_N) -> dict[str, Any]:
     """A book view as exact decimal strings; ``digits``/``qdigits``: the fixed-point scales of
-    its prices and quantities (qdigits defaults to digits)."""
+    its prices and quantities (qdigits defaults to digits); ``levels``: levels per side (at most
+    the TOP_N the BookSlot holds). ``state`` is "synced" when the book is valid, else "invalid";
+    ``reason`` the last invalidation's ("" when there was none)."""
     qd = digits if qdigits is None else qdigits
     return {
         "valid": bv.valid, "update_id": bv.update_id, "obi": round(bv.obi, 6), "crossed": bv.crossed,
-        "bids": [[fmt_fixed(p, digits, bv.price_decimals), fmt_fixed(q, qd, bv.qty_decimals)] for p, q in bv.bids],
-        "asks": [[fmt_fixed(p, digits, bv.price_decimals), fmt_fixed(q, qd, bv.qty_decimals)] for p, q in bv.asks],
+        "bids": [[fmt_fixed(p, digits, bv.price_decimals), fmt_fixed(q, qd, bv.qty_decimals)] for p, q in bv.bids[:levels]],
+        "asks": [[fmt_fixed(p, digits, bv.price_decimals), fmt_fixed(q, qd, bv.qty_decimals)] for p, q in bv.asks[:levels]],
+        "state": "synced" if bv.valid else "invalid", "reason": bv.reason,
     }
 
 
@@ -33,41 +37,100 @@ def _age(age: float | None) -> float | None:
     return None if age is None else round(age, 3)
 
 
-def snapshot(cfg: Config, stats: StatsBlock, fills: list[tuple[float, int]]) -> dict[str, Any]:
+def book_markets(cfg: Config) -> dict[str, tuple[int, FeedConfig]]:
+    """The markets a book feed serves: key -> (book slot, that book feed), in slot order."""
+    out: dict[str, tuple[int, FeedConfig]] = {}
+    for f, ids in zip(cfg.feeds, feed_book_ids(cfg.feeds)):
+        if f.is_book:
+            for key, j in zip(f.book_keys, ids):
+                out.setdefault(key, (j, f))
+    return dict(sorted(out.items(), key=lambda kv: kv[1][0]))
+
+
+def select_books(cfg: Config, names: list[str]) -> list[str]:
+    """``--books SYM,...``: the book keys named, each as SYMBOL (every book market of that
+    symbol) or venue:SYMBOL; ValueError naming one that is no book market of the config."""
+    markets = book_markets(cfg)
+    keys: dict[str, None] = {}
+    for name in names:
+        name = name.strip()
+        if not name:
+            continue
+        venue, sep, symbol = name.rpartition(":")
+        want = f"{venue}:{symbol.upper()}" if sep else None
+        found = [k for k in markets if (k == want if sep else k.split(":", 1)[1] == symbol.upper())]
+        if not found:
+            raise ValueError(f"--books {name}: no book market of that name (book markets: "
+                             f"{', '.join(list(markets)[:8])}{', ...' if len(markets) > 8 else ''})")
+        keys.update(dict.fromkeys(found))
+    return list(keys)
+
+
+def _feed_books(cfg: Config, stats: StatsBlock, i: int, f: FeedConfig, ids: list[int],
+                c: dict[str, int]) -> tuple[int, int]:
+    """(markets served, valid books) of feed i: its gauges; for a feed that has not set them
+    (yet), the config's count and the engine's valid books."""
+    if c.get("books", 0) > 0:
+        return c["books"], c.get("books_synced", 0)
+    if not f.is_book:
+        return len(ids), 0
+    synced = 0
+    for j in ids:
+        bv = stats.read_book(j) if j < stats.n_books else None
+        synced += bool(bv is not None and bv.valid)
+    return len(ids), synced
+
+
+def snapshot(cfg: Config, stats: StatsBlock, fills: list[tuple[float, int]],
+             books: Collection[str] | None = None, levels: int = TOP_N) -> dict[str, Any]:
     """The JSON object of one interval (the ``--json`` output of headless mode). A feed or the
     engine whose heartbeat is older than STALE_VIEW_S is marked ``"stale": true`` (a hung or
     stopped process: its figures are frozen); books are stale with the engine that publishes
-    them."""
+    them. ``books``: only these market keys (default: every market a book feed serves);
+    ``levels``: levels per side."""
     feeds: dict[str, Any] = {}
-    for i, f in enumerate(cfg.feeds):
+    for i, (f, ids) in enumerate(zip(cfg.feeds, feed_book_ids(cfg.feeds))):
         fv = stats.read_feed(i)
         if fv is None:
             continue
         c = fv.counters
         fill, drops = fills[i] if i < len(fills) else (0.0, 0)
         age = heartbeat_age(fv.heartbeat_ns)
+        n_books, n_synced = _feed_books(cfg, stats, i, f, ids, c)
         feeds[f.label] = {"state": fv.state.word, "reason": fv.reason, "frames": c["frames"],
                           "gaps": c["gaps"], "resyncs": c["resyncs"], "reconnects": c["reconnects"],
                           "ring_fill": round(fill, 6), "ring_drops": drops,
                           "records": c["records"], "parse_errors": c["parse_errors"],
                           "checksum_failures": c["checksum_failures"],
-                          "stale": is_stale(age), "age_s": _age(age)}
+                          "stale": is_stale(age), "age_s": _age(age), "markets": len(ids)}
+        if f.is_book:
+            feeds[f.label].update(books=n_books, books_synced=n_synced)
     ev = stats.read_engine()
     age = heartbeat_age(ev.heartbeat_ns) if ev is not None else None
     engine = {"pid": ev.pid if ev else 0, "stale": is_stale(age), "age_s": _age(age),
               "records_per_s": round(ev.records_per_s, 1) if ev else 0.0, "gaps": ev.gaps if ev else 0}
-    books: dict[str, Any] = {}
-    for j, key in enumerate(book_plan(cfg.feeds)):
-        bv = stats.read_book(j)
+    out_books: dict[str, Any] = {}
+    wanted = None if books is None else set(books)
+    for key, (j, f) in book_markets(cfg).items():
+        if wanted is not None and key not in wanted:
+            continue
+        bv = stats.read_book(j) if j < stats.n_books else None
         if bv is None or not bv.exchange:
             continue
-        f = next(f for f in cfg.feeds if f.book_key == key)
-        books[key] = book_json(bv, f.digits, f.qdigits)
-        books[key]["stale"] = engine["stale"]
-    return {"ts": round(time.time(), 3), "feeds": feeds, "books": books, "engine": engine}
+        out_books[key] = book_json(bv, *f.scales_of(key.split(":", 1)[1]), levels)
+        out_books[key]["stale"] = engine["stale"]
+    return {"ts": round(time.time(), 3), "feeds": feeds, "books": out_books, "engine": engine}
+
+
+def status_books(cfg: Config) -> list[str]:
+    """The books the status line shows (the OBI of each single-market book feed)."""
+    return [f.book_key for f in cfg.feeds if f.is_book and len(f.symbols) == 1]
 
 
 def status_line(cfg: Config, snap: dict[str, Any]) -> str:
+    """One line (**contract**): per feed ``label: state``; a single-market book feed adds its
+    book's ``(OBI:x.xxxx)`` while the book is valid and live, a book feed of several markets
+    ``(synced/markets books)``; a stale feed ``(stale N.Ns)`` instead."""
     parts = []
     for f in cfg.feeds:
         fv = snap["feeds"].get(f.label)
@@ -75,9 +138,13 @@ def status_line(cfg: Config, snap: dict[str, Any]) -> str:
             parts.append(f"{f.label}: stopped")
             continue
         text = f"{f.label}: {fv['state']}"
-        book = snap["books"].get(f.book_key) if f.is_book else None
+        many = len(f.symbols) > 1
+        book = snap["books"].get(f.book_key) if f.is_book and not many else None
         if fv.get("stale"):
             text += f" (stale {_secs(fv['age_s'])})"
+        elif many and f.is_book:
+            n = fv.get("books", len(f.symbols))
+            text += f" ({fv.get('books_synced', 0)}/{n} books)"
         elif book is not None and book["valid"] and not book.get("stale"):
             text += f" (OBI:{book['obi']:.4f})"
         parts.append(text)
@@ -100,12 +167,16 @@ def setup_logging(as_json: bool, level: int = logging.INFO) -> None:
 def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interval: float,
         duration: float | None, record_dir: str | None, replay: str | None,
         replay_speed: float = 1.0, sim_rate: float | None = None, out: TextIO = sys.stdout,
-        metrics: tuple[str, int] | None = None) -> int:
+        metrics: tuple[str, int] | None = None, books: list[str] | None = None,
+        levels: int = TOP_N, top: int | None = None, book_names: list[str] | None = None) -> int:
     """Run the fleet and print until ``duration``, the end of a replay, the simulator's end or a
     signal. Exit status: 0 for a requested stop (the duration or the replay's end, SIGINT,
     SIGTERM, SIGHUP: every child stopped, every segment removed, the last object printed);
     1 when the start failed (one ``obitui: ...`` line) or the simulator ended on its own (after
-    the same clean stop)."""
+    the same clean stop). ``books`` (book keys, from ``select_books``; None: all) and
+    ``levels`` (per side): what the JSON objects hold (``--books``, ``--levels``); ``top``: watch
+    the N most traded markets (``--symbols top:N``); ``book_names``: ``--books`` names to
+    resolve once those are known."""
     stop = {"now": False}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -116,7 +187,13 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
     sup = Supervisor(cfg, record_dir, log_json=as_json)
     try:
         cfg = sup.launch(sim=sim, faults=sim_faults, replay=replay, replay_speed=replay_speed,
-                         rate=sim_rate, metrics=metrics)
+                         rate=sim_rate, metrics=metrics, top=top)
+        if book_names is not None:
+            try:
+                books = select_books(cfg, book_names)
+            except ValueError as exc:
+                print(f"obitui: {exc}", file=sys.stderr)
+                return 2
         t0 = time.monotonic()
         next_print = t0 + interval
         code = 0
@@ -134,10 +211,10 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
             sup.poll()
             if now >= next_print:
                 next_print += interval
-                _emit(cfg, sup, as_json, out)
+                _emit(cfg, sup, as_json, out, books, levels)
             time.sleep(min(0.05, max(0.0, next_print - time.monotonic())))
         if sup.stats is not None:
-            _emit(cfg, sup, as_json, out)   # the last object holds the final books
+            _emit(cfg, sup, as_json, out, books, levels)   # the last object holds the final books
         return code
     except SupervisorError as exc:
         print(f"obitui: {exc}", file=sys.stderr)
@@ -146,8 +223,12 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
         sup.stop()
 
 
-def _emit(cfg: Config, sup: Supervisor, as_json: bool, out: TextIO) -> None:
+def _emit(cfg: Config, sup: Supervisor, as_json: bool, out: TextIO, books: list[str] | None = None,
+          levels: int = TOP_N) -> None:
     assert sup.stats is not None
-    snap = snapshot(cfg, sup.stats, sup.ring_fill())
-    out.write((json.dumps(snap) if as_json else status_line(cfg, snap)) + "\n")
+    if as_json:
+        text = json.dumps(snapshot(cfg, sup.stats, sup.ring_fill(), books, levels))
+    else:           # the status line reads only the books it shows
+        text = status_line(cfg, snapshot(cfg, sup.stats, sup.ring_fill(), status_books(cfg), 0))
+    out.write(text + "\n")
     out.flush()

@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import start_http_server
 
 from obitui.core.stats import FEED_COUNTERS, FEED_GAUGES, FeedState, hist_bounds, hist_middle
-from obitui.config import book_plan
+from obitui.config import feed_book_ids
 
 if TYPE_CHECKING:
     from obitui.supervisor import Supervisor
@@ -132,11 +132,15 @@ class StatsCollector:
         inval = CounterMetricFamily("obitui_book_invalidations", "times the book was marked invalid",
                                     labels=["book"])
         lat_re = []
-        for j, key in enumerate(book_plan(cfg.feeds)):
-            bv = stats.read_book(j)
+        markets: dict[str, tuple[int, int]] = {}        # book market -> (slot, price digits)
+        for f, ids in zip(cfg.feeds, feed_book_ids(cfg.feeds)):
+            if f.is_book:
+                for key, j in zip(f.book_keys, ids):
+                    markets.setdefault(key, (j, f.scales_of(key.split(":", 1)[1])[0]))
+        for key, (j, digits) in sorted(markets.items(), key=lambda kv: kv[1][0]):
+            bv = stats.read_book(j) if j < stats.n_books else None
             if bv is None:
                 continue
-            digits = next(f.digits for f in cfg.feeds if f.book_key == key)
             valid.add_metric([key], 1.0 if bv.valid else 0.0)
             obi.add_metric([key], bv.obi)
             uid.add_metric([key], float(bv.update_id))

@@ -4,15 +4,15 @@ channels."""
 from __future__ import annotations
 
 from obitui.capture import read_capture
-from obitui.config import FeedConfig
+from obitui.config import FeedConfig, split_processes
 from obitui.feeds.venue import FeedSpec, venues
 
 MAX_FEEDS = 16
 
 
 def feeds_from_capture(path: str) -> list[FeedConfig]:
-    """One feed per venue, channel and symbol the capture holds, labelled like the defaults
-    (with the symbol when a venue has several)."""
+    """One feed per venue and channel the capture holds, with every symbol it has, labelled
+    like the defaults."""
     found: list[FeedSpec] = []
     seen: set[tuple[str, str, str]] = set()
     errors: list[str] = []
@@ -27,15 +27,24 @@ def feeds_from_capture(path: str) -> list[FeedConfig]:
     if not found:
         raise ValueError(f"{path}: no stream of a known venue found (Binance depth/trade, "
                          f"Bitget books/ticker)" + (f" ({len(errors)} bad lines)" if errors else ""))
-    symbols_of: dict[str, set[str]] = {}
+    # one feed per venue and channel (and options), carrying all of its symbols, as live
+    groups: dict[tuple[str, str, tuple], list[str]] = {}
     for spec in found:
-        symbols_of.setdefault(spec.venue, set()).add(spec.symbol)
+        groups.setdefault((spec.venue, spec.channel, spec.options), []).append(spec.symbol)
     feeds: list[FeedConfig] = []
-    for spec in found:
-        v = venues()[spec.venue]
-        label = v.label(spec.channel)
-        if len(symbols_of[spec.venue]) > 1:
-            label = f"{label}-{spec.symbol[:15 - len(label) - 1]}"
-        feeds.append(FeedConfig(label, spec.venue, spec.channel, spec.symbol, stale_after=30.0,
-                                **dict(spec.options)))
-    return feeds[:MAX_FEEDS]
+    labels: set[str] = set()
+    for (venue_name, channel, options), symbols in groups.items():
+        v = venues()[venue_name]
+        label = v.label(channel)
+        n = 2
+        while label in labels:                 # the same channel under other options (instType)
+            label = f"{v.label(channel)}-{n}"
+            n += 1
+        labels.add(label)
+        f = FeedConfig(label, venue_name, channel, symbols=tuple(symbols), stale_after=30.0, **dict(options))
+        # a replay serves every stream on one connection; a capture of more than the venue's
+        # default per connection goes on one connection all the same, up to its hard limit
+        if len(f.symbols) > f.connection_size:
+            f.per_connection = min(len(f.symbols), v.max_per_connection)
+        feeds.append(f)
+    return split_processes(feeds[:MAX_FEEDS])

@@ -30,7 +30,8 @@ from typing import Any
 import psutil
 
 from obitui.accounting import feed_violations, ring_violations
-from obitui.config import Config, load_config
+from obitui.config import Config, load_config, with_symbols
+from obitui.feeds.universe import parse_symbols
 from obitui.core.stats import Command, FeedState, FeedView
 from obitui.config import book_plan
 from obitui.headless import book_json
@@ -45,6 +46,7 @@ KILLS_UNTIL = 0.5          # kills and engine pauses only in the first half: the
 RSS_JUDGED_FROM_S = 300.0  # the RSS growth target is judged on runs at least this long
 RSS_TARGET = 0.05
 RECOVERY_TARGET_S = 2.0
+TRUTH_EVERY_S = 1.0       # with many markets: the full truth comparison at most this often
 ORPHAN_LIMIT_S = 3.0       # every child of a killed supervisor is gone within this
 
 
@@ -141,20 +143,19 @@ class ProcSample:
 class Soak:
     def __init__(self, duration: float, seed: int = 1, rate: float = 20.0,
                  recover_timeout: float = 30.0, kinds: list[str] | None = None,
-                 log_file: str | None = None) -> None:
+                 log_file: str | None = None, symbols: list[str] | int | None = None) -> None:
         self.duration = duration
         self.rng = random.Random(seed)
         self.seed = seed
         self.rate = rate
         self.recover_timeout = recover_timeout
+        # the markets: the default one, a list, or the simulator's N most traded (top:N)
+        self.top = symbols if isinstance(symbols, int) else None
         cfg = load_config(None)
+        if isinstance(symbols, list):
+            cfg = with_symbols(cfg, symbols)
         cfg.heartbeat_stale = 4.0           # engine_hang is caught in seconds, not the default 10
-        for f in cfg.feeds:
-            f.ring_capacity = 1 << 16       # small rings: a paused engine fills one in seconds
-            f.stale_after = 2.0             # the watchdog trips within the silence fault
-            f.max_frame = 1 << 20           # the simulator's oversize frames are 2 MiB
-            if f.venue_info.exchange == "bitget":
-                f.ping_interval, f.pong_timeout = 1.0, 1.5
+        self._tune(cfg)
         self.cfg = cfg
         self.kinds = [k for k in fault_kinds(cfg) if kinds is None or k.name in kinds]
         if not self.kinds:
@@ -170,7 +171,20 @@ class Soak:
         self._procs: dict[int, psutil.Process] = {}
         self._last_sample = 0.0
         self._last_check = 0.0
+        self._last_truth = 0.0
+        self._last_fleet_truth = 0.0
         self.run_pids: list[int] = [os.getpid()]   # supervisors of this soak: their segments are ours
+
+    @staticmethod
+    def _tune(cfg: Config) -> None:
+        for f in cfg.feeds:
+            # small rings: a paused engine fills one in seconds (64 KiB per market: every
+            # market's snapshot at once still fits)
+            f.ring_capacity = 1 << max(16, (len(f.symbols) * (1 << 16) - 1).bit_length())
+            f.stale_after = 2.0             # the watchdog trips within the silence fault
+            f.max_frame = 1 << 20           # the simulator's oversize frames are 2 MiB
+            if f.venue_info.exchange == "bitget":
+                f.ping_interval, f.pong_timeout = 1.0, 1.5
 
     # ------------------------------------------------------------ fleet state
     @property
@@ -199,13 +213,28 @@ class Soak:
 
     def books_true(self) -> tuple[bool, str]:
         """Every engine book valid and equal to the truth at its update id. A valid book that
-        differs from the truth is a mismatch (counted)."""
-        for j, key in enumerate(book_plan(self.cfg.feeds)):
+        differs from the truth is a mismatch (counted). With many markets the whole comparison
+        (one truth request per book) runs at most every TRUTH_EVERY_S; in between only that
+        every book is valid."""
+        plan = book_plan(self.cfg.feeds)
+        fed = {key for f in self.cfg.feeds if f.is_book for key in f.book_keys}   # markets with levels
+        for j, key in enumerate(plan):
+            if key in fed:
+                bv = self.stats.read_book(j)
+                if bv is None or not bv.valid:
+                    return False, f"{key} invalid"
+        now = time.monotonic()
+        if len(fed) > 4 and now - self._last_truth < TRUTH_EVERY_S:
+            return False, "waiting for the next truth comparison"
+        self._last_truth = now
+        for j, key in enumerate(plan):
+            if key not in fed:
+                continue
             bv = self.stats.read_book(j)
             if bv is None or not bv.valid:
                 return False, f"{key} invalid"
-            fc = next(f for f in self.cfg.feeds if f.book_key == key)
-            ok, why = self.book_true(key, book_json(bv, fc.digits, fc.qdigits))
+            fc = next(f for f in self.cfg.feeds if f.is_book and key in f.book_keys)
+            ok, why = self.book_true(key, book_json(bv, *fc.scales_of(key.split(":", 1)[1])))
             if not ok:
                 return False, why
         return True, ""
@@ -408,9 +437,14 @@ class Soak:
         sup = self.sup = Supervisor(self.cfg, log_file=self.log_file)
         report: dict[str, Any] = {"duration_s": self.duration, "seed": self.seed, "rate": self.rate}
         try:
-            urls = sup.start_simulator([], seed=self.seed, rate=self.rate)
+            urls = sup.start_simulator([], seed=self.seed, rate=self.rate,
+                                       extra=["--symbols", f"top:{self.top}"] if self.top else None)
             self.rest = urls[1]
             self.cfg = sup.cfg = self.cfg.with_sim(*urls)
+            if self.top:
+                sup.pick_top(self.top)
+                self._tune(sup.cfg)
+                self.cfg = sup.cfg
             sup.start()
             warm = self.wait_until(lambda: self.healthy()[0], 30)
             if not warm:
@@ -480,8 +514,8 @@ class Soak:
         lines = [f"[supervisor]\nheartbeat_stale = {self.cfg.heartbeat_stale}\n"]
         for f in self.cfg.feeds:
             lines.append("[[feeds]]")
-            for key in ("label", "venue", "channel", "symbol", "ws_url", "rest_url", "ring_capacity",
-                        "stale_after", "max_frame"):
+            for key in ("label", "venue", "channel", "symbols", "ws_url", "rest_url", "ring_capacity",
+                        "stale_after", "max_frame", "per_connection"):
                 lines.append(f"{key} = {json.dumps(getattr(f, key))}")
             lines.append("")
         with open(path, "w") as fh:
@@ -518,6 +552,11 @@ class Soak:
         for key, book in snap["books"].items():
             if not book["valid"]:
                 return False, f"{key} invalid"
+        now = time.monotonic()
+        if len(snap["books"]) > 4 and now - self._last_fleet_truth < TRUTH_EVERY_S:
+            return False, "waiting for the next truth comparison"
+        self._last_fleet_truth = now
+        for key, book in snap["books"].items():
             ok, why = self.book_true(key, book, "second fleet ")
             if not ok:
                 return False, why
@@ -780,6 +819,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recover-timeout", type=float, default=30.0, metavar="S")
     ap.add_argument("--json", metavar="FILE", help="also write the whole report as JSON")
     ap.add_argument("--log", metavar="FILE", help="fleet log file (default: a temporary file)")
+    ap.add_argument("--symbols", metavar="SYM,...|top:N",
+                    help="the markets every feed watches (default BTCUSDT): a list, or top:N, the "
+                         "simulator's N most traded")
     args = ap.parse_args(argv)
     if args.duration < 20:
         print("obitui soak: --duration must be >= 20 s", file=sys.stderr)
@@ -794,8 +836,9 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupted)
     try:
+        symbols = parse_symbols(args.symbols) if args.symbols else None
         soak = Soak(args.duration, args.seed, args.rate, args.recover_timeout,
-                    args.faults.split(",") if args.faults else None, log_file)
+                    args.faults.split(",") if args.faults else None, log_file, symbols)
         report = soak.run()          # stops the fleet and removes its segments on any exit
     except (ValueError, SupervisorError) as exc:
         print(f"obitui soak: {exc}", file=sys.stderr)

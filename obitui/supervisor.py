@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from obitui.config import Config, book_plan, sim_bases
+from obitui.config import Config, book_plan, feed_book_ids, sim_bases, with_symbols
 from obitui.core.ring import Ring
 from obitui.core.shm import SHM_DIR, Segment, ShmError
 from obitui.core.stats import Command, StatsBlock
@@ -132,8 +132,9 @@ class Supervisor:
         if live:
             log.info("%d segment(s) of other live runs left alone", len(live))
         try:
-            self.stats = StatsBlock.create(self.stats_name, len(self.cfg.feeds),
-                                           len(book_plan(self.cfg.feeds)), self.run_id)
+            plan = book_plan(self.cfg.feeds)
+            self.stats = StatsBlock.create(self.stats_name, len(self.cfg.feeds), len(plan), self.run_id,
+                                           book_keys=plan)
             self.created.append(self.stats_name)
             for f, name in zip(self.cfg.feeds, self.ring_names):
                 Ring.create(name, f.ring_capacity).close()
@@ -145,9 +146,10 @@ class Supervisor:
             if isinstance(exc.__cause__ or exc.__context__, OSError) or "cannot size" in str(exc):
                 hint = f" (is {SHM_DIR} full? `obitui doctor` compares its free space with the rings)"
             raise SupervisorError(f"shared memory: {exc}{hint}") from None
+        book_ids = feed_book_ids(self.cfg.feeds)
         for i, (f, ring) in enumerate(zip(self.cfg.feeds, self.ring_names)):
             self.children.append(Child(f.label, "obitui.feeds.process:feed_main",
-                                       (f, i, ring, self.stats_name, self.record_dir),
+                                       (f, i, ring, self.stats_name, self.record_dir, book_ids[i]),
                                        title=f"obitui feed {f.label}"))
         self.children.append(Child("engine", "obitui.engine:engine_main",
                                    (self.cfg, self.ring_names, self.stats_name),
@@ -159,13 +161,18 @@ class Supervisor:
 
     def launch(self, *, sim: bool = False, faults: list[str] | None = None, replay: str | None = None,
                replay_speed: float = 1.0, rate: float | None = None,
-               metrics: tuple[str, int] | None = None) -> Config:
+               metrics: tuple[str, int] | None = None, top: int | None = None) -> Config:
         """What both front ends do: the simulator first when asked (the feeds then point at it),
         then the fleet, then the metrics endpoint (host, port) when asked. Returns the config
         the fleet runs with."""
         if sim or replay:
-            self.start_simulator(faults or [], replay=replay, replay_speed=replay_speed, rate=rate)
+            # the simulator lists the markets it runs: with top:N it runs its N most traded
+            # (ranked as the venues' lists rank them), which pick_top then finds over REST
+            self.start_simulator(faults or [], replay=replay, replay_speed=replay_speed, rate=rate,
+                                 extra=["--symbols", f"top:{top}"] if top and not replay else None)
             self.cfg = self.cfg.with_sim_bases(sim_bases(self.sim_urls))
+        if top:
+            self.pick_top(top)
         self.start()
         if metrics is not None:
             from obitui.metrics import MetricsServer
@@ -174,6 +181,26 @@ class Supervisor:
             except OSError as exc:
                 raise SupervisorError(f"metrics endpoint {metrics[0]}:{metrics[1]}: {exc.strerror or exc}") from None
         return self.cfg
+
+    def pick_top(self, n: int) -> list[str]:
+        """``--symbols top:N``: the N most traded USDT markets listed on every venue of the
+        fleet (their REST market lists, asked once), then watched by every feed."""
+        from obitui.config import ConfigError
+        from obitui.feeds.symbols import SymbolInfoError
+        from obitui.feeds.universe import top_symbols
+        seen: dict[str, tuple[Any, str]] = {}
+        for f in self.cfg.feeds:
+            if f.venue_info.markets_of is not None:
+                seen.setdefault(f.venue_info.exchange, (f.venue_info, f.rest_url))
+        try:
+            symbols = top_symbols(n, list(seen.values()))
+            cfg = with_symbols(self.cfg, symbols)
+        except (SymbolInfoError, ConfigError) as exc:
+            raise SupervisorError(f"--symbols top:{n}: {exc}") from None
+        log.info("top %d: %d markets picked (%s%s)", n, len(symbols), ", ".join(symbols[:5]),
+                 ", ..." if len(symbols) > 5 else "")
+        self.cfg = cfg
+        return symbols
 
     def start_simulator(self, faults: list[str], seed: int = 1, replay: str | None = None,
                         rate: float | None = None, replay_speed: float = 1.0,
@@ -191,11 +218,10 @@ class Supervisor:
         if rate:
             cmd += ["--rate", str(rate)]
         cmd += extra or []
-        if not replay:
-            symbols = sorted({f.symbol for f in self.cfg.feeds})
-            from obitui.sim.server import BINANCE_SYMBOLS
-            known = {s.symbol for s in BINANCE_SYMBOLS}
-            cmd += ["--symbols", ",".join(s for s in symbols if s in known) or "BTCUSDT"]
+        if not replay and "--symbols" not in cmd:
+            from obitui.sim.server import KNOWN_SYMBOLS
+            symbols = dict.fromkeys(sym for f in self.cfg.feeds for sym in f.symbols)
+            cmd += ["--symbols", ",".join(s for s in symbols if s in KNOWN_SYMBOLS) or "BTCUSDT"]
         err = open(self.log_file, "a") if self.log_file else subprocess.PIPE  # noqa: SIM115
         self.sim_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
                                          text=True, start_new_session=True)

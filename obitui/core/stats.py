@@ -1,7 +1,9 @@
 """The stats block: one shared-memory segment the UI and headless mode read, and the only thing
 they read (docs/ARCHITECTURE.md, Shared memory).
 
-Layout: a header, then ``n_feeds`` FeedSlots, ``n_books`` BookSlots and one EngineSlot. Every
+Layout: a header, then ``n_feeds`` FeedSlots, ``n_books`` BookSlots, one EngineSlot and the book
+index (one ``KEY_SIZE`` entry per book slot: the market key whose figures the slot holds, written
+once at create, read by ``find_book``). Every
 slot has exactly one writer and starts with a seqlock word: the writer makes it odd, copies the
 slot in, makes it even and larger; a reader copies the slot between two reads of it and retries
 on a change, so it never blocks a writer and never sees a torn slot. Writers keep their figures
@@ -22,7 +24,7 @@ from typing import Any
 from obitui.core.shm import Segment, ShmError
 
 MAGIC = int.from_bytes(b"OBISTAT1", "little")
-VERSION = 3
+VERSION = 4             # 4: book index, BookSlot reason, feed gauges books/connections, control word with a book
 HEADER_SIZE = 4096
 FEED_SLOT = 4096
 BOOK_SLOT = 4096
@@ -31,6 +33,11 @@ TOP_N = 20
 OBI_HISTORY = 256
 HIST_BUCKETS = 64
 MAX_RINGS = 16
+MAX_FEED_SLOTS = 256
+MAX_BOOK_SLOTS = 2048   # markets of one fleet (config.MAX_BOOKS)
+KEY_SIZE = 64           # one book index entry: the market key, utf-8, NUL padded (63 bytes at most)
+REASON_SIZE = 24        # the last invalidation reason in a BookSlot
+ALL_BOOKS = 0xFFFF      # the book field of a control word: every book of the feed
 
 
 class StatsError(ShmError):
@@ -56,10 +63,13 @@ class FeedState(enum.IntEnum):
 
 
 class Command(enum.IntEnum):
+    """An operator command in a feed's control word, with the book it names (``ALL_BOOKS``:
+    every book of the feed; else a book index, the id its records carry)."""
     NONE = 0
     RECONNECT = 1
-    RESYNC = 2
+    RESYNC = 2              # resync the named book, or every book of the feed
     STOP = 3
+    RESYNC_INVALID = 4      # resync the feed's invalid books only (the valid ones are left alone)
 
 
 class AckResult(enum.IntEnum):
@@ -85,13 +95,17 @@ FEED_COUNTERS = (
     # server shutdown notices (answered by a make-before-break rotation); snapshot requests
     # held back because the venue's REST weight budget of the minute was spent
     "server_shutdowns", "rest_weight_waits",
+    # gauges of a feed with many markets: the markets it serves and its valid books; its
+    # connections and those up (set by the feed with FeedSlotWriter.set)
+    "books", "books_synced", "connections", "connections_up",
 )
 # Gauges among them: figures that go down as well as up (the feed decrements them), where
 # the others only grow. Every counter word is a signed int64, so a gauge is stored signed.
-FEED_GAUGES = ("frames_pending",)
+FEED_GAUGES = ("frames_pending", "books", "books_synced", "connections", "connections_up")
 FRAME_FATES = ("frames_pushed", "frames_dropped", "frames_rejected", "frames_ignored",
                "frames_discarded", "frames_pending")
 _FC = {name: i for i, name in enumerate(FEED_COUNTERS)}
+_GAUGES = frozenset(FEED_GAUGES)
 N_COUNTERS = 96      # room to add counters without a new layout (int64 words)
 
 # ---- FeedSlot: [seq][fixed fields][counters][2 histograms][ring name] ... [control][ack]
@@ -101,24 +115,30 @@ _FEED_HIST1_OFF = _FEED_COUNTERS_OFF + 8 * N_COUNTERS
 _FEED_HIST2_OFF = _FEED_HIST1_OFF + 8 * HIST_BUCKETS
 _FEED_RING_OFF = _FEED_HIST2_OFF + 8 * HIST_BUCKETS
 _FEED_PUBLISHED = _FEED_RING_OFF + 64                        # what a publish copies
-FEED_CONTROL_OFF = 3968      # u64 (seq << 8 | command), written by the supervisor
+FEED_CONTROL_OFF = 3968      # u64 (seq << 24 | book << 8 | command), written by the supervisor
 FEED_ACK_OFF = 4032          # u64 (seq << 8 | result), then 56 bytes of text, written by the feed
 assert _FEED_PUBLISHED <= FEED_CONTROL_OFF and len(FEED_COUNTERS) <= N_COUNTERS
 assert set(FEED_GAUGES) <= set(FEED_COUNTERS)
 
-# ---- BookSlot
-_BOOK_FIXED = struct.Struct("<Q16s16s16sIIQqIIIIqqqqdqqQQqqQQQQQQ")
+# ---- BookSlot: [seq][fixed fields, the last invalidation reason last] ... [levels at 512][OBI history][histogram]
+_BOOK_FIXED = struct.Struct(f"<Q16s16s16sIIQqIIIIqqqqdqqQQqqQQQQQQ{REASON_SIZE}s")
+_BOOK_REASON_OFF = _BOOK_FIXED.size - REASON_SIZE             # 232
 _BOOK_LEVELS_OFF = 512
 _BOOK_OBI_OFF = _BOOK_LEVELS_OFF + 16 * 2 * TOP_N             # 1152
 _BOOK_HIST_OFF = _BOOK_OBI_OFF + 8 * OBI_HISTORY              # 3200
 _BOOK_PUBLISHED = _BOOK_HIST_OFF + 8 * HIST_BUCKETS           # 3712
+_BOOK_ASKS_OFF = _BOOK_LEVELS_OFF + 16 * TOP_N
+_PAIR = struct.Struct("<qq")
+assert _BOOK_FIXED.size <= _BOOK_LEVELS_OFF and _BOOK_PUBLISHED <= BOOK_SLOT
 
 # ---- EngineSlot
-_ENGINE_FIXED = struct.Struct("<QqQQQdd16sQ")
+_ENGINE_FIXED = struct.Struct("<QqQQQdd16sQQ")
 _ENGINE_HW_OFF = 128
 _ENGINE_PUBLISHED = _ENGINE_HW_OFF + 8 * MAX_RINGS
 
-_HEADER = struct.Struct("<QIIQIIIIqQ32sI")
+# magic, version, header size, size, n_feeds, n_books, feed slot, book slot, supervisor pid,
+# start ns, run id, uid, book index offset, index entry size, index entries written
+_HEADER = struct.Struct("<QIIQIIIIqQ32sIQII")
 ENGINE_SLEEPING_OFF = 512     # u32, written by the engine: 1 while it sleeps on the wake word
 ENGINE_WAKE_OFF = 576         # u32 futex word, bumped by a producer that wakes the engine
 
@@ -230,6 +250,7 @@ class BookView:
     records_applied: int
     hist_ring_engine: list[int]
     obi_pos: int
+    reason: str = ""        # why the book was last invalidated ("" when it never was)
 
 
 @dataclass
@@ -243,6 +264,7 @@ class EngineView:
     wait: str
     gaps: int
     ring_high_water: list[int]
+    bad_records: int = 0    # records the engine refused (a book id not of their ring's feed, a bad length)
 
 
 class StatsBlock:
@@ -253,24 +275,45 @@ class StatsBlock:
         self.view = seg.view()
         self.n_feeds = n_feeds
         self.n_books = n_books
+        self._index: dict[str, int] | None = None
 
     @staticmethod
     def size_for(n_feeds: int, n_books: int) -> int:
+        return StatsBlock.index_offset_for(n_feeds, n_books) + n_books * KEY_SIZE
+
+    @staticmethod
+    def index_offset_for(n_feeds: int, n_books: int) -> int:
+        """Where the book index starts: after the EngineSlot."""
         return HEADER_SIZE + n_feeds * FEED_SLOT + n_books * BOOK_SLOT + ENGINE_SLOT
 
     @classmethod
-    def create(cls, name: str, n_feeds: int, n_books: int, run_id: str = "") -> StatsBlock:
-        if not (0 < n_feeds <= 256 and 0 <= n_books <= 256):
-            raise StatsError(f"stats block needs 1-256 feeds and 0-256 books, got {n_feeds}/{n_books}")
+    def create(cls, name: str, n_feeds: int, n_books: int, run_id: str = "",
+               book_keys: list[str] | tuple[str, ...] = ()) -> StatsBlock:
+        """``book_keys``: the market key of each book slot, in slot order (``config.book_plan``),
+        written into the book index; fewer keys than slots leave the rest unnamed."""
+        if not (0 < n_feeds <= MAX_FEED_SLOTS and 0 <= n_books <= MAX_BOOK_SLOTS):
+            raise StatsError(f"stats block needs 1-{MAX_FEED_SLOTS} feeds and 0-{MAX_BOOK_SLOTS} books, "
+                             f"got {n_feeds}/{n_books}")
+        keys = [k.encode("utf-8") for k in book_keys]
+        if len(keys) > n_books:
+            raise StatsError(f"{len(keys)} book keys for {n_books} book slots")
+        if len(set(keys)) != len(keys):
+            raise StatsError("book keys must be distinct")
+        for k in keys:
+            if not k or len(k) >= KEY_SIZE or b"\0" in k:
+                raise StatsError(f"book key {k!r}: 1-{KEY_SIZE - 1} bytes, no NUL")
         size = cls.size_for(n_feeds, n_books)
         try:
             seg = Segment.create(name, size)
         except ShmError as exc:
             raise StatsError(str(exc)) from None
         blk = cls(seg, n_feeds, n_books)
+        index_off = cls.index_offset_for(n_feeds, n_books)
+        for j, k in enumerate(keys):
+            blk.view[index_off + j * KEY_SIZE:index_off + j * KEY_SIZE + len(k)] = k
         blk.view[8:_HEADER.size] = _HEADER.pack(0, VERSION, HEADER_SIZE, size, n_feeds, n_books, FEED_SLOT,
                                                BOOK_SLOT, os.getpid(), now_ns(), _b(run_id, 32),
-                                               os.geteuid())[8:]
+                                               os.geteuid(), index_off, KEY_SIZE, len(keys))[8:]
         seg.store_u64(0, MAGIC)   # last, with release order: a reader sees a complete header
         return blk
 
@@ -283,11 +326,17 @@ class StatsBlock:
         try:
             if seg.load_u64(0) != MAGIC:
                 raise StatsError(f"{seg.path}: not an obitui stats block")
-            (_, version, header_size, size, n_feeds, n_books, fslot, bslot, _, _, _,
-             uid) = _HEADER.unpack_from(seg.view(), 0)
-            if version != VERSION or header_size != HEADER_SIZE or fslot != FEED_SLOT or bslot != BOOK_SLOT:
+            version = _HEADER.unpack_from(seg.view(), 0)[1]
+            if version != VERSION:
                 raise StatsError(f"{seg.path}: stats layout version {version}, this build reads {VERSION}")
-            if size != seg.size or size != cls.size_for(n_feeds, n_books):
+            (_, _, header_size, size, n_feeds, n_books, fslot, bslot, _, _, _,
+             uid, index_off, key_size, n_keys) = _HEADER.unpack_from(seg.view(), 0)
+            if header_size != HEADER_SIZE or fslot != FEED_SLOT or bslot != BOOK_SLOT or key_size != KEY_SIZE:
+                raise StatsError(f"{seg.path}: stats layout version {version}, this build reads {VERSION}")
+            if not (0 < n_feeds <= MAX_FEED_SLOTS and 0 <= n_books <= MAX_BOOK_SLOTS and n_keys <= n_books):
+                raise StatsError(f"{seg.path}: {n_feeds} feeds, {n_books} books, {n_keys} keys: refused")
+            if (size != seg.size or size != cls.size_for(n_feeds, n_books)
+                    or index_off != cls.index_offset_for(n_feeds, n_books)):
                 raise StatsError(f"{seg.path}: segment is {seg.size} bytes, header says {size}: refused")
             if uid != os.geteuid():
                 raise StatsError(f"{seg.path}: created by uid {uid}, not this user: refused")
@@ -296,8 +345,22 @@ class StatsBlock:
             raise
         return cls(seg, n_feeds, n_books)
 
+    # ------------------------------------------------------------ book index
+    def book_keys(self) -> list[str]:
+        """The market key of each named book slot, in slot order (as ``create`` wrote them)."""
+        n_keys = _HEADER.unpack_from(self.view, 0)[-1]
+        off = self.index_offset_for(self.n_feeds, self.n_books)
+        return [_s(bytes(self.view[off + j * KEY_SIZE:off + (j + 1) * KEY_SIZE])) for j in range(n_keys)]
+
+    def find_book(self, key: str) -> int | None:
+        """The book slot holding market ``key`` (``venue:SYMBOL``), or None (the index is read
+        once, on the first call)."""
+        if self._index is None:
+            self._index = {k: j for j, k in enumerate(self.book_keys())}
+        return self._index.get(key)
+
     def header(self) -> dict[str, Any]:
-        (_, version, _, size, n_feeds, n_books, _, _, pid, start_ns, run_id, uid) = \
+        (_, version, _, size, n_feeds, n_books, _, _, pid, start_ns, run_id, uid, _, _, _) = \
             _HEADER.unpack_from(self.view, 0)
         return {"version": version, "size": size, "n_feeds": n_feeds, "n_books": n_books,
                 "supervisor_pid": pid, "start_ns": start_ns, "run_id": _s(run_id)}
@@ -344,19 +407,31 @@ class StatsBlock:
         self.seg.write_end(off)
 
     # ------------------------------------------------------------ control words
-    def send_command(self, feed: int, command: Command) -> int:
-        """Supervisor: post a command to a feed; returns its sequence number."""
+    # u64 seq << 24 | book << 8 | command: seq counts the commands posted to the feed, book is
+    # a book index (the id its records carry) or ALL_BOOKS
+    def send_command(self, feed: int, command: Command, book: int = ALL_BOOKS) -> int:
+        """Supervisor: post a command (for ``book``, or every book of the feed) to a feed;
+        returns its sequence number."""
+        if not 0 <= book <= ALL_BOOKS:
+            raise StatsError(f"book {book} out of range (0..{ALL_BOOKS - 1}, or ALL_BOOKS)")
         off = self.feed_offset(feed) + FEED_CONTROL_OFF
-        seq = (self.seg.load_u64(off) >> 8) + 1
-        self.seg.store_u64(off, (seq << 8) | int(command))
+        seq = (self.seg.load_u64(off) >> 24) + 1
+        self.seg.store_u64(off, (seq << 24) | (book << 8) | int(command))
         return seq
 
     def read_command(self, feed: int) -> tuple[int, Command]:
+        """(seq, command) of the feed's control word."""
+        seq, cmd, _ = self.read_command_book(feed)
+        return seq, cmd
+
+    def read_command_book(self, feed: int) -> tuple[int, Command, int]:
+        """(seq, command, book) of the feed's control word; book is ALL_BOOKS or a book index."""
         word = self.seg.load_u64(self.feed_offset(feed) + FEED_CONTROL_OFF)
         try:
-            return word >> 8, Command(word & 0xFF)
+            cmd = Command(word & 0xFF)
         except ValueError:
-            return word >> 8, Command.NONE
+            cmd = Command.NONE
+        return word >> 24, cmd, (word >> 8) & 0xFFFF
 
     def ack_command(self, feed: int, seq: int, result: AckResult, text: str = "") -> None:
         off = self.feed_offset(feed) + FEED_ACK_OFF
@@ -398,7 +473,7 @@ class StatsBlock:
         f = _BOOK_FIXED.unpack_from(raw, 0)
         (_, exch, sym, label, valid, crossed, update_id, last_ns, pdec, qdec, nb, na, _bb, _ba,
          _bq, _aq, obi, buy_q, sell_q, buy_n, sell_n, lt_p, lt_q, lt_side, lt_ns, resets, applied,
-         obi_pos, _r1) = f
+         obi_pos, _r1, reason) = f
         lv = array("q", raw[_BOOK_LEVELS_OFF:_BOOK_OBI_OFF])
         bids = [(lv[2 * k], lv[2 * k + 1]) for k in range(min(nb, TOP_N))]
         asks = [(lv[2 * (TOP_N + k)], lv[2 * (TOP_N + k) + 1]) for k in range(min(na, TOP_N))]
@@ -408,16 +483,16 @@ class StatsBlock:
         return BookView(_s(label), _s(exch), _s(sym), bool(valid), bool(crossed), update_id, last_ns,
                         pdec, qdec, bids, asks, obi, ordered, buy_q, sell_q, buy_n, sell_n, lt_p, lt_q,
                         lt_side, lt_ns, resets, applied,
-                        list(array("Q", raw[_BOOK_HIST_OFF:_BOOK_PUBLISHED])), obi_pos)
+                        list(array("Q", raw[_BOOK_HIST_OFF:_BOOK_PUBLISHED])), obi_pos, _s(reason))
 
     def read_engine(self) -> EngineView | None:
         off = self.engine_offset
         raw = self.seg.read_consistent(off, _ENGINE_PUBLISHED)
         if raw is None:
             return None
-        (_, pid, hb, records, batches, rps, obi_levels, wait, gaps) = _ENGINE_FIXED.unpack_from(raw, 0)
+        (_, pid, hb, records, batches, rps, obi_levels, wait, gaps, bad) = _ENGINE_FIXED.unpack_from(raw, 0)
         return EngineView(pid, hb, records, batches, rps, obi_levels, _s(wait), gaps,
-                          list(array("Q", raw[_ENGINE_HW_OFF:_ENGINE_PUBLISHED])))
+                          list(array("Q", raw[_ENGINE_HW_OFF:_ENGINE_PUBLISHED])), bad)
 
 
 @dataclass
@@ -450,6 +525,12 @@ class FeedSlotWriter:
     def get(self, name: str) -> int:
         return self.counters[_FC[name]]
 
+    def set(self, name: str, value: int) -> None:
+        """Set a gauge (FEED_GAUGES); the other counters only grow (``inc``)."""
+        if name not in _GAUGES:
+            raise KeyError(f"{name!r} is not a feed gauge (gauges: {', '.join(FEED_GAUGES)})")
+        self.counters[_FC[name]] = value
+
     def set_state(self, state: FeedState, reason: str = "") -> None:
         if state != self.state or reason != self.reason:
             self.state = state
@@ -469,6 +550,7 @@ class FeedSlotWriter:
 
 @dataclass
 class BookSlotWriter:
+    """A book's figures, published into its BookSlot by the engine (its one writer)."""
     block: StatsBlock
     index: int
     label: str
@@ -480,6 +562,11 @@ class BookSlotWriter:
         self.obi_history = array("d", bytes(8 * OBI_HISTORY))
         self.obi_pos = 0
         self.hist = array("Q", bytes(8 * HIST_BUCKETS))
+        self._names = (_b(self.exchange, 16), _b(self.symbol, 16), _b(self.label, 16))
+        self._obi_raw = memoryview(self.obi_history).cast("B")
+        self._hist_raw = memoryview(self.hist).cast("B")
+        self._obi_published = 0       # obi_pos at the last publish
+        self._whole = True            # the next publish writes the whole slot (the first one)
 
     def push_obi(self, value: float) -> None:
         self.obi_history[self.obi_pos % OBI_HISTORY] = value
@@ -489,13 +576,14 @@ class BookSlotWriter:
                 bids: list[tuple[int, int]], asks: list[tuple[int, int]], obi: float,
                 flow: tuple[int, int, int, int] = (0, 0, 0, 0),
                 last_trade: tuple[int, int, int, int] = (0, 0, 0, 0), invalidations: int = 0,
-                records_applied: int = 0) -> None:
+                records_applied: int = 0, reason: str = "") -> None:
+        """Publish the whole slot, levels given as (price, qty) lists, best first."""
         bb = bids[0] if bids else (0, 0)
         ba = asks[0] if asks else (0, 0)
-        fixed = _BOOK_FIXED.pack(0, _b(self.exchange, 16), _b(self.symbol, 16), _b(self.label, 16),
-                                 int(valid), int(crossed), update_id, now_ns(), pdec, qdec,
+        fixed = _BOOK_FIXED.pack(0, *self._names, int(valid), int(crossed), update_id, now_ns(), pdec, qdec,
                                  len(bids), len(asks), bb[0], ba[0], bb[1], ba[1], obi, *flow,
-                                 *last_trade, invalidations, records_applied, self.obi_pos, 0)
+                                 *last_trade, invalidations, records_applied, self.obi_pos, 0,
+                                 _b(reason, REASON_SIZE))
         lv = array("q", bytes(16 * 2 * TOP_N))
         for k, (p, q) in enumerate(bids[:TOP_N]):
             lv[2 * k], lv[2 * k + 1] = p, q
@@ -504,11 +592,62 @@ class BookSlotWriter:
         data = (fixed.ljust(_BOOK_LEVELS_OFF, b"\0") + lv.tobytes() + self.obi_history.tobytes()
                 + self.hist.tobytes())
         self.block._publish(self.offset, data)
+        self._obi_published = self.obi_pos
+        self._whole = False
+
+    def publish_packed(self, valid: bool, crossed: bool, update_id: int, pdec: int, qdec: int,
+                       packed: bytes, n_bids: int, n_asks: int, obi: float,
+                       flow: tuple[int, int, int, int], last_trade: tuple[int, int, int, int],
+                       invalidations: int, records_applied: int, reason: str) -> None:
+        """The engine's publish: the levels as ``OrderBook.packed(TOP_N)`` gives them (int64
+        pairs, bids best first, then asks). Only what can have changed since this writer's last
+        publish is copied: the fixed fields, the levels shown, the OBI samples pushed since (the
+        older ones are in the slot already) and the latency histogram. A reader reads the levels
+        up to the counts and the history up to ``obi_pos`` only, so what is left from before is
+        never read. The first publish of a writer (a new engine) writes the whole slot."""
+        nb = n_bids if n_bids < TOP_N else TOP_N
+        na = n_asks if n_asks < TOP_N else TOP_N
+        bb = _PAIR.unpack_from(packed, 0) if nb else (0, 0)
+        ba = _PAIR.unpack_from(packed, 16 * n_bids) if na else (0, 0)
+        pos = self.obi_pos
+        fixed = _BOOK_FIXED.pack(0, *self._names, valid, crossed, update_id, now_ns(), pdec, qdec,
+                                 nb, na, bb[0], ba[0], bb[1], ba[1], obi, *flow, *last_trade,
+                                 invalidations, records_applied, pos, 0, _b(reason, REASON_SIZE))
+        if self._whole:
+            lv = bytearray(32 * TOP_N)
+            lv[:16 * nb] = packed[:16 * nb]
+            lv[16 * TOP_N:16 * (TOP_N + na)] = packed[16 * n_bids:16 * (n_bids + na)]
+            self.block._publish(self.offset, fixed.ljust(_BOOK_LEVELS_OFF, b"\0") + lv
+                                + self.obi_history.tobytes() + self.hist.tobytes())
+            self._obi_published = pos
+            self._whole = False
+            return
+        seg = self.block.seg
+        v = self.block.view
+        off = self.offset
+        src = memoryview(packed)
+        seg.write_begin(off)
+        v[off + 8:off + _BOOK_FIXED.size] = memoryview(fixed)[8:]
+        if nb:
+            v[off + _BOOK_LEVELS_OFF:off + _BOOK_LEVELS_OFF + 16 * nb] = src[:16 * nb]
+        if na:
+            v[off + _BOOK_ASKS_OFF:off + _BOOK_ASKS_OFF + 16 * na] = src[16 * n_bids:16 * (n_bids + na)]
+        last = self._obi_published
+        if pos - last >= OBI_HISTORY:
+            v[off + _BOOK_OBI_OFF:off + _BOOK_HIST_OFF] = self._obi_raw
+        else:
+            for p in range(last, pos):
+                k = 8 * (p % OBI_HISTORY)
+                v[off + _BOOK_OBI_OFF + k:off + _BOOK_OBI_OFF + k + 8] = self._obi_raw[k:k + 8]
+        v[off + _BOOK_HIST_OFF:off + _BOOK_PUBLISHED] = self._hist_raw
+        seg.write_end(off)
+        self._obi_published = pos
 
 
 def publish_engine(block: StatsBlock, *, records: int, batches: int, records_per_s: float,
-                   obi_levels: int, wait: str, gaps: int, ring_high_water: list[int]) -> None:
+                   obi_levels: int, wait: str, gaps: int, ring_high_water: list[int],
+                   bad_records: int = 0) -> None:
     fixed = _ENGINE_FIXED.pack(0, os.getpid(), time.monotonic_ns(), records, batches, records_per_s,
-                               float(obi_levels), _b(wait, 16), gaps)
+                               float(obi_levels), _b(wait, 16), gaps, bad_records)
     hw = array("Q", (ring_high_water + [0] * MAX_RINGS)[:MAX_RINGS])
     block._publish(block.engine_offset, fixed.ljust(_ENGINE_HW_OFF, b"\0") + hw.tobytes())

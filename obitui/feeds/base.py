@@ -28,7 +28,7 @@ from obitui.config import FeedConfig
 from obitui.core.fixed import FixedRangeError
 from obitui.core.records import BOOK_HEADER, Kind, encode_book, encode_invalid
 from obitui.core.ring import Ring
-from obitui.core.stats import AckResult, Command, FeedSlotWriter, FeedState, hist_bucket
+from obitui.core.stats import ALL_BOOKS, FEED_COUNTERS, AckResult, Command, FeedSlotWriter, FeedState, hist_bucket
 from obitui.feeds.recorder import Recorder
 from obitui.feeds.rotation import Rotation
 
@@ -57,6 +57,9 @@ class Fate(enum.IntEnum):
 
 _FATE_COUNTER = {Fate.IGNORED: "frames_ignored", Fate.PUSHED: "frames_pushed",
                  Fate.DROPPED: "frames_dropped", Fate.REJECTED: "frames_rejected"}
+# the members bound once: reading ``Fate.PUSHED`` goes through the enum class each time
+# (~80 ns on 3.11), a module global does not; the hot path settles every frame with these
+_NONE, _BUFFERED, _PUSHED, _DROPPED = Fate.NONE, Fate.BUFFERED, Fate.PUSHED, Fate.DROPPED
 
 
 class Restart(Exception):
@@ -115,9 +118,15 @@ def backoff_delay(attempt: int, rng: random.Random, base: float = BACKOFF_BASE,
 
 class Feed:
     def __init__(self, cfg: FeedConfig, index: int, ring: Ring, stats: FeedSlotWriter,
-                 recorder: Recorder | None = None, seed: int | None = None) -> None:
+                 recorder: Recorder | None = None, seed: int | None = None,
+                 book_ids: list[int] | None = None) -> None:
         self.cfg = cfg
         self.index = index
+        # the book index (stats slot, record id) of each market, in cfg.symbols order
+        self.book_ids = list(book_ids) if book_ids is not None else [index + k for k in range(len(cfg.symbols))]
+        if len(self.book_ids) != len(cfg.symbols):
+            raise ValueError(f"{cfg.label}: {len(cfg.symbols)} symbols but {len(self.book_ids)} book ids")
+        self.book_id_of = dict(zip(cfg.symbols, self.book_ids))
         self.ring = ring
         self.stats = stats
         self.recorder = recorder
@@ -129,6 +138,8 @@ class Feed:
         self.restart: Restart | None = None       # set by housekeeping, raised by the loop
         self.skip_backoff = asyncio.Event()
         self.control_seq = stats.block.read_command(index)[0]
+        self.command_book: int | None = None      # the book a command names (None: all)
+        stats.set("connections", 1)               # one connection per feed process (per_connection)
         self.lossy = False
         self.healthy_since = 0.0              # when the current connection became healthy
         self._log_budget = 0.0
@@ -163,6 +174,34 @@ class Feed:
         ``parse_errors`` for anything else."""
         self.reject("out_of_range" if isinstance(exc, FixedRangeError) else "parse_errors", detail)
 
+    def market_state(self, m: Any, st: FeedState, reason: str) -> None:
+        """A market's sync state changed (``m`` None: all of them). With one market the feed's
+        state is its state, word for word; with several, the worst of them, with the counts.
+        Book feeds keep ``self.markets``: objects with ``book``, ``symbol``, ``resyncing`` and
+        ``reason``."""
+        markets = self.markets      # type: ignore[attr-defined]
+        if m is not None:
+            m.reason = reason
+        n = len(markets)
+        synced = sum(1 for x in markets if x.book.valid)
+        self.books_gauge(n, synced)
+        if n == 1:
+            self.state(st, reason)
+            return
+        if synced == n:
+            self.state(FeedState.CONNECTED_SYNCED, f"{n}/{n} books synced")
+        elif any(x.resyncing for x in markets):
+            self.state(FeedState.RESYNCING, (f"{m.symbol}: {reason}" if m is not None else reason)[:95])
+        else:
+            self.state(FeedState.SYNCING, (f"{synced}/{n} books synced" + (f"; {m.symbol}: {reason}" if m else ""))[:95])
+
+    def books_gauge(self, total: int, synced: int) -> None:
+        """How many markets the feed serves and how many of its books are valid (the status
+        line's ``(149/150 books)``)."""
+        if "books" in FEED_COUNTERS:
+            self.stats.set("books", total)
+            self.stats.set("books_synced", synced)
+
     # ------------------------------------------------------------ frame accounting
     # Invariant, true at every publish: frames == frames_pushed + frames_dropped +
     # frames_rejected + frames_ignored + frames_discarded + frames_pending.
@@ -174,10 +213,10 @@ class Feed:
     def frame_done(self) -> None:
         """Settle the frame in hand: every frame ends in exactly one fate counter."""
         f, self._fate = self._fate, None
-        if f is None or f is Fate.BUFFERED:
+        if f is None or f is _BUFFERED:
             return
         self.stats.inc("frames_pending", -1)
-        if f is Fate.NONE:      # a handler forgot to say what it did: a bug, but still counted
+        if f is _NONE:      # a handler forgot to say what it did: a bug, but still counted
             self.stats.inc("unhandled")
             self.stats.inc("frames_rejected")
             log.warning("%s: a frame had no outcome (counted as unhandled)", self.cfg.label)
@@ -208,7 +247,7 @@ class Feed:
         except ValueError as exc:      # larger than the ring can ever hold
             self.reject("rejected", f"record not pushed: {exc}")
             return False
-        self.fate(Fate.PUSHED if ok else Fate.DROPPED)
+        self.fate(_PUSHED if ok else _DROPPED)
         if ok:
             # pushed = visible in the ring; waking a sleeping engine (a syscall, and on a busy
             # host a context switch) comes after and is not part of it
@@ -224,14 +263,16 @@ class Feed:
         return ok
 
     def push_book(self, kind: Kind, packed: tuple, first_id: int, last_id: int, exch_ns: int,
-                  recv_ns: int) -> bool:
+                  recv_ns: int, book_id: int | None = None) -> bool:
         """Push a book record; one larger than the ring takes is split: the first part keeps
         ``kind``, the rest follow as deltas of absolute levels (same ids), which rebuild the
         same book. A lost part shows as a seq gap to the engine like any lost record."""
         data, nb, na, pdec, qdec = packed
+        if book_id is None:
+            book_id = self.book_ids[0]
         per = max(1, (self.ring.max_payload - BOOK_HEADER.size) // 16)
         if nb + na <= per:
-            return self.push(kind, encode_book(kind, self.index, exch_ns, recv_ns, first_id, last_id,
+            return self.push(kind, encode_book(kind, book_id, exch_ns, recv_ns, first_id, last_id,
                                                data, nb, na, pdec, qdec), recv_ns)
         ok = True
         start = 0
@@ -240,18 +281,19 @@ class Feed:
             end = min(nb + na, start + per)
             cb = max(0, min(end, nb) - start)        # bids in this part
             ca = (end - start) - cb
-            ok &= self.push(part_kind, encode_book(part_kind, self.index, exch_ns, recv_ns, first_id,
+            ok &= self.push(part_kind, encode_book(part_kind, book_id, exch_ns, recv_ns, first_id,
                                                    last_id, data[16 * start:16 * end], cb, ca, pdec,
                                                    qdec), recv_ns)
             part_kind = Kind.BOOK_DELTA
             start = end
         return ok
 
-    def push_invalid(self, reason: str) -> None:
+    def push_invalid(self, reason: str, book_id: int | None = None) -> None:
         """Not an outcome of the frame in hand (if any): that one is rejected by the caller."""
         fate, self._fate = self._fate, None
         try:
-            self.push(Kind.BOOK_INVALID, encode_invalid(self.index, time.time_ns(), reason), time.time_ns())
+            self.push(Kind.BOOK_INVALID, encode_invalid(self.book_ids[0] if book_id is None else book_id,
+                                                        time.time_ns(), reason), time.time_ns())
         finally:
             self._fate = fate
 
@@ -279,7 +321,7 @@ class Feed:
         self.last_data = self.last_alive = time.monotonic()
         self.stats.inc("frames")
         self.stats.inc("frames_pending")
-        self._fate = Fate.NONE
+        self._fate = _NONE
         self.stats.inc("bytes", len(text))
         self.stats.last_receive_ns = recv_ns
         if self.recorder is not None:
@@ -436,9 +478,10 @@ class Feed:
         while not self.stop.is_set():
             await asyncio.sleep(HOUSEKEEPING)
             now = time.monotonic()
-            seq, cmd = self.stats.block.read_command(self.index)
+            seq, cmd, book = self.stats.block.read_command_book(self.index)
             if seq != self.control_seq:
                 self.control_seq = seq
+                self.command_book = None if book == ALL_BOOKS else book
                 self.stats.inc("control_commands")
                 try:
                     result, text = await self.on_command(cmd)
@@ -492,6 +535,7 @@ class Feed:
             try:
                 async with self.connect() as ws:
                     self.ws = ws
+                    self.stats.set("connections_up", 1)
                     self.last_data = self.last_alive = time.monotonic()
                     pinger = asyncio.get_running_loop().create_task(self._pinger())
                     try:
@@ -522,6 +566,7 @@ class Feed:
                 log.warning("%s: connection failed: %s (%r)", self.cfg.label, reason, exc)
             finally:
                 self.ws = None
+                self.stats.set("connections_up", 0)
             self.on_disconnect()
             if self.stop.is_set():
                 break

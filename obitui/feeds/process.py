@@ -26,19 +26,21 @@ def make_feed(cfg: FeedConfig, *args: Any, **kw: Any) -> Feed:
 
 
 async def _run(cfg: FeedConfig, index: int, ring_name: str, stats_name: str,
-               record_dir: str | None) -> None:
+               record_dir: str | None, book_ids: list[int] | None) -> None:
     ring = Ring.attach(ring_name, role="producer")
     block = StatsBlock.attach(stats_name)
-    slot = FeedSlotWriter(block, index, cfg.label, cfg.venue, cfg.stream_name, cfg.symbol, ring_name)
+    stream = cfg.stream_name if len(cfg.symbols) == 1 else f"{cfg.stream_name} +{len(cfg.symbols) - 1} more"
+    slot = FeedSlotWriter(block, index, cfg.label, cfg.venue, stream, cfg.symbol, ring_name)
     recorder = Recorder(record_dir, cfg.label, cfg.venue_info.exchange) if record_dir else None
-    feed = make_feed(cfg, index, ring, slot, recorder)
+    feed = make_feed(cfg, index, ring, slot, recorder, book_ids=book_ids)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, lambda: (feed.stop.set(), feed.skip_backoff.set(),
                                               feed.request_restart_if_connected()))
     # a restarted feed tells the engine first that whatever it holds of this book is stale
     if cfg.is_book:
-        feed.push_invalid("feed_started")
+        for book_id in feed.book_ids:
+            feed.push_invalid("feed_started", book_id)
     # everything built so far lives as long as the process: keep the cyclic GC off it, so a
     # full collection scans only what frames allocate (a ms-scale pause otherwise)
     gc.collect()
@@ -51,7 +53,7 @@ async def _run(cfg: FeedConfig, index: int, ring_name: str, stats_name: str,
 
 
 def feed_main(cfg: FeedConfig, index: int, ring_name: str, stats_name: str,
-              record_dir: str | None = None) -> None:
+              record_dir: str | None = None, book_ids: list[int] | None = None) -> None:
     """Process entry, started by the supervisor through ``lifeline.run_child`` (which has armed
     the parent-death signal and set up logging)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl+C goes to the supervisor, which stops us
@@ -65,4 +67,4 @@ def feed_main(cfg: FeedConfig, index: int, ring_name: str, stats_name: str,
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_run(cfg, index, ring_name, stats_name, record_dir))
+    asyncio.run(_run(cfg, index, ring_name, stats_name, record_dir, book_ids))

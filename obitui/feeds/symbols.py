@@ -82,7 +82,7 @@ def apply_venue_scales(cfg: Config) -> list[str]:
             groups.setdefault((f.venue, f.rest_url), []).append(f)
     lines = []
     for (venue, rest_url), feeds in groups.items():
-        symbols = sorted({f.symbol for f in feeds})
+        symbols = sorted({sym for f in feeds for sym in f.symbols})
         try:
             if not rest_url:
                 raise SymbolInfoError("no REST URL")
@@ -92,14 +92,24 @@ def apply_venue_scales(cfg: Config) -> list[str]:
             log.warning(lines[-1])
             continue
         for f in feeds:
-            sc = found.get(f.symbol)
-            if sc is None or not (0 <= sc.price_digits <= 18 and 0 <= sc.qty_digits <= 18):
-                lines.append(f"{f.label}: {venue} has no usable scales for {f.symbol}; keeping "
-                             f"{f.digits}/{f.qdigits} decimals")
-                log.warning(lines[-1])
-                continue
-            f.digits, f.qty_digits = sc.price_digits, sc.qty_digits
-            lines.append(f"{f.label}: {f.symbol} prices at {sc.price_digits} decimals, "
-                         f"quantities at {sc.qty_digits} (venue tick/step sizes)")
-            log.info(lines[-1])
+            scales = []
+            for sym in f.symbols:
+                sc = found.get(sym)
+                if sc is None or not (0 <= sc.price_digits <= 18 and 0 <= sc.qty_digits <= 18):
+                    lines.append(f"{f.label}: {venue} has no usable scales for {sym}; keeping "
+                                 f"{f.digits}/{f.qdigits} decimals")
+                    log.warning(lines[-1])
+                    continue
+                scales.append((sym, sc.price_digits, sc.qty_digits))
+                if len(f.symbols) <= 4:
+                    lines.append(f"{f.label}: {sym} prices at {sc.price_digits} decimals, "
+                                 f"quantities at {sc.qty_digits} (venue tick/step sizes)")
+                    log.info(lines[-1])
+            if len(f.symbols) > 4:
+                lines.append(f"{f.label}: scales of {len(scales)}/{len(f.symbols)} markets from the "
+                             f"venue's tick/step sizes")
+                log.info(lines[-1])
+            f.market_scales = tuple(scales)
+            if scales and scales[0][0] == f.symbol:    # the feed's own scales: its first market's
+                f.digits, f.qty_digits = scales[0][1], scales[0][2]
     return lines

@@ -62,6 +62,8 @@ class Venue:
     ws_url: str                    # default WebSocket base
     rest_url: str                  # default REST base
     channels: tuple[Channel, ...]
+    default_per_connection: int = 50   # streams/channels a feed puts on one connection by default
+    max_per_connection: int = 1000     # the venue's limit per connection
     sim_ws_path: str = ""          # the simulator's WebSocket base + this = ws_url in --sim
     sim_module: str = ""           # the simulator module that speaks this protocol
     defaults: Mapping[str, Any] = field(default_factory=dict)   # FeedConfig fields this venue sets
@@ -70,6 +72,7 @@ class Venue:
     stream_name_of: Callable[[Venue, FeedConfig], str] | None = None
     scales_of: Callable[[Venue, str, list[str]], dict[str, Scales]] | None = None
     recognise_of: Callable[[Venue, CaptureRecord], Iterable[FeedSpec]] | None = None
+    markets_of: Callable[[Venue, str], dict[str, tuple[str, float]]] | None = None
 
     # ------------------------------------------------------------ channels
     def channel(self, name: str) -> Channel:
@@ -96,6 +99,15 @@ class Venue:
             from obitui.feeds.symbols import SymbolInfoError
             raise SymbolInfoError(f"no symbol info for venue {self.name}")
         return self.scales_of(self, rest_url, symbols)
+
+    def markets(self, rest_url: str) -> dict[str, tuple[str, float]]:
+        """Every symbol the venue lists as trading: symbol -> (quote asset, 24 h volume in
+        that quote asset), for ``--symbols top:N``; SymbolInfoError when the venue does not
+        answer."""
+        if self.markets_of is None:
+            from obitui.feeds.symbols import SymbolInfoError
+            raise SymbolInfoError(f"no market list for venue {self.name}")
+        return self.markets_of(self, rest_url)
 
     def recognise(self, rec: CaptureRecord) -> Iterable[FeedSpec]:
         """The feeds of this venue a capture record shows (none when it is another API's)."""

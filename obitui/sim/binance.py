@@ -1,10 +1,12 @@
 """Simulated Binance spot: WebSocket raw (/ws/<stream>) and combined (/stream?streams=...)
 streams with live SUBSCRIBE/UNSUBSCRIBE, server pings, serverShutdown, and REST /api/v3/depth,
-/api/v3/exchangeInfo with weights, 429/418 + Retry-After (docs/PROTOCOLS.md, Binance spot).
+/api/v3/exchangeInfo, /api/v3/ticker/24hr with weights, 429/418 + Retry-After
+(docs/PROTOCOLS.md, Binance spot).
 
 The venue's limits are enforced as the real one does, and every breach is counted with
 ``Simulator.violation``: more than 5 incoming messages a second on a connection (control
-frames included) closes it; more than 1024 streams on a connection are refused; REST weight
+frames included) closes it; more than 1024 streams on a connection are refused (in the URL of
+a combined stream, which may be that long, or by SUBSCRIBE); REST weight
 over ``weight_limit`` per minute and IP answers 429, and a request sent before a 429's
 Retry-After (or during a ban) answers 418.
 Depth streams push at their real speed: ``@depth@100ms`` at most every 100 ms, ``@depth`` and
@@ -31,6 +33,7 @@ from aiohttp import WSMsgType, web
 
 from obitui.sim.conn import Conn
 from obitui.sim.market import BID, MarketModel, Step, Trade, fmt
+from obitui.sim.universe import listings
 
 if TYPE_CHECKING:
     from obitui.sim.server import Simulator
@@ -44,6 +47,7 @@ DECIMALS = 8           # Binance spot strings carry 8 decimals: "27000.01000000"
 WEIGHT_WINDOW_S = 60.0  # REQUEST_WEIGHT interval: 1 MINUTE, fixed windows of the wall clock
 DEPTH_MAX_LIMIT = 5000  # a larger depth limit is answered with 5000 levels
 EXCHANGE_INFO_WEIGHT = 20
+TICKER_PATH = "ticker/24hr"
 WS_MSG_LIMIT = 5        # incoming messages (text, ping, pong) per second and connection
 MAX_STREAMS = 1024      # streams per connection
 RETRY_SLACK_S = 0.05    # a retry this close to Retry-After's end counts as on time
@@ -61,6 +65,13 @@ def served_paths() -> dict[str, tuple[str, ...]]:
     """The URL paths the Binance server answers, by venue API (``binance``, ``binance-usdm``)."""
     from obitui.sim.binance_usdm import BinanceUsdmVenue
     return {cls.venue_name: cls.paths() for cls in (BinanceVenue, BinanceUsdmVenue)}
+
+
+def ticker_weight(n: int | None) -> int:
+    """Weight of GET /api/v3/ticker/24hr: ``n`` symbols asked (None: every symbol)."""
+    if n is None or n > 100:
+        return 80
+    return 2 if n <= 20 else 40
 
 
 def depth_weight(limit: int) -> int:
@@ -118,6 +129,9 @@ class BinanceVenue:
         self.depth_acc: dict[tuple[str, float], DepthAcc] = {}
         self.server_group: list[BinanceVenue] = [self]   # the APIs on the same server
         self._intervals = sorted(set(self.depth_intervals.values()))
+        # stream name -> the connections subscribed to it (what a market step reaches)
+        self.watchers: dict[str, set[Conn]] = {}
+        self._names: dict[str, tuple[list[tuple[float, list[str]]], list[tuple[str, str]]]] = {}
 
     def share_server(self, other: BinanceVenue) -> None:
         """``other`` is served on the same server: a serverShutdown reaches both."""
@@ -128,7 +142,7 @@ class BinanceVenue:
     def paths(cls) -> tuple[str, ...]:
         """The URL paths it answers (``<stream>``: a stream name, or several joined by /)."""
         ws = tuple(p for r in cls.ws_routes for p in (f"{r}/ws", f"{r}/ws/<stream>", f"{r}/stream"))
-        return ws + tuple(f"{cls.rest_prefix}/{e}" for e in ("depth", "exchangeInfo", "ping", "time"))
+        return ws + tuple(f"{cls.rest_prefix}/{e}" for e in ("depth", "exchangeInfo", TICKER_PATH, "ping", "time"))
 
     def routes(self) -> list[web.RouteDef]:
         out = []
@@ -137,6 +151,7 @@ class BinanceVenue:
                     web.get(f"{r}/stream", self.ws_handler)]
         p = self.rest_prefix
         return out + [web.get(f"{p}/depth", self.depth), web.get(f"{p}/exchangeInfo", self.exchange_info),
+                      web.get(f"{p}/{TICKER_PATH}", self.ticker_24hr),
                       web.get(f"{p}/ping", self.ping), web.get(f"{p}/time", self.time)]
 
     # ------------------------------------------------------------ configuration
@@ -186,22 +201,44 @@ class BinanceVenue:
         """Whether the route this connection came in on carries streams of ``kind``."""
         return kind in conn.subs["__kinds__"]
 
+    def _streams_of(self, symbol: str) -> tuple[list[tuple[float, list[str]]], list[tuple[str, str]]]:
+        """A market's stream names: the depth ones by push interval, the trade ones by kind."""
+        names = self._names.get(symbol)
+        if names is None:
+            low = symbol.lower()
+            depth = [(iv, [f"{low}@{k}" for k, v in self.depth_intervals.items() if v == iv])
+                     for iv in self._intervals]
+            names = self._names[symbol] = (depth, [(k, f"{low}@{k}") for k in self.trade_streams])
+        return names
+
+    def subscribe(self, conn: Conn, stream: str) -> None:
+        conn.subs[stream] = True
+        self.watchers.setdefault(stream, set()).add(conn)
+
+    def unsubscribe(self, conn: Conn, stream: str) -> None:
+        conn.subs.pop(stream, None)
+        watching = self.watchers.get(stream)
+        if watching is not None:
+            watching.discard(conn)
+            if not watching:
+                del self.watchers[stream]
+
     def on_step(self, symbol: str, model: MarketModel, step: Step) -> None:
         """Fan one market step out to the subscribers of its streams: trades at once, depth
         diffs accumulated and pushed at each depth stream's speed."""
         if self.sim.faults.server_shutdown:
             self.server_shutdown()
         if not self.conns:
-            self.depth_acc.clear()
+            if self.depth_acc:
+                self.depth_acc.clear()
             return
-        low = symbol.lower()
+        watchers = self.watchers
         now_ms = step.ts_ms
-        now = time.monotonic()
-        conns = list(self.conns)
-        depth_conns = [c for c in conns if self._serves(c, "depth")]
-        for interval in self._intervals:
-            names = [f"{low}@{k}" for k, iv in self.depth_intervals.items() if iv == interval]
-            targets = [(conn, name) for conn in depth_conns for name in names if name in conn.subs]
+        depth_names, trade_names = self._streams_of(symbol)
+        now = 0.0
+        for interval, names in depth_names:
+            targets = [(conn, name) for name in names for conn in watchers.get(name, ())
+                       if self._serves(conn, "depth")]
             key = (symbol, interval)
             if not targets:
                 self.depth_acc.pop(key, None)
@@ -214,6 +251,7 @@ class BinanceVenue:
             acc.last = step.last_id
             for side, p, q in step.changes:
                 (acc.bids if side == BID else acc.asks)[p] = q
+            now = now or time.monotonic()
             if now - acc.pushed_at < interval:
                 continue
             payload = orjson.dumps(self.depth_event(symbol, model, acc, now_ms))
@@ -222,11 +260,10 @@ class BinanceVenue:
                 conn.send_data(self._wrap(conn, name, payload), diff=True)
         if not step.trades:
             return
-        for kind in self.trade_streams:
-            name = f"{low}@{kind}"
+        for kind, name in trade_names:
             payloads: list[bytes] | None = None
-            for conn in conns:
-                if name not in conn.subs or not self._serves(conn, kind):
+            for conn in watchers.get(name, ()):
+                if not self._serves(conn, kind):
                     continue
                 if payloads is None:
                     payloads = [orjson.dumps(self.trade_event(kind, symbol, model, t, now_ms))
@@ -274,7 +311,7 @@ class BinanceVenue:
         else:
             streams = request.match_info["stream"].split("/") if "stream" in request.match_info else []
         for s in streams[:self.max_streams]:
-            conn.subs[s] = True
+            self.subscribe(conn, s)
         self.conns.add(conn)
         sim.count(f"{self.key}_connections")
         if len(set(streams)) > self.max_streams:
@@ -308,6 +345,8 @@ class BinanceVenue:
         finally:
             pinger.cancel()
             self.conns.discard(conn)
+            for stream in [s for s in conn.subs if not s.startswith("__")]:
+                self.unsubscribe(conn, stream)
             await conn.finish()
         return ws
 
@@ -367,9 +406,9 @@ class BinanceVenue:
                     return
             for p in params:
                 if method == "SUBSCRIBE":
-                    conn.subs[p] = True
+                    self.subscribe(conn, p)
                 else:
-                    conn.subs.pop(p, None)
+                    self.unsubscribe(conn, p)
             conn.send_control(orjson.dumps({"result": None, "id": rid}).decode())
         elif method == "LIST_SUBSCRIPTIONS":
             streams = [s for s in conn.subs if not s.startswith("__")]
@@ -484,8 +523,8 @@ class BinanceVenue:
         spec = model.spec
         tick = fmt(1, spec.price_decimals, DECIMALS)
         step = fmt(1, spec.qty_decimals, DECIMALS)
-        base = spec.symbol[:-4] if spec.symbol.endswith("USDT") else spec.symbol[:-3]
-        quote = spec.symbol[len(base):]
+        listing = listings()[spec.symbol]
+        base, quote = listing.base, listing.quote
         return {
             "symbol": spec.symbol, "status": "TRADING", "baseAsset": base, "baseAssetPrecision": 8,
             "quoteAsset": quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
@@ -541,6 +580,62 @@ class BinanceVenue:
         }
         return _json(body, self._weight_headers(ip))
 
+    def ticker(self, model: MarketModel, now_ms: int) -> dict[str, Any]:
+        """One symbol's 24 h ticker (GET /api/v3/ticker/24hr), from the model's day figures."""
+        spec, day = model.spec, model.day
+        bb, bq = model.levels(BID, 1)[0]
+        ba, aq = model.asks.peekitem(0)
+        last_trade = model.recent_trades[-1] if model.recent_trades else None
+        last = last_trade.price if last_trade else bb
+        px = self.px
+        vwap = day.quote // day.base if day.base else last
+        first_id = model.trade_id - day.count + 1
+        return {"symbol": spec.symbol, "priceChange": px(model, last - day.open) if last >= day.open
+                else "-" + px(model, day.open - last),
+                "priceChangePercent": f"{(last - day.open) * 100 / day.open:.3f}",
+                "weightedAvgPrice": px(model, vwap), "prevClosePrice": px(model, day.open),
+                "lastPrice": px(model, last), "lastQty": self.qty(model, last_trade.lots if last_trade else 0),
+                "bidPrice": px(model, bb), "bidQty": self.qty(model, bq),
+                "askPrice": px(model, ba), "askQty": self.qty(model, aq),
+                "openPrice": px(model, day.open), "highPrice": px(model, max(day.high, last)),
+                "lowPrice": px(model, min(day.low, last)), "volume": self.qty(model, day.base),
+                "quoteVolume": _decimals(day.quote, spec.price_decimals + spec.qty_decimals),
+                "openTime": now_ms - 86_400_000, "closeTime": now_ms,
+                "firstId": first_id, "lastId": model.trade_id, "count": day.count}
+
+    async def ticker_24hr(self, request: web.Request) -> web.Response:
+        """GET ticker/24hr: every symbol (a list), ``symbol`` (one object) or ``symbols`` (a
+        JSON list); the weight grows with the number of symbols (every one: 80 on spot)."""
+        ip = self._ip(request)
+        q = request.query
+        if "symbol" in q and "symbols" in q:
+            return self._error(ip, 400, -1128, "Combination of optional parameters invalid.")
+        wanted: list[str] | None = None
+        if "symbols" in q:
+            try:
+                wanted = orjson.loads(q["symbols"])
+            except orjson.JSONDecodeError:
+                wanted = None
+            if (not isinstance(wanted, list) or not wanted
+                    or not all(isinstance(w, str) for w in wanted)):
+                return self._error(ip, 400, -1100, "Illegal characters found in parameter 'symbols'.")
+        elif "symbol" in q:
+            wanted = [q["symbol"]]
+        if wanted is not None and any(w not in self.models for w in wanted):
+            return self._error(ip, 400, -1121, "Invalid symbol.")
+        refused = self._limit_check(request, self.ticker_weight(None if wanted is None else len(set(wanted))))
+        if refused is not None:
+            return refused
+        self.sim.count(f"{self.count_prefix}rest_ticker")
+        now_ms = int(time.time() * 1000)
+        body: Any = [self.ticker(self.models[s], now_ms) for s in dict.fromkeys(wanted or self.models)]
+        if "symbol" in q:
+            body = body[0]
+        return _json(body, self._weight_headers(ip))
+
+    def ticker_weight(self, n: int | None) -> int:
+        return ticker_weight(n)
+
     async def ping(self, request: web.Request) -> web.Response:
         ip = self._ip(request)
         refused = self._limit_check(request, 1)
@@ -554,6 +649,13 @@ class BinanceVenue:
     def close_all(self) -> None:
         for conn in list(self.conns):
             conn.close_soon(1001, "simulator shutting down")
+
+
+def _decimals(value: int, decimals: int) -> str:
+    """Integer units of 10**-decimals as a string of exactly DECIMALS decimals (truncated)."""
+    if decimals > DECIMALS:
+        return fmt(value // 10 ** (decimals - DECIMALS), DECIMALS)
+    return fmt(value, decimals, DECIMALS)
 
 
 def _json(body: Any, headers: dict[str, str] | None = None, status: int = 200) -> web.Response:

@@ -11,7 +11,8 @@
 - aggTrade events without spot's ``M``.
 - REST ``GET /fapi/v1/depth`` (limit 5, 10, 20, 50, 100, 500 or 1000, default 500; another
   answers 400 -1130; weight 2/2/2/2/5/10/20) with ``E`` and ``T``; ``/fapi/v1/exchangeInfo``
-  (weight 1), ``/fapi/v1/ping``, ``/fapi/v1/time``.
+  (weight 1), ``/fapi/v1/ticker/24hr`` (weight 1 for a symbol, 40 for all), ``/fapi/v1/ping``,
+  ``/fapi/v1/time``.
 - Limits: 10 incoming messages a second per connection, 1024 streams per connection, REST
   weight ``usdm_weight_limit`` (2400) per minute and IP, a budget apart from spot's; breaches
   are violations named ``binance_usdm_*``. Server pings every ``usdm_ping_interval`` (180 s),
@@ -27,11 +28,12 @@ from typing import Any
 from aiohttp import web
 
 from obitui.sim.binance import BinanceVenue, DepthAcc, IpLimits, _json
-from obitui.sim.market import MarketModel, SymbolSpec, Trade, fmt
+from obitui.sim.market import MarketModel, Trade, fmt
+from obitui.sim.universe import venue_specs
 
-# the USD-M markets: the same symbols as spot, coarser quantities (BTCUSDT: tick 0.10, step 0.001)
-USDM_SYMBOLS = (SymbolSpec("BTCUSDT", 1, 3, 270_000), SymbolSpec("ETHUSDT", 2, 3, 300_000),
-                SymbolSpec("PEPEUSDT", 8, 0, 1234, typical_lots=10**10))
+# the USD-M markets: perpetuals of spot's USDT markets (about half of the made-up ones), coarser
+# quantities (BTCUSDT: tick 0.10, step 0.001)
+USDM_SYMBOLS = venue_specs("binance-usdm")
 # pricePrecision where prices are written with more decimals than the tick has ("27000.10")
 PRICE_PRECISION = {"BTCUSDT": 2}
 USDM_ID_JUMP = 40               # update ids jump by 1-40 between market steps
@@ -98,6 +100,16 @@ class BinanceUsdmVenue(BinanceVenue):
         return d
 
     # ------------------------------------------------------------ REST
+    def ticker(self, model: MarketModel, now_ms: int) -> dict[str, Any]:
+        """The USD-M 24 h ticker: spot's without the book and previous-close fields."""
+        d = super().ticker(model, now_ms)
+        for k in ("prevClosePrice", "bidPrice", "bidQty", "askPrice", "askQty"):
+            del d[k]
+        return d
+
+    def ticker_weight(self, n: int | None) -> int:
+        return 40 if n is None else 1
+
     def depth_limit(self, ip: IpLimits, raw: str) -> int | web.Response:
         try:
             limit = int(raw)

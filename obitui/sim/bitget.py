@@ -3,7 +3,8 @@ errors (30001 unknown symbol, 30016 bad parameters), `books` snapshot then updat
 seq/pseq (optional CRC32 checksum over the original strings; seq, pseq and checksum as decimal
 strings with `bitget_string_seq` or the `string_seq` fault), books1/5/15, the full v2 `ticker`,
 `trade`, text ping/pong, and a disconnect after 2 minutes without a ping (docs/PROTOCOLS.md,
-Bitget v2). REST on the same port: GET /api/v2/spot/public/symbols and /api/v2/spot/market/tickers.
+Bitget v2). REST on the same port: GET /api/v2/spot/public/symbols and /api/v2/spot/market/tickers
+(every symbol, or ``?symbol=``), at most 20 requests a second per IP and endpoint (beyond: 429).
 
 The same server speaks Bitget v3 (UTA) public on /v3/ws/public (``obitui.sim.bitget_v3``): one
 exchange, two APIs over the same books and seq space. A ``BitgetDialect`` holds what differs
@@ -15,7 +16,12 @@ counted with ``Simulator.violation``: more than 10 client messages (subscribe, u
 ping) in a second closes the connection (``bitget_ws_msg_rate``); more than 240 subscribe and
 unsubscribe requests in an hour are refused with 30006 (``bitget_subscribe_rate``); a
 subscription beyond 1000 channels is refused (``bitget_channels``). The limits are the
-SimConfig ``bitget_*`` fields, so tests can reach them quickly."""
+SimConfig ``bitget_*`` fields, so tests can reach them quickly. The venue counts "240
+subscription requests/hour/connection": a request is one message, whatever the number of its
+args, so one subscribe may carry hundreds of channels (a message may be 64 KiB: ~900 args).
+REST requests over 20 a second per IP and endpoint answer 429 (``bitget_rest_rate``).
+
+A market step reaches only the connections with a channel of its symbol (``watchers``)."""
 from __future__ import annotations
 
 import asyncio
@@ -32,6 +38,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from obitui.sim.conn import Conn
 from obitui.sim.market import ASK, BID, MarketModel, Step, Trade, fmt
+from obitui.sim.universe import QUOTE_USDT, listings
 
 if TYPE_CHECKING:
     from obitui.sim.server import Simulator
@@ -45,6 +52,8 @@ SUBSCRIBE_WINDOW_S = 3600.0   # subscribe/unsubscribe requests over this one
 ERROR_TEXTS = {30002: "illegal request", 30003: "invalid op", 30006: "request too many",
                30007: "request over limit,connection close", 30016: "Param error"}
 REST_PATHS = ("/api/v2/spot/public/symbols", "/api/v2/spot/market/tickers")
+REST_PER_S = 20               # REST requests per second per IP and endpoint
+WS_MAX_MSG = 64 * 1024        # a client message (~900 subscribe args); beyond: Close 1009
 
 
 def served_paths() -> dict[str, tuple[str, ...]]:
@@ -122,16 +131,6 @@ class ConnLimits:
     pending: dict[tuple[str, str, str], PendingSnapshot] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class Day:
-    """A symbol's rolling figures for the ticker (ticks; volumes in lots and ticks*lots)."""
-    open: int
-    high: int
-    low: int
-    base: int = 0
-    quote: int = 0
-
-
 class BitgetVenue:
     name = "bitget"
 
@@ -141,8 +140,9 @@ class BitgetVenue:
         self.conns: set[Conn] = set()
         self.last_ticker: dict[str, float] = {}
         self.limits: dict[Conn, ConnLimits] = {}
-        self.day = {sym: Day(m.spec.start_price, m.spec.start_price, m.spec.start_price)
-                    for sym, m in models.items()}
+        # symbol -> the connections with a channel of it -> those channels (key -> arg)
+        self.watchers: dict[str, dict[Conn, dict[tuple[str, str, str], dict[str, str]]]] = {}
+        self.rest_calls: dict[tuple[str, str], collections.deque[float]] = {}
         self._error_round = False
         from obitui.sim.bitget_v3 import V3
         self.dialects: tuple[BitgetDialect, ...] = (V2, V3)
@@ -237,29 +237,40 @@ class BitgetVenue:
         conn.send_data(orjson.dumps({"action": "snapshot", "arg": snap.arg, "data": [d],
                                      "ts": int(d["ts"])}).decode())
 
+    def subscribe(self, conn: Conn, key: tuple[str, str, str], arg: dict[str, str]) -> None:
+        conn.subs[key] = arg
+        self.watchers.setdefault(key[2], {}).setdefault(conn, {})[key] = arg
+
+    def unsubscribe(self, conn: Conn, key: tuple[str, str, str]) -> None:
+        conn.subs.pop(key, None)
+        by_conn = self.watchers.get(key[2])
+        if by_conn is None or conn not in by_conn:
+            return
+        by_conn[conn].pop(key, None)
+        if not by_conn[conn]:
+            del by_conn[conn]
+            if not by_conn:
+                del self.watchers[key[2]]
+
     def on_step(self, symbol: str, model: MarketModel, step: Step) -> None:
-        day = self.day[symbol]
-        for t in step.trades:
-            day.high, day.low = max(day.high, t.price), min(day.low, t.price)
-            day.base += t.lots
-            day.quote += t.lots * t.price
         if self.sim.faults.bitget_error or self._error_round:
             self._inject_errors()
-        if not self.conns:
+        watching = self.watchers.get(symbol)
+        if not watching:
             return
         now = time.monotonic()
         ticker_due = now - self.last_ticker.get(symbol, 0.0) >= self.sim.config.ticker_interval
         if ticker_due:
             self.last_ticker[symbol] = now
         bids = asks = None
-        for conn in list(self.conns):
+        for conn, keys in list(watching.items()):
             lim = self.limits.get(conn)
             if lim is None:
                 continue
             dialect = lim.dialect
-            for key, arg in conn.subs.items():
-                inst_type, channel, inst = key
-                if inst != symbol or inst_type != dialect.live_inst_type:
+            for key, arg in keys.items():
+                inst_type, channel, _ = key
+                if inst_type != dialect.live_inst_type:
                     continue
                 if channel == "books":
                     if bids is None:
@@ -286,7 +297,7 @@ class BitgetVenue:
         bb, bq = model.levels(BID, 1)[0]
         ba, aq = model.levels(ASK, 1)[0]
         last = model.recent_trades[-1].price if model.recent_trades else bb
-        day = self.day[model.spec.symbol]
+        day = model.day
         change = f"{(last - day.open) / day.open:.4f}"
         return {"instId": model.spec.symbol, "lastPr": self.px(model, last),
                 "open24h": self.px(model, day.open), "high24h": self.px(model, max(day.high, last)),
@@ -309,7 +320,24 @@ class BitgetVenue:
                             body=orjson.dumps({"code": code, "msg": msg, "requestTime": int(time.time() * 1000),
                                                "data": data}))
 
+    def _rest_refused(self, request: web.Request) -> web.Response | None:
+        """The venue's REST limit: 20 requests a second per IP and endpoint; beyond, 429 and a
+        violation."""
+        now = time.monotonic()
+        q = self.rest_calls.setdefault((request.remote or "?", request.path), collections.deque())
+        while q and now - q[0] >= 1.0:
+            q.popleft()
+        if len(q) >= REST_PER_S:
+            self.sim.violation("bitget_rest_rate", f"{request.remote}: over {REST_PER_S} requests a "
+                                                   f"second to {request.path}")
+            return self._rest(None, 429, "429", "Too Many Requests")
+        q.append(now)
+        return None
+
     def _rest_models(self, request: web.Request) -> list[MarketModel] | web.Response:
+        refused = self._rest_refused(request)
+        if refused is not None:
+            return refused
         want = request.query.get("symbol")
         if not want:
             return list(self.models.values())
@@ -325,8 +353,8 @@ class BitgetVenue:
         data = []
         for m in models:
             sym = m.spec.symbol
-            quote = "USDT" if sym.endswith("USDT") else sym[-3:]
-            data.append({"symbol": sym, "baseCoin": sym[:-len(quote)], "quoteCoin": quote,
+            listing = listings()[sym]
+            data.append({"symbol": sym, "baseCoin": listing.base, "quoteCoin": listing.quote,
                          "minTradeAmount": "0", "maxTradeAmount": "900000000000000000000",
                          "takerFeeRate": "0.001", "makerFeeRate": "0.001",
                          "pricePrecision": str(m.spec.price_decimals),
@@ -346,9 +374,11 @@ class BitgetVenue:
         data = []
         for m in models:
             t = self.ticker_fields(m, ts)
+            to_usdt = QUOTE_USDT[listings()[m.spec.symbol].quote]
+            usdt = t["quoteVolume"] if to_usdt == 1.0 else f"{float(t['quoteVolume']) * to_usdt:.4f}"
             data.append({"symbol": t["instId"], "high24h": t["high24h"], "open": t["open24h"],
                          "low24h": t["low24h"], "lastPr": t["lastPr"], "quoteVolume": t["quoteVolume"],
-                         "baseVolume": t["baseVolume"], "usdtVolume": t["quoteVolume"],
+                         "baseVolume": t["baseVolume"], "usdtVolume": usdt,
                          "bidPr": t["bidPr"], "askPr": t["askPr"], "bidSz": t["bidSz"], "askSz": t["askSz"],
                          "openUtc": t["openUtc"], "ts": t["ts"], "changeUtc24h": t["changeUtc24h"],
                          "change24h": t["change24h"]})
@@ -374,7 +404,9 @@ class BitgetVenue:
         return True
 
     def _request_allowed(self, conn: Conn, op: str) -> bool:
-        """Count one subscribe/unsubscribe request against the hourly budget."""
+        """Count one subscribe/unsubscribe request against the hourly budget: the docs' "240
+        subscription requests/hour/connection" counts messages, so a request counts once
+        however many args it carries."""
         lim = self.limits.get(conn)
         if lim is None:
             return True
@@ -408,7 +440,7 @@ class BitgetVenue:
                 continue
             lim.error_sent = True
             key, arg = next(iter(conn.subs.items()))
-            del conn.subs[key]
+            self.unsubscribe(conn, key)
             lim.pending.pop(key, None)
             text = lim.dialect.not_found(*key) if code == 30001 else ERROR_TEXTS.get(code, "error")
             self.sim.count("injected_bitget_error")
@@ -416,7 +448,7 @@ class BitgetVenue:
 
     # ------------------------------------------------------------ WebSocket
     async def ws_handler(self, request: web.Request, dialect: BitgetDialect = V2) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=False, max_msg_size=64 * 1024, timeout=2.0, compress=False)
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=WS_MAX_MSG, timeout=2.0, compress=False)
         await ws.prepare(request)
         sim = self.sim
         seed = sim.next_conn_seed()
@@ -446,6 +478,8 @@ class BitgetVenue:
             watchdog.cancel()
             self.conns.discard(conn)
             self.limits.pop(conn, None)
+            for key in list(conn.subs):
+                self.unsubscribe(conn, key)
             await conn.finish()
         return ws
 
@@ -503,9 +537,9 @@ class BitgetVenue:
             if lim is not None:
                 lim.pending.pop(key, None)
             if op == "unsubscribe":
-                conn.subs.pop(key, None)
+                self.unsubscribe(conn, key)
                 continue
-            conn.subs[key] = clean
+            self.subscribe(conn, key, clean)
             if inst_type != dialect.live_inst_type:
                 continue  # a real symbol under the wrong instType: acked, then silent
             model = self.models[inst]

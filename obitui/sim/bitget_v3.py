@@ -69,7 +69,7 @@ class V3Dialect(BitgetDialect):
         bb, bq = model.levels(BID, 1)[0]
         ba, aq = model.levels(ASK, 1)[0]
         last = model.recent_trades[-1].price if model.recent_trades else bb
-        day = venue.day[model.spec.symbol]
+        day = model.day
         return {"symbol": model.spec.symbol, "lastPrice": venue.px(model, last),
                 "bid1Price": venue.px(model, bb), "bid1Size": venue.qty(model, bq),
                 "ask1Price": venue.px(model, ba), "ask1Size": venue.qty(model, aq),

@@ -27,10 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--port-base", type=int, metavar="P",
                     help="binance on P, bitget on P+1 (default: free ports)")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    ap.add_argument("--rate", type=float, default=20.0, help="market steps per second per symbol")
-    ap.add_argument("--depth", type=int, default=2000, help="levels per side")
+    ap.add_argument("--rate", type=float, default=20.0,
+                    help="market steps per second of BTCUSDT, ETHUSDT, PEPEUSDT; a made-up market steps "
+                         "at this times its activity (busy ones ~11x, quiet ones ~0.85x or less)")
+    ap.add_argument("--depth", type=int, default=2000,
+                    help="levels per side (made-up markets: at most --minor-depth)")
+    ap.add_argument("--minor-depth", type=int, default=200, metavar="N",
+                    help="levels per side of the made-up markets (default 200)")
     ap.add_argument("--symbols", default="BTCUSDT,ETHUSDT",
-                    help="comma-separated markets to simulate (default BTCUSDT,ETHUSDT)")
+                    help="comma-separated markets to simulate (default BTCUSDT,ETHUSDT; ~400 known, see "
+                         "obitui.sim.universe), or top:N: the N most traded quoted in USDT and listed on "
+                         "Binance and Bitget, with the others ranked among them")
     ap.add_argument("--changes", type=int, default=0, metavar="N",
                     help="level changes per market step (default: 1-4, like the real stream)")
     ap.add_argument("--checksum", action="store_true", help="Bitget books frames carry checksums")
@@ -61,8 +68,8 @@ async def _run(args: argparse.Namespace) -> int:
                                   port_base=args.port_base, depth=args.depth,
                                   bitget_checksum=args.checksum, faults=args.sim_fault,
                                   bitget_string_seq=args.string_seq,
-                                  changes_per_step=args.changes,
-                                  symbols=tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip())))
+                                  changes_per_step=args.changes, minor_depth=args.minor_depth,
+                                  symbols=sim_symbols(args.symbols)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -94,6 +101,21 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def sim_symbols(text: str) -> tuple[str, ...]:
+    """``--symbols``: names (upper-cased, duplicates dropped) or ``top:N`` (ValueError if not)."""
+    from obitui.sim.universe import preset
+    word = text.strip()
+    if word.lower().startswith("top:"):
+        try:
+            n = int(word[4:])
+        except ValueError:
+            raise ValueError(f"--symbols {word}: top:N takes a whole number") from None
+        if n < 1:
+            raise ValueError(f"--symbols {word}: N must be at least 1")
+        return preset(n)
+    return tuple(dict.fromkeys(s.strip().upper() for s in word.split(",") if s.strip()))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.parent_pid:
@@ -108,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from obitui.sim.server import SimConfig, Simulator
     if not args.replay:
         try:
-            Simulator(SimConfig(symbols=tuple(s.strip().upper() for s in args.symbols.split(",") if s.strip()), depth=10))
+            Simulator(SimConfig(symbols=sim_symbols(args.symbols), depth=10))
         except ValueError as exc:
             print(f"obitui sim: {exc}", file=sys.stderr)
             return 2

@@ -5,12 +5,16 @@ The book is integer ticks -> integer lots on two SortedDicts (an implementation 
 ``step()`` is one market event: level changes concentrated near the top of book, sometimes a
 trade that consumes the best level, sometimes a level inside the spread, deep adds and
 deletes that keep each side near its target depth. The sequence of steps depends only on the
-seed. A bounded history of undo records lets ``book_at`` rebuild the book at any recent update.
+seed. A bounded history of undo records lets ``book_at`` rebuild the book at any recent update;
+a record is one flat int64 array (last id, seq, then side, ticks, old lots per change): ~180
+bytes a step, where tuples of tuples took ~570 (hundreds of markets keep thousands each).
 """
 from __future__ import annotations
 
 import random
+from array import array
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sortedcontainers import SortedDict
@@ -26,6 +30,19 @@ class SymbolSpec:
     start_price: int = 2_700_000  # in ticks (27000.00)
     depth: int = 2000            # target levels per side
     typical_lots: int = 0        # a typical order in lots (0: 0.01 units); the tail is heavy
+    trade_share: float = 0.12    # the share of steps that carry a trade
+
+
+@dataclass(slots=True)
+class Day:
+    """A market's rolling 24 h figures for the tickers (ticks; volumes in lots and ticks*lots):
+    the listing's figures at start, every simulated trade added."""
+    open: int
+    high: int
+    low: int
+    base: int = 0
+    quote: int = 0
+    count: int = 0               # trades
 
 
 @dataclass(slots=True)
@@ -51,7 +68,7 @@ class Step:
 class MarketModel:
     def __init__(self, spec: SymbolSpec, seed: int, history: int = 100_000,
                  first_update_id: int | None = None, changes_per_step: int = 0,
-                 id_jump: int = 0) -> None:
+                 id_jump: int = 0, day: Day | None = None) -> None:
         self.spec = spec
         self.changes_per_step = changes_per_step    # 0: 1-4 level changes a step
         self.rng = random.Random(seed)
@@ -65,16 +82,19 @@ class MarketModel:
         self.asks: SortedDict = SortedDict()
         self.update_id = first_update_id if first_update_id is not None else 10_000_000 + self.rng.randrange(10**6)
         self.seq = 400_000_000_000 + self.rng.randrange(10**9)
-        self.trade_id = 1_000_000 + self.rng.randrange(10**6)
+        # the day's trades (``day.count``) come before the first simulated one
+        self.trade_id = 1_000_000 + self.rng.randrange(10**6) + (day.count if day else 0)
         self.steps = 0
         self.first_keys = (self.update_id, self.seq)   # the book before any step has these ids
-        # undo log: (last_id, seq, [(side, ticks, old lots)])
-        self.history: deque[tuple[int, int, list[tuple[int, int, int]]]] = deque(maxlen=history)
+        # undo log, a record a step: [last_id, seq, side, ticks, old lots, side, ticks, ...]
+        self.history: deque[Sequence[int]] = deque(maxlen=history)
         mid = spec.start_price
         for i in range(spec.depth):
-            self.bids[mid - 1 - i] = self._lots()
+            if mid - 1 - i > 0:     # a price of a few ticks has fewer bids (never 0 or below)
+                self.bids[mid - 1 - i] = self._lots()
             self.asks[mid + 1 + i] = self._lots()
         self.recent_trades: deque[Trade] = deque(maxlen=50)
+        self.day = day or Day(mid, mid, mid)
 
     # ------------------------------------------------------------ model
     def _lots(self) -> int:
@@ -107,9 +127,10 @@ class MarketModel:
         changes: list[tuple[int, int, int]] = []
         trades: list[Trade] = []
         r = rng.random()
-        if r < 0.12:
+        share = self.spec.trade_share
+        if r < share:
             self._trade(undo, changes, trades)
-        elif r < 0.2:
+        elif r < share + 0.08:
             self._inside_spread(undo, changes)
         n = self.changes_per_step or rng.randint(1, 4)
         for _ in range(n):
@@ -124,9 +145,21 @@ class MarketModel:
         prev_seq = self.seq
         self.seq += rng.randint(1, 60)
         self.steps += 1
-        self.history.append((self.update_id, self.seq, undo))
-        for t in trades:
-            self.recent_trades.append(t)
+        record = [self.update_id, self.seq]
+        for change in undo:
+            record += change
+        try:
+            self.history.append(array("q", record))
+        except OverflowError:       # a quantity past int64 (a memecoin's tail): kept as it is
+            self.history.append(tuple(record))
+        if trades:
+            day = self.day
+            for t in trades:
+                self.recent_trades.append(t)
+                day.high, day.low = max(day.high, t.price), min(day.low, t.price)
+                day.base += t.lots
+                day.quote += t.lots * t.price
+                day.count += 1
         return Step(first, self.update_id, self.seq, prev_seq, changes, trades, ts_ms, prev_id)
 
     def _trade(self, undo: list, changes: list, trades: list) -> None:
@@ -181,6 +214,8 @@ class MarketModel:
                 self._set(side, worst, 0, undo, changes)
             elif len(book) < target - 50:
                 worst = book.peekitem(0)[0] if side == BID else book.peekitem(-1)[0]
+                if side == BID and worst <= 1:
+                    continue
                 self._set(side, worst - 1 if side == BID else worst + 1, self._lots(), undo, changes)
 
     # ------------------------------------------------------------ truth
@@ -207,13 +242,14 @@ class MarketModel:
             return bids, asks
         if want > key_now:
             return None
-        for last_id, s, undo in reversed(self.history):
-            key = last_id if seq is None else s
+        for record in reversed(self.history):
+            key = record[0] if seq is None else record[1]
             if key == want:
                 return bids, asks
             if key < want:
                 return (bids, asks) if floor else None
-            for side, ticks, old in reversed(undo):
+            for j in range(len(record) - 3, 1, -3):
+                side, ticks, old = record[j], record[j + 1], record[j + 2]
                 book = bids if side == BID else asks
                 if old:
                     book[ticks] = old

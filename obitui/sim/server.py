@@ -3,11 +3,18 @@ loop, fault control and the truth endpoint. Run in-process (tests) or as `obitui
 
 The Binance server speaks spot (``binance``) and USD-M futures (``binance-usdm``, separate
 markets); the Bitget server speaks v2 (``bitget``) and v3 UTA (``bitget-v3``) over the same
-markets. ``truth``/``models`` take any of these four venue names."""
+markets. ``truth``/``models`` take any of these four venue names.
+
+The markets are those of ``obitui.sim.universe`` (three real ones, ~400 made-up ones);
+``SimConfig.symbols`` picks the ones simulated, each on the venue APIs listing it. Each market
+steps at its own rate (``SimConfig.rate`` times its activity): the loop wakes when the next
+market is due (every millisecond at most) and steps those due, one timetable (a heap) for
+all."""
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import logging
 import socket
 import time
@@ -18,19 +25,23 @@ import orjson
 from aiohttp import web
 
 from obitui.sim.binance import BinanceVenue
-from obitui.sim.binance_usdm import USDM_FIRST_ID, USDM_ID_JUMP, USDM_SYMBOLS, BinanceUsdmVenue
+from obitui.sim.binance_usdm import USDM_FIRST_ID, USDM_ID_JUMP, BinanceUsdmVenue
 from obitui.sim.bitget import BitgetVenue
 from obitui.sim.faults import FaultError, Faults
 from obitui.sim.market import ASK, BID, MarketModel, SymbolSpec
+from obitui.sim.universe import listings, universe, venue_specs
 
 log = logging.getLogger("obitui.sim")
 
-# PEPEUSDT: a memecoin's extremes, as listed: a price of 0.00001234 (8 decimals) and whole-unit
-# quantities around 1e10 with a tail past 1e11, which 8 decimals cannot hold in an int64
-BINANCE_SYMBOLS = (SymbolSpec("BTCUSDT", 2, 5, 2_700_000), SymbolSpec("ETHUSDT", 2, 4, 300_000),
-                   SymbolSpec("PEPEUSDT", 8, 0, 1234, typical_lots=10**10))
-BITGET_SYMBOLS = (SymbolSpec("BTCUSDT", 2, 6, 2_700_000), SymbolSpec("ETHUSDT", 2, 4, 300_000),
-                  SymbolSpec("PEPEUSDT", 8, 0, 1234, typical_lots=10**10))
+# every market each venue lists (the real three first, with their exact specs)
+BINANCE_SYMBOLS = venue_specs("binance")
+BITGET_SYMBOLS = venue_specs("bitget")
+KNOWN_SYMBOLS = frozenset(m.symbol for m in universe())   # listed on some venue
+MAX_LAG_S = 0.2      # a market further behind its timetable skips steps (a stall), not bursts
+MAX_REQUEST_LINE = 64 * 1024
+TICK_S = 0.001       # the loop sleeps at least this long: due markets are stepped together
+# seeds of the made-up markets' models: apart from the real ones' (seed * 1000 + offset + i)
+SEED_OFFSETS = {"binance": 0, "binance-usdm": 250, "bitget": 500}
 
 
 class PortInUseError(OSError):
@@ -40,7 +51,7 @@ class PortInUseError(OSError):
 @dataclass(slots=True)
 class SimConfig:
     seed: int = 1
-    rate: float = 20.0              # market steps per second per symbol
+    rate: float = 20.0              # steps/s of a market of activity 1 (the real three; see universe)
     host: str = "127.0.0.1"
     port_base: int | None = None    # binance = base, bitget = base + 1; None: free ports
     depth: int = 2000               # levels per side
@@ -63,8 +74,22 @@ class SimConfig:
     retry_after_429: int = 1
     retry_after_418: int = 2
     faults: list[str] = field(default_factory=list)
-    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")   # any of obitui.sim.universe
     changes_per_step: int = 0       # level changes per market step (0: 1-4, like the real stream)
+    # the made-up markets: levels per side (at most ``depth``; a model starts in ~0.5 ms at 200)
+    # and steps of truth history kept (~180 bytes a step: 300 markets keep ~110 MB at most;
+    # 2000 steps are 10 s of the busiest market)
+    minor_depth: int = 200
+    minor_history: int = 2000
+
+
+@dataclass(slots=True)
+class Scheduled:
+    """A market on the timetable: one venue API's model and its step rate."""
+    venue: BinanceVenue | BitgetVenue
+    symbol: str
+    model: MarketModel
+    activity: float                 # steps/s relative to SimConfig.rate
 
 
 class Simulator:
@@ -75,23 +100,14 @@ class Simulator:
         # limits of the real venues that a client broke (message rates, subscriptions, REST
         # weight, stream counts): the venue would disconnect or ban it; tests assert none
         self.violations: dict[str, int] = {}
-        seed = self.config.seed
-        want = set(self.config.symbols)
-        unknown = want - {s.symbol for s in BINANCE_SYMBOLS}
+        known = listings()
+        unknown = [s for s in dict.fromkeys(self.config.symbols) if s not in known]
         if unknown:
-            raise ValueError(f"the simulator has no market for {', '.join(sorted(unknown))}; "
-                             f"it knows {', '.join(s.symbol for s in BINANCE_SYMBOLS)}")
-        self.binance_models = {s.symbol: MarketModel(_with_depth(s, self.config.depth), seed * 1000 + i,
-                                                   changes_per_step=self.config.changes_per_step)
-                               for i, s in enumerate(BINANCE_SYMBOLS) if s.symbol in want}
-        self.bitget_models = {s.symbol: MarketModel(_with_depth(s, self.config.depth), seed * 1000 + 500 + i,
-                                                  changes_per_step=self.config.changes_per_step)
-                              for i, s in enumerate(BITGET_SYMBOLS) if s.symbol in want}
-        self.usdm_models = {s.symbol: MarketModel(_with_depth(s, self.config.depth), seed * 1000 + 250 + i,
-                                                first_update_id=USDM_FIRST_ID + (seed * 7919 + i * 104_729) % 10**9,
-                                                changes_per_step=self.config.changes_per_step,
-                                                id_jump=USDM_ID_JUMP)
-                            for i, s in enumerate(USDM_SYMBOLS) if s.symbol in want}
+            raise ValueError(f"the simulator has no market for {', '.join(unknown)}; it knows "
+                             f"{len(known)} ({', '.join(list(known)[:4])}, ...: obitui.sim.universe)")
+        self.binance_models = self._models("binance")
+        self.usdm_models = self._models("binance-usdm")
+        self.bitget_models = self._models("bitget")
         self.binance = BinanceVenue(self, self.binance_models)
         self.binance_usdm = BinanceUsdmVenue(self, self.usdm_models)
         self.binance.share_server(self.binance_usdm)
@@ -101,6 +117,41 @@ class Simulator:
         self._loop_task: asyncio.Task[None] | None = None
         self.ports: dict[str, int] = {}
         self.started = 0.0
+        self.schedule = ([Scheduled(self.binance, sym, m, self.activity("binance", sym))
+                          for sym, m in self.binance_models.items()]
+                         + [Scheduled(self.binance_usdm, sym, m, self.activity("binance-usdm", sym))
+                            for sym, m in self.usdm_models.items()]
+                         + [Scheduled(self.bitget, sym, m, self.activity("bitget", sym))
+                            for sym, m in self.bitget_models.items()])
+
+    def _models(self, venue: str) -> dict[str, MarketModel]:
+        """The models of the configured markets a venue API lists. The real three keep their
+        seeds and depth; made-up ones get ``minor_depth`` levels and ``minor_history``."""
+        cfg = self.config
+        seed, offset = cfg.seed, SEED_OFFSETS[venue]
+        want = set(cfg.symbols)
+        out: dict[str, MarketModel] = {}
+        for i, m in enumerate(universe()):
+            if m.symbol not in want or venue not in m.specs:
+                continue
+            spec = m.specs[venue]
+            kw: dict[str, Any] = {"changes_per_step": cfg.changes_per_step, "day": m.day(venue)}
+            if m.real:
+                model_seed = seed * 1000 + offset + i
+                spec = _with_depth(spec, cfg.depth)
+            else:
+                model_seed = (seed * 1000 + offset) * 1000 + i
+                spec = _with_depth(spec, min(cfg.depth, cfg.minor_depth))
+                kw["history"] = cfg.minor_history
+            if venue == "binance-usdm":
+                kw.update(first_update_id=USDM_FIRST_ID + (seed * 7919 + i * 104_729) % 10**9,
+                          id_jump=USDM_ID_JUMP)
+            out[m.symbol] = MarketModel(spec, model_seed, **kw)
+        return out
+
+    def activity(self, venue: str, symbol: str) -> float:
+        """A market's steps per second on a venue API, relative to ``SimConfig.rate``."""
+        return listings()[symbol].activity[venue]
 
     # ------------------------------------------------------------ bookkeeping
     def count(self, what: str, n: int = 1) -> None:
@@ -157,7 +208,9 @@ class Simulator:
         for i, (name, routes) in enumerate(servers):
             app = web.Application()
             app.add_routes(routes + control)
-            runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+            # a combined stream URL names up to 1024 streams: request lines of up to 64 KiB
+            runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
+                                   max_line_size=MAX_REQUEST_LINE)
             await runner.setup()
             self._runners.append(runner)
             port = 0 if cfg.port_base is None else cfg.port_base + i
@@ -203,32 +256,52 @@ class Simulator:
     def step_all(self) -> None:
         """One step of every market, fanned out to the subscribers."""
         ts = int(time.time() * 1000)
-        for symbol, model in self.binance_models.items():
-            self.binance.on_step(symbol, model, model.step(ts))
-        for symbol, model in self.usdm_models.items():
-            self.binance_usdm.on_step(symbol, model, model.step(ts))
-        for symbol, model in self.bitget_models.items():
-            self.bitget.on_step(symbol, model, model.step(ts))
-        self.count("steps")
+        for m in self.schedule:
+            m.venue.on_step(m.symbol, m.model, m.model.step(ts))
+        self.count("steps", len(self.schedule))
 
     async def _run_market(self) -> None:
-        done = 0
-        t0 = time.monotonic()
-        rate = self.config.rate
+        """Step each market at its rate: a heap of (due time, market); each wake-up steps
+        every market due (a market due several times steps several times, up to MAX_LAG_S
+        behind: further behind, after a stall, the steps are skipped and counted)."""
+        markets = self.schedule
+        if not markets:
+            return
+        rates = (-1.0, -1.0)
+        heap: list[tuple[float, int]] = []
+        periods: list[float] = []
         while True:
-            want = self.faults.burst or self.config.rate
-            if want != rate:      # a rate change restarts the schedule from now
-                rate, done, t0 = want, 0, time.monotonic()
-            due = int((time.monotonic() - t0) * rate) - done
-            if due > max(1, rate * 0.2):   # far behind (a stall): skip, do not burst to catch up
-                self.count("steps_skipped", due - int(rate * 0.2))
-                done += due - int(rate * 0.2)
-                due = int(rate * 0.2)
-            for _ in range(due):
-                self.step_all()
-            done += due
-            next_at = t0 + (done + 1) / rate
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            if (self.faults.burst, self.config.rate) != rates:   # a rate change: a new timetable
+                rates = burst, rate = self.faults.burst, self.config.rate
+                now = time.monotonic()
+                # the burst fault sets every market's rate; markets start staggered: the i-th
+                # of n first steps (i + 1) / n of its period from now
+                periods = [1.0 / (burst or rate * m.activity) for m in markets]
+                heap = [(now + p * (i + 1) / len(markets), i) for i, p in enumerate(periods)]
+                heapq.heapify(heap)
+            now = time.monotonic()
+            ts = int(time.time() * 1000)
+            late = now - MAX_LAG_S
+            stepped = skipped = 0
+            while heap[0][0] <= now:
+                due, i = heap[0]
+                period = periods[i]
+                if due < late:
+                    n = int((late - due) / period) + 1
+                    skipped += n
+                    due += n * period
+                    if due > now:
+                        heapq.heapreplace(heap, (due, i))
+                        continue
+                m = markets[i]
+                m.venue.on_step(m.symbol, m.model, m.model.step(ts))
+                heapq.heapreplace(heap, (due + period, i))
+                stepped += 1
+            if stepped:
+                self.count("steps", stepped)
+            if skipped:
+                self.count("steps_skipped", skipped)
+            await asyncio.sleep(max(TICK_S, heap[0][0] - time.monotonic()))
 
     # ------------------------------------------------------------ truth and control
     def _venue(self, venue: str) -> tuple[dict[str, MarketModel], BinanceVenue | BitgetVenue]:
@@ -289,6 +362,9 @@ class Simulator:
     async def _stats_handler(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps({"counters": self.counters, "violations": self.violations,
                                                "faults": self.faults.active(),
+                                               "markets": {"binance": len(self.binance_models),
+                                                           "binance-usdm": len(self.usdm_models),
+                                                           "bitget": len(self.bitget_models)},
                                                "connections": {"binance": len(self.binance.conns),
                                                                "binance-usdm": len(self.binance_usdm.conns),
                                                                **self.bitget.conn_counts()}}),

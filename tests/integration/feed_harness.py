@@ -103,14 +103,15 @@ class FeedHarness:
     async def wait_state(self, state: FeedState, timeout: float = 10.0) -> None:
         await self.wait_for(lambda: self.state == state, timeout, state.word)
 
-    def book_matches_truth(self, depth: int = 500) -> bool:
+    def book_matches_truth(self, depth: int = 500, market: int = 0) -> bool:
         """The top ``depth`` levels (a Binance snapshot holds ``snapshot_limit`` levels, so a
-        deeper comparison would fail on a deeper simulated book by design)."""
-        book = self.feed.book  # type: ignore[attr-defined]
+        deeper comparison would fail on a deeper simulated book by design) of the feed's
+        ``market``-th symbol."""
+        book = self.feed.markets[market].book  # type: ignore[attr-defined]
         if not book.valid:
             return False
         venue = self.cfg.venue
-        truth = self.sim.truth(venue, self.cfg.symbol, book.update_id)
+        truth = self.sim.truth(venue, self.cfg.symbols[market], book.update_id)
         if truth is None:
             return False
         bids, asks = book.top(depth)

@@ -104,7 +104,7 @@ def test_obitui_sim_runs_the_new_feeds_from_a_config(tmp_path: Path) -> None:
                                ("Bf-TR", "binance-usdm", "trade"), ("Bg-OB", "bitget", "books"),
                                ("Bg3-OB", "bitget-v3", "books"), ("Bg3-PR", "bitget-v3", "ticker"))))
     res = subprocess.run([sys.executable, "-m", "obitui", "--sim", "--config", str(cfg), "--no-ui", "--json",
-                          "--duration", "10"], capture_output=True, text=True, timeout=60)
+                          "--duration", "8"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-3000:]
     final = json.loads(res.stdout.splitlines()[-1])
     states = {label: f["state"] for label, f in final["feeds"].items()}

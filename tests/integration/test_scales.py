@@ -65,7 +65,7 @@ async def test_scales_come_from_the_venues_symbol_info(sim: Simulator) -> None:
         "BTCUSDT": Scales(2, 6), "PEPEUSDT": Scales(8, 0)}
     cfg = load_config(None).with_sim(sim.binance_ws_url, sim.binance_rest_url, sim.bitget_ws_url, sim.bitget_rest_url)
     for f in cfg.feeds:
-        f.symbol = "PEPEUSDT"
+        f.symbol, f.symbols = "PEPEUSDT", ("PEPEUSDT",)
     lines = await asyncio.to_thread(apply_venue_scales, cfg)
     assert [(f.digits, f.qdigits) for f in cfg.feeds] == [(8, 0)] * 4, lines
     # a venue that does not answer leaves the configured scales, and says so

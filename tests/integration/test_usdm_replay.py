@@ -72,9 +72,8 @@ def _reference(test_data: Path) -> dict[str, tuple[int, dict[str, list[list[Deci
 
 def test_replay_recognises_usdm(test_data: Path, tmp_path: Path) -> None:
     feeds = feeds_from_capture(str(_capture(test_data, tmp_path)))
-    assert {(f.venue, f.channel, f.symbol) for f in feeds} == {
-        ("binance-usdm", ch, s) for ch in ("depth", "trade") for s in SYMBOLS}
-    assert {f.label for f in feeds if f.symbol == "CTKUSDT"} == {"Bf-OB-CTKUSDT", "Bf-TR-CTKUSDT"}
+    assert {(f.label, f.venue, f.channel, frozenset(f.symbols)) for f in feeds} == {
+        (label, "binance-usdm", ch, frozenset(SYMBOLS)) for label, ch in (("Bf-OB", "depth"), ("Bf-TR", "trade"))}
     depth = next(f for f in feeds if f.channel == "depth")
     assert depth.futures and depth.venue_info.depth_path == "/fapi/v1/depth"
 
@@ -86,15 +85,15 @@ def test_real_usdm_recording_replays_to_the_reference_books(test_data: Path, tmp
     assert res.returncode == 0, res.stderr[-3000:]
     final = json.loads(res.stdout.splitlines()[-1])
     ref = _reference(test_data)
+    feed = final["feeds"]["Bf-OB"]
+    assert feed["state"] == "connected_synced" and feed["books_synced"] == feed["books"] == 4, feed
+    assert feed["gaps"] == 0 and feed["parse_errors"] == 0, feed
+    trades = final["feeds"]["Bf-TR"]
+    assert trades["parse_errors"] == 0 and trades["frames"] > 0, trades
     for sym in SYMBOLS:
-        feed = final["feeds"][f"Bf-OB-{sym}"]
-        assert feed["state"] == "connected_synced", (sym, feed)
-        assert feed["gaps"] == 0 and feed["parse_errors"] == 0, (sym, feed)
         book = final["books"][f"binance-usdm:{sym}"]
         last_u, levels = ref[sym]
         assert book["valid"] and book["update_id"] == last_u, (sym, book["update_id"], last_u)
         for side in ("bids", "asks"):
             got = [[Decimal(p), Decimal(q)] for p, q in book[side]]
             assert got == levels[side][:len(got)] and len(got) == min(20, len(levels[side])), (sym, side)
-        trades = final["feeds"][f"Bf-TR-{sym}"]
-        assert trades["parse_errors"] == 0 and trades["frames"] > 0, (sym, trades)

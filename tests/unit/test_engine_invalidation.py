@@ -1,10 +1,11 @@
 """The engine keeps why a book was invalidated: a feed's BOOK_INVALID record carries a reason
 (gap, checksum, disconnected, feed_started, operator_resync, ...), and so do the engine's own
 invalidations (ring_loss, bad_record, corrupt_ring). Per book the engine keeps the last reason
-and a count per reason, and logs them, rate-limited. The stats block's BookSlot has no field for
-a reason: what it publishes is unchanged (``invalidations``, the valid -> invalid transitions).
+and a count per reason, and logs them, rate-limited. The stats block's BookSlot publishes
+``invalidations`` (the valid -> invalid transitions) and the last reason.
 
-An in-process engine on real rings and a real stats block, fed record by record."""
+An in-process engine on real rings and a real stats block, fed record by record; every record
+carries its market's book index (``config.feed_book_ids``), as the feeds write it."""
 from __future__ import annotations
 
 import logging
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from obitui import engine as engine_mod
-from obitui.config import load_config
+from obitui.config import feed_book_ids, load_config
 from obitui.core.records import Kind, encode_book, encode_invalid
 from obitui.core.ring import Ring
 from obitui.core.shm import Segment
@@ -36,23 +37,27 @@ class Rig:
     rings: list[Ring]
     lines: list[logging.LogRecord]
 
+    def book_id(self, feed: int) -> int:
+        """The book index the (single-market) feed's records carry."""
+        return feed_book_ids(self.engine.cfg.feeds)[feed][0]
+
     def snapshot(self, feed: int, update_id: int) -> None:
         bids = [(27_000 * 10**8, 10**8)]
         asks = [(27_001 * 10**8, 2 * 10**8)]
         packed = b"".join(struct.pack("<qq", p, q) for p, q in bids + asks)
         now = time.time_ns()
-        self._push(feed, Kind.BOOK_SNAPSHOT, encode_book(Kind.BOOK_SNAPSHOT, feed, now, now, update_id,
+        self._push(feed, Kind.BOOK_SNAPSHOT, encode_book(Kind.BOOK_SNAPSHOT, self.book_id(feed), now, now, update_id,
                                                          update_id, packed, len(bids), len(asks), 8, 8))
 
     def invalid(self, feed: int, reason: str) -> None:
-        self._push(feed, Kind.BOOK_INVALID, encode_invalid(feed, time.time_ns(), reason))
+        self._push(feed, Kind.BOOK_INVALID, encode_invalid(self.book_id(feed), time.time_ns(), reason))
 
     def _push(self, feed: int, kind: Kind, payload: bytes) -> None:
         assert self.rings[feed].push(payload, int(kind))
         assert self.engine.poll() == 1
 
     def book(self, key: str) -> engine_mod.EngineBook:
-        return self.engine.books[key]
+        return self.engine.by_key[key]
 
     def book_lines(self, key: str) -> list[logging.LogRecord]:
         return [r for r in self.lines if f"book {key}" in r.getMessage()]
@@ -107,10 +112,12 @@ def test_the_reason_is_kept_counted_and_the_published_counter_unchanged(rig: Rig
     assert rig.engine.invalidation_summary()[BI_KEY] == {
         "invalidations": 2, "last_reason": "checksum",
         "reasons": {"feed_started": 1, "gap": 1, "disconnected": 1, "checksum": 1}}
-    # what the stats block says is what it said before: the transitions, the book invalid
+    # the stats block says the transitions, the book invalid, and why
     rig.engine.publish(False)
     bv = rig.stats.read_book(0)
-    assert bv is not None and bv.invalidations == 2 and not bv.valid
+    assert bv is not None and bv.invalidations == 2 and not bv.valid and bv.reason == "checksum"
+    other_bv = rig.stats.read_book(1)
+    assert other_bv is not None and other_bv.invalidations == 0 and other_bv.reason == ""
 
 
 def test_the_engines_own_invalidations_carry_their_reason(rig: Rig) -> None:

@@ -125,3 +125,13 @@ def test_the_venue_modules_stay_light() -> None:
             "print(sorted(m for m in ('websockets', 'aiohttp', 'obitui.feeds.base') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_snapshot_depth_fits_a_cold_start_in_the_weight_budget() -> None:
+    """Every book needs a snapshot at start: the REST depth is the deepest one whose weight for
+    all books fits 80 % of a minute's budget (150 spot books: 500 levels, weight 25 each)."""
+    spot, usdm = venue("binance"), venue("binance-usdm")
+    assert [spot.fit_limit(1000, n, 6000) for n in (1, 40, 96, 150, 300)] == [1000, 1000, 1000, 500, 100]
+    assert [usdm.fit_limit(1000, n, 2400) for n in (1, 40, 150, 300)] == [1000, 1000, 500, 100]
+    assert spot.fit_limit(100, 150, 6000) == 100          # a shallower configured depth stays
+    assert spot.fit_limit(1000, 2000, 3000) == 5          # never below the smallest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -24,20 +25,37 @@ log = logging.getLogger("obitui.feed")
 
 
 class BinanceFeed(Feed):
+    """A combined-stream connection carrying one stream per market of the feed
+    (``/stream?streams=a/b/...``, the venue allows 1024)."""
+
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         v = self.cfg.venue_info
         assert isinstance(v, BinanceVenue)
         self.venue: BinanceVenue = v
-        self.stream = self.cfg.stream_name
+        self.streams = [replace(self.cfg, symbol=sym, symbols=(sym,)).stream_name for sym in self.cfg.symbols]
+        self.stream = self.streams[0]
+        # frames name their stream: the market (index in cfg.symbols) it belongs to
+        self.market_of = {name: k for k, name in enumerate(self.streams)}
 
     def url(self) -> str:
         route = self.cfg.channel_info.ws_route        # USD-M: /public (depth), /market (trades)
-        return f"{self.cfg.ws_url.rstrip('/')}{route}/stream?streams={self.stream}"
+        return f"{self.cfg.ws_url.rstrip('/')}{route}/stream?streams={'/'.join(self.streams)}"
 
-    def classify(self, msg: dict[str, Any], text: str | bytes) -> dict[str, Any] | None:
-        """The event of a combined-stream frame (``{"stream":..., "data":...}``) or a raw one;
-        None (settled) for a shutdown notice, a subscribe reply, an error, another stream."""
+    def route(self, text: str | bytes) -> int:
+        """The market of a combined-stream frame from its first bytes (``{"stream":"<name>",``)
+        without decoding it; -1 when the frame does not start so."""
+        if len(self.streams) == 1:
+            return 0
+        head = text[:80] if isinstance(text, str) else text[:80].decode("ascii", "replace")
+        if not head.startswith('{"stream":"'):
+            return -1
+        end = head.find('"', 11)
+        return self.market_of.get(head[11:end], -1) if end > 0 else -1
+
+    def classify(self, msg: dict[str, Any], text: str | bytes) -> tuple[int, dict[str, Any]] | None:
+        """(market, event) of a combined-stream frame (``{"stream":..., "data":...}``) or a raw
+        one; None (settled) for a shutdown notice, a subscribe reply, an error, another stream."""
         data = msg.get("data", msg)
         if not isinstance(data, dict):
             self.reject("parse_errors", f"'data' is not an object: {str(text)[:80]!r}")
@@ -53,15 +71,21 @@ class BinanceFeed(Feed):
             self.reject("server_errors", f"server error: {msg['error']!r}")
             return None
         stream = msg.get("stream")
-        if stream is not None and stream != self.stream:
-            self.reject("rejected", f"frame of stream {str(stream)[:60]!r}, not {self.stream}")
+        if stream is None:
+            if len(self.streams) > 1:
+                self.reject("rejected", f"frame without a stream name on a combined stream: {str(text)[:60]!r}")
+                return None
+            return 0, data
+        k = self.market_of.get(stream, -1) if isinstance(stream, str) else -1
+        if k < 0:
+            self.reject("rejected", f"frame of stream {str(stream)[:60]!r}, not one of this feed's")
             return None
-        return data
+        return k, data
 
     def on_server_shutdown(self) -> None:
         """The venue will close this connection soon (maintenance): the make-before-break
         rotation of the 24 h cut, started now. A new connection is opened and takes over
-        once its stream continues this one; the book stays valid throughout."""
+        once its streams continue this one; the books stay valid throughout."""
         self.stats.inc("server_shutdowns")
         if self.rotation.pending:
             log.warning("%s: serverShutdown announced; a new connection is already on its way",
@@ -72,35 +96,83 @@ class BinanceFeed(Feed):
         self.rotation.start()
 
 
+class DepthMarket:
+    """One market of a depth feed: its book, the sync rule over it, the frame scanner and the
+    snapshot fetch in flight."""
+
+    def __init__(self, feed: BinanceDepthFeed, k: int) -> None:
+        cfg = feed.cfg
+        self.k = k
+        self.symbol = cfg.symbols[k]
+        self.stream = feed.streams[k]
+        self.book_id = feed.book_ids[k]
+        self.digits, self.qdigits = cfg.scales_of(self.symbol)
+        self.book = OrderBook(self.digits, self.qdigits)
+        self.scanner = DepthScanner(self.book)
+        self.sync = DepthSync(self.book, futures=feed.venue.futures, pack=True)
+        self.snapshot_task: asyncio.Task[None] | None = None
+        self.snap_attempt = 0
+        self.resyncing = False       # invalid after having been synced (not a first sync)
+        self.reason = ""
+
+    def cancel_snapshot(self) -> None:
+        if self.snapshot_task is not None:
+            self.snapshot_task.cancel()
+            self.snapshot_task = None
+
+
 class BinanceDepthFeed(BinanceFeed):
-    """Buffer -> snapshot -> continuity on every event -> resync on a gap, socket kept."""
+    """Per market: buffer -> snapshot -> continuity on every event -> resync on a gap, socket
+    kept; a gap in one market resyncs that market alone."""
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        self.book = OrderBook(self.cfg.digits, self.cfg.qdigits)
-        self.scanner = DepthScanner(self.book)
-        self.sync = DepthSync(self.book, futures=self.venue.futures, pack=True)
-        self.snapshot_task: asyncio.Task[None] | None = None
+        self.markets = [DepthMarket(self, k) for k in range(len(self.cfg.symbols))]
+        self.single = self.markets[0] if len(self.markets) == 1 else None   # no routing needed
         self.http: aiohttp.ClientSession | None = None
-        self.snap_attempt = 0
-        self.budget = WeightBudget(self.venue.weight_limit)
+        # the REST weight is the IP's: one budget for all markets of this process, which has
+        # its share of the venue's limit when several processes query the same venue
+        self.budget = WeightBudget(self.venue.weight_limit // self.cfg.rest_share)
         self.rest_not_before = 0.0     # monotonic: a 429/418's Retry-After ends then
+        # a cold start needs a snapshot of every book: within a minute's budget when they fit
+        self.snapshot_limit = self.venue.fit_limit(self.cfg.snapshot_limit, len(self.markets),
+                                                   self.budget.limit)
+        if self.snapshot_limit != self.cfg.snapshot_limit:
+            log.info("%s: %d books: REST snapshots of %d levels (weight %d each) instead of %d, so a "
+                     "cold start fits %d weight/min", self.cfg.label, len(self.markets), self.snapshot_limit,
+                     self.venue.depth_weight(self.snapshot_limit), self.cfg.snapshot_limit, self.budget.limit)
+
+    # the first market, for single-market callers (tests, tools)
+    @property
+    def book(self) -> OrderBook:
+        return self.markets[0].book
+
+    @property
+    def sync(self) -> DepthSync:
+        return self.markets[0].sync
+
+    @property
+    def scanner(self) -> DepthScanner:
+        return self.markets[0].scanner
 
     async def session(self, ws: Any) -> None:
-        self.discard_buffer()
-        self.sync.reset()
-        self.state(FeedState.SYNCING, "waiting for the first event and a snapshot")
+        for m in self.markets:
+            self.discard_buffer(m)
+            m.sync.reset()
+            m.resyncing = False
+        self.market_state(None, FeedState.SYNCING, "waiting for the first event and a snapshot")
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             self.http = http
             try:
                 await self.receive_all(ws)
             finally:
                 self.http = None
-                if self.snapshot_task is not None:
-                    self.snapshot_task.cancel()
-                    self.snapshot_task = None
+                for m in self.markets:
+                    m.cancel_snapshot()
 
-    def apply(self, data: dict[str, Any], recv_ns: int) -> None:
+    # ------------------------------------------------------------ frames
+    def apply(self, payload: tuple[int, dict[str, Any]], recv_ns: int) -> None:
+        k, data = payload
         if data.get("e") != "depthUpdate":
             self.reject("rejected", f"unexpected event {data.get('e')!r}")
             return
@@ -110,32 +182,39 @@ class BinanceDepthFeed(BinanceFeed):
             self.reject("parse_errors", str(exc))
             return
         self.note_exchange_time(ev.event_time_ms, recv_ns)
-        self.handle_event(ev, recv_ns)
+        self.handle_event(self.markets[k], ev, recv_ns)
 
     def fast_frame(self, text: str | bytes, recv_ns: int) -> bool:
-        """The synced hot path: the scanner reads the frame's text straight into fixed-point
-        levels (no Python object per level), the sync rule (its one copy, sync.py) says
-        whether it is the next event, and the levels are applied. False when not synced or
-        when the scanner declines the frame's shape: the orjson path then handles it, errors
-        included."""
-        sync = self.sync
+        """The synced hot path: the frame's market from its first bytes, then the scanner reads
+        the text straight into fixed-point levels (no Python object per level), the sync rule
+        (its one copy, sync.py) says whether it is the next event, and the levels are applied.
+        False when the market is not synced or the scanner declines the frame's shape: the
+        orjson path then handles it, errors included."""
+        if self.single is not None:
+            m = self.single
+        else:
+            k = self.route(text)
+            if k < 0:
+                return False
+            m = self.markets[k]
+        sync = m.sync
         if not sync.synced:
             return False
-        ids = self.scanner.scan(text)
+        ids = m.scanner.scan(text)
         if ids is None:
             return False
         first, last, event_ms, pu, _, _ = ids
         self.note_exchange_time(event_ms, recv_ns)
-        verdict = sync.continuity(first, last, pu if pu >= 0 else None)
+        verdict = sync.accept(first, last, pu if pu >= 0 else None)
         if verdict is not None:
-            self.not_applied(verdict)
+            self.not_applied(m, verdict)
             return True
-        packed = self.scanner.apply(True)
-        sync.applied(last, packed)
-        self.push_book(Kind.BOOK_DELTA, packed, first, last, event_ms * 1_000_000, recv_ns)
+        packed = m.scanner.apply(True)
+        sync.last_packed = packed
+        self.push_book(Kind.BOOK_DELTA, packed, first, last, event_ms * 1_000_000, recv_ns, m.book_id)
         return True
 
-    def not_applied(self, res: SyncResult) -> None:
+    def not_applied(self, m: DepthMarket, res: SyncResult) -> None:
         """An event the sync did not apply: a duplicate (ignored) or a gap (resync)."""
         if res is SyncResult.ALREADY_APPLIED:
             self.stats.inc("stale_events")
@@ -143,68 +222,82 @@ class BinanceDepthFeed(BinanceFeed):
         elif res is SyncResult.GAP:
             self.stats.inc("gaps")
             self.fate(Fate.REJECTED)
-            self.start_resync("gap", self.sync.gap_detail)
+            self.start_resync(m, "gap", m.sync.gap_detail)
 
     def can_adopt(self, buffer: Any) -> bool:
-        """Hand over when the new socket's first depth event continues the book (events it
-        has that the book already holds are skipped as already applied)."""
-        if not self.sync.synced or self.sync.awaiting_first:
+        """Hand over when the new socket's first depth event of every synced market continues
+        its book (events the book already holds are skipped as already applied)."""
+        pending = {m.stream: m for m in self.markets if m.sync.synced and not m.sync.awaiting_first}
+        if not pending:
             return bool(buffer)          # nothing continuous to keep
         for text, _ in buffer:
             try:
                 msg = orjson.loads(text)
             except orjson.JSONDecodeError:
                 continue
-            data = msg.get("data", msg) if isinstance(msg, dict) else None
-            if not isinstance(data, dict) or data.get("e") != "depthUpdate":
+            if not isinstance(msg, dict):
+                continue
+            data = msg.get("data", msg)
+            stream = msg.get("stream", self.stream)
+            m = pending.get(stream) if isinstance(stream, str) else None
+            if m is None or not isinstance(data, dict) or data.get("e") != "depthUpdate":
                 continue
             if self.venue.futures:
                 pu = data.get("pu")
-                return isinstance(pu, int) and pu <= self.sync.last_u
-            first = data.get("U")
-            return isinstance(first, int) and first <= self.book.update_id + 1
+                ok = isinstance(pu, int) and pu <= m.sync.last_u
+            else:
+                first = data.get("U")
+                ok = isinstance(first, int) and first <= m.book.update_id + 1
+            if not ok:
+                return False
+            del pending[stream]
+            if not pending:
+                return True
         return False
 
-    def discard_buffer(self) -> None:
+    def discard_buffer(self, m: DepthMarket) -> None:
         """Events buffered for a sync that will not happen (resync, new connection)."""
-        self.release_buffered(len(self.sync.buffer), "frames_discarded")
-        self.sync.buffer.clear()
+        self.release_buffered(len(m.sync.buffer), "frames_discarded")
+        m.sync.buffer.clear()
 
-    def handle_event(self, ev: Any, recv_ns: int) -> None:
+    def handle_event(self, m: DepthMarket, ev: Any, recv_ns: int) -> None:
         try:
-            res = self.sync.on_event(ev)
+            res = m.sync.on_event(ev)
         except (ValueError, TypeError) as exc:  # a level that is not a decimal string
             self.reject_value(exc, f"bad level in U={ev.first_id}: {exc}")
-            self.start_resync("bad_level", f"could not apply event U={ev.first_id}")
+            self.start_resync(m, "bad_level", f"could not apply event U={ev.first_id}")
             return
         if res is SyncResult.APPLIED:
-            self.push_book(Kind.BOOK_DELTA, self.sync.last_packed, ev.first_id, ev.last_id,
-                           ev.event_time_ms * 1_000_000, recv_ns)
+            self.push_book(Kind.BOOK_DELTA, m.sync.last_packed, ev.first_id, ev.last_id,
+                           ev.event_time_ms * 1_000_000, recv_ns, m.book_id)
         elif res is SyncResult.BUFFERED:
             self.fate(Fate.BUFFERED)
-            if self.snapshot_task is None:
-                self.snapshot_task = asyncio.get_running_loop().create_task(self.fetch_snapshot())
+            if m.snapshot_task is None:
+                m.snapshot_task = asyncio.get_running_loop().create_task(self.fetch_snapshot(m))
         elif res is SyncResult.ALREADY_APPLIED or res is SyncResult.GAP:
-            self.not_applied(res)
+            self.not_applied(m, res)
         elif res is SyncResult.BUFFER_OVERFLOW:
             # this frame joined the buffer and the oldest one left it: one frame rejected
             self.reject("rejected", "event buffer overflow while waiting for a snapshot")
 
-    def start_resync(self, reason: str, detail: str) -> None:
-        """The book is invalid: tell the engine, fetch a new snapshot, keep the socket."""
+    def start_resync(self, m: DepthMarket, reason: str, detail: str) -> None:
+        """The market's book is invalid: tell the engine, fetch a new snapshot, keep the
+        socket; the other markets keep flowing."""
         self.stats.inc("resyncs")
-        self.sync.reset()
-        self.discard_buffer()
-        self.push_invalid(reason)
-        self.state(FeedState.RESYNCING, f"{reason}: {detail}"[:95])
+        m.sync.reset()
+        m.resyncing = True
+        self.discard_buffer(m)
+        self.push_invalid(reason, m.book_id)
+        self.market_state(m, FeedState.RESYNCING, f"{reason}: {detail}"[:95])
         # the next event starts the buffer and the snapshot fetch
 
-    async def fetch_snapshot(self) -> None:
+    # ------------------------------------------------------------ REST snapshots
+    async def fetch_snapshot(self, m: DepthMarket) -> None:
         try:
             while self.http is not None:
                 url = f"{self.cfg.rest_url.rstrip('/')}{self.venue.depth_path}"
-                params = {"symbol": self.cfg.symbol, "limit": str(self.cfg.snapshot_limit)}
-                weight = self.venue.depth_weight(self.cfg.snapshot_limit)
+                params = {"symbol": m.symbol, "limit": str(self.snapshot_limit)}
+                weight = self.venue.depth_weight(self.snapshot_limit)
                 # never a request the venue would refuse: not before a Retry-After ended, and
                 # not over the minute's weight budget
                 retry_left = self.rest_not_before - time.monotonic()
@@ -212,7 +305,7 @@ class BinanceDepthFeed(BinanceFeed):
                 if retry_left > 0 or budget_wait > 0:
                     if budget_wait > retry_left:
                         self.stats.inc("rest_weight_waits")
-                        self._waiting("rest_weight", f"REST weight {self.budget.used}/{self.budget.limit} "
+                        self._waiting(m, "rest_weight", f"REST weight {self.budget.used}/{self.budget.limit} "
                                       f"used this minute, next request in {budget_wait:.1f} s", budget_wait)
                     await asyncio.sleep(max(retry_left, budget_wait))
                     continue
@@ -230,55 +323,56 @@ class BinanceDepthFeed(BinanceFeed):
                             self.stats.inc("http_429" if r.status == 429 else "http_418")
                             retry = _retry_after(r.headers.get("Retry-After"))
                             self.rest_not_before = time.monotonic() + retry
-                            wait = max(retry, backoff_delay(self.snap_attempt, self.rng))
-                            self.snap_attempt += 1
-                            self._waiting(f"http_{r.status}", f"REST {r.status}, retry after {wait:.1f} s", wait)
+                            wait = max(retry, backoff_delay(m.snap_attempt, self.rng))
+                            m.snap_attempt += 1
+                            self._waiting(m, f"http_{r.status}", f"REST {r.status}, retry after {wait:.1f} s", wait)
                         elif r.status != 200:
                             self.stats.inc("rest_errors")
                             if r.status >= 500:
                                 self.stats.inc("rest_outages")
-                            wait = backoff_delay(self.snap_attempt, self.rng)
-                            self.snap_attempt += 1
-                            self._waiting("rest_error", f"REST status {r.status}", wait)
+                            wait = backoff_delay(m.snap_attempt, self.rng)
+                            m.snap_attempt += 1
+                            self._waiting(m, "rest_error", f"REST status {r.status}", wait)
                         else:
-                            wait = self.apply_snapshot(body_text, recv_ns)
+                            wait = self.apply_snapshot(m, body_text, recv_ns)
                 except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                     self.stats.inc("rest_errors")
-                    wait = backoff_delay(self.snap_attempt, self.rng)
-                    self.snap_attempt += 1
-                    self._waiting("rest_error", f"REST failed: {exc!r}"[:90], wait)
+                    wait = backoff_delay(m.snap_attempt, self.rng)
+                    m.snap_attempt += 1
+                    self._waiting(m, "rest_error", f"REST failed: {exc!r}"[:90], wait)
                 if wait is None:
                     return
                 await asyncio.sleep(wait)
         finally:
-            self.snapshot_task = None
+            m.snapshot_task = None
 
-    def _waiting(self, reason: str, detail: str, wait: float) -> None:
+    def _waiting(self, m: DepthMarket, reason: str, detail: str, wait: float) -> None:
         self.stats.next_retry_ns = time.time_ns() + int(wait * 1e9)
-        st = FeedState.RESYNCING if self.stats.state == FeedState.RESYNCING else FeedState.SYNCING
-        self.state(st, f"{reason}: {detail}"[:95])
+        st = FeedState.RESYNCING if m.resyncing else FeedState.SYNCING
+        self.market_state(m, st, f"{reason}: {detail}"[:95])
 
-    def apply_snapshot(self, body_text: str, recv_ns: int) -> float | None:
+    def apply_snapshot(self, m: DepthMarket, body_text: str, recv_ns: int) -> float | None:
         """None when synced (or the socket's next event will restart the sync); otherwise
         seconds to wait before fetching again."""
+        sync = m.sync
         try:
             body = orjson.loads(body_text)
             last_id, bids, asks = parse_snapshot(body)
-            res = self.sync.on_snapshot(last_id, bids, asks)
+            res = sync.on_snapshot(last_id, bids, asks)
         except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
             self.reject_value(exc, f"bad REST snapshot: {exc}")
-            self.sync.reset()
-            wait = backoff_delay(self.snap_attempt, self.rng)
-            self.snap_attempt += 1
+            sync.reset()
+            wait = backoff_delay(m.snap_attempt, self.rng)
+            m.snap_attempt += 1
             return wait
         if res is SyncResult.STALE_SNAPSHOT:
             self.stats.inc("snapshots")
             self.stats.inc("stale_snapshots")
-            wait = max(0.2, backoff_delay(self.snap_attempt, self.rng, base=0.25, cap=5.0))
-            self.snap_attempt += 1
-            self._waiting("stale_snapshot", f"lastUpdateId {last_id} older than the stream", wait)
+            wait = max(0.2, backoff_delay(m.snap_attempt, self.rng, base=0.25, cap=5.0))
+            m.snap_attempt += 1
+            self._waiting(m, "stale_snapshot", f"lastUpdateId {last_id} older than the stream", wait)
             return wait
-        applied, skipped, left = self.sync.replayed
+        applied, skipped, left = sync.replayed
         if res is SyncResult.GAP:
             self.stats.inc("gaps")
             # the buffered events applied to a book that is now invalid, and those after the
@@ -286,79 +380,105 @@ class BinanceDepthFeed(BinanceFeed):
             self.release_buffered(applied + left, "frames_discarded")
             self.release_buffered(skipped, "frames_ignored")
             self.release_buffered(1, "frames_rejected")
-            self.start_resync("gap", self.sync.gap_detail)
+            self.start_resync(m, "gap", sync.gap_detail)
             return None
         self.stats.inc("snapshots")
-        self.snap_attempt = 0
+        m.snap_attempt = 0
+        m.resyncing = False
         self.stats.next_retry_ns = 0
-        ok = self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), last_id, self.book.update_id, 0, recv_ns)
+        ok = self.push_book(Kind.BOOK_SNAPSHOT, m.book.packed(), last_id, m.book.update_id, 0, recv_ns, m.book_id)
         self.release_buffered(applied, "frames_pushed" if ok else "frames_dropped")
         self.release_buffered(skipped, "frames_ignored")
-        if ok:      # a snapshot that made it replaces whatever was lost; one that did not is resent
+        if ok and all(x.book.valid or x is m for x in self.markets):
+            # a snapshot that made it replaces whatever was lost of its book; the feed is
+            # whole again once no book waits to be resent (one that did not make it is resent)
             self.lossy = False
-        self.state(FeedState.CONNECTED_SYNCED, f"synced at update {self.book.update_id}")
+        self.market_state(m, FeedState.CONNECTED_SYNCED, f"synced at update {m.book.update_id}")
         return None
 
     def ring_has_room(self) -> None:
-        """Records were dropped: the engine's copy of the book is wrong. Our book is right:
-        send it whole again."""
+        """Records were dropped: the engine's copies of the books are wrong. Ours are right:
+        send them whole again."""
         super().ring_has_room()
-        if self.book.valid:
-            self.stats.inc("resyncs")
-            self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), self.book.update_id,
-                           self.book.update_id, 0, time.time_ns())
+        for m in self.markets:
+            if m.book.valid:
+                self.stats.inc("resyncs")
+                self.push_book(Kind.BOOK_SNAPSHOT, m.book.packed(), m.book.update_id,
+                               m.book.update_id, 0, time.time_ns(), m.book_id)
 
     def on_disconnect(self) -> None:
-        if self.book.valid:
-            self.push_invalid("disconnected")
-        self.sync.reset()
-        self.discard_buffer()
+        for m in self.markets:
+            if m.book.valid:
+                self.push_invalid("disconnected", m.book_id)
+            m.sync.reset()
+            self.discard_buffer(m)
+        self.books_gauge(len(self.markets), 0)
 
     async def on_command(self, cmd: Command) -> tuple[AckResult, str]:
-        if cmd == Command.RESYNC:
+        if cmd in (Command.RESYNC, Command.RESYNC_INVALID):
             if self.ws is None:
                 return AckResult.FAILED, "not connected"
-            self.start_resync("operator_resync", "resync requested")
-            return AckResult.OK, "resync started, socket kept"
+            book = self.command_book
+            chosen = [m for m in self.markets
+                      if (book is None or m.book_id == book)
+                      and (cmd == Command.RESYNC or not m.book.valid)]
+            if book is not None and not chosen and cmd == Command.RESYNC:
+                return AckResult.FAILED, f"book {book} is not one of this feed's"
+            for m in chosen:
+                self.start_resync(m, "operator_resync", "resync requested")
+            if len(self.markets) == 1:
+                return AckResult.OK, "resync started, socket kept"
+            return AckResult.OK, f"resync of {len(chosen)} book(s) started, socket kept"
         return await super().on_command(cmd)
 
 
 class BinanceTradeFeed(BinanceFeed):
     receiving = False
-    last_trade_id = -1
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.last_trade_ids = [-1] * len(self.streams)
+        self.scales = [self.cfg.scales_of(sym) for sym in self.cfg.symbols]
+
+    @property
+    def last_trade_id(self) -> int:
+        return self.last_trade_ids[0]
 
     async def session(self, ws: Any) -> None:
-        self.state(FeedState.SUBSCRIBING, f"subscribed to {self.stream}, waiting for trades")
+        what = self.stream if len(self.streams) == 1 else f"{len(self.streams)} trade streams"
+        self.state(FeedState.SUBSCRIBING, f"subscribed to {what}, waiting for trades")
         self.receiving = False
         await self.receive_all(ws)
 
-    def apply(self, data: dict[str, Any], recv_ns: int) -> None:
+    def apply(self, payload: tuple[int, dict[str, Any]], recv_ns: int) -> None:
+        k, data = payload
         if data.get("e") not in ("trade", "aggTrade"):
             self.reject("rejected", f"unexpected event {data.get('e')!r}")
             return
         try:
             tid = data["t"] if data["e"] == "trade" else data["a"]
-            price = parse_fixed(data["p"], self.cfg.digits)
-            qty = parse_fixed(data["q"], self.cfg.qdigits)
+            digits, qdigits = self.scales[k]
+            price = parse_fixed(data["p"], digits)
+            qty = parse_fixed(data["q"], qdigits)
             ts = data["T"]
             maker = data["m"]
             if not isinstance(tid, int) or not isinstance(ts, int) or not isinstance(maker, bool):
                 raise TypeError("t/T must be ints and m a boolean")
             if not 0 <= tid < 2**63:
                 raise ValueError(f"trade id {tid} out of range")
-            if tid <= self.last_trade_id:          # a duplicate (e.g. both sockets of a rotation)
+            if tid <= self.last_trade_ids[k]:      # a duplicate (e.g. both sockets of a rotation)
                 self.stats.inc("stale_events")
                 self.fate(Fate.IGNORED)
                 return
             if price <= 0 or qty <= 0:
                 raise ValueError(f"price {data['p']} and quantity {data['q']} must be > 0")
             side = SIDE_SELL if maker else SIDE_BUY     # m: the buyer was the maker, the taker sold
-            rec = encode_trade(self.index, ms_to_ns(ts), recv_ns, tid, price, qty, side)
+            rec = encode_trade(self.book_ids[k], ms_to_ns(ts), recv_ns, tid, price, qty, side)
         except (KeyError, TypeError, ValueError) as exc:
             self.reject_value(exc, f"bad trade: {exc!r}")
             return
         self.note_exchange_time(ts, recv_ns)
-        self.last_trade_id = tid
+        self.last_trade_ids[k] = tid
         self.push(Kind.TRADE, rec, recv_ns)
         if not self.receiving:
             self.receiving = True

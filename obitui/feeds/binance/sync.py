@@ -192,6 +192,16 @@ class DepthSync:
                 return self._gap(f"U={first} after u={bid}: {first - bid - 1} update ids missing")
         return None
 
+    def accept(self, first: int, last: int, prev: int | None) -> SyncResult | None:
+        """``continuity`` and, when the event is the next one (None), ``applied`` at once (the
+        hot path applies the event's levels right after; it cannot fail once scanned)."""
+        res = self.continuity(first, last, prev)
+        if res is None:
+            self.book.update_id = last
+            self.last_u = last
+            self.awaiting_first = False
+        return res
+
     def applied(self, last: int, packed: tuple | None) -> None:
         """The event ending at u=last was applied to the book (``packed``: its ring payload)."""
         self.last_packed = packed

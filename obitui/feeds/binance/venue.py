@@ -38,7 +38,16 @@ class BinanceVenue(Venue):
     snapshot_limits: tuple[int, ...]   # the REST depth limits the venue accepts
     depth_weight: Callable[[int], int]
     weight_limit: int              # REST weight per minute and IP
-    max_streams: int               # streams per connection
+
+    def fit_limit(self, limit: int, books: int, budget: int) -> int:
+        """The snapshot ``limit`` to ask for when ``books`` books may all need a snapshot within
+        a minute of ``budget`` weight: ``limit`` when they fit in 80 % of it, else the deepest
+        limit the venue takes that does (at least its smallest)."""
+        if books * self.depth_weight(limit) <= 0.8 * budget:
+            return limit
+        steps = self.snapshot_limits if self.futures else (5, 10, 20, 50, 100, 500, 1000, 5000)
+        fitting = [x for x in steps if x <= limit and books * self.depth_weight(x) <= 0.8 * budget]
+        return max(fitting) if fitting else min(steps)
 
     def check_limit(self, limit: int) -> str:
         """'' when ``limit`` is one the REST depth accepts, else what is wrong."""
@@ -79,6 +88,22 @@ def _scales(v: Venue, rest_url: str, symbols: list[str]) -> dict[str, Scales]:
     return out
 
 
+def _markets(v: Venue, rest_url: str) -> dict[str, tuple[str, float]]:
+    """Every TRADING symbol -> (quote asset, 24 h quote volume): exchangeInfo without a filter
+    (spot weight 20, USD-M 1) and ticker/24hr of every symbol (spot weight 80, USD-M 40)."""
+    from obitui.feeds.symbols import SymbolInfoError, get_json
+    assert isinstance(v, BinanceVenue)
+    base = rest_url.rstrip("/")
+    info = get_json(f"{base}{v.info_path}")
+    tickers = get_json(f"{base}{v.info_path.rsplit('/', 1)[0]}/ticker/24hr")
+    try:
+        volumes = {t["symbol"]: float(t["quoteVolume"]) for t in tickers}
+        return {s["symbol"]: (s["quoteAsset"], volumes.get(s["symbol"], 0.0))
+                for s in info["symbols"] if s["status"] == "TRADING"}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SymbolInfoError(f"exchangeInfo or ticker/24hr without a symbol's figures ({exc!r})") from None
+
+
 def is_usdm_url(url: str) -> bool:
     """A USD-M URL: the futures hosts (fstream, fapi), the /public and /market routes, or
     the /fapi REST paths."""
@@ -114,8 +139,9 @@ SPOT = BinanceVenue(
     sim_module="obitui.sim.binance",
     futures=False, depth_path="/api/v3/depth", info_path="/api/v3/exchangeInfo",
     snapshot_limits=(5000,), depth_weight=spot_depth_weight, weight_limit=6000,
-    max_streams=1024,
+    default_per_connection=200, max_per_connection=1024,
     stream_name_of=_stream_name, scales_of=_scales, recognise_of=_recognise,
+    markets_of=_markets,
 )
 
 USDM = BinanceVenue(
@@ -130,8 +156,9 @@ USDM = BinanceVenue(
     sim_module="obitui.sim.binance",
     futures=True, depth_path="/fapi/v1/depth", info_path="/fapi/v1/exchangeInfo",
     snapshot_limits=(5, 10, 20, 50, 100, 500, 1000), depth_weight=usdm_depth_weight, weight_limit=2400,
-    max_streams=1024,
+    default_per_connection=200, max_per_connection=1024,
     stream_name_of=_stream_name, scales_of=_scales, recognise_of=_recognise,
+    markets_of=_markets,
 )
 
 VENUES = (SPOT, USDM)

@@ -38,36 +38,62 @@ TICKER_FIELDS = {2: ("lastPr", "bidPr", "bidSz", "askPr", "askSz"),
                  3: ("lastPrice", "bid1Price", "bid1Size", "ask1Price", "ask1Size")}
 
 
+SUBSCRIBE_ARGS_PER_MESSAGE = 50   # args in one subscribe request (its text stays a few KiB)
+
+
 class BitgetFeed(Feed):
+    """One connection carrying one channel per market of the feed (the venue allows 1000)."""
+
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         v = self.cfg.venue_info
         assert isinstance(v, BitgetVenue)
         self.venue: BitgetVenue = v
         self.ch_key, self.sym_key = v.channel_key, v.symbol_key
+        n = len(self.cfg.symbols)
+        self.market_of = {sym: k for k, sym in enumerate(self.cfg.symbols)}
         self.subscribe_times: collections.deque[float] = collections.deque()
         self.pacer = MessagePacer(v.max_client_msgs - 1, CLIENT_WINDOW_S)
         self.venue_error_codes: collections.Counter[str] = collections.Counter()
-        self.resubscribe_at = 0.0          # an error event dropped our subscription: when to retry
-        self.error_streak = 0              # such errors since data last flowed
+        self.resub_at = [0.0] * n          # an error event dropped a subscription: when to retry
+        self.error_streaks = [0] * n       # such errors since data last flowed, per market
+        self.failed: set[int] = set()      # markets the venue does not know (30001)
+
+    # the first market's, for single-market callers
+    @property
+    def resubscribe_at(self) -> float:
+        return self.resub_at[0]
+
+    @resubscribe_at.setter
+    def resubscribe_at(self, value: float) -> None:
+        self.resub_at[0] = value
+
+    @property
+    def error_streak(self) -> int:
+        return self.error_streaks[0]
 
     def url(self) -> str:
         return self.cfg.ws_url
 
-    def arg(self) -> dict[str, str]:
-        return self.venue.arg(self.cfg.inst_type, self.cfg.channel, self.cfg.symbol)
+    def arg(self, k: int = 0) -> dict[str, str]:
+        return self.venue.arg(self.cfg.inst_type, self.cfg.channel, self.cfg.symbols[k])
 
-    async def subscribe(self, ws: Any, op: str = "subscribe") -> None:
-        now = time.monotonic()
-        while self.subscribe_times and now - self.subscribe_times[0] > 3600:
-            self.subscribe_times.popleft()
-        if len(self.subscribe_times) >= self.venue.subscribes_per_hour - SUBSCRIBE_SPARE:
-            # the per-connection budget is nearly spent: a new connection starts a new one
-            raise Restart("subscribe_budget", f"{self.venue.subscribes_per_hour} subscribes/hour reached",
-                          delay=1.0)
-        self.subscribe_times.append(now)
-        self.stats.inc("subscribes")
-        await self.send(ws, orjson.dumps({"op": op, "args": [self.arg()]}).decode())
+    async def subscribe(self, ws: Any, op: str = "subscribe", markets: list[int] | None = None) -> None:
+        """Subscribe (or unsubscribe) these markets (all that the venue knows by default), in
+        requests of at most SUBSCRIBE_ARGS_PER_MESSAGE args."""
+        ks = [k for k in range(len(self.cfg.symbols)) if k not in self.failed] if markets is None else markets
+        for i in range(0, len(ks), SUBSCRIBE_ARGS_PER_MESSAGE):
+            chunk = ks[i:i + SUBSCRIBE_ARGS_PER_MESSAGE]
+            now = time.monotonic()
+            while self.subscribe_times and now - self.subscribe_times[0] > 3600:
+                self.subscribe_times.popleft()
+            if len(self.subscribe_times) >= self.venue.subscribes_per_hour - SUBSCRIBE_SPARE:
+                # the per-connection budget is nearly spent: a new connection starts a new one
+                raise Restart("subscribe_budget", f"{self.venue.subscribes_per_hour} subscribes/hour reached",
+                              delay=1.0)
+            self.subscribe_times.append(now)
+            self.stats.inc("subscribes")
+            await self.send(ws, orjson.dumps({"op": op, "args": [self.arg(k) for k in chunk]}).decode())
 
     async def send(self, ws: Any, text: str) -> None:
         """Every client message goes through the pacer: the venue allows 10 per second per
@@ -85,9 +111,16 @@ class BitgetFeed(Feed):
             return True
         return False
 
-    def classify(self, msg: dict[str, Any], text: str | bytes) -> dict[str, Any] | None:
-        """A data frame of our channel, or None once an event (ack, error) or a foreign frame
-        was settled."""
+    def market(self, arg: Any) -> int:
+        """The market an ``arg`` names (-1: not one of ours)."""
+        if not isinstance(arg, dict) or arg.get(self.ch_key) != self.cfg.channel:
+            return -1
+        sym = arg.get(self.sym_key)
+        return self.market_of.get(sym, -1) if isinstance(sym, str) else -1
+
+    def classify(self, msg: dict[str, Any], text: str | bytes) -> tuple[int, dict[str, Any]] | None:
+        """(market, frame) of a data frame of one of our channels, or None once an event (ack,
+        error) or a foreign frame was settled."""
         event = msg.get("event")
         if event == "error":
             self.on_error_event(msg)
@@ -95,27 +128,29 @@ class BitgetFeed(Feed):
         if event is not None:
             self.fate(Fate.IGNORED)      # subscribe/unsubscribe acks
             if event == "subscribe":
-                self.on_subscribed()
+                k = self.market(msg.get("arg"))
+                if k >= 0:
+                    self.on_subscribed(k)
             return None
         arg = msg.get("arg")
         if not isinstance(arg, dict) or not isinstance(msg.get("data"), list) or not msg["data"]:
             self.reject("parse_errors", f"frame without arg/data: {str(text)[:80]!r}")
             return None
-        channel = arg.get(self.ch_key)
-        inst = arg.get(self.sym_key)
-        if channel != self.cfg.channel or inst != self.cfg.symbol:
-            self.reject("rejected", f"frame for {channel}/{inst}")
+        k = self.market(arg)
+        if k < 0:
+            self.reject("rejected", f"frame for {arg.get(self.ch_key)}/{arg.get(self.sym_key)}")
             return None
-        return msg
+        return k, msg
 
     def on_error_event(self, msg: dict[str, Any]) -> None:
         """``{"event":"error","code":...,"msg":...}``, with or without ``arg`` and ``op``: logged
         with its code and message, counted (``venue_errors``; per code in ``venue_error_codes``)
-        and shown in the state reason. 30001 for our subscription (an unknown symbol) ends the
-        feed in ``failed``: no reconnect, no resubscribe, until the operator asks. A rate limit
-        (30006, 30007) closes the connection and backs off. Any other error for our subscription
-        (30016 Param error, ...) means it is gone: subscribe again after a delay that doubles
-        while the errors repeat. An error about something else is only counted."""
+        and shown in the state reason. 30001 for one of our subscriptions (an unknown symbol):
+        that market is failed (no resubscribe) and, once every market is, the feed ends in
+        ``failed`` until the operator asks. A rate limit (30006, 30007) closes the connection
+        and backs off. Any other error for one of our subscriptions (30016 Param error, ...)
+        means it is gone: subscribe again after a delay that doubles while the errors repeat.
+        An error about something else is only counted."""
         raw = msg.get("code")
         code = str(raw)[:12] if isinstance(raw, (int, str)) and not isinstance(raw, bool) else "?"
         text = msg.get("msg") if isinstance(msg.get("msg"), str) else ""
@@ -123,10 +158,18 @@ class BitgetFeed(Feed):
         self.venue_error_codes[code] += 1
         self.reject("venue_errors", f"venue error {code} (#{self.venue_error_codes[code]} of this code): "
                                     f"{text!r} op={op!r} arg={msg.get('arg')!r}")
-        whose, inst = self._error_target(msg.get("arg"), text)
+        whose, k, inst = self._error_target(msg.get("arg"), text)
         if code == "30001" and whose != "other":
-            # one subscription per connection: an unattributed 30001 is about it too
-            raise Failed(f"30001 {self.sym_key}:{inst or self.cfg.symbol} doesn't exist"[:95])
+            # an unattributed 30001 is about the only subscription, or the newest ones
+            gone = [k] if k is not None else ([0] if len(self.cfg.symbols) == 1 else [])
+            if len(self.cfg.symbols) == 1 or (gone and len(self.failed | set(gone)) == len(self.cfg.symbols)):
+                raise Failed(f"30001 {self.sym_key}:{inst or self.cfg.symbol} doesn't exist"[:95])
+            for g in gone:
+                self.failed.add(g)
+                self.on_market_failed(g, f"30001 {self.sym_key}:{self.cfg.symbols[g]} doesn't exist")
+            if not gone:
+                self.state(self.stats.state, f"venue_error {code} {text}"[:95])
+            return
         if code in RATE_LIMIT_CODES:
             delay = max(1.0, backoff_delay(self.attempt, self.rng))
             self.attempt += 1
@@ -135,16 +178,18 @@ class BitgetFeed(Feed):
         # subscription (the only one on this connection), and subscribing again is harmless
         unattributed_ours = whose == "unknown" and (op == "subscribe" or (op is None and self.venue.api == 3))
         if op != "unsubscribe" and (whose == "ours" or unattributed_ours):
-            delay = min(RESUBSCRIBE_CAP, RESUBSCRIBE_FIRST * 2 ** min(self.error_streak, 16))
-            self.error_streak += 1
-            self.resubscribe_at = time.monotonic() + delay
-            self.on_subscription_lost(f"venue_error {code} {text}"[:70] + f"; resubscribe in {delay:g} s")
+            for j in ([k] if k is not None else [j for j in range(len(self.cfg.symbols)) if j not in self.failed]):
+                delay = min(RESUBSCRIBE_CAP, RESUBSCRIBE_FIRST * 2 ** min(self.error_streaks[j], 16))
+                self.error_streaks[j] += 1
+                self.resub_at[j] = time.monotonic() + delay
+                self.on_subscription_lost(j, f"venue_error {code} {text}"[:70] + f"; resubscribe in {delay:g} s")
             return
         self.state(self.stats.state, f"venue_error {code} {text}"[:95])
 
-    def _error_target(self, arg: Any, text: str) -> tuple[str, str | None]:
-        """Whose subscription an error event is about: 'ours', 'other' or 'unknown', and the
-        instrument it names (from ``arg``, else from the message text, classic or v3 style)."""
+    def _error_target(self, arg: Any, text: str) -> tuple[str, int | None, str | None]:
+        """Whose subscription an error event is about: 'ours' (and which market), 'other' or
+        'unknown', and the instrument it names (from ``arg``, else from the message text,
+        classic or v3 style)."""
         inst_type = None
         if isinstance(arg, dict):
             inst, channel, inst_type = (arg.get("instId", arg.get("symbol")),
@@ -158,108 +203,169 @@ class BitgetFeed(Feed):
             inst_type = (m.group(1) or m.group(2)) if m else None
         inst = inst if isinstance(inst, str) else None
         if inst is None and channel is None:
-            return "unknown", None
-        if ((inst is None or inst == self.cfg.symbol) and (channel is None or channel == self.cfg.channel)
+            return "unknown", None, None
+        k = self.market_of.get(inst) if inst is not None else None
+        if ((inst is None or k is not None) and (channel is None or channel == self.cfg.channel)
                 and (not isinstance(inst_type, str) or inst_type.upper() == self.cfg.inst_type.upper())):
-            return "ours", inst
-        return "other", inst
+            if k is None and len(self.cfg.symbols) == 1:
+                k = 0
+            return "ours", k, inst
+        return "other", None, inst
 
-    def on_subscription_lost(self, reason: str) -> None:
-        """The venue dropped our subscription (an error event): ``timers`` subscribes again."""
+    def on_subscription_lost(self, k: int, reason: str) -> None:
+        """The venue dropped a subscription (an error event): ``timers`` subscribes again."""
         self.state(FeedState.SUBSCRIBING, reason)
 
-    async def timers(self, now: float) -> None:
-        if self.resubscribe_at and now >= self.resubscribe_at and self.ws is not None:
-            self.resubscribe_at = 0.0
-            await self.resubscribe(self.ws)
+    def on_market_failed(self, k: int, reason: str) -> None:
+        """The venue does not know this market: it stays out until the operator reconnects."""
+        self.state(self.stats.state, reason[:95])
 
-    async def resubscribe(self, ws: Any) -> None:
-        await self.subscribe(ws)
+    async def timers(self, now: float) -> None:
+        due = [k for k, at in enumerate(self.resub_at) if at and now >= at]
+        if due and self.ws is not None:
+            for k in due:
+                self.resub_at[k] = 0.0
+            await self.resubscribe(self.ws, due)
+
+    async def resubscribe(self, ws: Any, markets: list[int]) -> None:
+        await self.subscribe(ws, markets=markets)
 
     async def session(self, ws: Any) -> None:
         self.subscribe_times.clear()       # the budgets are per connection
         self.pacer.reset()
-        self.resubscribe_at = 0.0          # a new connection subscribes anyway
-        self.state(FeedState.SUBSCRIBING, f"subscribing to {self.cfg.channel} {self.cfg.symbol}")
+        self.resub_at = [0.0] * len(self.resub_at)    # a new connection subscribes anyway
+        what = (f"{self.cfg.channel} {self.cfg.symbol}" if len(self.cfg.symbols) == 1
+                else f"{len(self.cfg.symbols)} {self.cfg.channel} channels")
+        self.state(FeedState.SUBSCRIBING, f"subscribing to {what}")
         await self.subscribe(ws)
         await self.receive_all(ws)
 
     async def subscribe_successor(self, ws: Any) -> None:
-        self.stats.inc("subscribes")
-        await ws.send(orjson.dumps({"op": "subscribe", "args": [self.arg()]}).decode())
+        ks = [k for k in range(len(self.cfg.symbols)) if k not in self.failed]
+        for i in range(0, len(ks), SUBSCRIBE_ARGS_PER_MESSAGE):
+            self.stats.inc("subscribes")
+            await ws.send(orjson.dumps({"op": "subscribe", "args": [self.arg(k) for k in
+                                                                    ks[i:i + SUBSCRIBE_ARGS_PER_MESSAGE]]}).decode())
 
     def on_adopted(self) -> None:
-        # new connection, new budgets (its subscribe counts); a ping in flight on the old
+        # new connection, new budgets (its subscribes count); a ping in flight on the old
         # socket will not be answered
         self.subscribe_times.clear()
-        self.subscribe_times.append(time.monotonic())
+        n = -(-max(1, len(self.cfg.symbols) - len(self.failed)) // SUBSCRIBE_ARGS_PER_MESSAGE)
+        self.subscribe_times.extend([time.monotonic()] * n)
         self.pacer.reset()
         self.pong.set()
 
-    def on_subscribed(self) -> None:
+    def on_subscribed(self, k: int) -> None:
         pass
+
+
+class BooksMarket:
+    """One market of a books feed: its book, the continuity rule over it, and when its
+    snapshot has been awaited since."""
+
+    def __init__(self, feed: BitgetBooksFeed, k: int) -> None:
+        self.k = k
+        self.symbol = feed.cfg.symbols[k]
+        self.book_id = feed.book_ids[k]
+        self.book = OrderBook(*feed.cfg.scales_of(self.symbol))
+        self.sync = BooksSync(self.book, v3=feed.venue.api == 3)
+        self.awaiting_since = 0.0
+        self.resyncing = False
+        self.reason = ""
 
 
 class BitgetBooksFeed(BitgetFeed):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        self.book = OrderBook(self.cfg.digits, self.cfg.qdigits)
-        self.sync = BooksSync(self.book, v3=self.venue.api == 3)
-        self.awaiting_since = 0.0
+        self.markets = [BooksMarket(self, k) for k in range(len(self.cfg.symbols))]
+        self._resync_pending: set[int] = set()     # markets to resubscribe after the frame
         self.bids_key, self.asks_key = ("b", "a") if self.venue.api == 3 else ("bids", "asks")
 
-    def on_subscribed(self) -> None:
-        if self.sync.awaiting_snapshot:
-            self.awaiting_since = time.monotonic()
-            if self.stats.state == FeedState.SUBSCRIBING:
-                self.state(FeedState.SYNCING, "subscribed, waiting for the snapshot")
+    # the first market's, for single-market callers
+    @property
+    def book(self) -> OrderBook:
+        return self.markets[0].book
 
-    def on_subscription_lost(self, reason: str) -> None:
+    @property
+    def sync(self) -> BooksSync:
+        return self.markets[0].sync
+
+    def on_subscribed(self, k: int) -> None:
+        m = self.markets[k]
+        if m.sync.awaiting_snapshot:
+            m.awaiting_since = time.monotonic()
+            if self.stats.state == FeedState.SUBSCRIBING:
+                self.market_state(m, FeedState.SYNCING, "subscribed, waiting for the snapshot")
+
+    def on_subscription_lost(self, k: int, reason: str) -> None:
         """No more updates will come: the book is invalid until the new subscription's snapshot
         (the snapshot timeout waits for the resubscribe)."""
-        if self.book.valid:
-            self.push_invalid("venue_error")
-        self.sync.reset()
-        self.awaiting_since = 0.0
-        self.state(FeedState.RESYNCING, reason)
+        m = self.markets[k]
+        if m.book.valid:
+            self.push_invalid("venue_error", m.book_id)
+        m.sync.reset()
+        m.awaiting_since = 0.0
+        m.resyncing = True
+        self.market_state(m, FeedState.RESYNCING, reason)
 
-    async def resubscribe(self, ws: Any) -> None:
-        self.sync.reset()
-        self.awaiting_since = time.monotonic()
-        await self.subscribe(ws)
+    def on_market_failed(self, k: int, reason: str) -> None:
+        m = self.markets[k]
+        if m.book.valid:
+            self.push_invalid("unknown_symbol", m.book_id)
+        m.sync.reset()
+        m.awaiting_since = 0.0
+        self.market_state(m, self.stats.state, reason)
+
+    async def resubscribe(self, ws: Any, markets: list[int]) -> None:
+        for k in markets:
+            self.markets[k].sync.reset()
+            self.markets[k].awaiting_since = time.monotonic()
+        await self.subscribe(ws, markets=markets)
 
     async def timers(self, now: float) -> None:
         """A snapshot that never comes (lost, or a broken frame in its place) would leave the
         book invalid while updates keep the socket looking alive: subscribe again."""
         await super().timers(now)
-        if (self.sync.awaiting_snapshot and self.awaiting_since and self.ws is not None
-                and now - self.awaiting_since > SNAPSHOT_TIMEOUT):
-            self.stats.inc("snapshot_timeouts")
-            self.awaiting_since = now
-            self.resync("snapshot_timeout", f"no snapshot {SNAPSHOT_TIMEOUT:g} s after subscribing")
-            while self.actions:
-                await self.actions.pop(0)()
+        if self.ws is None:
+            return
+        for m in self.markets:
+            if (m.sync.awaiting_snapshot and m.awaiting_since and m.k not in self.failed
+                    and now - m.awaiting_since > SNAPSHOT_TIMEOUT):
+                self.stats.inc("snapshot_timeouts")
+                m.awaiting_since = now
+                self.resync(m, "snapshot_timeout", f"no snapshot {SNAPSHOT_TIMEOUT:g} s after subscribing")
+        while self.actions:
+            await self.actions.pop(0)()
 
-    def resync(self, reason: str, detail: str) -> None:
-        """Book invalid: tell the engine now, then (after the frame) unsubscribe + subscribe for
-        a new snapshot."""
+    def resync(self, m: BooksMarket, reason: str, detail: str) -> None:
+        """The market's book is invalid: tell the engine now, then (after the frame)
+        unsubscribe + subscribe its channel for a new snapshot; the others keep flowing."""
         self.stats.inc("resyncs")
-        self.sync.reset()
-        self.awaiting_since = time.monotonic()
-        self.push_invalid(reason)
-        self.state(FeedState.RESYNCING, f"{reason}: {detail}"[:95])
-        self.actions.append(self._resubscribe_now)
+        m.sync.reset()
+        m.resyncing = True
+        m.awaiting_since = time.monotonic()
+        self.push_invalid(reason, m.book_id)
+        self.market_state(m, FeedState.RESYNCING, f"{reason}: {detail}"[:95])
+        pending = self._resync_pending
+        if not pending:
+            self.actions.append(self._resubscribe_now)
+        pending.add(m.k)
 
     async def _resubscribe_now(self) -> None:
+        ks = sorted(self._resync_pending)
+        self._resync_pending.clear()
         ws = self.ws
-        if ws is None:
+        if ws is None or not ks:
             return                   # the connection went: a new one subscribes anyway
-        await self.subscribe(ws, "unsubscribe")
-        await self.subscribe(ws, "subscribe")
+        await self.subscribe(ws, "unsubscribe", ks)
+        await self.subscribe(ws, "subscribe", ks)
 
-    def apply(self, msg: dict[str, Any], recv_ns: int) -> None:
+    def apply(self, payload: tuple[int, dict[str, Any]], recv_ns: int) -> None:
+        k, msg = payload
+        m = self.markets[k]
         action = msg.get("action")
-        sync = self.sync
+        sync = m.sync
         for d in msg["data"]:
             if not isinstance(d, dict):
                 self.reject("parse_errors", "books data entry is not an object")
@@ -278,7 +384,7 @@ class BitgetBooksFeed(BitgetFeed):
             if bad:
                 self.reject("bad_numbers", f"books {action} with {bad}: {str(d)[:120]}")
                 if action == "snapshot" or (action == "update" and not sync.awaiting_snapshot):
-                    self.resync("bad_number", bad)
+                    self.resync(m, "bad_number", bad)
                 continue
             ts = d.get("ts")
             try:
@@ -288,7 +394,7 @@ class BitgetBooksFeed(BitgetFeed):
             if not isinstance(bids, list) or not isinstance(asks, list) or ts_ms < 0:
                 self.reject("parse_errors", f"malformed books frame: {str(d)[:120]}")
                 if action == "update" and not sync.awaiting_snapshot:
-                    self.resync("malformed", "an update could not be read")
+                    self.resync(m, "malformed", "an update could not be read")
                 continue
             self.note_exchange_time(ts_ms, recv_ns)
             if action == "snapshot":
@@ -296,20 +402,22 @@ class BitgetBooksFeed(BitgetFeed):
                     sync.on_snapshot(bids, asks)
                 except (ValueError, TypeError) as exc:
                     self.reject_value(exc, f"bad snapshot level: {exc}")
-                    self.resync("bad_level", str(exc))
+                    self.resync(m, "bad_level", str(exc))
                     continue
                 self.stats.inc("snapshots")
                 if not sync.checksum_ok(checksum):
                     self.stats.inc("checksum_failures")
                     self.fate(Fate.REJECTED)
-                    self.resync("checksum", f"snapshot checksum {checksum} mismatch")
+                    self.resync(m, "checksum", f"snapshot checksum {checksum} mismatch")
                     continue
                 sync.synced(seq)
-                self.error_streak = 0
-                if self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), 0, seq or 0, ts_ms * 1_000_000, recv_ns):
+                m.resyncing = False
+                self.error_streaks[k] = 0
+                if self.push_book(Kind.BOOK_SNAPSHOT, m.book.packed(), 0, seq or 0, ts_ms * 1_000_000, recv_ns,
+                                  m.book_id) and all(x.book.valid for x in self.markets):
                     self.lossy = False    # it replaces whatever was lost; one that did not make it is resent
-                self.state(FeedState.CONNECTED_SYNCED, f"synced at seq {seq}" if seq is not None
-                           else "synced (no seq in this feed: checksums only)")
+                self.market_state(m, FeedState.CONNECTED_SYNCED, f"synced at seq {seq}" if seq is not None
+                                  else "synced (no seq in this feed: checksums only)")
             elif action == "update":
                 verdict = sync.check(seq, pseq)
                 if verdict is Verdict.IN_FLIGHT or verdict is Verdict.ALREADY:
@@ -319,51 +427,76 @@ class BitgetBooksFeed(BitgetFeed):
                 if verdict is Verdict.GAP:
                     self.stats.inc("gaps")
                     self.fate(Fate.REJECTED)
-                    self.resync("gap", sync.gap_detail)
+                    self.resync(m, "gap", sync.gap_detail)
                     continue
                 try:
-                    packed = self.book.apply(bids, asks, True)
+                    packed = m.book.apply(bids, asks, True)
                 except (ValueError, TypeError) as exc:
                     self.reject_value(exc, f"bad update level: {exc}")
-                    self.resync("bad_level", str(exc))
+                    self.resync(m, "bad_level", str(exc))
                     continue
                 if not sync.checksum_ok(checksum):
                     self.stats.inc("checksum_failures")
                     self.fate(Fate.REJECTED)
-                    self.resync("checksum", f"seq {seq}: checksum {checksum} mismatch")
+                    self.resync(m, "checksum", f"seq {seq}: checksum {checksum} mismatch")
                     continue
                 sync.applied(seq)
-                self.push_book(Kind.BOOK_DELTA, packed, pseq or 0, seq or 0, ts_ms * 1_000_000, recv_ns)
+                self.push_book(Kind.BOOK_DELTA, packed, pseq or 0, seq or 0, ts_ms * 1_000_000, recv_ns, m.book_id)
             else:
                 self.reject("rejected", f"unknown action {action!r}")
 
     def can_adopt(self, buffer: collections.deque) -> bool:
-        """The new socket's snapshot replaces the book whole: hand over once it is there."""
-        if self.sync.awaiting_snapshot:
+        """The new socket's snapshots replace the books whole: hand over once every market
+        waiting for nothing has its snapshot there."""
+        want = {m.symbol for m in self.markets if not m.sync.awaiting_snapshot}
+        if not want:
             return bool(buffer)
-        return any(_action(t) == "snapshot" for t, _ in buffer)
+        for t, _ in buffer:
+            msg = _load(t)
+            if msg is not None and msg.get("action") == "snapshot":
+                arg = msg.get("arg")
+                sym = arg.get(self.sym_key) if isinstance(arg, dict) else None
+                if isinstance(sym, str):
+                    want.discard(sym)
+                    if not want:
+                        return True
+        return False
 
     def ring_has_room(self) -> None:
         super().ring_has_room()
-        if self.book.valid:
-            self.stats.inc("resyncs")
-            self.push_book(Kind.BOOK_SNAPSHOT, self.book.packed(), 0, self.book.update_id, 0, time.time_ns())
+        for m in self.markets:
+            if m.book.valid:
+                self.stats.inc("resyncs")
+                self.push_book(Kind.BOOK_SNAPSHOT, m.book.packed(), 0, m.book.update_id, 0, time.time_ns(),
+                               m.book_id)
 
     def on_disconnect(self) -> None:
-        if self.book.valid:
-            self.push_invalid("disconnected")
-        self.sync.forget()
-        self.awaiting_since = 0.0
+        for m in self.markets:
+            if m.book.valid:
+                self.push_invalid("disconnected", m.book_id)
+            m.sync.forget()
+            m.awaiting_since = 0.0
+        self._resync_pending.clear()
         self.actions.clear()
+        self.books_gauge(len(self.markets), 0)
 
     async def on_command(self, cmd: Command) -> tuple[AckResult, str]:
-        if cmd == Command.RESYNC:
+        if cmd in (Command.RESYNC, Command.RESYNC_INVALID):
             if self.ws is None:
                 return AckResult.FAILED, "not connected"
-            self.resync("operator_resync", "resync requested")
+            book = self.command_book
+            chosen = [m for m in self.markets
+                      if (book is None or m.book_id == book) and m.k not in self.failed
+                      and (cmd == Command.RESYNC or not m.book.valid)]
+            if book is not None and not chosen and cmd == Command.RESYNC:
+                return AckResult.FAILED, f"book {book} is not one of this feed's"
+            for m in chosen:
+                self.resync(m, "operator_resync", "resync requested")
             while self.actions:
                 await self.actions.pop(0)()
-            return AckResult.OK, "resubscribed for a new snapshot"
+            if len(self.markets) == 1:
+                return AckResult.OK, "resubscribed for a new snapshot"
+            return AckResult.OK, f"resubscribed {len(chosen)} book(s) for new snapshots"
         return await super().on_command(cmd)
 
 
@@ -371,12 +504,14 @@ class BitgetTickerFeed(BitgetFeed):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.fields = TICKER_FIELDS[self.venue.api]
+        self.scales = [self.cfg.scales_of(sym) for sym in self.cfg.symbols]
 
     def can_adopt(self, buffer: collections.deque) -> bool:
         return any('"data"' in t if isinstance(t, str) else b'"data"' in t for t, _ in buffer)
 
-    def apply(self, msg: dict[str, Any], recv_ns: int) -> None:
-        digits, qdigits = self.cfg.digits, self.cfg.qdigits
+    def apply(self, payload: tuple[int, dict[str, Any]], recv_ns: int) -> None:
+        k, msg = payload
+        digits, qdigits = self.scales[k]
         last, bid, bid_sz, ask, ask_sz = self.fields
         for d in msg["data"]:
             try:
@@ -384,7 +519,7 @@ class BitgetTickerFeed(BitgetFeed):
                     raise TypeError("ticker data entry is not an object")
                 exch_ns = ms_to_ns(d["ts"])
                 ts_ms = exch_ns // 1_000_000
-                rec = encode_ticker(self.index, exch_ns, recv_ns,
+                rec = encode_ticker(self.book_ids[k], exch_ns, recv_ns,
                                     parse_fixed(d[last], digits), parse_fixed(d[bid], digits),
                                     parse_fixed(d[bid_sz], qdigits), parse_fixed(d[ask], digits),
                                     parse_fixed(d[ask_sz], qdigits))
@@ -393,18 +528,17 @@ class BitgetTickerFeed(BitgetFeed):
                 continue
             self.note_exchange_time(ts_ms, recv_ns)
             self.push(Kind.TICKER, rec, recv_ns)
-            self.error_streak = 0
+            self.error_streaks[k] = 0
             if self.stats.state != FeedState.LIVE:
                 self.state(FeedState.LIVE, "receiving tickers")
 
 
-def _action(text: str | bytes) -> str | None:
-    """The ``action`` of a data frame (snapshot/update), without trusting a substring."""
+def _load(text: str | bytes) -> dict[str, Any] | None:
     try:
         msg = orjson.loads(text)
     except orjson.JSONDecodeError:
         return None
-    return msg.get("action") if isinstance(msg, dict) else None
+    return msg if isinstance(msg, dict) else None
 
 
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")      # ASCII digits only; no sign '+', no spaces

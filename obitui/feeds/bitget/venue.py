@@ -51,16 +51,39 @@ def _scales(v: Venue, rest_url: str, symbols: list[str]) -> dict[str, Scales]:
     from obitui.feeds.symbols import Scales, SymbolInfoError, get_json
     assert isinstance(v, BitgetVenue)
     out: dict[str, Scales] = {}
-    for symbol in symbols:
-        body = get_json(f"{rest_url.rstrip('/')}{v.info_path}?symbol={urllib.parse.quote(symbol)}")
+    wanted = set(symbols)
+    # one market: ask for it; several: the whole list in one request (the venue limits
+    # requests per second, and one list is lighter than a request per symbol)
+    queries = [f"?symbol={urllib.parse.quote(symbols[0])}"] if len(symbols) == 1 else [""]
+    for query in queries:
+        body = get_json(f"{rest_url.rstrip('/')}{v.info_path}{query}")
         try:
             if str(body.get("code")) != "00000":
                 raise SymbolInfoError(f"Bitget answered code {body.get('code')}: {body.get('msg')}")
             for s in body["data"]:
-                out[s["symbol"]] = Scales(int(s["pricePrecision"]), int(s["quantityPrecision"]))
+                if s["symbol"] in wanted:
+                    out[s["symbol"]] = Scales(int(s["pricePrecision"]), int(s["quantityPrecision"]))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SymbolInfoError(f"symbols answer without precisions ({exc!r})") from None
     return out
+
+
+def _markets(v: Venue, rest_url: str) -> dict[str, tuple[str, float]]:
+    """Every online spot symbol -> (quote coin, 24 h quote volume): the symbols and tickers of
+    every symbol (v2 REST; the same markets under v3)."""
+    from obitui.feeds.symbols import SymbolInfoError, get_json
+    assert isinstance(v, BitgetVenue)
+    base = rest_url.rstrip("/")
+    bodies = [get_json(f"{base}{v.info_path}"), get_json(f"{base}/api/v2/spot/market/tickers")]
+    try:
+        for body in bodies:
+            if str(body.get("code")) != "00000":
+                raise SymbolInfoError(f"Bitget answered code {body.get('code')}: {body.get('msg')}")
+        volumes = {t["symbol"]: float(t["quoteVolume"]) for t in bodies[1]["data"]}
+        return {s["symbol"]: (s["quoteCoin"], volumes.get(s["symbol"], 0.0))
+                for s in bodies[0]["data"] if s["status"] == "online"}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SymbolInfoError(f"symbols or tickers answer without a symbol's figures ({exc!r})") from None
 
 
 def _recognise(v: Venue, rec: CaptureRecord) -> Iterable[FeedSpec]:
@@ -90,21 +113,23 @@ _CHANNELS = (Channel("books", "OB", "book", "obitui.feeds.bitget.feed:BitgetBook
 V2 = BitgetVenue(
     name="bitget", exchange="bitget", title="Bitget (v2 public)", label_prefix="Bg",
     ws_url="wss://ws.bitget.com/v2/ws/public", rest_url="https://api.bitget.com",
-    channels=_CHANNELS, sim_ws_path="/v2/ws/public", sim_module="obitui.sim.bitget",
+    channels=_CHANNELS, sim_ws_path="/v2/ws/public", default_per_connection=50, max_per_connection=1000, sim_module="obitui.sim.bitget",
     defaults={"inst_type": "SPOT"},
     api=2, channel_key="channel", symbol_key="instId",
     inst_types=("SPOT", "USDT-FUTURES", "COIN-FUTURES", "USDC-FUTURES"),
     stream_name_of=_stream_name, scales_of=_scales, recognise_of=_recognise,
+    markets_of=_markets,
 )
 
 V3 = BitgetVenue(
     name="bitget-v3", exchange="bitget", title="Bitget (v3 UTA public)", label_prefix="Bg3",
     ws_url="wss://ws.bitget.com/v3/ws/public", rest_url="https://api.bitget.com",
-    channels=_CHANNELS, sim_ws_path="/v3/ws/public", sim_module="obitui.sim.bitget",
+    channels=_CHANNELS, sim_ws_path="/v3/ws/public", default_per_connection=50, max_per_connection=1000, sim_module="obitui.sim.bitget",
     defaults={"inst_type": "spot"},
     api=3, channel_key="topic", symbol_key="symbol",
     inst_types=("spot", "usdt-futures", "coin-futures", "usdc-futures"),
     stream_name_of=_stream_name, scales_of=_scales, recognise_of=_recognise,
+    markets_of=_markets,
 )
 
 VENUES = (V2, V3)
