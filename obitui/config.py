@@ -263,6 +263,12 @@ class Config:
             raise ConfigError("feeds: at least one feed is needed")
         if len(split_processes(self.feeds)) > 16:
             raise ConfigError("feeds: at most 16 feed processes (feeds times their processes)")
+        served: dict[str, str] = {}
+        for f in self.feeds:
+            for key in (f.book_keys if f.is_book else ()):
+                if key in served:
+                    raise ConfigError(f"feeds: {key} is kept by two book feeds ({served[key]} and {f.label})")
+                served[key] = f.label
         if len(book_plan(self.feeds)) > MAX_BOOKS:
             raise ConfigError(f"feeds: at most {MAX_BOOKS} markets in all, got {len(book_plan(self.feeds))}")
         if not 1 <= self.obi_levels <= 20:
@@ -387,9 +393,33 @@ def load_config(path: str | Path | None) -> Config:
     return cfg
 
 
+def join_processes(feeds: list[FeedConfig]) -> list[FeedConfig]:
+    """The feeds as configured, before ``split_processes``: ``X#1`` .. ``X#N`` become ``X`` with
+    their symbols and ``processes = N``."""
+    out: list[FeedConfig] = []
+    groups: dict[str, int] = {}
+    for f in feeds:
+        base, sep, n = f.label.rpartition("#")
+        if not sep or not n.isdigit():
+            out.append(f)
+            continue
+        if base not in groups:
+            groups[base] = len(out)
+            out.append(replace(f, label=base, processes=0, symbol="", symbols=()))
+        j = groups[base]
+        joined = out[j].symbols if out[j].processes else ()
+        out[j] = replace(out[j], symbol="", symbols=joined + f.symbols, processes=out[j].processes + 1)
+    return out
+
+
 def with_symbols(cfg: Config, symbols: list[str]) -> Config:
-    """``--symbols A,B,...``: every feed watches these markets (then split into its processes)."""
-    feeds = [replace(f, symbol=symbols[0], symbols=tuple(symbols)) for f in cfg.feeds]
+    """``--symbols A,B,...``: every feed watches these markets, split over as many processes as
+    one connection per process needs (or as configured, when more)."""
+    feeds = []
+    for f in join_processes(cfg.feeds):
+        f = replace(f, symbol="", symbols=tuple(symbols))
+        f.processes = max(f.processes, -(-len(f.symbols) // f.connection_size))
+        feeds.append(f)
     out = replace(cfg, feeds=feeds)
     out.validate()
     out.feeds = split_processes(out.feeds)

@@ -185,6 +185,7 @@ class Soak:
             f.max_frame = 1 << 20           # the simulator's oversize frames are 2 MiB
             if f.venue_info.exchange == "bitget":
                 f.ping_interval, f.pong_timeout = 1.0, 1.5
+                f.idle_ping = min(f.idle_ping, f.ping_interval)
 
     # ------------------------------------------------------------ fleet state
     @property

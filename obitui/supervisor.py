@@ -107,7 +107,7 @@ class Supervisor:
         self.run_id = f"r{os.getpid()}x{secrets.token_hex(3)}"
         self.prefix = f"{segment_prefix()}{self.run_id}"
         self.stats_name = f"{self.prefix}-stats"
-        self.ring_names = [f"{self.prefix}-ring{i}" for i in range(len(cfg.feeds))]
+        self.ring_names: list[str] = []        # one per feed process, named at start (top:N may change the feeds)
         self.created: list[str] = []
         self.stats: StatsBlock | None = None
         self.monitors: list[Ring] = []
@@ -131,6 +131,7 @@ class Supervisor:
             log.info("removed %d segment(s) left by dead runs", len(removed))
         if live:
             log.info("%d segment(s) of other live runs left alone", len(live))
+        self.ring_names = [f"{self.prefix}-ring{i}" for i in range(len(self.cfg.feeds))]
         try:
             plan = book_plan(self.cfg.feeds)
             self.stats = StatsBlock.create(self.stats_name, len(self.cfg.feeds), len(plan), self.run_id,

@@ -4,7 +4,10 @@ For each market count N, one after the other in this process: the simulator with
 top:N`` (N = 1: BTCUSDT alone, the setup of `obitui bench pipeline`), the default fleet (Bi-OB,
 Bi-TR, Bg-OB, Bg-PR, every feed watching the N markets the supervisor picks with ``top:N``, as
 ``obitui --sim --symbols top:N`` does), the default CPU layout (no pinning, the engine's
-``block`` wait). Then:
+``block`` wait; ``--layout pinned`` for the other end). One change to the built-in config: a
+feed's ``per_connection`` is raised to N when N is more than it takes (Bitget: 50), since one
+process has one connection: one process per venue-channel (``--fit processes`` leaves the
+config as built in, which splits such a feed over processes or refuses it). Then:
 
 - time to all-synced: from the fleet's start (``Supervisor.start``: the venue scales, the
   segments, the processes) until every book feed says all its books are valid (its
@@ -18,17 +21,24 @@ Bi-TR, Bg-OB, Bg-PR, every feed watching the N markets the supervisor picks with
 - msgs/s: the feeds' ``frames`` counters; records/s: the engine's ``records``;
 - frame receive -> book applied in the engine: the engine's per-book log2 histograms, which
   count ``time.time_ns() - recv_ns`` when a book record is applied, ``recv_ns`` being the
-  time the feed took when the frame came off its socket (carried in the record); the bucket
+  time the feed's read loop got the frame from the websocket library (``ws.recv()``, carried
+  in the record; time in the socket buffer and the library's queue is before it); the bucket
   counts of all 2N books are summed over the window, quantiles are the bucket's geometric
-  middle (92.7 us stands for [65, 131) us). The feeds' receive -> pushed histograms (the
-  feeds' part of it) are given beside it;
+  middle (92.7 us stands for [65, 131) us). Beside it: the feeds' receive -> pushed
+  histograms (the feeds' part of it), and the simulator's event time (whole ms) -> receive,
+  which bounds what comes before ``recv_ns`` (the simulator's own lag included);
+- the engine's batches (polls of a ring that found records) and its voluntary context
+  switches (each one a futex sleep of the ``block`` wait, after SPIN_ROUNDS empty polls):
+  records per batch, sleeps/s, CPU per sleep;
 - RSS (and PSS, which splits the shared rings and stats block between their users) of every
   process at the end of the window; obitui's total is feeds + engine (the supervisor is this
   benchmark process, whose memory is the benchmark's own); RSS per book beyond the fixed cost:
   (RSS(N) - RSS(1)) / (2N - 2);
-- REST weight: the Binance book feeds' ``rest_requests`` x the venue's ``depth_weight`` of
-  their ``snapshot_limit`` (the simulator's own count of depth requests, ``rest_depth`` of
-  /sim/stats, beside it; it also counts the market lists asked by ``top:N`` and the scales);
+- REST weight: the Binance book feeds' ``rest_requests`` x the venue's ``depth_weight`` of the
+  snapshot limit the feed asks for (``snapshot_limit``, lowered by the feed when a cold start
+  of all its books would not fit its minute's budget); beside it the simulator's count for
+  the wall-clock minute (``x-mbx-used-weight-1m`` right after all books synced, when the fleet
+  started in that minute), which also holds the market lists of ``top:N`` and the scales;
 - gaps (feeds' and the engine's ring-sequence gaps), ring drops, resyncs, since the fleet's
   start; books valid at the end of the window; the simulator's violations of venue limits.
 
@@ -51,6 +61,7 @@ from obitui.bench.machine import machine_info
 from obitui.bench.pipeline import pin_layout
 from obitui.config import load_config
 from obitui.core.stats import HIST_BUCKETS, hist_quantile
+from obitui.feeds.venue import venue
 from obitui.supervisor import Supervisor
 
 # `obitui bench pipeline --rates 470 ...`, shared layout, as BENCHMARKS.md publishes it (the
@@ -160,9 +171,14 @@ class _Snap:
         self.engine = _retry(st.read_engine)
         self.books = [_retry(lambda j=j: st.read_book(j)) for j in range(st.n_books)]
         self.cpu = {}
+        self.vcsw = {}
         for name, p in procs.items():
-            c = p.cpu_times()
-            self.cpu[name] = c.user + c.system
+            try:
+                c = p.cpu_times()
+                self.cpu[name] = c.user + c.system
+                self.vcsw[name] = p.num_ctx_switches().voluntary
+            except psutil.Error:     # it died (the supervisor restarts it): left out
+                pass
         self.sup_cpu = sup.poll_cpu
         self.ring_drops = sum(d for _, d in sup.ring_fill())
 
@@ -182,19 +198,22 @@ def _poll_for(sup: Supervisor, seconds: float) -> None:
 
 
 def measure(n: int, *, rate: float | None = None, warmup: float = 3.0, window: float = 10.0,
-            sync_timeout: float = 240.0, layout: str = "shared") -> dict[str, Any]:
+            sync_timeout: float = 240.0, layout: str = "shared", fit: str = "connection") -> dict[str, Any]:
     """One fleet watching ``n`` markets: see the module's docstring. ``layout`` "pinned": the
     engine spins alone on the last CPU, the rest share the others (`bench pipeline --layout
-    pinned`, docs/OPERATING.md)."""
+    pinned`, docs/OPERATING.md). ``fit`` "connection": one process per venue-channel, its one
+    connection taking all N markets; "processes": the config as built in (a feed with more
+    markets than a connection takes is split over processes, where the config does that)."""
     cfg = load_config(None)
     mine = os.sched_getaffinity(0)
     others = pin_layout(cfg) if layout == "pinned" else set()
-    for f in cfg.feeds:
-        # one connection per feed process: Bitget's default of 50 channels a connection would
-        # refuse top:150 (config error), so the connection takes them all (the venue allows
-        # 1000); the equivalent of `per_connection = N` in a config file
-        if n > f.connection_size:
-            f.per_connection = n
+    if fit == "connection":
+        for f in cfg.feeds:
+            # one connection per feed process: Bitget's default of 50 channels a connection
+            # would refuse or split top:150, so the connection takes them all (the venue allows
+            # 1000); the equivalent of `per_connection = N` in a config file
+            if n > f.connection_size:
+                f.per_connection = n
     sup = _TimedSupervisor(cfg, log_level=logging.WARNING)
     try:
         # launch(): the simulator, the top:N pick, the fleet; N = 1 runs the default BTCUSDT
@@ -238,6 +257,7 @@ def measure(n: int, *, rate: float | None = None, warmup: float = 3.0, window: f
         # --- warm up, then the window
         _poll_for(sup, warmup)
         procs = {name: psutil.Process(pid) for name, pid in sup.pids().items()}
+        missing = [name for name in [*labels, "engine"] if name not in procs]   # not running now
         procs["sim"] = psutil.Process(sup.sim_proc.pid)
         me = psutil.Process(os.getpid())
         bench0 = me.cpu_times()
@@ -249,8 +269,13 @@ def measure(n: int, *, rate: float | None = None, warmup: float = 3.0, window: f
         _progress(f"{n} market(s): measured; stopping the fleet")
         el = s1.t - s0.t
         # --- figures
-        cpu = {name: round(100 * (s1.cpu[name] - s0.cpu[name]) / el, 2) for name in procs}
+        alive = [name for name in procs if name in s0.cpu and name in s1.cpu]
+        missing += [name for name in procs if name not in alive and name not in missing]
+        cpu = {name: round(100 * (s1.cpu[name] - s0.cpu[name]) / el, 2) for name in alive}
         cpu["sup"] = round(100 * (s1.sup_cpu - s0.sup_cpu) / el, 2)
+        # voluntary context switches/s: how often each process went to sleep (the engine's
+        # block wait: a futex sleep after SPIN_ROUNDS empty polls)
+        sleeps = {name: round((s1.vcsw[name] - s0.vcsw[name]) / el) for name in alive}
         bench_proc = round(100 * (bench1.user + bench1.system - bench0.user - bench0.system) / el, 2)
         fleet = [*labels, "engine"]
         obitui_cpu = round(sum(cpu.get(k, 0.0) for k in fleet) + cpu["sup"], 2)
@@ -262,10 +287,10 @@ def measure(n: int, *, rate: float | None = None, warmup: float = 3.0, window: f
                 rss[name] = round(mi.rss / 2**20, 1)
                 pss[name] = round(getattr(mi, "pss", mi.rss) / 2**20, 1)
             except psutil.Error:
-                rss[name] = pss[name] = float("nan")
+                pass
         frames = s1.counter("frames") - s0.counter("frames")
         records = s1.engine.records - s0.engine.records
-        engine_cpu_s = s1.cpu["engine"] - s0.cpu["engine"]
+        engine_cpu_s = s1.cpu.get("engine", 0.0) - s0.cpu.get("engine", 0.0)
         h_applied = [b - a for a, b in zip(_sum_hists([b.hist_ring_engine for b in s0.books]),
                                            _sum_hists([b.hist_ring_engine for b in s1.books]))]
         h_pushed = [b - a for a, b in zip(_sum_hists([f.hist_receive_push for f in s0.feeds]),
@@ -283,13 +308,15 @@ def measure(n: int, *, rate: float | None = None, warmup: float = 3.0, window: f
         p50, p99, p999 = _quantiles_us(h_applied)
         pp50, pp99, _ = _quantiles_us(h_pushed)
         ep50, ep99, _ = _quantiles_us(h_exch)
-        total_rss = round(sum(rss[k] for k in fleet), 1)
-        total_pss = round(sum(pss[k] for k in fleet), 1)
+        total_rss = round(sum(rss.get(k, 0.0) for k in fleet), 1)
+        total_pss = round(sum(pss.get(k, 0.0) for k in fleet), 1)
         return {
             "markets": n, "symbols": symbols if n <= 10 else symbols[:5] + ["..."],
-            "books": n_books, "rate": rate or 20.0, "layout": layout,
+            "books": n_books, "rate": rate or 20.0, "layout": layout, "fit": fit,
             "per_connection": {f.label: f.connection_size for f in feeds},
             "books_valid": sum(1 for b in s1.books if b.valid),
+            "processes_missing": missing,
+            "feed_states": {labels[i]: f.state.word for i, f in enumerate(s1.feeds)},
             "fleet_start_second_of_minute": round(sup.fleet_started_wall % 60, 1),
             "time_to_all_synced_s": round(t_all, 2) if t_all is not None else None,
             "feed_synced_s": synced_at,
@@ -304,6 +331,9 @@ def measure(n: int, *, rate: float | None = None, warmup: float = 3.0, window: f
             "engine_us_per_record": round(1e6 * engine_cpu_s / records, 2) if records else None,
             # the engine's polls that found records: records per batch, CPU per batch
             "engine_batches_per_s": round(batches / el),
+            "sleeps_per_s": sleeps,
+            "engine_us_per_sleep": (round(1e6 * engine_cpu_s / (s1.vcsw["engine"] - s0.vcsw["engine"]), 1)
+                                    if s1.vcsw.get("engine", 0) > s0.vcsw.get("engine", 0) else None),
             "engine_records_per_batch": round(records / batches, 2) if batches else None,
             "engine_us_per_batch": round(1e6 * engine_cpu_s / batches, 1) if batches else None,
             "rx_applied_us": {"p50": p50, "p99": p99, "p999": p999, "count": sum(h_applied)},
@@ -358,7 +388,7 @@ def _add_ratios(rows: list[dict[str, Any]], ref: int) -> None:
         # the per-record figure shows
         d_rps = r["records_per_s"] - one["records_per_s"] if one else 0
         r["engine_us_per_record_marginal"] = (
-            round(1e4 * (r["cpu_pct"]["engine"] - one["cpu_pct"]["engine"]) / d_rps, 2)
+            round(1e4 * (r["cpu_pct"].get("engine", 0.0) - one["cpu_pct"].get("engine", 0.0)) / d_rps, 2)
             if one and r is not one and d_rps > 0 and not r.get("pipeline") else None)
         r["pss_mib_per_book"] = (round((r["obitui_pss_mib"] - one["obitui_pss_mib"]) / (2 * r["markets"] - 2), 3)
                                  if one and r["markets"] > 1 and not r.get("pipeline") else None)
@@ -369,11 +399,11 @@ def _label(r: dict[str, Any]) -> str:
 
 
 def tables(rows: list[dict[str, Any]], ref: int) -> list[tuple[list[str], list[list[str]]]]:
-    feeds = [k for k in rows[0]["cpu_pct"] if k not in ("engine", "sim", "sup")]
+    feeds = list(dict.fromkeys(k for r in rows for k in r["cpu_pct"] if k not in ("engine", "sim", "sup")))
     a_head = ["markets", "to synced s", "msgs/s", "records/s", *[f"{f} %" for f in feeds], "engine %",
               "sup %", "obitui %", "sim %", "obitui %/market", f"x at {ref}", "% per 1k msgs/s",
               f"x at {ref}", "engine us/record", "beyond 1 market", "engine records/batch",
-              "engine us/batch"]
+              "engine sleeps/s", "engine us/sleep"]
     a = []
     for r in rows:
         c = r["cpu_pct"]
@@ -383,7 +413,8 @@ def tables(rows: list[dict[str, Any]], ref: int) -> list[tuple[list[str], list[l
                   _f(r["cpu_per_market_vs_ref"], "{:.2f}"), _f(r["cpu_per_1k_msgs_pct"], "{:.2f}"),
                   _f(r["cpu_per_1k_msgs_vs_ref"], "{:.2f}"), _f(r["engine_us_per_record"], "{:.2f}"),
                   _f(r.get("engine_us_per_record_marginal"), "{:.2f}"),
-                  _f(r.get("engine_records_per_batch"), "{:.2f}"), _f(r.get("engine_us_per_batch"))])
+                  _f(r.get("engine_records_per_batch"), "{:.2f}"),
+                  _f(r.get("sleeps_per_s", {}).get("engine"), "{:,}"), _f(r.get("engine_us_per_sleep"))])
     b_head = ["markets", "books valid", "rx->applied p50/p99/p99.9 us", "rx->pushed p50/p99 us",
               "sim event->rx p50/p99 us",
               "RSS MiB obitui (engine)", "MiB/book beyond 1", "PSS MiB obitui", "PSS MiB/book",
@@ -411,8 +442,9 @@ def render(head: list[str], body: list[list[str]], markdown: bool) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines)
     w = [max(len(h), *(len(row[k]) for row in body)) for k, h in enumerate(head)]
-    out = ["  ".join(h.rjust(w[k]) for k, h in enumerate(head))]
-    out += ["  ".join(c.rjust(w[k]) for k, c in enumerate(row)) for row in body]
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w[k]) if k == 0 else c.rjust(w[k]) for k, c in enumerate(cells)).rstrip()
+    out = [line(head)] + [line(row) for row in body]
     return "\n".join(out)
 
 
@@ -455,12 +487,19 @@ def verdicts(rows: list[dict[str, Any]], ref: int, top_n: int) -> list[tuple[str
     out.append(("0 drops (and 0 gaps: none injected)",
                 ", ".join(f"{_label(r)}: {r['ring_drops']} drops, {r['gaps'] + r['engine_gaps']} gaps" for r in rows),
                 ok(lost == 0)))
+    whole = [r for r in rows if r["books_valid"] != r["books"] or r.get("processes_missing")
+             or r["time_to_all_synced_s"] is None]
+    out.append(("(precondition) every book synced, every process running",
+                "; ".join(f"{_label(r)}: {r['books_valid']}/{r['books']} valid, synced after "
+                          f"{_f(r['time_to_all_synced_s'], '{:.1f}')} s, not running: "
+                          f"{', '.join(r.get('processes_missing') or []) or '-'}" for r in whole) or "all rows",
+                ok(not whole)))
     pipe = next((r for r in rows if r.get("pipeline")), None)
     if pipe is not None:
         pub = PIPELINE_470
         bg_best = min(p["bg_ob_cpu_pct"] for p in pub)
         p99_pub = max(p["p99_us"] for p in pub)
-        bg = pipe["cpu_pct"].get("Bg-OB", 0.0)
+        bg = pipe["cpu_pct"].get(venue("bitget").label("books"), 0.0)
         met = (pipe["rx_applied_us"]["p99"] or 0) <= p99_pub and bg <= RUN_TO_RUN * bg_best
         out.append((f"one market not slower than `bench pipeline` at {pipe['rate']:g} steps/s (BENCHMARKS.md: "
                     f"rx->applied p50/p99 {pub[0]['p50_us']:g}/{p99_pub:g} us; Bg-OB "
@@ -507,6 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layout", choices=("shared", "pinned"), default="shared",
                     help="shared: no pinning, the engine's block wait (the default install); pinned: "
                          "the engine spins alone on the last CPU (CPU figures then count its spinning)")
+    ap.add_argument("--fit", choices=("connection", "processes"), default="connection",
+                    help="connection: one process per venue-channel, its connection taking all the "
+                         "markets (per_connection raised to N; default); processes: the built-in "
+                         "config's own answer when N is more than a connection takes")
     ap.add_argument("--ref", type=int, default=10, help="the market count CPU per market is compared with")
     ap.add_argument("--markdown", action="store_true", help="tables in Markdown")
     ap.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
@@ -523,10 +566,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in counts:
         rows.append(measure(n, rate=args.rate or None, warmup=args.warmup, window=args.window,
-                            sync_timeout=args.sync_timeout, layout=args.layout))
+                            sync_timeout=args.sync_timeout, layout=args.layout, fit=args.fit))
     if args.pipeline_rate:
         row = measure(1, rate=args.pipeline_rate, warmup=args.warmup, window=args.window,
-                      sync_timeout=args.sync_timeout, layout=args.layout)
+                      sync_timeout=args.sync_timeout, layout=args.layout, fit=args.fit)
         row["pipeline"] = True
         rows.append(row)
     _add_ratios(rows, args.ref)
@@ -539,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(result, f, indent=1)
     m = result["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, Linux {m['kernel']}, {m['date']}; "
-          f"layout {args.layout}; window {args.window:g} s after {args.warmup:g} s of warm-up; "
+          f"layout {args.layout}; fit {args.fit}; window {args.window:g} s after {args.warmup:g} s of warm-up; "
           f"load before {load_before:.2f}")
     print(report(result, args.markdown))
     return 0

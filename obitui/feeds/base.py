@@ -195,6 +195,21 @@ class Feed:
         else:
             self.state(FeedState.SYNCING, (f"{synced}/{n} books synced" + (f"; {m.symbol}: {reason}" if m else ""))[:95])
 
+    def books_for_command(self, cmd: Command) -> tuple[list[Any], str]:
+        """The markets a RESYNC (all, or the one it names) or RESYNC_INVALID (the invalid ones)
+        applies to, and '' or why the command names none of this feed's."""
+        book = self.command_book
+        chosen = [m for m in self.markets      # type: ignore[attr-defined]
+                  if (book is None or m.book_id == book) and self.resyncable(m)
+                  and (cmd == Command.RESYNC or not m.book.valid)]
+        if book is not None and not chosen and cmd == Command.RESYNC:
+            return [], f"book {book} is not one of this feed's"
+        return chosen, ""
+
+    def resyncable(self, m: Any) -> bool:
+        """A market an operator's resync may touch (Bitget: not one the venue does not know)."""
+        return True
+
     def books_gauge(self, total: int, synced: int) -> None:
         """How many markets the feed serves and how many of its books are valid (the status
         line's ``(149/150 books)``)."""

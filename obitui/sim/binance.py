@@ -543,9 +543,9 @@ class BinanceVenue:
             "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
         }
 
-    async def exchange_info(self, request: web.Request) -> web.Response:
-        ip = self._ip(request)
-        q = request.query
+    def _wanted(self, ip: str, q: Any) -> list[str] | None | web.Response:
+        """The symbols a REST query names (``symbol``, or ``symbols`` as a JSON list; None:
+        every one), or the venue's error answer for a bad combination or list."""
         if "symbol" in q and "symbols" in q:
             return self._error(ip, 400, -1128, "Combination of optional parameters invalid.")
         if "symbols" in q:
@@ -556,10 +556,18 @@ class BinanceVenue:
             if (not isinstance(wanted, list) or not wanted
                     or not all(isinstance(w, str) for w in wanted)):
                 return self._error(ip, 400, -1100, "Illegal characters found in parameter 'symbols'.")
-        elif "symbol" in q:
-            wanted = [q["symbol"]]
-        else:
-            wanted = list(self.models)
+            return wanted
+        if "symbol" in q:
+            return [q["symbol"]]
+        return None
+
+    async def exchange_info(self, request: web.Request) -> web.Response:
+        ip = self._ip(request)
+        q = request.query
+        asked = self._wanted(ip, q)
+        if isinstance(asked, web.Response):
+            return asked
+        wanted = list(self.models) if asked is None else asked
         if any(w not in self.models for w in wanted):
             return self._error(ip, 400, -1121, "Invalid symbol.")
         refused = self._limit_check(request, self.exchange_info_weight)
@@ -608,19 +616,10 @@ class BinanceVenue:
         JSON list); the weight grows with the number of symbols (every one: 80 on spot)."""
         ip = self._ip(request)
         q = request.query
-        if "symbol" in q and "symbols" in q:
-            return self._error(ip, 400, -1128, "Combination of optional parameters invalid.")
-        wanted: list[str] | None = None
-        if "symbols" in q:
-            try:
-                wanted = orjson.loads(q["symbols"])
-            except orjson.JSONDecodeError:
-                wanted = None
-            if (not isinstance(wanted, list) or not wanted
-                    or not all(isinstance(w, str) for w in wanted)):
-                return self._error(ip, 400, -1100, "Illegal characters found in parameter 'symbols'.")
-        elif "symbol" in q:
-            wanted = [q["symbol"]]
+        asked = self._wanted(ip, q)
+        if isinstance(asked, web.Response):
+            return asked
+        wanted = asked
         if wanted is not None and any(w not in self.models for w in wanted):
             return self._error(ip, 400, -1121, "Invalid symbol.")
         refused = self._limit_check(request, self.ticker_weight(None if wanted is None else len(set(wanted))))

@@ -49,7 +49,7 @@ def _row(n: int, cpu: float, msgs: int, rss: float, engine: float = 1.0, rps: in
             "ring_drops": 0, "gaps": 0, "engine_gaps": 0, "books": 2 * n, "books_valid": 2 * n,
             "time_to_all_synced_s": 1.0, "rest_weight_depth": 50 * n, "resyncs": 0,
             "sim_violations": {}, "feed_synced_s": {}, "fleet_start_second_of_minute": 0.0,
-            "rest_weight_waits": 0}
+            "rest_weight_waits": 0, "processes_missing": []}
 
 
 def test_derived_figures_and_verdicts() -> None:

@@ -45,7 +45,7 @@ def test_new_apis_by_config(tmp_path: Path) -> None:
     p.write_text('[[feeds]]\nlabel = "Bf-OB"\nvenue = "binance-usdm"\nchannel = "depth"\n'
                  '[[feeds]]\nlabel = "Bf-TR"\nvenue = "binance-usdm"\nchannel = "trade"\n'
                  '[[feeds]]\nlabel = "Bg3-OB"\nvenue = "bitget-v3"\nchannel = "books"\n'
-                 '[[feeds]]\nlabel = "Old-OB"\nvenue = "binance"\nfutures = true\nchannel = "depth"\n')
+                 '[[feeds]]\nlabel = "Old-OB"\nvenue = "binance"\nfutures = true\nchannel = "depth"\nsymbol = "ETHUSDT"\n')
     bf, bt, b3, old = load_config(p).feeds
     assert bf.ws_url == "wss://fstream.binance.com" and bf.rest_url == "https://fapi.binance.com"
     assert bf.channel_info.ws_route == "/public" and bt.channel_info.ws_route == "/market"
@@ -135,3 +135,25 @@ def test_snapshot_depth_fits_a_cold_start_in_the_weight_budget() -> None:
     assert [usdm.fit_limit(1000, n, 2400) for n in (1, 40, 150, 300)] == [1000, 1000, 500, 100]
     assert spot.fit_limit(100, 150, 6000) == 100          # a shallower configured depth stays
     assert spot.fit_limit(1000, 2000, 3000) == 5          # never below the smallest
+
+
+def test_one_market_is_kept_by_one_book_feed(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[[feeds]]\nlabel = "A"\nvenue = "binance"\nchannel = "depth"\nsymbols = ["BTCUSDT", "ETHUSDT"]\n'
+                 '[[feeds]]\nlabel = "B"\nvenue = "binance"\nchannel = "depth"\nsymbol = "ETHUSDT"\n')
+    with pytest.raises(ConfigError, match="binance:ETHUSDT is kept by two book feeds"):
+        load_config(p)
+
+
+def test_symbols_on_a_split_fleet_are_split_again() -> None:
+    """`--symbols` (and top:N) on a config whose feeds are split: the processes get shares,
+    never the whole list each; more markets than one connection takes: more processes."""
+    from obitui.config import feed_book_ids, with_symbols
+    many = [f"M{i}USDT" for i in range(120)]
+    cfg = with_symbols(load_config(None), many)
+    assert [(f.label, len(f.symbols)) for f in cfg.feeds if f.venue == "bitget"] == [
+        ("Bg-OB#1", 40), ("Bg-OB#2", 40), ("Bg-OB#3", 40), ("Bg-PR#1", 40), ("Bg-PR#2", 40), ("Bg-PR#3", 40)]
+    again = with_symbols(cfg, ["BTCUSDT", "ETHUSDT"])
+    ids = feed_book_ids(again.feeds)
+    books = [j for f, js in zip(again.feeds, ids) if f.is_book for j in js]
+    assert len(books) == len(set(books)) == 4                # every market kept by one book feed

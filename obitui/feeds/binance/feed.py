@@ -19,9 +19,12 @@ from obitui.feeds.base import Fate, Feed, backoff_delay
 from obitui.feeds.binance._scan import DepthScanner
 from obitui.feeds.binance.sync import DepthFormatError, DepthSync, SyncResult, parse_depth_event, parse_snapshot
 from obitui.feeds.binance.venue import BinanceVenue
+import obitui.feeds.budget as budget_mod
 from obitui.feeds.budget import WeightBudget
 
 log = logging.getLogger("obitui.feed")
+
+REST_IN_FLIGHT = 4       # snapshot requests in flight at once (a ban stops the rest unsent)
 
 
 class BinanceFeed(Feed):
@@ -130,10 +133,15 @@ class BinanceDepthFeed(BinanceFeed):
         self.markets = [DepthMarket(self, k) for k in range(len(self.cfg.symbols))]
         self.single = self.markets[0] if len(self.markets) == 1 else None   # no routing needed
         self.http: aiohttp.ClientSession | None = None
-        # the REST weight is the IP's: one budget for all markets of this process, which has
-        # its share of the venue's limit when several processes query the same venue
-        self.budget = WeightBudget(self.venue.weight_limit // self.cfg.rest_share)
+        # the REST weight is the IP's: one budget for all markets of this process. The venue's
+        # count (x-mbx-used-weight-1m) is the IP's, so each process checks the whole limit
+        # against it, less what the other processes may send before its next answer (one
+        # request each)
+        others = (self.cfg.rest_share - 1) * self.venue.depth_weight(self.cfg.snapshot_limit)
+        self.budget = WeightBudget(max(self.venue.weight_limit // self.cfg.rest_share,
+                                       self.venue.weight_limit - others))
         self.rest_not_before = 0.0     # monotonic: a 429/418's Retry-After ends then
+        self.rest_slots = asyncio.Semaphore(REST_IN_FLIGHT)
         # a cold start needs a snapshot of every book: within a minute's budget when they fit
         self.snapshot_limit = self.venue.fit_limit(self.cfg.snapshot_limit, len(self.markets),
                                                    self.budget.limit)
@@ -292,59 +300,90 @@ class BinanceDepthFeed(BinanceFeed):
         # the next event starts the buffer and the snapshot fetch
 
     # ------------------------------------------------------------ REST snapshots
+    def request_limit(self) -> int:
+        """The depth of the next snapshot request: the configured (fitted) one while the
+        minute's budget holds every book still waiting for a snapshot at that depth; shallower
+        when several books wait and it does not (a resync storm), so they come back now rather
+        than after the next minute."""
+        waiting = sum(1 for x in self.markets if x.snapshot_task is not None)
+        if waiting < 2:
+            return self.snapshot_limit      # one book: it waits for the next minute at full depth
+        left = max(0, self.budget.limit - self.budget.used) if self.budget.window == int(
+            time.time() // budget_mod.WEIGHT_WINDOW_S) else self.budget.limit
+        return self.venue.fit_limit(self.snapshot_limit, waiting, left, share=1.0)
+
     async def fetch_snapshot(self, m: DepthMarket) -> None:
         try:
             while self.http is not None:
-                url = f"{self.cfg.rest_url.rstrip('/')}{self.venue.depth_path}"
-                params = {"symbol": m.symbol, "limit": str(self.snapshot_limit)}
-                weight = self.venue.depth_weight(self.snapshot_limit)
-                # never a request the venue would refuse: not before a Retry-After ended, and
-                # not over the minute's weight budget
-                retry_left = self.rest_not_before - time.monotonic()
-                budget_wait = self.budget.wait(weight, time.time())
-                if retry_left > 0 or budget_wait > 0:
-                    if budget_wait > retry_left:
-                        self.stats.inc("rest_weight_waits")
-                        self._waiting(m, "rest_weight", f"REST weight {self.budget.used}/{self.budget.limit} "
-                                      f"used this minute, next request in {budget_wait:.1f} s", budget_wait)
-                    await asyncio.sleep(max(retry_left, budget_wait))
+                # one request at a time per few markets: a 429/418 stops the others before
+                # they are sent (requests in flight during a ban extend it)
+                async with self.rest_slots:
+                    if self.http is None:
+                        return
+                    limit = self.request_limit()
+                    url = f"{self.cfg.rest_url.rstrip('/')}{self.venue.depth_path}"
+                    params = {"symbol": m.symbol, "limit": str(limit)}
+                    weight = self.venue.depth_weight(limit)
+                    # never a request the venue would refuse: not before a Retry-After ended,
+                    # and not over the minute's weight budget
+                    retry_left = self.rest_not_before - time.monotonic()
+                    budget_wait = self.budget.wait(weight, time.time())
+                    if retry_left > 0 or budget_wait > 0:
+                        if budget_wait > retry_left:
+                            self.stats.inc("rest_weight_waits")
+                            self._waiting(m, "rest_weight", f"REST weight {self.budget.used}/{self.budget.limit} "
+                                          f"used this minute, next request in {budget_wait:.1f} s", budget_wait)
+                        delay = max(retry_left, budget_wait)
+                    else:
+                        delay = -1.0
+                        self.budget.spend(weight, time.time())
+                        self.stats.inc("rest_requests")
+                        wait, body_text, recv_ns = await self.rest_get(m, url, params)
+                if delay >= 0:
+                    await asyncio.sleep(delay)
                     continue
-                self.budget.spend(weight, time.time())
-                self.stats.inc("rest_requests")
-                wait: float | None = None
-                try:
-                    async with self.http.get(url, params=params) as r:
-                        body_text = await r.text()
-                        recv_ns = time.time_ns()
-                        self.budget.note(r.headers.get("x-mbx-used-weight-1m"), time.time())
-                        if self.recorder is not None:
-                            self.recorder.add(recv_ns, "rest", str(r.url), body_text)
-                        if r.status in (429, 418):
-                            self.stats.inc("http_429" if r.status == 429 else "http_418")
-                            retry = _retry_after(r.headers.get("Retry-After"))
-                            self.rest_not_before = time.monotonic() + retry
-                            wait = max(retry, backoff_delay(m.snap_attempt, self.rng))
-                            m.snap_attempt += 1
-                            self._waiting(m, f"http_{r.status}", f"REST {r.status}, retry after {wait:.1f} s", wait)
-                        elif r.status != 200:
-                            self.stats.inc("rest_errors")
-                            if r.status >= 500:
-                                self.stats.inc("rest_outages")
-                            wait = backoff_delay(m.snap_attempt, self.rng)
-                            m.snap_attempt += 1
-                            self._waiting(m, "rest_error", f"REST status {r.status}", wait)
-                        else:
-                            wait = self.apply_snapshot(m, body_text, recv_ns)
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    self.stats.inc("rest_errors")
-                    wait = backoff_delay(m.snap_attempt, self.rng)
-                    m.snap_attempt += 1
-                    self._waiting(m, "rest_error", f"REST failed: {exc!r}"[:90], wait)
+                if body_text is not None:
+                    wait = self.apply_snapshot(m, body_text, recv_ns)
                 if wait is None:
                     return
                 await asyncio.sleep(wait)
         finally:
             m.snapshot_task = None
+
+    async def rest_get(self, m: DepthMarket, url: str, params: dict[str, str]) -> tuple[float | None, str | None, int]:
+        """One snapshot request: (seconds to wait before the next try, or None; the body when
+        it is a 200; its receive time)."""
+        assert self.http is not None
+        wait: float | None = None
+        try:
+            async with self.http.get(url, params=params) as r:
+                body_text = await r.text()
+                recv_ns = time.time_ns()
+                self.budget.note(r.headers.get("x-mbx-used-weight-1m"), time.time())
+                if self.recorder is not None:
+                    self.recorder.add(recv_ns, "rest", str(r.url), body_text)
+                if r.status in (429, 418):
+                    self.stats.inc("http_429" if r.status == 429 else "http_418")
+                    retry = _retry_after(r.headers.get("Retry-After"))
+                    self.rest_not_before = time.monotonic() + retry
+                    wait = max(retry, backoff_delay(m.snap_attempt, self.rng))
+                    m.snap_attempt += 1
+                    self._waiting(m, f"http_{r.status}", f"REST {r.status}, retry after {wait:.1f} s", wait)
+                elif r.status != 200:
+                    self.stats.inc("rest_errors")
+                    if r.status >= 500:
+                        self.stats.inc("rest_outages")
+                    wait = backoff_delay(m.snap_attempt, self.rng)
+                    m.snap_attempt += 1
+                    self._waiting(m, "rest_error", f"REST status {r.status}", wait)
+                else:
+                    return None, body_text, recv_ns
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            self.stats.inc("rest_errors")
+            wait = backoff_delay(m.snap_attempt, self.rng)
+            m.snap_attempt += 1
+            self._waiting(m, "rest_error", f"REST failed: {exc!r}"[:90], wait)
+        return wait, None, 0
 
     def _waiting(self, m: DepthMarket, reason: str, detail: str, wait: float) -> None:
         self.stats.next_retry_ns = time.time_ns() + int(wait * 1e9)
@@ -418,12 +457,9 @@ class BinanceDepthFeed(BinanceFeed):
         if cmd in (Command.RESYNC, Command.RESYNC_INVALID):
             if self.ws is None:
                 return AckResult.FAILED, "not connected"
-            book = self.command_book
-            chosen = [m for m in self.markets
-                      if (book is None or m.book_id == book)
-                      and (cmd == Command.RESYNC or not m.book.valid)]
-            if book is not None and not chosen and cmd == Command.RESYNC:
-                return AckResult.FAILED, f"book {book} is not one of this feed's"
+            chosen, why = self.books_for_command(cmd)
+            if why:
+                return AckResult.FAILED, why
             for m in chosen:
                 self.start_resync(m, "operator_resync", "resync requested")
             if len(self.markets) == 1:

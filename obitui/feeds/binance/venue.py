@@ -39,14 +39,14 @@ class BinanceVenue(Venue):
     depth_weight: Callable[[int], int]
     weight_limit: int              # REST weight per minute and IP
 
-    def fit_limit(self, limit: int, books: int, budget: int) -> int:
+    def fit_limit(self, limit: int, books: int, budget: float, share: float = 0.8) -> int:
         """The snapshot ``limit`` to ask for when ``books`` books may all need a snapshot within
-        a minute of ``budget`` weight: ``limit`` when they fit in 80 % of it, else the deepest
-        limit the venue takes that does (at least its smallest)."""
-        if books * self.depth_weight(limit) <= 0.8 * budget:
+        ``budget`` weight: ``limit`` when they fit in ``share`` of it, else the deepest limit
+        the venue takes that does (at least its smallest)."""
+        if books * self.depth_weight(limit) <= share * budget:
             return limit
         steps = self.snapshot_limits if self.futures else (5, 10, 20, 50, 100, 500, 1000, 5000)
-        fitting = [x for x in steps if x <= limit and books * self.depth_weight(x) <= 0.8 * budget]
+        fitting = [x for x in steps if x <= limit and books * self.depth_weight(x) <= share * budget]
         return max(fitting) if fitting else min(steps)
 
     def check_limit(self, limit: int) -> str:

@@ -217,7 +217,7 @@ class BitgetFeed(Feed):
         self.state(FeedState.SUBSCRIBING, reason)
 
     def on_market_failed(self, k: int, reason: str) -> None:
-        """The venue does not know this market: it stays out until the operator reconnects."""
+        """The venue does not know this market: it stays out until the next connection."""
         self.state(self.stats.state, reason[:95])
 
     async def timers(self, now: float) -> None:
@@ -231,6 +231,7 @@ class BitgetFeed(Feed):
         await self.subscribe(ws, markets=markets)
 
     async def session(self, ws: Any) -> None:
+        self.failed.clear()                # a new connection asks for every market again
         self.subscribe_times.clear()       # the budgets are per connection
         self.pacer.reset()
         self.resub_at = [0.0] * len(self.resub_at)    # a new connection subscribes anyway
@@ -316,6 +317,9 @@ class BitgetBooksFeed(BitgetFeed):
         m.sync.reset()
         m.awaiting_since = 0.0
         self.market_state(m, self.stats.state, reason)
+
+    def resyncable(self, m: Any) -> bool:
+        return m.k not in self.failed
 
     async def resubscribe(self, ws: Any, markets: list[int]) -> None:
         for k in markets:
@@ -484,12 +488,9 @@ class BitgetBooksFeed(BitgetFeed):
         if cmd in (Command.RESYNC, Command.RESYNC_INVALID):
             if self.ws is None:
                 return AckResult.FAILED, "not connected"
-            book = self.command_book
-            chosen = [m for m in self.markets
-                      if (book is None or m.book_id == book) and m.k not in self.failed
-                      and (cmd == Command.RESYNC or not m.book.valid)]
-            if book is not None and not chosen and cmd == Command.RESYNC:
-                return AckResult.FAILED, f"book {book} is not one of this feed's"
+            chosen, why = self.books_for_command(cmd)
+            if why:
+                return AckResult.FAILED, why
             for m in chosen:
                 self.resync(m, "operator_resync", "resync requested")
             while self.actions:

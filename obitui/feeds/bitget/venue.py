@@ -113,7 +113,7 @@ _CHANNELS = (Channel("books", "OB", "book", "obitui.feeds.bitget.feed:BitgetBook
 V2 = BitgetVenue(
     name="bitget", exchange="bitget", title="Bitget (v2 public)", label_prefix="Bg",
     ws_url="wss://ws.bitget.com/v2/ws/public", rest_url="https://api.bitget.com",
-    channels=_CHANNELS, sim_ws_path="/v2/ws/public", default_per_connection=50, max_per_connection=1000, sim_module="obitui.sim.bitget",
+    channels=_CHANNELS, sim_ws_path="/v2/ws/public", sim_module="obitui.sim.bitget",
     defaults={"inst_type": "SPOT"},
     api=2, channel_key="channel", symbol_key="instId",
     inst_types=("SPOT", "USDT-FUTURES", "COIN-FUTURES", "USDC-FUTURES"),
@@ -124,7 +124,7 @@ V2 = BitgetVenue(
 V3 = BitgetVenue(
     name="bitget-v3", exchange="bitget", title="Bitget (v3 UTA public)", label_prefix="Bg3",
     ws_url="wss://ws.bitget.com/v3/ws/public", rest_url="https://api.bitget.com",
-    channels=_CHANNELS, sim_ws_path="/v3/ws/public", default_per_connection=50, max_per_connection=1000, sim_module="obitui.sim.bitget",
+    channels=_CHANNELS, sim_ws_path="/v3/ws/public", sim_module="obitui.sim.bitget",
     defaults={"inst_type": "spot"},
     api=3, channel_key="topic", symbol_key="symbol",
     inst_types=("spot", "usdt-futures", "coin-futures", "usdc-futures"),
