@@ -20,9 +20,9 @@ from obitui import engine as engine_mod
 from obitui.config import feed_book_ids, load_config
 from obitui.core.records import Kind, encode_book, encode_invalid
 from obitui.core.ring import Ring
-from obitui.core.shm import Segment
 from obitui.core.stats import StatsBlock
 from obitui.engine import Engine
+from tests.unit.engine_rig import running_engine
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,27 +66,8 @@ class Rig:
 @pytest.fixture
 def rig(shm_name: str) -> Iterator[Rig]:
     cfg = load_config(None)
-    stats = StatsBlock.create(shm_name + "-stats", len(cfg.feeds), 2)
-    rings = [Ring.create(f"{shm_name}-ring{i}", 1 << 16) for i in range(len(cfg.feeds))]
-    lines: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lines.append  # type: ignore[method-assign]
-    logger = logging.getLogger("obitui.engine")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    eng = Engine(cfg, [r.name for r in rings], shm_name + "-stats")
-    try:
+    with running_engine(cfg, shm_name, n_books=2) as (eng, stats, rings, lines):
         yield Rig(eng, stats, rings, lines)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-        eng.close()
-        for r in rings:
-            r.close()
-            Ring.unlink(r.name)
-        stats.close()
-        Segment.unlink(shm_name + "-stats")
 
 
 def test_the_reason_is_kept_counted_and_the_published_counter_unchanged(rig: Rig) -> None:

@@ -23,6 +23,7 @@ from obitui.core.ring import Ring
 from obitui.core.shm import Segment
 from obitui.core.stats import ALL_BOOKS, Command, StatsBlock
 from obitui.engine import Engine, EngineBook
+from tests.unit.engine_rig import running_engine
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -83,28 +84,8 @@ class Rig:
 @pytest.fixture
 def rig(shm_name: str) -> Iterator[Rig]:
     cfg = fleet()
-    plan = book_plan(cfg.feeds)
-    stats = StatsBlock.create(shm_name + "-stats", len(cfg.feeds), len(plan), book_keys=plan)
-    rings = [Ring.create(f"{shm_name}-ring{i}", 1 << 16) for i in range(len(cfg.feeds))]
-    lines: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = lines.append  # type: ignore[method-assign]
-    logger = logging.getLogger("obitui.engine")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    eng = Engine(cfg, [r.name for r in rings], shm_name + "-stats")
-    try:
+    with running_engine(cfg, shm_name, with_index=True) as (eng, stats, rings, lines):
         yield Rig(eng, stats, rings, lines)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-        eng.close()
-        for r in rings:
-            r.close()
-            Ring.unlink(r.name)
-        stats.close()
-        Segment.unlink(shm_name + "-stats")
 
 
 def test_records_go_to_the_book_their_id_names(rig: Rig) -> None:

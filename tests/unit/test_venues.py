@@ -134,7 +134,10 @@ def test_snapshot_depth_fits_a_cold_start_in_the_weight_budget() -> None:
     assert [spot.fit_limit(1000, n, 6000) for n in (1, 40, 96, 150, 300)] == [1000, 1000, 1000, 500, 100]
     assert [usdm.fit_limit(1000, n, 2400) for n in (1, 40, 150, 300)] == [1000, 1000, 500, 100]
     assert spot.fit_limit(100, 150, 6000) == 100          # a shallower configured depth stays
-    assert spot.fit_limit(1000, 2000, 3000) == 5          # never below the smallest
+    # never below 100 levels: a book is exact only within its snapshot's depth, and the top 20
+    # must stay exact while the top of the book is eaten
+    assert spot.fit_limit(1000, 2000, 3000) == 100 and usdm.fit_limit(1000, 2000, 100) == 100
+    assert spot.fit_limit(20, 2000, 3000) == 20           # unless the config asks for less
 
 
 def test_one_market_is_kept_by_one_book_feed(tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ from obitui.feeds.budget import WeightBudget
 
 log = logging.getLogger("obitui.feed")
 
-REST_IN_FLIGHT = 4       # snapshot requests in flight at once (a ban stops the rest unsent)
+STORM_SHARE = 0.25       # of the minute's weight left, for the snapshots of several books at once
+REST_IN_FLIGHT = 1       # snapshot requests in flight at once: each is sent knowing the venue's
+                         # count and any ban from the answer before it
 
 
 class BinanceFeed(Feed):
@@ -310,13 +312,15 @@ class BinanceDepthFeed(BinanceFeed):
             return self.snapshot_limit      # one book: it waits for the next minute at full depth
         left = max(0, self.budget.limit - self.budget.used) if self.budget.window == int(
             time.time() // budget_mod.WEIGHT_WINDOW_S) else self.budget.limit
-        return self.venue.fit_limit(self.snapshot_limit, waiting, left, share=1.0)
+        # a storm takes at most a quarter of what is left of the minute: the next one (faults
+        # come in bursts: a disconnect, then a restart) still finds room
+        return self.venue.fit_limit(self.snapshot_limit, waiting, left, share=STORM_SHARE)
 
     async def fetch_snapshot(self, m: DepthMarket) -> None:
         try:
             while self.http is not None:
-                # one request at a time per few markets: a 429/418 stops the others before
-                # they are sent (requests in flight during a ban extend it)
+                # one request at a time: a 429/418 stops the others before they are sent
+                # (requests in flight during a ban extend it), and the weight count is current
                 async with self.rest_slots:
                     if self.http is None:
                         return

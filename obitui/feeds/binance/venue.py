@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from obitui.feeds.symbols import Scales
 
 
+MIN_BOOK_DEPTH = 100     # snapshot levels a book needs: its top 20 stays exact while the top is eaten
+
+
 def spot_depth_weight(limit: int) -> int:
     """GET /api/v3/depth: 5 up to 100 levels, 25 to 500, 50 to 1000, 250 above (to 5000)."""
     return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
@@ -39,15 +42,18 @@ class BinanceVenue(Venue):
     depth_weight: Callable[[int], int]
     weight_limit: int              # REST weight per minute and IP
 
-    def fit_limit(self, limit: int, books: int, budget: float, share: float = 0.8) -> int:
+    def fit_limit(self, limit: int, books: int, budget: float, share: float = 0.8,
+                  floor: int = MIN_BOOK_DEPTH) -> int:
         """The snapshot ``limit`` to ask for when ``books`` books may all need a snapshot within
         ``budget`` weight: ``limit`` when they fit in ``share`` of it, else the deepest limit
-        the venue takes that does (at least its smallest)."""
+        the venue takes that does, never below ``floor`` levels (a book is exact only within
+        its snapshot's depth: levels deeper than it come into view unseen)."""
         if books * self.depth_weight(limit) <= share * budget:
             return limit
         steps = self.snapshot_limits if self.futures else (5, 10, 20, 50, 100, 500, 1000, 5000)
-        fitting = [x for x in steps if x <= limit and books * self.depth_weight(x) <= share * budget]
-        return max(fitting) if fitting else min(steps)
+        floor = min(floor, limit)
+        fitting = [x for x in steps if floor <= x <= limit and books * self.depth_weight(x) <= share * budget]
+        return max(fitting) if fitting else min(x for x in steps if x >= floor)
 
     def check_limit(self, limit: int) -> str:
         """'' when ``limit`` is one the REST depth accepts, else what is wrong."""
