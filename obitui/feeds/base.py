@@ -206,6 +206,30 @@ class Feed:
             return [], f"book {book} is not one of this feed's"
         return chosen, ""
 
+    # what a book feed answers a resync with (one market / several)
+    RESYNC_ONE = "resync started"
+    RESYNC_MANY = "resync of {n} book(s) started"
+
+    def resync_market(self, m: Any, reason: str, detail: str) -> None:
+        """Start a new sync of one market (book feeds)."""
+        raise NotImplementedError
+
+    async def resync_command(self, cmd: Command) -> tuple[AckResult, str]:
+        """RESYNC (all books, or the one the command names) / RESYNC_INVALID (the invalid ones):
+        each chosen market resyncs, the others keep flowing."""
+        if self.ws is None:
+            return AckResult.FAILED, "not connected"
+        chosen, why = self.books_for_command(cmd)
+        if why:
+            return AckResult.FAILED, why
+        for m in chosen:
+            self.resync_market(m, "operator_resync", "resync requested")
+        while self.actions:
+            await self.actions.pop(0)()
+        if len(self.markets) == 1:          # type: ignore[attr-defined]
+            return AckResult.OK, self.RESYNC_ONE
+        return AckResult.OK, self.RESYNC_MANY.format(n=len(chosen))
+
     def resyncable(self, m: Any) -> bool:
         """A market an operator's resync may touch (Bitget: not one the venue does not know)."""
         return True

@@ -457,18 +457,15 @@ class BinanceDepthFeed(BinanceFeed):
             self.discard_buffer(m)
         self.books_gauge(len(self.markets), 0)
 
+    RESYNC_ONE = "resync started, socket kept"
+    RESYNC_MANY = "resync of {n} book(s) started, socket kept"
+
+    def resync_market(self, m: Any, reason: str, detail: str) -> None:
+        self.start_resync(m, reason, detail)
+
     async def on_command(self, cmd: Command) -> tuple[AckResult, str]:
         if cmd in (Command.RESYNC, Command.RESYNC_INVALID):
-            if self.ws is None:
-                return AckResult.FAILED, "not connected"
-            chosen, why = self.books_for_command(cmd)
-            if why:
-                return AckResult.FAILED, why
-            for m in chosen:
-                self.start_resync(m, "operator_resync", "resync requested")
-            if len(self.markets) == 1:
-                return AckResult.OK, "resync started, socket kept"
-            return AckResult.OK, f"resync of {len(chosen)} book(s) started, socket kept"
+            return await self.resync_command(cmd)
         return await super().on_command(cmd)
 
 

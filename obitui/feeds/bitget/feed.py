@@ -484,20 +484,15 @@ class BitgetBooksFeed(BitgetFeed):
         self.actions.clear()
         self.books_gauge(len(self.markets), 0)
 
+    RESYNC_ONE = "resubscribed for a new snapshot"
+    RESYNC_MANY = "resubscribed {n} book(s) for new snapshots"
+
+    def resync_market(self, m: Any, reason: str, detail: str) -> None:
+        self.resync(m, reason, detail)
+
     async def on_command(self, cmd: Command) -> tuple[AckResult, str]:
         if cmd in (Command.RESYNC, Command.RESYNC_INVALID):
-            if self.ws is None:
-                return AckResult.FAILED, "not connected"
-            chosen, why = self.books_for_command(cmd)
-            if why:
-                return AckResult.FAILED, why
-            for m in chosen:
-                self.resync(m, "operator_resync", "resync requested")
-            while self.actions:
-                await self.actions.pop(0)()
-            if len(self.markets) == 1:
-                return AckResult.OK, "resubscribed for a new snapshot"
-            return AckResult.OK, f"resubscribed {len(chosen)} book(s) for new snapshots"
+            return await self.resync_command(cmd)
         return await super().on_command(cmd)
 
 
