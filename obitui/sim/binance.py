@@ -217,6 +217,7 @@ class BinanceVenue:
 
     def unsubscribe(self, conn: Conn, stream: str) -> None:
         conn.subs.pop(stream, None)
+        conn.drop_held(stream)      # a depth diff `reorder` still held back is never sent
         watching = self.watchers.get(stream)
         if watching is not None:
             watching.discard(conn)
@@ -257,7 +258,7 @@ class BinanceVenue:
             payload = orjson.dumps(self.depth_event(symbol, model, acc, now_ms))
             self.depth_acc[key] = DepthAcc(pushed_at=now)
             for conn, name in targets:
-                conn.send_data(self._wrap(conn, name, payload), diff=True)
+                conn.send_data(self._wrap(conn, name, payload), diff=True, stream=name)
         if not step.trades:
             return
         for kind, name in trade_names:

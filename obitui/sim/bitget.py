@@ -243,6 +243,7 @@ class BitgetVenue:
 
     def unsubscribe(self, conn: Conn, key: tuple[str, str, str]) -> None:
         conn.subs.pop(key, None)
+        conn.drop_held(key)         # a books diff `reorder` still held back is never sent
         by_conn = self.watchers.get(key[2])
         if by_conn is None or conn not in by_conn:
             return
@@ -281,7 +282,7 @@ class BitgetVenue:
                         self.send_pending(conn, pending, step)
                     data = self._book_data(model, bids, asks, step.seq, step.prev_seq, step.ts_ms, conn, dialect)
                     conn.send_data(orjson.dumps({"action": "update", "arg": arg, "data": [data],
-                                                 "ts": step.ts_ms}).decode(), diff=True)
+                                                 "ts": step.ts_ms}).decode(), diff=True, stream=key)
                 elif channel.startswith("books"):
                     conn.send_data(self.snapshot_frame(conn, arg, model, int(channel[5:]), dialect))
                 elif channel == dialect.trade_channel and step.trades:

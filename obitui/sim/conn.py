@@ -7,6 +7,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Hashable
 from typing import Any
 
 from aiohttp import WSCloseCode, web
@@ -31,7 +32,9 @@ class Conn:
         self.peer = peer
         self.opened = time.monotonic()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self.held: str | None = None          # a diff held back by `reorder`
+        # `reorder`: per stream (a market's depth stream, a Bitget books channel) at most one
+        # diff held back, sent right after that stream's next diff
+        self.held: dict[Hashable, str] = {}
         self.closed = False
         self.subs: dict[str, Any] = {}        # venue-specific subscription keys
         self.writer = asyncio.get_running_loop().create_task(self._write())
@@ -58,8 +61,12 @@ class Conn:
         """Acks, errors, pongs: never subject to data faults."""
         self._enqueue(text)
 
-    def send_data(self, text: str, diff: bool = False) -> None:
-        """A market-data frame. ``diff``: a book delta (gap/reorder/duplicate apply)."""
+    def send_data(self, text: str, diff: bool = False, stream: Hashable | None = None) -> None:
+        """A market-data frame. ``diff``: a book delta (gap/reorder/duplicate apply).
+        ``stream``: the diff's stream on this connection (a Binance stream name, a Bitget
+        subscription key); `reorder` swaps two consecutive diffs of the same stream, so that
+        the swap is visible in that stream's own sequence however many markets the connection
+        carries."""
         if self.closed:
             return
         f = self.faults
@@ -83,19 +90,31 @@ class Conn:
             if f.gap and rng.random() < f.gap:
                 self.count("injected_gap")
                 return
-            if f.reorder and self.held is None and rng.random() < f.reorder:
+            held = self.held.pop(stream, None) if self.held else None
+            if f.reorder and held is None and rng.random() < f.reorder:
                 self.count("injected_reorder")
-                self.held = text
+                self.held[stream] = text
                 return
             self._enqueue(text)
-            if self.held is not None:
-                held, self.held = self.held, None
+            if held is not None:
                 self._enqueue(held)
             if f.duplicate and rng.random() < f.duplicate:
                 self.count("injected_duplicate")
                 self._enqueue(text)
             return
         self._enqueue(text)
+
+    def drop_held(self, stream: Hashable | None) -> None:
+        """The subscription ``stream`` ended: a diff of it still held back by `reorder` is
+        never sent, as on a real exchange. Counted ``reorder_held_dropped``."""
+        if self.held and self.held.pop(stream, None) is not None:
+            self.count("reorder_held_dropped")
+
+    def _drop_all_held(self) -> None:
+        """The connection ends: the diffs it still held back are dropped (counted)."""
+        if self.held:
+            self.count("reorder_held_dropped", len(self.held))
+            self.held.clear()
 
     def _enqueue(self, text: str) -> None:
         if self.closed:
@@ -128,6 +147,7 @@ class Conn:
         if self.closed:
             return
         self.closed = True
+        self._drop_all_held()
         asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
@@ -141,6 +161,7 @@ class Conn:
     async def finish(self) -> None:
         """Called when the handler returns: stop the writer."""
         self.closed = True
+        self._drop_all_held()
         self.writer.cancel()
         try:
             await self.writer
