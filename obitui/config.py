@@ -159,10 +159,10 @@ class FeedConfig:
         if not 1 <= self.processes <= 16:
             raise ConfigError(f"{where}.processes: 1-16, got {self.processes}")
         per_process = -(-len(self.symbols) // self.processes)
-        if per_process > self.connection_size:
-            raise ConfigError(f"{where}.symbols: {per_process} markets on one connection, more than "
-                              f"{self.connection_size} per connection: set processes (now {self.processes}) "
-                              f"or per_connection")
+        if -(-per_process // self.connection_size) > MAX_CONNECTIONS:
+            raise ConfigError(f"{where}.symbols: {per_process} markets in one process need more than "
+                              f"{MAX_CONNECTIONS} connections of {self.connection_size}: set processes "
+                              f"(now {self.processes}) or per_connection")
         cap = self.ring_capacity
         if cap < 65536 or cap & (cap - 1):
             raise ConfigError(f"{where}.ring_capacity: a power of two >= 65536, got {cap}")
@@ -204,6 +204,7 @@ def default_feeds(symbol: str = "BTCUSDT") -> list[FeedConfig]:
 
 
 MAX_BOOKS = 2048          # markets (book slots) in one fleet
+MAX_CONNECTIONS = 32      # connections in one feed process (more: set processes)
 
 
 def book_plan(feeds: list[FeedConfig]) -> list[str]:
@@ -230,7 +231,7 @@ def split_processes(feeds: list[FeedConfig]) -> list[FeedConfig]:
     for f in feeds:
         n = min(f.processes, len(f.symbols))
         if n <= 1:
-            out.append(replace(f, processes=1))
+            out.append(f)     # ``processes`` kept: ``--symbols`` later splits as configured
             continue
         for k in range(n):
             share = f.symbols[k::n]
@@ -413,13 +414,10 @@ def join_processes(feeds: list[FeedConfig]) -> list[FeedConfig]:
 
 
 def with_symbols(cfg: Config, symbols: list[str]) -> Config:
-    """``--symbols A,B,...``: every feed watches these markets, split over as many processes as
-    one connection per process needs (or as configured, when more)."""
-    feeds = []
-    for f in join_processes(cfg.feeds):
-        f = replace(f, symbol="", symbols=tuple(symbols))
-        f.processes = max(f.processes, -(-len(f.symbols) // f.connection_size))
-        feeds.append(f)
+    """``--symbols A,B,...``: every feed watches these markets, each process over as many
+    connections as they need (``connection_size`` markets each), in as many processes as
+    configured."""
+    feeds = [replace(f, symbol="", symbols=tuple(symbols)) for f in join_processes(cfg.feeds)]
     out = replace(cfg, feeds=feeds)
     out.validate()
     out.feeds = split_processes(out.feeds)

@@ -70,6 +70,14 @@ cdef extern from *:
     """
     uint32_t __atomic_add_fetch_u32(uint32_t *p, uint32_t v) nogil
 
+cdef extern from *:
+    """
+    static inline int obi_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired) {
+        return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    }
+    """
+    int obi_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired) nogil
+
 
 cdef class Segment:
     """One mapped segment. ``created`` is True on the side that made (and should unlink) it."""
@@ -260,6 +268,12 @@ cdef class Segment:
         """Atomic fetch-add on the u32 at ``offset``; returns the new value."""
         self._check(offset & ~(<size_t>7), 8)
         return __atomic_add_fetch_u32(<uint32_t *>(self.base + offset), value)
+
+    def cas_u64(self, size_t offset, uint64_t expected, uint64_t desired) -> bool:
+        """Atomic compare-and-swap of the u64 at ``offset``: True when it held ``expected``
+        and now holds ``desired`` (a word several processes update)."""
+        self._check(offset, 8)
+        return obi_cas_u64(<uint64_t *>(self.base + offset), expected, desired) != 0
 
     def close(self) -> None:
         if self.base != NULL:

@@ -38,6 +38,8 @@ MAX_BOOK_SLOTS = 2048   # markets of one fleet (config.MAX_BOOKS)
 KEY_SIZE = 64           # one book index entry: the market key, utf-8, NUL padded (63 bytes at most)
 REASON_SIZE = 24        # the last invalidation reason in a BookSlot
 ALL_BOOKS = 0xFFFF      # the book field of a control word: every book of the feed
+BUDGET_OFF = 2048       # in the header: shared budgets, two u64 words per REST weight pool
+MAX_BUDGETS = 32
 
 
 class StatsError(ShmError):
@@ -368,6 +370,15 @@ class StatsBlock:
     def close(self) -> None:
         self.view.release()
         self.seg.close()
+
+    # ------------------------------------------------------------ shared budgets
+    def budget_offset(self, pool: int) -> int:
+        """The word of REST weight pool ``pool`` (a venue's index in the registry): every feed
+        process of the run updates it with compare-and-swap (``feeds/budget.py``); zero at
+        create. Outside any seqlock'd slot: its own, many writers, each change one CAS."""
+        if not 0 <= pool < MAX_BUDGETS:
+            raise IndexError(f"budget pool {pool} outside 0-{MAX_BUDGETS - 1}")
+        return BUDGET_OFF + 16 * pool
 
     # ------------------------------------------------------------ offsets
     def feed_offset(self, i: int) -> int:

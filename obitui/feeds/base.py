@@ -119,8 +119,13 @@ def backoff_delay(attempt: int, rng: random.Random, base: float = BACKOFF_BASE,
 class Feed:
     def __init__(self, cfg: FeedConfig, index: int, ring: Ring, stats: FeedSlotWriter,
                  recorder: Recorder | None = None, seed: int | None = None,
-                 book_ids: list[int] | None = None) -> None:
+                 book_ids: list[int] | None = None, group: Any = None) -> None:
         self.cfg = cfg
+        # a connection of a feed process with several (feeds/group.py): the group reads the
+        # commands, publishes the slot and folds the connections' states; None: the only one
+        self.group = group
+        self.conn_no = 0
+        self.resynced = 0                         # books the last resync command started
         self.index = index
         # the book index (stats slot, record id) of each market, in cfg.symbols order
         self.book_ids = list(book_ids) if book_ids is not None else [index + k for k in range(len(cfg.symbols))]
@@ -179,7 +184,7 @@ class Feed:
         state is its state, word for word; with several, the worst of them, with the counts.
         Book feeds keep ``self.markets``: objects with ``book``, ``symbol``, ``resyncing`` and
         ``reason``."""
-        markets = self.markets      # type: ignore[attr-defined]
+        markets = self.all_markets
         if m is not None:
             m.reason = reason
         n = len(markets)
@@ -194,6 +199,19 @@ class Feed:
             self.state(FeedState.RESYNCING, (f"{m.symbol}: {reason}" if m is not None else reason)[:95])
         else:
             self.state(FeedState.SYNCING, (f"{synced}/{n} books synced" + (f"; {m.symbol}: {reason}" if m else ""))[:95])
+
+    @property
+    def all_markets(self) -> list[Any]:
+        """The markets of the whole feed process (every connection's)."""
+        return self.group.markets if self.group is not None else self.markets  # type: ignore[attr-defined]
+
+    def process_shared(self, key: str, make: Callable[[], Any]) -> Any:
+        """An object every connection of the process shares (made by the first that asks)."""
+        if self.group is None:
+            return make()
+        if key not in self.group.shared:
+            self.group.shared[key] = make()
+        return self.group.shared[key]
 
     def books_for_command(self, cmd: Command) -> tuple[list[Any], str]:
         """The markets a RESYNC (all, or the one it names) or RESYNC_INVALID (the invalid ones)
@@ -222,6 +240,7 @@ class Feed:
         chosen, why = self.books_for_command(cmd)
         if why:
             return AckResult.FAILED, why
+        self.resynced = len(chosen)
         for m in chosen:
             self.resync_market(m, "operator_resync", "resync requested")
         while self.actions:
@@ -296,9 +315,12 @@ class Feed:
         else:
             self.stats.inc("ring_drops")
             if not self.lossy:
-                self.lossy = True
                 self.stats.inc("lossy")
                 log.warning("%s: ring full, record dropped (engine behind?)", self.cfg.label)
+                # the engine cannot tell whose record was lost: it drops every book of the
+                # ring, so every connection of the process sends its books again
+                for f in (self.group.conns if self.group is not None else (self,)):
+                    f.lossy = True
         return ok
 
     def push_book(self, kind: Kind, packed: tuple, first_id: int, last_id: int, exch_ns: int,
@@ -517,7 +539,7 @@ class Feed:
         while not self.stop.is_set():
             await asyncio.sleep(HOUSEKEEPING)
             now = time.monotonic()
-            seq, cmd, book = self.stats.block.read_command_book(self.index)
+            seq, cmd, book = self.stats.block.read_command_book(self.index) if self.group is None else (self.control_seq, 0, 0)
             if seq != self.control_seq:
                 self.control_seq = seq
                 self.command_book = None if book == ALL_BOOKS else book
@@ -545,7 +567,7 @@ class Feed:
                 self.request_restart(Restart("stale", f"no data for {self.cfg.stale_limit():.0f} s"))
             if self.lossy and self.ring.used_bytes() < self.ring.capacity // 2:
                 self.ring_has_room()
-            if now - last_publish >= 0.1:
+            if now - last_publish >= 0.1 and self.group is None:
                 last_publish = now
                 self.stats.publish()
 
@@ -553,7 +575,7 @@ class Feed:
         """Connect, run sessions, back off, until ``stop`` is set."""
         hk = asyncio.get_running_loop().create_task(self._housekeeping())
         rec = None
-        if self.recorder is not None:
+        if self.recorder is not None and self.conn_no == 0:   # one writer for the process
             rec = asyncio.get_running_loop().create_task(self.recorder.run(self.stop))
         try:
             await self._loop()

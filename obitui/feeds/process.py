@@ -12,14 +12,18 @@ from obitui.config import FeedConfig
 from obitui.core.ring import Ring
 from obitui.core.stats import FeedSlotWriter, StatsBlock
 from obitui.feeds.base import Feed
+from obitui.feeds.group import FeedGroup, connection_shares
 from obitui.feeds.recorder import Recorder
 from obitui.feeds.venue import load_feed_class
 
 log = logging.getLogger("obitui.feed")
 
 
-def make_feed(cfg: FeedConfig, *args: Any, **kw: Any) -> Feed:
-    """The feed of ``cfg``'s venue and channel (the class its venue description names)."""
+def make_feed(cfg: FeedConfig, *args: Any, **kw: Any) -> Feed | FeedGroup:
+    """The feed of ``cfg``'s venue and channel (the class its venue description names): one
+    connection, or a group of them when its markets do not fit one (``connection_size``)."""
+    if len(connection_shares(cfg)) > 1:
+        return FeedGroup(cfg, *args, **kw)
     feed = load_feed_class(cfg.venue, cfg.channel)(cfg, *args, **kw)
     assert isinstance(feed, Feed)
     return feed

@@ -139,6 +139,11 @@ def venue(name: str) -> Venue:
         raise KeyError(f"unknown venue {name!r} (known: {', '.join(venues())})") from None
 
 
+def venue_pool(name: str) -> int:
+    """The venue's REST weight pool: its place in the registry (the same in every process)."""
+    return list(venues()).index(name)
+
+
 def exchanges() -> tuple[str, ...]:
     """The exchanges, in registration order (capture files name these)."""
     seen: list[str] = []

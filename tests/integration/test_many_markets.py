@@ -67,6 +67,46 @@ async def test_one_resync_leaves_the_other_books_flowing(sim: Simulator, label: 
         assert h.count("reconnects") == 0
 
 
+@pytest.mark.parametrize("label", ["Bi-OB", "Bg-OB"])
+async def test_one_connection_of_several_lost(sim: Simulator, label: str) -> None:
+    """Three markets on two connections of one process (``per_connection = 2``): the venue
+    drops the connection carrying PEPEUSDT; its book goes invalid and comes back, the books of
+    the other connection stay valid and moving throughout, and the feed's state says which
+    connection is down until it is back."""
+    from obitui.feeds.group import FeedGroup
+    async with FeedHarness(sim, label, symbols=SYMBOLS, market_scales=SCALES[label], per_connection=2) as h:
+        group = h.feed
+        assert isinstance(group, FeedGroup) and [c.cfg.symbols for c in group.conns] == [
+            ("BTCUSDT", "ETHUSDT"), ("PEPEUSDT",)]
+        await h.wait_state(FeedState.CONNECTED_SYNCED)
+        await h.wait_for(lambda: all_match(h), 15, "every book to equal the truth")
+        assert h.count("connections") == 2 and h.count("connections_up") == 2
+        assert h.feed.stats.reason == "3/3 books synced"
+        server = sim.binance if label.startswith("Bi") else sim.bitget
+        pepe = [c for c in server.conns if any("pepe" in str(k).lower() for k in c.subs)]
+        assert len(pepe) == 1 and len(server.conns) == 2
+        kept = group.markets[:2]
+        before = [m.book.update_id for m in kept]
+        valid_throughout = True
+
+        def watch() -> bool:
+            nonlocal valid_throughout
+            valid_throughout &= all(m.book.valid for m in kept)
+            return True
+
+        pepe[0].close_soon(1001, "test: one connection lost")
+        await h.wait_for(lambda: watch() and not group.markets[2].book.valid, 10, "PEPEUSDT invalid")
+        await h.wait_for(lambda: watch() and h.count("reconnects") == 1, 10, "the reconnect")
+        await h.wait_for(lambda: watch() and h.state == FeedState.CONNECTED_SYNCED, 20, "synced again")
+        await h.wait_for(lambda: all_match(h), 15, "every book to equal the truth again")
+        assert valid_throughout, "a book of the other connection went invalid"
+        assert all(m.book.update_id > b for m, b in zip(kept, before))
+        assert h.count("connections_up") == 2 and h.count("reconnects") == 1
+        # while it was down, the feed said which connection
+        assert any(st in (FeedState.BACKOFF, FeedState.CONNECTING) and r.startswith("connection 2/2: ")
+                   for st, r in h.states), h.states[-10:]
+
+
 async def test_gaps_resync_their_own_books(sim: Simulator) -> None:
     """Diffs dropped at random on every stream: each gap resyncs its market alone (one REST
     snapshot each), and all books come back equal to the truth."""

@@ -150,10 +150,21 @@ def test_one_market_is_kept_by_one_book_feed(tmp_path: Path) -> None:
 
 def test_symbols_on_a_split_fleet_are_split_again() -> None:
     """`--symbols` (and top:N) on a config whose feeds are split: the processes get shares,
-    never the whole list each; more markets than one connection takes: more processes."""
-    from obitui.config import feed_book_ids, with_symbols
+    never the whole list each; more markets than one connection takes: more connections in
+    the same process (feeds/group.py), not more processes."""
+    from dataclasses import replace
+
+    from obitui.config import feed_book_ids, split_processes, with_symbols
+    from obitui.feeds.group import connection_shares
     many = [f"M{i}USDT" for i in range(120)]
     cfg = with_symbols(load_config(None), many)
+    assert [f.label for f in cfg.feeds] == ["Bi-OB", "Bi-TR", "Bg-OB", "Bg-PR"]
+    bg = next(f for f in cfg.feeds if f.label == "Bg-OB")
+    assert [len(s) for s in connection_shares(bg)] == [50, 50, 20]
+    assert [len(s) for s in connection_shares(cfg.feeds[0])] == [120]       # Binance: 200 a connection
+    split = load_config(None)
+    split.feeds = split_processes([replace(f, processes=3) if f.venue == "bitget" else f for f in split.feeds])
+    cfg = with_symbols(split, many)
     assert [(f.label, len(f.symbols)) for f in cfg.feeds if f.venue == "bitget"] == [
         ("Bg-OB#1", 40), ("Bg-OB#2", 40), ("Bg-OB#3", 40), ("Bg-PR#1", 40), ("Bg-PR#2", 40), ("Bg-PR#3", 40)]
     again = with_symbols(cfg, ["BTCUSDT", "ETHUSDT"])

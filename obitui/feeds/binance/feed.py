@@ -19,8 +19,8 @@ from obitui.feeds.base import Fate, Feed, backoff_delay
 from obitui.feeds.binance._scan import DepthScanner
 from obitui.feeds.binance.sync import DepthFormatError, DepthSync, SyncResult, parse_depth_event, parse_snapshot
 from obitui.feeds.binance.venue import BinanceVenue
-import obitui.feeds.budget as budget_mod
-from obitui.feeds.budget import WeightBudget
+from obitui.feeds.budget import SharedWeightBudget
+from obitui.feeds.venue import venue_pool
 
 log = logging.getLogger("obitui.feed")
 
@@ -135,18 +135,16 @@ class BinanceDepthFeed(BinanceFeed):
         self.markets = [DepthMarket(self, k) for k in range(len(self.cfg.symbols))]
         self.single = self.markets[0] if len(self.markets) == 1 else None   # no routing needed
         self.http: aiohttp.ClientSession | None = None
-        # the REST weight is the IP's: one budget for all markets of this process. The venue's
-        # count (x-mbx-used-weight-1m) is the IP's, so each process checks the whole limit
-        # against it, less what the other processes may send before its next answer (one
-        # request each)
-        others = (self.cfg.rest_share - 1) * self.venue.depth_weight(self.cfg.snapshot_limit)
-        self.budget = WeightBudget(max(self.venue.weight_limit // self.cfg.rest_share,
-                                       self.venue.weight_limit - others))
-        self.rest_not_before = 0.0     # monotonic: a 429/418's Retry-After ends then
-        self.rest_slots = asyncio.Semaphore(REST_IN_FLIGHT)
-        # a cold start needs a snapshot of every book: within a minute's budget when they fit
-        self.snapshot_limit = self.venue.fit_limit(self.cfg.snapshot_limit, len(self.markets),
-                                                   self.budget.limit)
+        # the REST weight is the IP's: one budget for every feed process and connection of the
+        # venue, in the stats block (each request taken from it with one compare-and-swap),
+        # raised to the venue's own count (x-mbx-used-weight-1m) with every answer; a 429/418's
+        # Retry-After is the IP's too
+        self.budget = SharedWeightBudget(self.stats.block, venue_pool(self.venue.name), self.venue.weight_limit)
+        self.rest_slots = self.process_shared("rest_slots", lambda: asyncio.Semaphore(REST_IN_FLIGHT))
+        # a cold start needs a snapshot of every book of the venue (all its book processes):
+        # within a minute's budget when they fit
+        books = len(self.all_markets) * self.cfg.rest_share
+        self.snapshot_limit = self.venue.fit_limit(self.cfg.snapshot_limit, books, self.budget.limit)
         if self.snapshot_limit != self.cfg.snapshot_limit:
             log.info("%s: %d books: REST snapshots of %d levels (weight %d each) instead of %d, so a "
                      "cold start fits %d weight/min", self.cfg.label, len(self.markets), self.snapshot_limit,
@@ -307,11 +305,10 @@ class BinanceDepthFeed(BinanceFeed):
         minute's budget holds every book still waiting for a snapshot at that depth; shallower
         when several books wait and it does not (a resync storm), so they come back now rather
         than after the next minute."""
-        waiting = sum(1 for x in self.markets if x.snapshot_task is not None)
+        waiting = sum(1 for x in self.all_markets if x.snapshot_task is not None)
         if waiting < 2:
             return self.snapshot_limit      # one book: it waits for the next minute at full depth
-        left = max(0, self.budget.limit - self.budget.used) if self.budget.window == int(
-            time.time() // budget_mod.WEIGHT_WINDOW_S) else self.budget.limit
+        left = max(0, self.budget.limit - self.budget.used)
         # a storm takes at most a quarter of what is left of the minute: the next one (faults
         # come in bursts: a disconnect, then a restart) still finds room
         return self.venue.fit_limit(self.snapshot_limit, waiting, left, share=STORM_SHARE)
@@ -330,17 +327,16 @@ class BinanceDepthFeed(BinanceFeed):
                     weight = self.venue.depth_weight(limit)
                     # never a request the venue would refuse: not before a Retry-After ended,
                     # and not over the minute's weight budget
-                    retry_left = self.rest_not_before - time.monotonic()
-                    budget_wait = self.budget.wait(weight, time.time())
+                    retry_left = self.budget.banned_for()
+                    budget_wait = self.budget.take(weight, time.time()) if retry_left <= 0 else 0.0
                     if retry_left > 0 or budget_wait > 0:
-                        if budget_wait > retry_left:
+                        if budget_wait > 0:
                             self.stats.inc("rest_weight_waits")
                             self._waiting(m, "rest_weight", f"REST weight {self.budget.used}/{self.budget.limit} "
                                           f"used this minute, next request in {budget_wait:.1f} s", budget_wait)
                         delay = max(retry_left, budget_wait)
                     else:
                         delay = -1.0
-                        self.budget.spend(weight, time.time())
                         self.stats.inc("rest_requests")
                         wait, body_text, recv_ns = await self.rest_get(m, url, params)
                 if delay >= 0:
@@ -369,7 +365,7 @@ class BinanceDepthFeed(BinanceFeed):
                 if r.status in (429, 418):
                     self.stats.inc("http_429" if r.status == 429 else "http_418")
                     retry = _retry_after(r.headers.get("Retry-After"))
-                    self.rest_not_before = time.monotonic() + retry
+                    self.budget.ban(retry)
                     wait = max(retry, backoff_delay(m.snap_attempt, self.rng))
                     m.snap_attempt += 1
                     self._waiting(m, f"http_{r.status}", f"REST {r.status}, retry after {wait:.1f} s", wait)
