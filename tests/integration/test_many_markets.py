@@ -218,3 +218,27 @@ def test_losing_one_process_of_a_split_feed_leaves_the_other_books_valid() -> No
         assert len(set(eth_ids)) >= 5, "the other book did not keep moving"
     finally:
         sup.stop()
+
+
+async def test_a_lone_resync_far_from_the_next_minute_comes_back_shallower(
+        sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One book to resync and the minute's weight too short for its full depth: when the next
+    minute is far (more than SHALLOW_AFTER_S), it asks a shallower snapshot that fits (never
+    below 100 levels) instead of waiting; with room, or the next minute near, full depth."""
+    import obitui.feeds.binance.feed as bfeed
+    async with FeedHarness(sim, "Bi-OB", symbols=SYMBOLS, market_scales=SCALES["Bi-OB"], snapshot_limit=1000) as h:
+        await h.wait_state(FeedState.CONNECTED_SYNCED)
+        feed = h.feed
+        m = feed.markets[0]                                     # type: ignore[attr-defined]
+        budget_ = feed.budget                                   # type: ignore[attr-defined]
+        assert budget_.limit == 6000 and m.snapshot_task is None
+        m.snapshot_task = asyncio.get_running_loop().create_future()   # as if it waited for one
+        try:
+            assert feed.request_limit() == 1000                 # type: ignore[attr-defined]
+            monkeypatch.setattr(bfeed, "SHALLOW_AFTER_S", -1.0)  # "the next minute is far"
+            budget_.spend(budget_.limit - budget_.used - 20, time.time())
+            assert feed.request_limit() == 100                  # type: ignore[attr-defined]
+            monkeypatch.setattr(bfeed, "SHALLOW_AFTER_S", 1e9)   # "the next minute is near"
+            assert feed.request_limit() == 1000                 # type: ignore[attr-defined]
+        finally:
+            m.snapshot_task = None

@@ -19,12 +19,14 @@ from obitui.feeds.base import Fate, Feed, backoff_delay
 from obitui.feeds.binance._scan import DepthScanner
 from obitui.feeds.binance.sync import DepthFormatError, DepthSync, SyncResult, parse_depth_event, parse_snapshot
 from obitui.feeds.binance.venue import BinanceVenue
+import obitui.feeds.budget as budget_mod
 from obitui.feeds.budget import SharedWeightBudget
 from obitui.feeds.venue import venue_pool
 
 log = logging.getLogger("obitui.feed")
 
 STORM_SHARE = 0.25       # of the minute's weight left, for the snapshots of several books at once
+SHALLOW_AFTER_S = 10.0   # a book that would wait longer for the next minute's weight resyncs shallower
 REST_IN_FLIGHT = 1       # snapshot requests in flight at once: each is sent knowing the venue's
                          # count and any ban from the answer before it
 
@@ -306,9 +308,15 @@ class BinanceDepthFeed(BinanceFeed):
         when several books wait and it does not (a resync storm), so they come back now rather
         than after the next minute."""
         waiting = sum(1 for x in self.all_markets if x.snapshot_task is not None)
-        if waiting < 2:
-            return self.snapshot_limit      # one book: it waits for the next minute at full depth
         left = max(0, self.budget.limit - self.budget.used)
+        if waiting < 2:
+            # one book: at full depth when it fits, or when the next minute is near; a book
+            # that would wait long for it comes back now, shallower (never below 100 levels)
+            now = time.time()
+            next_minute = (now // budget_mod.WEIGHT_WINDOW_S + 1) * budget_mod.WEIGHT_WINDOW_S - now
+            if self.venue.depth_weight(self.snapshot_limit) <= left or next_minute <= SHALLOW_AFTER_S:
+                return self.snapshot_limit
+            return self.venue.fit_limit(self.snapshot_limit, 1, left, share=STORM_SHARE)
         # a storm takes at most a quarter of what is left of the minute: the next one (faults
         # come in bursts: a disconnect, then a restart) still finds room
         return self.venue.fit_limit(self.snapshot_limit, waiting, left, share=STORM_SHARE)
