@@ -15,7 +15,7 @@ from typing import Any
 
 from obitui.feeds.venue import Channel, Venue, venue as venue_named, venues
 
-WAIT_STRATEGIES = ("block", "spin")
+WAIT_STRATEGIES = ("block", "spin", "batch")
 
 
 class ConfigError(ValueError):

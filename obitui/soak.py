@@ -11,6 +11,7 @@ compared with the start.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -178,9 +179,13 @@ class Soak:
     @staticmethod
     def _tune(cfg: Config) -> None:
         for f in cfg.feeds:
-            # small rings: a paused engine fills one in seconds (64 KiB per market: every
-            # market's snapshot at once still fits)
-            f.ring_capacity = 1 << max(16, (len(f.symbols) * (1 << 16) - 1).bit_length())
+            # small rings: a paused engine fills one in seconds (before the supervisor's hang
+            # check replaces it), while half of it still holds a snapshot of every market at
+            # once (after a drop the feed resends them all): 32 KiB for each of the first four
+            # (the simulator's majors are 2000 levels a side), 8 KiB for each further one
+            n = len(f.symbols)
+            need = 2 * (min(n, 4) * (32 << 10) + max(0, n - 4) * (8 << 10))
+            f.ring_capacity = 1 << max(16, (need - 1).bit_length())
             f.stale_after = 2.0             # the watchdog trips within the silence fault
             f.max_frame = 1 << 20           # the simulator's oversize frames are 2 MiB
             if f.venue_info.exchange == "bitget":
@@ -388,7 +393,8 @@ class Soak:
             # hold until a book ring overflows (or the hold runs out), then let the engine go
             self.wait_until(lambda: any(m.drops > r["drops"] for m, r in
                                         zip(sup.monitors, rings_before)), kind.hold)
-            os.kill(pids["engine"], signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):   # replaced as hung meanwhile
+                os.kill(pids["engine"], signal.SIGCONT)
         elif not kind.process:
             self.wait_until(lambda: detected()[0], kind.hold)
         if kind.sim is not None:

@@ -198,13 +198,17 @@ def _poll_for(sup: Supervisor, seconds: float) -> None:
 
 
 def measure(n: int, *, rate: float | None = None, warmup: float = 3.0, window: float = 10.0,
-            sync_timeout: float = 240.0, layout: str = "shared", fit: str = "connection") -> dict[str, Any]:
+            sync_timeout: float = 240.0, layout: str = "shared", fit: str = "config",
+            wait: str = "") -> dict[str, Any]:
     """One fleet watching ``n`` markets: see the module's docstring. ``layout`` "pinned": the
     engine spins alone on the last CPU, the rest share the others (`bench pipeline --layout
-    pinned`, docs/OPERATING.md). ``fit`` "connection": one process per venue-channel, its one
-    connection taking all N markets; "processes": the config as built in (a feed with more
-    markets than a connection takes is split over processes, where the config does that)."""
+    pinned`, docs/OPERATING.md). ``fit`` "config": the config as built in (one process per
+    venue-channel, its markets over connections of the venue's default size: Bitget 50, Binance
+    200); "connection": one connection per process taking all N markets. ``wait``: the engine's
+    wait strategy ("": the config's)."""
     cfg = load_config(None)
+    if wait:
+        cfg.engine_wait = wait
     mine = os.sched_getaffinity(0)
     others = pin_layout(cfg) if layout == "pinned" else set()
     if fit == "connection":
@@ -312,7 +316,7 @@ def measure(n: int, *, rate: float | None = None, warmup: float = 3.0, window: f
         total_pss = round(sum(pss.get(k, 0.0) for k in fleet), 1)
         return {
             "markets": n, "symbols": symbols if n <= 10 else symbols[:5] + ["..."],
-            "books": n_books, "rate": rate or 20.0, "layout": layout, "fit": fit,
+            "books": n_books, "rate": rate or 20.0, "layout": layout, "fit": fit, "wait": cfg.engine_wait,
             "per_connection": {f.label: f.connection_size for f in feeds},
             "books_valid": sum(1 for b in s1.books if b.valid),
             "processes_missing": missing,
@@ -546,10 +550,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layout", choices=("shared", "pinned"), default="shared",
                     help="shared: no pinning, the engine's block wait (the default install); pinned: "
                          "the engine spins alone on the last CPU (CPU figures then count its spinning)")
-    ap.add_argument("--fit", choices=("connection", "processes"), default="connection",
-                    help="connection: one process per venue-channel, its connection taking all the "
-                         "markets (per_connection raised to N; default); processes: the built-in "
-                         "config's own answer when N is more than a connection takes")
+    ap.add_argument("--fit", choices=("config", "connection", "processes"), default="config",
+                    help="config: the built-in config (one process per venue-channel, its markets "
+                         "over connections of the venue's default size; default); connection: one "
+                         "connection per process taking all the markets (per_connection raised to N); "
+                         "processes: the same as config (kept for older command lines)")
+    ap.add_argument("--wait", choices=("", "block", "batch", "spin"), default="",
+                    help="the engine's wait strategy (default: the config's)")
     ap.add_argument("--ref", type=int, default=10, help="the market count CPU per market is compared with")
     ap.add_argument("--markdown", action="store_true", help="tables in Markdown")
     ap.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
@@ -566,10 +573,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in counts:
         rows.append(measure(n, rate=args.rate or None, warmup=args.warmup, window=args.window,
-                            sync_timeout=args.sync_timeout, layout=args.layout, fit=args.fit))
+                            sync_timeout=args.sync_timeout, layout=args.layout, fit=args.fit,
+                            wait=args.wait))
     if args.pipeline_rate:
         row = measure(1, rate=args.pipeline_rate, warmup=args.warmup, window=args.window,
-                      sync_timeout=args.sync_timeout, layout=args.layout, fit=args.fit)
+                      sync_timeout=args.sync_timeout, layout=args.layout, fit=args.fit, wait=args.wait)
         row["pipeline"] = True
         rows.append(row)
     _add_ratios(rows, args.ref)
@@ -582,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(result, f, indent=1)
     m = result["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, Linux {m['kernel']}, {m['date']}; "
-          f"layout {args.layout}; fit {args.fit}; window {args.window:g} s after {args.warmup:g} s of warm-up; "
+          f"layout {args.layout}; fit {args.fit}; wait {args.wait or 'config'}; window {args.window:g} s after {args.warmup:g} s of warm-up; "
           f"load before {load_before:.2f}")
     print(report(result, args.markdown))
     return 0

@@ -143,6 +143,7 @@ class BinanceDepthFeed(BinanceFeed):
         # Retry-After is the IP's too
         self.budget = SharedWeightBudget(self.stats.block, venue_pool(self.venue.name), self.venue.weight_limit)
         self.rest_slots = self.process_shared("rest_slots", lambda: asyncio.Semaphore(REST_IN_FLIGHT))
+        self.storm = self.process_shared("storm", lambda: [0])   # the depth of the storm going on (0: none)
         # a cold start needs a snapshot of every book of the venue (all its book processes):
         # within a minute's budget when they fit
         books = len(self.all_markets) * self.cfg.rest_share
@@ -303,13 +304,18 @@ class BinanceDepthFeed(BinanceFeed):
 
     # ------------------------------------------------------------ REST snapshots
     def request_limit(self) -> int:
-        """The depth of the next snapshot request: the configured (fitted) one while the
-        minute's budget holds every book still waiting for a snapshot at that depth; shallower
-        when several books wait and it does not (a resync storm), so they come back now rather
-        than after the next minute."""
-        waiting = sum(1 for x in self.all_markets if x.snapshot_task is not None)
+        """The depth of the next snapshot request. One book: the configured (fitted) depth when
+        the minute's weight holds it. Several books at once (a resync storm, a cold start): one
+        depth for the whole storm, chosen when it starts so that a snapshot of every book that
+        needs one takes at most a quarter of what is left of the minute; faults come in bursts
+        (a disconnect, then a restart), and the next storm still finds room. (Sizing each
+        request by the books still waiting would let a storm spend all that is left: the last
+        ones to go see few books waiting.)"""
+        markets = self.all_markets
+        waiting = sum(1 for x in markets if x.snapshot_task is not None)
         left = max(0, self.budget.limit - self.budget.used)
-        if waiting < 2:
+        storm = self.storm
+        if waiting < 2 and not storm[0]:
             # one book: at full depth when it fits, or when the next minute is near; a book
             # that would wait long for it comes back now, shallower (never below 100 levels)
             now = time.time()
@@ -317,9 +323,10 @@ class BinanceDepthFeed(BinanceFeed):
             if self.venue.depth_weight(self.snapshot_limit) <= left or next_minute <= SHALLOW_AFTER_S:
                 return self.snapshot_limit
             return self.venue.fit_limit(self.snapshot_limit, 1, left, share=STORM_SHARE)
-        # a storm takes at most a quarter of what is left of the minute: the next one (faults
-        # come in bursts: a disconnect, then a restart) still finds room
-        return self.venue.fit_limit(self.snapshot_limit, waiting, left, share=STORM_SHARE)
+        if not storm[0]:
+            books = max(waiting, sum(1 for x in markets if not x.book.valid))
+            storm[0] = self.venue.fit_limit(self.snapshot_limit, books, left, share=STORM_SHARE)
+        return storm[0]
 
     async def fetch_snapshot(self, m: DepthMarket) -> None:
         try:
@@ -357,6 +364,8 @@ class BinanceDepthFeed(BinanceFeed):
                 await asyncio.sleep(wait)
         finally:
             m.snapshot_task = None
+            if not any(x.snapshot_task is not None for x in self.all_markets):
+                self.storm[0] = 0           # the storm is over
 
     async def rest_get(self, m: DepthMarket, url: str, params: dict[str, str]) -> tuple[float | None, str | None, int]:
         """One snapshot request: (seconds to wait before the next try, or None; the body when
