@@ -31,9 +31,10 @@ from typing import Any
 
 from obitui.config import Config, book_plan, feed_book_ids
 from obitui.core.book import OrderBook
-from obitui.core.records import BOOK_HEADER, INVALID, SIDE_BUY, TICKER, TRADE, Kind, RecordError
+from obitui.core.records import BOOK_HEADER, DAY, INVALID, SIDE_BUY, TICKER, TRADE, Kind, RecordError
 from obitui.core.ring import Ring, RingError
-from obitui.core.stats import TOP_N, BookSlotWriter, Command, StatsBlock, hist_bucket, publish_engine
+from obitui.core.stats import (TAPE_N, TOP_N, BookSlotWriter, Command, StatsBlock, hist_bucket, pack_market,
+                               pack_tape, publish_engine)
 
 log = logging.getLogger("obitui.engine")
 
@@ -55,6 +56,8 @@ _DELTA = int(Kind.BOOK_DELTA)
 _TRADE = int(Kind.TRADE)
 _TICKER = int(Kind.TICKER)
 _INVALID = int(Kind.BOOK_INVALID)
+_DAY = int(Kind.TICKER_DAY)
+_DAY_SIZE = DAY.size
 _BOOK_HEADER_SIZE = BOOK_HEADER.size
 _TRADE_SIZE = TRADE.size
 _TICKER_SIZE = TICKER.size
@@ -91,7 +94,11 @@ class EngineBook:
     buy_count: int = 0
     sell_count: int = 0
     last_trade: tuple[int, int, int, int] = (0, 0, 0, 0)
-    ticker: tuple[int, ...] | None = None
+    ticker: tuple[int, ...] | None = None     # exch ns, last, bid, bid qty, ask, ask qty
+    day: tuple[int, ...] | None = None        # exch ns, 24 h open, high, low, volume
+    trades_seen: int = 0
+    tape: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TAPE_N))
+    market_dirty: bool = True       # ticker, 24 h figures or tape changed since the last publish
 
 
 class Engine:
@@ -212,7 +219,9 @@ class Engine:
                     eb.sell_qty += qty
                     eb.sell_count += 1
                 eb.last_trade = (price, qty, side, exch)
-                eb.dirty = True
+                eb.tape.append((exch, price, qty, side))
+                eb.trades_seen += 1
+                eb.dirty = eb.market_dirty = True
             elif kind == _TICKER:
                 if len(payload) != _TICKER_SIZE:
                     self._bad(i, kind, seq, f"ticker record of {len(payload)} bytes, expected {_TICKER_SIZE}")
@@ -222,7 +231,19 @@ class Engine:
                 if eb is None:
                     self._bad(i, kind, seq, f"book {bid} is not a market of this feed")
                     continue
-                eb.ticker = (bid, exch, recv, last_px, bid_px, bid_q, ask_px, ask_q)
+                eb.ticker = (exch, last_px, bid_px, bid_q, ask_px, ask_q)
+                eb.dirty = eb.market_dirty = True
+            elif kind == _DAY:
+                if len(payload) != _DAY_SIZE:
+                    self._bad(i, kind, seq, f"24 h record of {len(payload)} bytes, expected {_DAY_SIZE}")
+                    continue
+                bid, _, _, exch, open_, high, low, volume = DAY.unpack(payload)
+                eb = route[bid] if bid < n_route else None
+                if eb is None:
+                    self._bad(i, kind, seq, f"book {bid} is not a market of this feed")
+                    continue
+                eb.day = (exch, open_, high, low, volume)
+                eb.dirty = eb.market_dirty = True
             elif kind == _INVALID:
                 if len(payload) < _INVALID_SIZE:
                     self._bad(i, kind, seq, "book-invalid record too short")
@@ -367,9 +388,18 @@ class Engine:
         eb.slot.publish_packed(bool(b.valid), bool(b.crossed), b.update_id, b.shown_pdec, b.shown_qdec,
                                packed, nb, na, self._obi(eb, levels),
                                (eb.buy_qty, eb.sell_qty, eb.buy_count, eb.sell_count), eb.last_trade,
-                               eb.invalidations, eb.applied, eb.last_invalid_reason)
+                               eb.invalidations, eb.applied, eb.last_invalid_reason,
+                               *self._market(eb))
         eb.dirty = eb.sampled = False
         eb.published_at = now
+
+    @staticmethod
+    def _market(eb: EngineBook) -> tuple[bytes | None, bytes | None]:
+        """The market section and the tape of a book's slot when they changed, else Nones."""
+        if not eb.market_dirty:
+            return None, None
+        eb.market_dirty = False
+        return (pack_market(eb.ticker, eb.day, eb.trades_seen), pack_tape(reversed(eb.tape)))
 
     # ------------------------------------------------------------ the loop
     def run(self) -> None:

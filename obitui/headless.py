@@ -25,12 +25,41 @@ def book_json(bv: BookView, digits: int, qdigits: int | None = None, levels: int
     the TOP_N the BookSlot holds). ``state`` is "synced" when the book is valid, else "invalid";
     ``reason`` the last invalidation's ("" when there was none)."""
     qd = digits if qdigits is None else qdigits
-    return {
+    pdec, qdec = bv.price_decimals, bv.qty_decimals
+    mid = None
+    if bv.bids and bv.asks:
+        # (bid + ask) / 2 exactly: one more decimal when the sum is odd
+        twice = bv.bids[0][0] + bv.asks[0][0]
+        mid = fmt_fixed(twice * 5, digits + 1, pdec + (twice & 1))
+    spread = bv.spread_bps
+    out = {
         "valid": bv.valid, "update_id": bv.update_id, "obi": round(bv.obi, 6), "crossed": bv.crossed,
-        "bids": [[fmt_fixed(p, digits, bv.price_decimals), fmt_fixed(q, qd, bv.qty_decimals)] for p, q in bv.bids[:levels]],
-        "asks": [[fmt_fixed(p, digits, bv.price_decimals), fmt_fixed(q, qd, bv.qty_decimals)] for p, q in bv.asks[:levels]],
+        "bids": [[fmt_fixed(p, digits, pdec), fmt_fixed(q, qd, qdec)] for p, q in bv.bids[:levels]],
+        "asks": [[fmt_fixed(p, digits, pdec), fmt_fixed(q, qd, qdec)] for p, q in bv.asks[:levels]],
         "state": "synced" if bv.valid else "invalid", "reason": bv.reason,
+        "mid": mid, "spread_bps": None if spread is None else round(spread, 4),
+        "flow_1s": fmt_fixed(bv.flow_1s, qd, qdec), "trades_1s": bv.buy_count_1s + bv.sell_count_1s,
+        "last_trade": None, "ticker": None,
     }
+    if bv.last_trade_side:
+        out["last_trade"] = {"price": fmt_fixed(bv.last_trade_price, digits, pdec),
+                             "qty": fmt_fixed(bv.last_trade_qty, qd, qdec),
+                             "side": "buy" if bv.last_trade_side == 1 else "sell",
+                             "ts": round(bv.last_trade_ns / 1e9, 3)}
+    if bv.ticker_ns:
+        t: dict[str, Any] = {"last": fmt_fixed(bv.ticker_last, digits, pdec),
+                             "bid": fmt_fixed(bv.ticker_bid, digits, pdec),
+                             "ask": fmt_fixed(bv.ticker_ask, digits, pdec),
+                             "ts": round(bv.ticker_ns / 1e9, 3)}
+        if bv.day_ns:
+            t.update({"open_24h": fmt_fixed(bv.day_open, digits, pdec) if bv.day_open else None,
+                      "high_24h": fmt_fixed(bv.day_high, digits, pdec),
+                      "low_24h": fmt_fixed(bv.day_low, digits, pdec),
+                      "volume_24h": fmt_fixed(bv.day_volume, qd, qdec),
+                      "change_24h_pct": (round(100.0 * (bv.ticker_last - bv.day_open) / bv.day_open, 4)
+                                         if bv.day_open > 0 else None)})
+        out["ticker"] = t
+    return out
 
 
 def _age(age: float | None) -> float | None:

@@ -3,7 +3,7 @@ little-endian fields, prices and quantities as int64 fixed point with the book's
 decimals.
 
 BOOK_SNAPSHOT / BOOK_DELTA: header then (price, qty) int64 pairs, bids then asks.
-TRADE, TICKER: fixed structs. BOOK_INVALID: the feed tells the engine to drop a book.
+TRADE, TICKER, TICKER_DAY: fixed structs. BOOK_INVALID: the feed tells the engine to drop a book.
 The layouts are the C structs of shm.h; the struct formats here are built from them.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ class Kind(enum.IntEnum):
     TRADE = 3
     TICKER = 4
     BOOK_INVALID = 5
+    TICKER_DAY = 6       # the venue's rolling 24 h open/high/low/volume of a market
 
 
 def layout_struct(kind: str) -> struct.Struct:
@@ -43,6 +44,7 @@ BOOK_HEADER = layout_struct("book")        # 48 bytes, then the packed levels
 TRADE = layout_struct("trade")             # 48 bytes
 TICKER = layout_struct("ticker")           # 64 bytes
 INVALID = layout_struct("invalid")         # 16 bytes, then the reason (utf-8)
+DAY = layout_struct("day")                 # 48 bytes
 
 SIDE_BUY = 1     # the aggressor (taker) bought
 SIDE_SELL = 2
@@ -130,6 +132,23 @@ def decode_ticker(payload: bytes) -> tuple[int, ...]:
         raise RecordError(f"ticker record of {len(payload)} bytes, expected {TICKER.size}")
     book_id, _, _, exch, recv, last, bid, bq, ask, aq = TICKER.unpack(payload)
     return book_id, exch, recv, last, bid, bq, ask, aq
+
+
+def encode_day(book_id: int, exch_ns: int, open_: int, high: int, low: int, volume: int) -> bytes:
+    """A TICKER_DAY record: the 24 h open, high, low (price scale, 0: not given) and base
+    volume (quantity scale) of a market."""
+    try:
+        return DAY.pack(book_id, 0, 0, exch_ns, open_, high, low, volume)
+    except struct.error as exc:
+        raise RecordError(f"24 h figures out of range (time {exch_ns}): {exc}") from None
+
+
+def decode_day(payload: bytes) -> tuple[int, int, int, int, int, int]:
+    """(book_id, exch_ns, open, high, low, volume)"""
+    if len(payload) != DAY.size:
+        raise RecordError(f"24 h record of {len(payload)} bytes, expected {DAY.size}")
+    book_id, _, _, exch, open_, high, low, volume = DAY.unpack(payload)
+    return book_id, exch, open_, high, low, volume
 
 
 def encode_invalid(book_id: int, ts_ns: int, reason: str) -> bytes:

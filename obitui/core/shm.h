@@ -160,6 +160,17 @@ typedef struct {               /* TICKER */
     int64_t ask_qty;
 } obi_ticker_record;
 
+typedef struct {               /* TICKER_DAY: the venue's rolling 24 h figures */
+    uint16_t book_id;
+    uint16_t flags;            /* 0 */
+    uint32_t reserved;         /* 0 */
+    int64_t exch_ns;
+    int64_t open;              /* price 24 h ago (price scale; 0: not given) */
+    int64_t high;
+    int64_t low;
+    int64_t volume;            /* base volume (quantity scale) */
+} obi_day_record;
+
 typedef struct {               /* BOOK_INVALID: then the reason, UTF-8 */
     uint16_t book_id;
     uint16_t flags;            /* 0 */
@@ -202,6 +213,10 @@ OBI_STATIC_ASSERT(offsetof(obi_trade_record, trade_id) == 24, "trade trade_id");
 OBI_STATIC_ASSERT(offsetof(obi_trade_record, price) == 32, "trade price");
 OBI_STATIC_ASSERT(offsetof(obi_trade_record, qty) == 40, "trade qty");
 
+OBI_STATIC_ASSERT(sizeof(obi_day_record) == 48, "day size");
+OBI_STATIC_ASSERT(offsetof(obi_day_record, exch_ns) == 8, "day exch_ns");
+OBI_STATIC_ASSERT(offsetof(obi_day_record, open) == 16, "day open");
+OBI_STATIC_ASSERT(offsetof(obi_day_record, volume) == 40, "day volume");
 OBI_STATIC_ASSERT(sizeof(obi_ticker_record) == 64, "ticker size");
 OBI_STATIC_ASSERT(offsetof(obi_ticker_record, book_id) == 0, "ticker book_id");
 OBI_STATIC_ASSERT(offsetof(obi_ticker_record, flags) == 2, "ticker flags");

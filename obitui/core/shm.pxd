@@ -89,6 +89,16 @@ cdef extern from "shm.h" nogil:
         int64_t ask
         int64_t ask_qty
 
+    ctypedef struct obi_day_record:
+        uint16_t book_id
+        uint16_t flags
+        uint32_t reserved
+        int64_t exch_ns
+        int64_t open
+        int64_t high
+        int64_t low
+        int64_t volume
+
     ctypedef struct obi_invalid_header:
         uint16_t book_id
         uint16_t flags

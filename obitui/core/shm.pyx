@@ -322,6 +322,12 @@ cdef extern from *:
         OBI_FIELD(obi_ticker_record, bid), OBI_FIELD(obi_ticker_record, bid_qty),
         OBI_FIELD(obi_ticker_record, ask), OBI_FIELD(obi_ticker_record, ask_qty), {0},
     };
+    static const obi_field obi_day_record_fields[] = {
+        OBI_FIELD(obi_day_record, book_id), OBI_FIELD(obi_day_record, flags),
+        OBI_FIELD(obi_day_record, reserved), OBI_FIELD(obi_day_record, exch_ns),
+        OBI_FIELD(obi_day_record, open), OBI_FIELD(obi_day_record, high),
+        OBI_FIELD(obi_day_record, low), OBI_FIELD(obi_day_record, volume), {0},
+    };
     static const obi_field obi_invalid_header_fields[] = {
         OBI_FIELD(obi_invalid_header, book_id), OBI_FIELD(obi_invalid_header, flags),
         OBI_FIELD(obi_invalid_header, reserved), OBI_FIELD(obi_invalid_header, ts_ns), {0},
@@ -331,6 +337,7 @@ cdef extern from *:
     const obi_field obi_book_header_fields[]
     const obi_field obi_trade_record_fields[]
     const obi_field obi_ticker_record_fields[]
+    const obi_field obi_day_record_fields[]
     const obi_field obi_invalid_header_fields[]
 
 # struct module codes of the C integer fields, by (size, signed)
@@ -355,5 +362,6 @@ RECORD_LAYOUTS = {
     "book": _layout(sizeof(obi_book_header), obi_book_header_fields),
     "trade": _layout(sizeof(obi_trade_record), obi_trade_record_fields),
     "ticker": _layout(sizeof(obi_ticker_record), obi_ticker_record_fields),
+    "day": _layout(sizeof(obi_day_record), obi_day_record_fields),
     "invalid": _layout(sizeof(obi_invalid_header), obi_invalid_header_fields),
 }

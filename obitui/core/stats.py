@@ -131,7 +131,30 @@ _BOOK_HIST_OFF = _BOOK_OBI_OFF + 8 * OBI_HISTORY              # 3200
 _BOOK_PUBLISHED = _BOOK_HIST_OFF + 8 * HIST_BUCKETS           # 3712
 _BOOK_ASKS_OFF = _BOOK_LEVELS_OFF + 16 * TOP_N
 _PAIR = struct.Struct("<qq")
-assert _BOOK_FIXED.size <= _BOOK_LEVELS_OFF and _BOOK_PUBLISHED <= BOOK_SLOT
+# the market's ticker and 24 h figures, and how many trades it had, after the fixed fields:
+# ticker exch ns, last, bid, bid qty, ask, ask qty; 24 h exch ns, open, high, low, volume; trades
+_BOOK_MARKET_OFF = 256
+_BOOK_MARKET = struct.Struct("<qqqqqqqqqqqQ")
+# the trade tape after the histogram: the last TAPE_N trades, newest first (ts ns, price, qty, side)
+TAPE_N = 8
+_TAPE = struct.Struct("<qqqq")
+_BOOK_TAPE_OFF = _BOOK_PUBLISHED
+_BOOK_END = _BOOK_TAPE_OFF + TAPE_N * _TAPE.size                # 3968
+assert _BOOK_FIXED.size <= _BOOK_MARKET_OFF and _BOOK_MARKET_OFF + _BOOK_MARKET.size <= _BOOK_LEVELS_OFF
+assert _BOOK_END <= BOOK_SLOT
+
+
+def pack_market(ticker: tuple[int, ...] | None, day: tuple[int, ...] | None, trades: int) -> bytes:
+    """A BookSlot's market section: ``ticker`` (exch ns, last, bid, bid qty, ask, ask qty),
+    ``day`` (exch ns, open, high, low, volume), each None when the venue sent none, and the
+    number of trades seen."""
+    return _BOOK_MARKET.pack(*(ticker or (0,) * 6), *(day or (0,) * 5), trades)
+
+
+def pack_tape(trades: Any) -> bytes:
+    """A BookSlot's trade tape: (ts ns, price, qty, side) tuples, newest first, at most TAPE_N."""
+    out = b"".join(_TAPE.pack(*t) for t in list(trades)[:TAPE_N])
+    return out.ljust(TAPE_N * _TAPE.size, b"\0")
 
 # ---- EngineSlot
 _ENGINE_FIXED = struct.Struct("<QqQQQdd16sQQ")
@@ -253,6 +276,41 @@ class BookView:
     hist_ring_engine: list[int]
     obi_pos: int
     reason: str = ""        # why the book was last invalidated ("" when it never was)
+    # the venue's ticker (0: none came): its exchange time, last price, best bid/ask and sizes
+    ticker_ns: int = 0
+    ticker_last: int = 0
+    ticker_bid: int = 0
+    ticker_bid_qty: int = 0
+    ticker_ask: int = 0
+    ticker_ask_qty: int = 0
+    # the venue's rolling 24 h figures (0: not given): open, high, low (price), volume (base)
+    day_ns: int = 0
+    day_open: int = 0
+    day_high: int = 0
+    day_low: int = 0
+    day_volume: int = 0
+    trades: int = 0         # trades seen since the engine started
+    tape: list[tuple[int, int, int, int]] = field(default_factory=list)   # (ts ns, price, qty, side), newest first
+
+    @property
+    def mid(self) -> int | None:
+        """(best bid + best ask) / 2 in price units (rounded down), None without both sides."""
+        if not self.bids or not self.asks:
+            return None
+        return (self.bids[0][0] + self.asks[0][0]) // 2
+
+    @property
+    def spread_bps(self) -> float | None:
+        """The spread in basis points of the mid, None without both sides."""
+        if not self.bids or not self.asks:
+            return None
+        mid2 = self.bids[0][0] + self.asks[0][0]
+        return 20000.0 * (self.asks[0][0] - self.bids[0][0]) / mid2 if mid2 > 0 else None
+
+    @property
+    def flow_1s(self) -> int:
+        """Buy minus sell volume of the last second (quantity units)."""
+        return self.buy_qty_1s - self.sell_qty_1s
 
 
 @dataclass
@@ -478,10 +536,17 @@ class StatsBlock:
 
     def read_book(self, i: int) -> BookView | None:
         off = self.book_offset(i)
-        raw = self.seg.read_consistent(off, _BOOK_PUBLISHED)
+        raw = self.seg.read_consistent(off, _BOOK_END)
         if raw is None:
             return None
         f = _BOOK_FIXED.unpack_from(raw, 0)
+        mk = _BOOK_MARKET.unpack_from(raw, _BOOK_MARKET_OFF)
+        tape = []
+        for k in range(min(mk[11], TAPE_N)):
+            t = _TAPE.unpack_from(raw, _BOOK_TAPE_OFF + k * _TAPE.size)
+            if not t[3]:              # no side: the tape is shorter
+                break
+            tape.append(t)
         (_, exch, sym, label, valid, crossed, update_id, last_ns, pdec, qdec, nb, na, _bb, _ba,
          _bq, _aq, obi, buy_q, sell_q, buy_n, sell_n, lt_p, lt_q, lt_side, lt_ns, resets, applied,
          obi_pos, _r1, reason) = f
@@ -494,7 +559,8 @@ class StatsBlock:
         return BookView(_s(label), _s(exch), _s(sym), bool(valid), bool(crossed), update_id, last_ns,
                         pdec, qdec, bids, asks, obi, ordered, buy_q, sell_q, buy_n, sell_n, lt_p, lt_q,
                         lt_side, lt_ns, resets, applied,
-                        list(array("Q", raw[_BOOK_HIST_OFF:_BOOK_PUBLISHED])), obi_pos, _s(reason))
+                        list(array("Q", raw[_BOOK_HIST_OFF:_BOOK_PUBLISHED])), obi_pos, _s(reason),
+                        *mk[:11], mk[11], tape)
 
     def read_engine(self) -> EngineView | None:
         off = self.engine_offset
@@ -600,8 +666,9 @@ class BookSlotWriter:
             lv[2 * k], lv[2 * k + 1] = p, q
         for k, (p, q) in enumerate(asks[:TOP_N]):
             lv[2 * (TOP_N + k)], lv[2 * (TOP_N + k) + 1] = p, q
-        data = (fixed.ljust(_BOOK_LEVELS_OFF, b"\0") + lv.tobytes() + self.obi_history.tobytes()
-                + self.hist.tobytes())
+        data = (fixed.ljust(_BOOK_MARKET_OFF, b"\0") + pack_market(None, None, 0).ljust(
+            _BOOK_LEVELS_OFF - _BOOK_MARKET_OFF, b"\0") + lv.tobytes() + self.obi_history.tobytes()
+                + self.hist.tobytes() + pack_tape(()))
         self.block._publish(self.offset, data)
         self._obi_published = self.obi_pos
         self._whole = False
@@ -609,13 +676,16 @@ class BookSlotWriter:
     def publish_packed(self, valid: bool, crossed: bool, update_id: int, pdec: int, qdec: int,
                        packed: bytes, n_bids: int, n_asks: int, obi: float,
                        flow: tuple[int, int, int, int], last_trade: tuple[int, int, int, int],
-                       invalidations: int, records_applied: int, reason: str) -> None:
+                       invalidations: int, records_applied: int, reason: str,
+                       market: bytes | None = None, tape: bytes | None = None) -> None:
         """The engine's publish: the levels as ``OrderBook.packed(TOP_N)`` gives them (int64
         pairs, bids best first, then asks). Only what can have changed since this writer's last
         publish is copied: the fixed fields, the levels shown, the OBI samples pushed since (the
         older ones are in the slot already) and the latency histogram. A reader reads the levels
         up to the counts and the history up to ``obi_pos`` only, so what is left from before is
-        never read. The first publish of a writer (a new engine) writes the whole slot."""
+        never read. ``market``/``tape`` (``pack_market``, ``pack_tape``): the market section and
+        the trade tape, when they changed. The first publish of a writer (a new engine) writes
+        the whole slot."""
         nb = n_bids if n_bids < TOP_N else TOP_N
         na = n_asks if n_asks < TOP_N else TOP_N
         bb = _PAIR.unpack_from(packed, 0) if nb else (0, 0)
@@ -628,8 +698,10 @@ class BookSlotWriter:
             lv = bytearray(32 * TOP_N)
             lv[:16 * nb] = packed[:16 * nb]
             lv[16 * TOP_N:16 * (TOP_N + na)] = packed[16 * n_bids:16 * (n_bids + na)]
-            self.block._publish(self.offset, fixed.ljust(_BOOK_LEVELS_OFF, b"\0") + lv
-                                + self.obi_history.tobytes() + self.hist.tobytes())
+            self.block._publish(self.offset, fixed.ljust(_BOOK_MARKET_OFF, b"\0")
+                                + (market or pack_market(None, None, 0)).ljust(_BOOK_LEVELS_OFF - _BOOK_MARKET_OFF, b"\0")
+                                + lv + self.obi_history.tobytes() + self.hist.tobytes()
+                                + (tape or pack_tape(())))
             self._obi_published = pos
             self._whole = False
             return
@@ -651,6 +723,10 @@ class BookSlotWriter:
                 k = 8 * (p % OBI_HISTORY)
                 v[off + _BOOK_OBI_OFF + k:off + _BOOK_OBI_OFF + k + 8] = self._obi_raw[k:k + 8]
         v[off + _BOOK_HIST_OFF:off + _BOOK_PUBLISHED] = self._hist_raw
+        if market is not None:
+            v[off + _BOOK_MARKET_OFF:off + _BOOK_MARKET_OFF + _BOOK_MARKET.size] = market
+        if tape is not None:
+            v[off + _BOOK_TAPE_OFF:off + _BOOK_END] = tape
         seg.write_end(off)
         self._obi_published = pos
 

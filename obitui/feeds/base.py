@@ -173,6 +173,13 @@ class Feed:
             self._log_budget = now + 0.2
             log.warning("%s: %s: %s", self.cfg.label, counter, detail[:300])
 
+    def log_bad(self, detail: str) -> None:
+        """A warning about bad input, at most ~5 lines/s (the count is the caller's)."""
+        now = time.monotonic()
+        if now >= self._log_budget:
+            self._log_budget = now + 0.2
+            log.warning("%s: %s", self.cfg.label, detail[:300])
+
     def reject_value(self, exc: BaseException, detail: str) -> None:
         """A frame with a value that could not be used: ``out_of_range`` when it is a decimal
         that does not fit the symbol's fixed-point scale (never wrapped, never rounded),

@@ -114,3 +114,23 @@ def test_obitui_sim_runs_the_new_feeds_from_a_config(tmp_path: Path) -> None:
         book = final["books"][key]
         assert book["valid"] and not book["crossed"] and book["bids"] and book["asks"], key
     assert all(f["gaps"] == 0 and f["ring_drops"] == 0 for f in final["feeds"].values())
+
+
+@pytest.mark.parametrize("label,venue", [("Bg-PR", ""), ("Bg3-PR", "bitget-v3")])
+async def test_bitget_tickers_carry_their_24h_figures(sim: Simulator, label: str, venue: str) -> None:
+    """v2 (open24h/high24h/low24h/baseVolume) and v3 (openPrice24h/highPrice24h/lowPrice24h/
+    volume24h): a TICKER_DAY record beside the tickers, sent again only when the figures change."""
+    from obitui.core.records import decode_day, decode_ticker
+    kw = {"venue": venue, "channel": "ticker"} if venue else {}
+    async with FeedHarness(sim, label, **kw) as h:
+        await h.wait_state(FeedState.LIVE)
+        await h.wait_for(lambda: h.count("records") >= 8, 10, "ticker records")
+        recs = h.consumer.pop_batch(100_000)
+        tickers = [decode_ticker(p) for k, _, p in recs if k == Kind.TICKER]
+        days = [decode_day(p) for k, _, p in recs if k == Kind.TICKER_DAY]
+        assert tickers and days and len(days) <= len(tickers)
+        assert all(b == 0 for b, *_ in days)                             # the feed's one book id
+        for _, exch, open_, high, low, volume in days:
+            assert exch > 0 and 0 < low <= high and open_ > 0 and volume > 0
+        assert all(a[2:] != b[2:] for a, b in zip(days, days[1:]))     # each one a change
+        assert h.count("parse_errors") == 0 and h.count("out_of_range") == 0

@@ -188,13 +188,18 @@ def test_trades_and_tickers_reach_a_market_without_a_book_feed(rig: Rig) -> None
     rig.push(TRADES, Kind.TICKER, encode_ticker(XRP, 1, 2, 3, 4, 5, 6, 7))
     rig.push(TRADES, Kind.BOOK_INVALID, encode_invalid(ETH, 1, "gap"))   # a trade feed has no book
     xrp, eth = rig.book(XRP), rig.book(ETH)
-    assert not xrp.has_book and xrp.ticker == (XRP, 1, 2, 3, 4, 5, 6, 7)
+    assert not xrp.has_book and xrp.ticker == (1, 3, 4, 5, 6, 7)       # exch ns, last, bid, bq, ask, aq
     assert eth.book.valid and eth.invalidations == 0 and rig.engine.bad_records == 0
     rig.engine.publish(False)
     bv = rig.stats.read_book(XRP)
     assert bv is not None and not bv.valid and (bv.label, bv.exchange, bv.symbol) == ("Bi-TR", "binance", "XRPUSDT")
     assert (bv.buy_qty_1s, bv.sell_qty_1s, bv.buy_count_1s, bv.sell_count_1s) == (3 * 10**8, 10**8, 1, 1)
     assert (bv.last_trade_price, bv.last_trade_qty, bv.last_trade_side) == (2 * 10**8, 10**8, 2)
+    # the ticker, the trade count and the tape (newest first) reach the slot
+    assert (bv.ticker_ns, bv.ticker_last, bv.ticker_bid, bv.ticker_bid_qty, bv.ticker_ask,
+            bv.ticker_ask_qty) == (1, 3, 4, 5, 6, 7)
+    assert bv.trades == 2 and bv.tape == [(7, 2 * 10**8, 10**8, 2), (5, 2 * 10**8, 3 * 10**8, 1)]
+    assert bv.day_ns == 0 and bv.flow_1s == 2 * 10**8
     bv = rig.stats.read_book(ETH)
     assert bv.valid and bv.label == "Bi-OB" and bv.buy_qty_1s == 4 * 10**8
     # the flow window: a trade older than 1 s leaves the sums
@@ -248,3 +253,21 @@ def test_a_restarted_engine_asks_every_book_feed_for_all_its_books(shm_name: str
             Ring.unlink(r.name)
         stats.close()
         Segment.unlink(shm_name + "-stats")
+
+
+def test_24h_figures_and_a_long_tape_reach_the_slot(rig: Rig) -> None:
+    """TICKER_DAY records set the market's 24 h figures; the tape keeps the newest TAPE_N
+    trades, newest first, while the count goes on; a short 24 h record is refused, counted."""
+    from obitui.core.records import encode_day
+    from obitui.core.stats import TAPE_N
+    rig.push(TRADES, Kind.TICKER_DAY, encode_day(XRP, 11, 100, 130, 90, 5000))
+    for k in range(TAPE_N + 3):
+        rig.push(TRADES, Kind.TRADE, encode_trade(XRP, 100 + k, 100 + k, k + 1, 10 + k, 1 + k, 1 + k % 2))
+    rig.push(TRADES, Kind.TICKER_DAY, encode_day(XRP, 12, 100, 130, 90, 5000)[:40])
+    assert rig.engine.bad_records == 1
+    rig.engine.publish(False)
+    bv = rig.stats.read_book(XRP)
+    assert (bv.day_ns, bv.day_open, bv.day_high, bv.day_low, bv.day_volume) == (11, 100, 130, 90, 5000)
+    assert bv.trades == TAPE_N + 3 and len(bv.tape) == TAPE_N
+    assert [t[0] for t in bv.tape] == [100 + k for k in range(TAPE_N + 2, 2, -1)]
+    assert bv.tape[0] == (100 + TAPE_N + 2, 10 + TAPE_N + 2, 1 + TAPE_N + 2, 1 + (TAPE_N + 2) % 2)

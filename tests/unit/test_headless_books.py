@@ -137,7 +137,9 @@ def test_json_books_say_state_and_reason_and_feeds_their_books(block: Any) -> No
     assert set(snap["feeds"]["Bi-OB"]) >= {"state", "reason", "frames", "gaps", "resyncs", "reconnects",
                                            "ring_fill", "ring_drops", "records", "parse_errors",
                                            "checksum_failures", "stale", "age_s"}
-    assert set(bi) == {"valid", "update_id", "obi", "crossed", "bids", "asks", "state", "reason", "stale"}
+    assert set(bi) == {"valid", "update_id", "obi", "crossed", "bids", "asks", "state", "reason", "stale",
+                       # issue #20
+                       "mid", "spread_bps", "flow_1s", "trades_1s", "last_trade", "ticker"}
 
 
 def test_books_and_levels_select_what_the_json_holds(block: Any) -> None:
@@ -191,3 +193,40 @@ def test_the_flags_reach_headless(runs: list[dict[str, Any]], capsys: pytest.Cap
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err
     assert len(runs) == n
+
+
+def test_book_json_has_mid_spread_flow_last_trade_and_ticker(tmp_path: Path) -> None:
+    """Issue #20's JSON fields per book, exact decimals from the slot the engine writes: mid
+    (one more decimal when bid + ask is odd), spread in bps, 1 s flow and trade count, the last
+    trade and the venue's ticker with its 24 h figures; none of it invented when absent."""
+    from obitui.core.stats import pack_market, pack_tape
+    name = f"obitui-{__import__('os').getuid()}-test-hj{__import__('os').getpid()}"
+    stats = StatsBlock.create(name, 1, 2)
+    try:
+        w = BookSlotWriter(stats, 0, "Bg-OB", "bitget", "BTCUSDT")
+        packed = b"".join(x.to_bytes(8, "little", signed=True) for x in (10000, 5, 10003, 7))  # 100.00 / 100.03
+        w.publish_packed(True, False, 9, 2, 3, packed, 1, 1, 0.25, (3000, 1000, 2, 1),
+                         (10001, 500, 2, 1_700_000_000_123_000_000), 0, 4, "",
+                         pack_market((1_700_000_000_000_000_000, 10002, 10000, 5, 10003, 7),
+                                     (1_700_000_000_000_000_000, 9000, 10500, 8900, 123456), 3),
+                         pack_tape([(1_700_000_000_123_000_000, 10001, 500, 2)]))
+        bv = stats.read_book(0)
+        assert bv is not None and bv.tape == [(1_700_000_000_123_000_000, 10001, 500, 2)] and bv.trades == 3
+        j = headless.book_json(bv, 2, 3)
+        assert j["mid"] == "100.015" and j["spread_bps"] == round(20000 * 3 / 20003, 4)
+        assert j["flow_1s"] == "2.000" and j["trades_1s"] == 3
+        assert j["last_trade"] == {"price": "100.01", "qty": "0.500", "side": "sell", "ts": 1700000000.123}
+        t = j["ticker"]
+        assert (t["last"], t["bid"], t["ask"], t["open_24h"], t["high_24h"], t["low_24h"], t["volume_24h"]) == (
+            "100.02", "100.00", "100.03", "90.00", "105.00", "89.00", "123.456")
+        assert t["change_24h_pct"] == round(100 * (10002 - 9000) / 9000, 4)
+        json.dumps(j)
+        # a book with no trades and no ticker: nulls, not zeros
+        w2 = BookSlotWriter(stats, 1, "Bi-OB", "binance", "ETHUSDT")
+        w2.publish_packed(True, False, 1, 2, 3, packed[:16], 1, 0, 0.0, (0, 0, 0, 0), (0, 0, 0, 0), 0, 1, "")
+        j2 = headless.book_json(stats.read_book(1), 2, 3)
+        assert j2["mid"] is None and j2["spread_bps"] is None and j2["last_trade"] is None and j2["ticker"] is None
+        assert j2["flow_1s"] == "0.000" and j2["trades_1s"] == 0
+    finally:
+        stats.seg.close()
+        Segment.unlink(name)

@@ -12,7 +12,8 @@ from obitui.core.shm import RECORD_LAYOUTS
 
 def test_python_structs_match_the_c_layouts() -> None:
     structs = {"book": records.BOOK_HEADER, "trade": records.TRADE, "ticker": records.TICKER,
-               "invalid": records.INVALID, "ring_record": records.layout_struct("ring_record")}
+               "invalid": records.INVALID, "day": records.DAY,
+               "ring_record": records.layout_struct("ring_record")}
     assert set(structs) == set(RECORD_LAYOUTS)
     for kind, st in structs.items():
         size, fields = RECORD_LAYOUTS[kind]
@@ -32,6 +33,7 @@ def test_layouts_are_the_ones_written_before() -> None:
     assert records.TRADE.format == "<HBBIqqQqq" and records.TRADE.size == 48
     assert records.TICKER.format == "<HHIqqqqqqq" and records.TICKER.size == 64
     assert records.INVALID.format == "<HHIq" and records.INVALID.size == 16
+    assert records.DAY.format == "<HHIqqqqq" and records.DAY.size == 48
     assert [f[0] for f in RECORD_LAYOUTS["book"][1]] == [
         "book_id", "pdec", "qdec", "n_bids", "n_asks", "reserved", "exch_ns", "recv_ns", "first_id", "last_id"]
     assert [f[0] for f in RECORD_LAYOUTS["trade"][1]] == [

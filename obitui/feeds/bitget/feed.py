@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 
 from obitui.core.book import OrderBook
-from obitui.core.fixed import parse_fixed
-from obitui.core.records import Kind, encode_ticker, ms_to_ns
+from obitui.core.fixed import FixedRangeError, parse_fixed
+from obitui.core.records import Kind, encode_day, encode_ticker, ms_to_ns
 from obitui.core.stats import AckResult, Command, FeedState
 from obitui.feeds.base import Fate, Failed, Feed, Restart, backoff_delay
 from obitui.feeds.bitget.sync import BooksSync, Verdict
@@ -36,6 +36,9 @@ SUBSCRIBE_SPARE = 2                # a new connection this many subscribes befor
 # the ticker's fields, by API version: last, best bid, its size, best ask, its size
 TICKER_FIELDS = {2: ("lastPr", "bidPr", "bidSz", "askPr", "askSz"),
                  3: ("lastPrice", "bid1Price", "bid1Size", "ask1Price", "ask1Size")}
+# its rolling 24 h figures: open, high, low, base volume (a TICKER_DAY record when they change)
+DAY_FIELDS = {2: ("open24h", "high24h", "low24h", "baseVolume"),
+              3: ("openPrice24h", "highPrice24h", "lowPrice24h", "volume24h")}
 
 
 SUBSCRIBE_ARGS_PER_MESSAGE = 50   # args in one subscribe request (its text stays a few KiB)
@@ -500,7 +503,9 @@ class BitgetTickerFeed(BitgetFeed):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.fields = TICKER_FIELDS[self.venue.api]
+        self.day_fields = DAY_FIELDS[self.venue.api]
         self.scales = [self.cfg.scales_of(sym) for sym in self.cfg.symbols]
+        self.days: list[tuple[int, ...] | None] = [None] * len(self.cfg.symbols)   # last sent, per market
 
     def can_adopt(self, buffer: collections.deque) -> bool:
         return any('"data"' in t if isinstance(t, str) else b'"data"' in t for t, _ in buffer)
@@ -524,9 +529,40 @@ class BitgetTickerFeed(BitgetFeed):
                 continue
             self.note_exchange_time(ts_ms, recv_ns)
             self.push(Kind.TICKER, rec, recv_ns)
+            self.push_day(k, d, exch_ns, recv_ns)
             self.error_streaks[k] = 0
             if self.stats.state != FeedState.LIVE:
                 self.state(FeedState.LIVE, "receiving tickers")
+
+
+    def push_day(self, k: int, d: dict[str, Any], exch_ns: int, recv_ns: int) -> None:
+        """The ticker's 24 h open/high/low/volume as a TICKER_DAY record, when they changed. A
+        ticker without them sends none; one with a value that is not a decimal of the market's
+        scale is counted (``parse_errors``, logged) and its ticker record stands."""
+        o, h, lo, vol = self.day_fields
+        if o not in d and h not in d:
+            return
+        digits, qdigits = self.scales[k]
+        try:
+            day = (parse_fixed(d[o], digits) if o in d else 0, parse_fixed(d[h], digits),
+                   parse_fixed(d[lo], digits), parse_fixed(d[vol], qdigits))
+            if day == self.days[k]:
+                return
+            rec = encode_day(self.book_ids[k], exch_ns, *day)
+        except (KeyError, TypeError, ValueError) as exc:
+            fate, self._fate = self._fate, None          # the frame's own fate stands
+            try:
+                self.stats.inc("out_of_range" if isinstance(exc, FixedRangeError) else "parse_errors")
+            finally:
+                self._fate = fate
+            self.log_bad(f"bad 24 h figures in a ticker: {exc!r}")
+            return
+        self.days[k] = day
+        fate, self._fate = self._fate, None
+        try:
+            self.push(Kind.TICKER_DAY, rec, recv_ns)
+        finally:
+            self._fate = fate
 
 
 def _load(text: str | bytes) -> dict[str, Any] | None:
