@@ -3,11 +3,11 @@
 For each market count N, one after the other in this process: the simulator with ``--symbols
 top:N`` (N = 1: BTCUSDT alone, the setup of `obitui bench pipeline`), the default fleet (Bi-OB,
 Bi-TR, Bg-OB, Bg-PR, every feed watching the N markets the supervisor picks with ``top:N``, as
-``obitui --sim --symbols top:N`` does), the default CPU layout (no pinning, the engine's
-``block`` wait; ``--layout pinned`` for the other end). One change to the built-in config: a
-feed's ``per_connection`` is raised to N when N is more than it takes (Bitget: 50), since one
-process has one connection: one process per venue-channel (``--fit processes`` leaves the
-config as built in, which splits such a feed over processes or refuses it). Then:
+``obitui --sim --symbols top:N`` does), the default CPU layout (no pinning, the config's engine
+wait, ``batch``; ``--wait block`` for the wait before it, ``--layout pinned`` for the other
+end). The config as built in: one process per venue-channel, its markets over connections of
+the venue's default size (Bitget 50, Binance 200; ``--fit connection`` puts them all on one
+connection instead). Then:
 
 - time to all-synced: from the fleet's start (``Supervisor.start``: the venue scales, the
   segments, the processes) until every book feed says all its books are valid (its
@@ -28,7 +28,7 @@ config as built in, which splits such a feed over processes or refuses it). Then
   histograms (the feeds' part of it), and the simulator's event time (whole ms) -> receive,
   which bounds what comes before ``recv_ns`` (the simulator's own lag included);
 - the engine's batches (polls of a ring that found records) and its voluntary context
-  switches (each one a futex sleep of the ``block`` wait, after SPIN_ROUNDS empty polls):
+  switches (each one a futex sleep, or with ``batch`` also a pause after work):
   records per batch, sleeps/s, CPU per sleep;
 - RSS (and PSS, which splits the shared rings and stats block between their users) of every
   process at the end of the window; obitui's total is feeds + engine (the supervisor is this
@@ -278,7 +278,7 @@ def measure(n: int, *, rate: float | None = None, warmup: float = 3.0, window: f
         cpu = {name: round(100 * (s1.cpu[name] - s0.cpu[name]) / el, 2) for name in alive}
         cpu["sup"] = round(100 * (s1.sup_cpu - s0.sup_cpu) / el, 2)
         # voluntary context switches/s: how often each process went to sleep (the engine's
-        # block wait: a futex sleep after SPIN_ROUNDS empty polls)
+        # futex sleeps, and with the batch wait its pauses after work)
         sleeps = {name: round((s1.vcsw[name] - s0.vcsw[name]) / el) for name in alive}
         bench_proc = round(100 * (bench1.user + bench1.system - bench0.user - bench0.system) / el, 2)
         fleet = [*labels, "engine"]
@@ -548,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run one market at this rate, the setup of `bench pipeline` whose "
                          "published figures it is compared with (0: skip; default 470)")
     ap.add_argument("--layout", choices=("shared", "pinned"), default="shared",
-                    help="shared: no pinning, the engine's block wait (the default install); pinned: "
+                    help="shared: no pinning, the config's engine wait (the default install); pinned: "
                          "the engine spins alone on the last CPU (CPU figures then count its spinning)")
     ap.add_argument("--fit", choices=("config", "connection", "processes"), default="config",
                     help="config: the built-in config (one process per venue-channel, its markets "
