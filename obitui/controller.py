@@ -2,8 +2,12 @@
 (tests, or attaching to a running headless fleet). Both speak the same small protocol."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psutil
 
 from obitui.config import Config, feed_book_ids
 from obitui.core.ring import Ring
@@ -113,6 +117,80 @@ def command_and_wait(cfg: Config, stats: StatsBlock, label: str, cmd: Command,
     index, book = resolve(cfg, label, symbol)
     seq = stats.send_command(index, cmd, book)
     return wait_ack(cfg, stats, cfg.feeds[index].label, cmd, seq, timeout)
+
+
+class Controller(Protocol):
+    """What the UI (and the metrics collector, and headless mode) drive: the supervisor, or a
+    :class:`StatsController` on a stats block some other writer fills. ``stats`` is None until
+    the fleet is up. ``pids``: the fleet's processes by name (the simulator comes from
+    ``sim_proc`` when the controller has one: see :func:`fleet_pids`)."""
+    stats: StatsBlock | None
+
+    def command(self, label: str, cmd: Command) -> int: ...
+    def pids(self) -> dict[str, int]: ...
+    def ring_fill(self) -> list[tuple[float, int]]: ...
+    def ring_high_water(self) -> list[float]: ...
+    def poll(self) -> list[str]: ...
+    def stop(self) -> None: ...
+
+
+def send(controller: Controller, cfg: Config, label: str, cmd: Command, symbol: str | None = None) -> int:
+    """Post ``cmd`` to the feed ``label`` through ``controller`` (for one market when
+    ``symbol`` is given: the command then goes straight to the stats block's control word, as
+    ``command_by_label`` writes it, whatever the controller)."""
+    if symbol is None:
+        return controller.command(label, cmd)
+    assert controller.stats is not None
+    return command_by_label(cfg, controller.stats, label, cmd, symbol)
+
+
+def fleet_pids(controller: Any) -> dict[str, int]:
+    """Every process of the fleet by name: the controller's children and, when it runs one,
+    the simulator (``sim_proc``, a Popen, while it runs)."""
+    pids = dict(controller.pids())
+    sim = getattr(controller, "sim_proc", None)
+    if sim is not None and sim.poll() is None:
+        pids["simulator"] = sim.pid
+    return pids
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    name: str
+    pid: int
+    cpu: float | None       # % of one core since the previous sample (None: gone)
+    rss: int                # bytes
+
+
+class ProcessSampler:
+    """CPU and RSS of named processes, each as a % of one core since that process's previous
+    sample. One instance per reader (the UI, the metrics collector): psutil's cpu_percent is
+    the delta since the previous call on the same Process object."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, psutil.Process] = {}
+
+    def sample(self, pids: dict[str, int], include_self: str | None = None) -> list[ProcSample]:
+        """One sample per named pid (``include_self``: this process too, under that name)."""
+        named = dict(pids)
+        if include_self:
+            named[include_self] = os.getpid()
+        out = []
+        seen = set()
+        for name, pid in named.items():
+            seen.add(pid)
+            try:
+                p = self.procs.get(pid)
+                if p is None:
+                    p = self.procs[pid] = psutil.Process(pid)
+                    p.cpu_percent(None)
+                out.append(ProcSample(name, pid, p.cpu_percent(None), p.memory_info().rss))
+            except psutil.Error:
+                self.procs.pop(pid, None)
+                out.append(ProcSample(name, pid, None, 0))
+        for pid in set(self.procs) - seen:
+            del self.procs[pid]
+        return out
 
 
 class StatsController:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import psutil
 from prometheus_client.core import (
     CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
 )
@@ -23,6 +22,7 @@ from prometheus_client.exposition import start_http_server
 
 from obitui.core.stats import FEED_COUNTERS, FEED_GAUGES, FeedState, hist_bounds, hist_middle
 from obitui.config import feed_book_ids
+from obitui.controller import ProcessSampler, fleet_pids
 
 if TYPE_CHECKING:
     from obitui.supervisor import Supervisor
@@ -59,7 +59,7 @@ class StatsCollector:
         self.sup = sup
         self.lock = threading.Lock()
         self.closed = False
-        self.procs: dict[int, psutil.Process] = {}
+        self.sampler = ProcessSampler()
 
     def close(self) -> None:
         with self.lock:
@@ -165,23 +165,10 @@ class StatsCollector:
         rss = GaugeMetricFamily("obitui_process_rss_bytes", "resident memory", labels=["process"])
         restarts = GaugeMetricFamily("obitui_process_restarts", "restarts in the current backoff window",
                                      labels=["process"])
-        pids = dict(sup.pids())
-        if sup.sim_proc is not None and sup.sim_proc.poll() is None:
-            pids["simulator"] = sup.sim_proc.pid
-        seen = set()
-        for name, pid in pids.items():
-            seen.add(pid)
-            try:
-                p = self.procs.get(pid)
-                if p is None:
-                    p = self.procs[pid] = psutil.Process(pid)
-                    p.cpu_percent(None)
-                cpu.add_metric([name], p.cpu_percent(None))
-                rss.add_metric([name], float(p.memory_info().rss))
-            except psutil.Error:
-                self.procs.pop(pid, None)
-        for pid in set(self.procs) - seen:
-            del self.procs[pid]
+        for ps in self.sampler.sample(fleet_pids(sup)):
+            if ps.cpu is not None:
+                cpu.add_metric([ps.name], ps.cpu)
+                rss.add_metric([ps.name], float(ps.rss))
         for c in sup.children:
             restarts.add_metric([c.name], float(c.restarts))
         yield from (cpu, rss, restarts)

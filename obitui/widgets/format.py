@@ -28,3 +28,28 @@ def decimals_needed(value: int, digits: int) -> int:
 def shown_decimals(values: list[int], digits: int) -> int:
     """The fewest decimals that write every value exactly (at least 0)."""
     return max((decimals_needed(v, digits) for v in values), default=0)
+
+
+def fit_words(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, cut at a word boundary (never mid-word), with
+    '…' when something was left out."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    cut = text[:width - 1]
+    sp = cut.rfind(" ")
+    if sp > 0:
+        cut = cut[:sp]
+    return cut.rstrip(" :,;") + "…"
+
+
+def fit_parts(text: str, width: int) -> str:
+    """``text`` made of parts two spaces apart, in at most ``width`` characters: the last parts
+    left out whole (a single part too long: cut at a word, see ``fit_words``)."""
+    if len(text) <= width:
+        return text
+    parts = text.split("  ")
+    while len(parts) > 1 and len("  ".join(parts)) > width:
+        parts.pop()
+    return fit_words("  ".join(parts), width)

@@ -13,7 +13,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from obitui.core.stats import TOP_N, BookView
-from obitui.widgets.format import decimals_needed, fmt_fixed, shown_decimals
+from obitui.widgets.format import decimals_needed, fit_parts, fmt_fixed, shown_decimals
 
 __all__ = ["BAR", "DepthLadder", "LadderPlan", "plan_ladder", "shown_decimals"]
 
@@ -51,7 +51,7 @@ def plan_ladder(view: BookView | None, digits: int, qdigits: int) -> tuple[str, 
         return "", None
     v = view
     asks, bids = v.asks[:TOP_N], v.bids[:TOP_N]
-    text = f" {v.exchange}:{v.symbol} #{v.update_id}"
+    parts = []
     if bids and asks:
         bid, ask = bids[0][0], asks[0][0]
         pd = shown_decimals([p for p, _ in bids + asks], digits)
@@ -60,10 +60,12 @@ def plan_ladder(view: BookView | None, digits: int, qdigits: int) -> tuple[str, 
         mid2 = bid + ask
         bps = spread * 20000 / mid2 if mid2 else 0.0
         # the mid is exact: (bid + ask) / 2 written with one more decimal
-        mid = fmt_fixed(mid2 * 5, digits + 1, pd + 1)
-        text += f"  mid {mid}  spread {spread // tick}t {bps:.2f}bps"
+        mid = fmt_fixed(mid2 * 5, digits + 1, decimals_needed(mid2 * 5, digits + 1))
+        parts += [f"mid {mid}", f"{bps:.2f}bps", f"spread {spread // tick}t"]
     if v.crossed:
-        text += " CROSSED"
+        parts.insert(0, "CROSSED")
+    # parts two spaces apart: a head too long for the ladder loses its last parts, whole
+    text = " " + "  ".join(parts + [f"#{v.update_id}", f"{v.exchange}:{v.symbol}"])
     if not v.valid or (not bids and not asks):
         return text, None
     pds, qds = [0], [0]
@@ -80,6 +82,14 @@ class DepthLadder(Widget):
                          "ladder--bar-ask", "ladder--head", "ladder--invalid", "ladder--dim"}
     DEFAULT_CSS = """
     DepthLadder { height: 1fr; }
+    DepthLadder > .ladder--bid { color: $success; }
+    DepthLadder > .ladder--ask { color: $error; }
+    DepthLadder > .ladder--best { text-style: bold reverse; }
+    DepthLadder > .ladder--bar-bid { color: $success 40%; }
+    DepthLadder > .ladder--bar-ask { color: $error 40%; }
+    DepthLadder > .ladder--head { color: $text; background: $panel; }
+    DepthLadder > .ladder--invalid { color: $warning; background: $panel; }
+    DepthLadder > .ladder--dim { color: $text-muted; }
     """
 
     def __init__(self, key: str, digits: int = 8, qdigits: int | None = None, **kw: object) -> None:
@@ -118,7 +128,7 @@ class DepthLadder(Widget):
             badge = f" STALE {self.stale_s:.1f}s "
         rest = max(0, width - len(badge))
         return [Segment(badge, badge_style + Style(reverse=True)),
-                Segment(self.head_text.ljust(rest)[:rest], head)]
+                Segment(fit_parts(self.head_text, rest).ljust(rest), head)]
 
     def render_line(self, y: int) -> Strip:
         """A pure read of what ``show`` prepared (Textual calls this for every line it draws)."""
@@ -166,6 +176,17 @@ class DepthLadder(Widget):
             return Style(color=self.get_component_rich_style(f"ladder--{side}").color)
         return self.get_component_rich_style(f"ladder--bar-{side}")
 
+    def _widths(self, pd: int, qd: int) -> tuple[int, int]:
+        """Price and size column widths: the widest price shown is the highest (the farthest
+        ask, or the best bid without asks), the widest size the largest cumulative one."""
+        plan = self.plan
+        assert plan is not None
+        n = max(1, (self.size.height - 2) // 2)
+        na = min(n, len(plan.asks))
+        hi = plan.asks[na - 1][0] if na else (plan.bids[0][0] if plan.bids else 0)
+        return (max(7, len(fmt_fixed(hi, self.digits, pd))),
+                max(6, len(fmt_fixed(plan.top(n), self.qdigits, qd))))
+
     def _row(self, level: tuple[int, int], cum: int, top: int, width: int, side: str, best: bool,
              pd: int, qd: int) -> Strip:
         price = fmt_fixed(level[0], self.digits, pd)
@@ -176,7 +197,10 @@ class DepthLadder(Widget):
         elif best:
             style = style + self.get_component_rich_style("ladder--best")
         bar_style = self._bar_style(side)
-        text = f" {price:>12} {size:>11} "
+        pw, qw = self._widths(pd, qd)
+        text = f" {price:>{pw}} {size:>{qw}} "
+        if width - len(text) - qw - 1 >= 6:     # room for the cumulative size and a bar
+            text += f"{fmt_fixed(cum, self.qdigits, qd):>{qw}} "
         bar_w = max(0, width - len(text))
         filled = int(round(bar_w * cum / top)) if top else 0
         return Strip([Segment(text[:width], style), Segment(BAR * min(filled, bar_w), bar_style),

@@ -13,6 +13,9 @@ class ObiSparkline(Widget):
     COMPONENT_CLASSES = {"spark--pos", "spark--neg", "spark--label"}
     DEFAULT_CSS = """
     ObiSparkline { height: 2; }
+    ObiSparkline > .spark--pos { color: $success; }
+    ObiSparkline > .spark--neg { color: $error; }
+    ObiSparkline > .spark--label { color: $text-muted; }
     """
 
     def __init__(self, key: str, **kw: object) -> None:

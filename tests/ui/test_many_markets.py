@@ -1,7 +1,8 @@
-"""The console with many markets (issue #19): 80 markets on 16 feeds build two ladders (the
-first two markets, as with the default fleet), not 80; the feeds table lists every feed; a tick
-reads only the books on screen; `b` brings every market in turn; `s` on a feed of several
-markets resyncs its invalid books, and a second `s` within 2 s all of them."""
+"""The console with many markets (issues #19, #20): 80 markets on 16 feeds open on the watchlist
+(80 rows, no ladder); the feeds screen lists every feed; a book whose slot did not change is not
+read again; Enter opens a market, `]` steps to the next; `s` on a watchlist row resyncs that
+book; on the feeds screen `s` on a feed of several markets resyncs its invalid books, and a
+second `s` within 2 s all of them."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from textual.css.query import NoMatches
 from textual.widgets import DataTable
 
 from obitui.app import ObituiApp
@@ -18,8 +18,10 @@ from obitui.config import Config, FeedConfig, book_plan
 from obitui.controller import StatsController
 from obitui.core.shm import Segment
 from obitui.core.stats import ALL_BOOKS, BookSlotWriter, Command, FeedSlotWriter, FeedState, StatsBlock
+from obitui.ui.market import MarketScreen
+from obitui.ui.watchlist import WatchlistScreen
 from obitui.widgets.ladder import DepthLadder
-from obitui.widgets.sparkline import ObiSparkline
+from obitui.widgets.watchtable import WatchTable
 from tests.ui.test_app import log_text, wait_for, wait_ticks
 
 pytestmark = pytest.mark.timeout(60)
@@ -67,56 +69,69 @@ def app_for(m: Many) -> ObituiApp:
     return ObituiApp(m.cfg, m.controller, refresh_hz=10, clock=False)
 
 
-async def test_two_ladders_for_80_markets_and_every_feed_in_the_table(many: Many,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_watchlist_lists_80_markets_and_the_feeds_screen_every_feed(many: Many) -> None:
+    app = app_for(many)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_ticks(pilot, 2)
+        assert isinstance(app.screen, WatchlistScreen)      # several symbols: the watchlist is home
+        table = app.screen.query_one("#watch", WatchTable)
+        await wait_for(pilot, lambda: len(table.keys) == 80, "80 rows")
+        assert table.keys[:2] == ["binance:S0USDT", "binance:S1USDT"]
+        assert table.cells["binance:S0USDT"]["state"][0] == "synced"
+        assert not app.screen.query(DepthLadder)             # no ladder on the watchlist
+        await pilot.press("f")
+        feeds = app.screen.query_one("#feeds", DataTable)
+        assert feeds.row_count == 16
+        await wait_for(pilot, lambda: "connected" in str(feeds.get_cell("Bi-TR8", "state")), "the last feed's row")
+
+
+async def test_a_book_that_did_not_change_is_not_read_again(many: Many, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tick reads a book only when its slot's seqlock word moved: 80 books that do not change
+    cost 80 word loads, not 80 slot copies."""
     app = app_for(many)
     reads: list[int] = []
     real = many.stats.read_book
     monkeypatch.setattr(many.stats, "read_book", lambda j: (reads.append(j), real(j))[1])
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_ticks(pilot, 2)
-        assert len(app.query(DepthLadder)) == 2 and len(app.query(ObiSparkline)) == 2
-        with pytest.raises(NoMatches):
-            app.query_one("#ladder2")
-        ladders = [app.query_one(f"#ladder{j}", DepthLadder) for j in range(2)]
-        assert [lad.key for lad in ladders] == ["binance:S0USDT", "binance:S1USDT"]
-        await wait_for(pilot, lambda: all(lad.view is not None for lad in ladders), "both ladders to show a book")
-        assert [lad.view.update_id for lad in ladders] == [1000, 1001]
-        assert ladders[0].feed_state == "connected_synced"
-        table = app.query_one("#feeds", DataTable)
-        assert table.row_count == 16
-        await wait_for(pilot, lambda: "connected" in str(table.get_cell("Bi-TR8", "state")), "the last feed's row")
-        # a tick reads the books on screen, not all 80
-        reads.clear()
         await wait_ticks(pilot, 3)
-        ticks = 3
-        assert set(reads) <= {0, 1} and len(reads) <= 2 * (ticks + 1), reads
+        assert set(reads) == set(range(80))
+        reads.clear()
+        app.last_slow = 0.0                         # the next tick reads every row again
+        await wait_ticks(pilot, 3)
+        assert reads == [], reads
 
 
-async def test_b_brings_every_market_in_turn(many: Many) -> None:
+async def test_enter_opens_the_market_and_brackets_step_through_markets(many: Many) -> None:
     app = app_for(many)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_ticks(pilot)
-        l0, l1 = app.query_one("#ladder0", DepthLadder), app.query_one("#ladder1", DepthLadder)
-        await pilot.press("b")                        # market 1, already on screen
-        assert app.focused_book == 1 and l1.has_class("focused") and l0.key == "binance:S0USDT"
-        await pilot.press("b")                        # market 2 comes into the other ladder
-        assert app.focused_book == 0 and l0.key == "binance:S2USDT" and l0.has_class("focused")
-        assert app.query_one("#spark0", ObiSparkline).key == "binance:S2USDT"
-        await wait_for(pilot, lambda: l0.view is not None and l0.view.update_id == 1002, "market 2's book")
-        await pilot.press("b")
-        assert l1.key == "binance:S3USDT" and app.focused_book == 1
-        await wait_for(pilot, lambda: l1.view is not None and l1.view.update_id == 1003, "market 3's book")
-        app.shown, app.focused_book = [78, 79], 1     # as after 76 more presses
-        await pilot.press("b")                        # after the last market: the first again
-        assert app.shown == [0, 79] and app.focused_book == 0 and l0.key == "binance:S0USDT"
-        await wait_for(pilot, lambda: l0.view is not None and l0.view.update_id == 1000, "market 0's book")
+        await pilot.press("down", "enter")
+        assert isinstance(app.screen, MarketScreen)
+        lad = app.screen.query_one("#ladder0", DepthLadder)
+        assert lad.key == "binance:S1USDT"
+        await wait_for(pilot, lambda: lad.view is not None and lad.view.update_id == 1001, "market 1's book")
+        await pilot.press("right_square_bracket")
+        lad = app.screen.query_one("#ladder0", DepthLadder)
+        assert lad.key == "binance:S2USDT"
+        await wait_for(pilot, lambda: lad.view is not None and lad.view.update_id == 1002, "market 2's book")
+        await pilot.press("escape")
+        assert isinstance(app.screen, WatchlistScreen)
+
+
+async def test_s_on_a_book_resyncs_that_book(many: Many) -> None:
+    app = app_for(many)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_ticks(pilot)
+        await pilot.press("down", "down", "s")         # the watchlist's row: binance:S2USDT
+        assert many.stats.read_command_book(0) == (1, Command.RESYNC, 2)
+        assert "Bi-OB1: resync binance:S2USDT sent" in log_text(app)
 
 
 async def test_s_resyncs_the_invalid_books_then_all_of_them(many: Many) -> None:
     app = app_for(many)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_ticks(pilot)
+        await pilot.press("f")                        # the feeds screen: `s` acts on the feed
         await pilot.press("s")                        # cursor on Bi-OB1, 10 markets
         assert many.stats.read_command_book(0) == (1, Command.RESYNC_INVALID, ALL_BOOKS)
         await pilot.press("s")                        # again at once: all its books

@@ -142,7 +142,9 @@ def test_every_process_logs_to_the_ui_log_file(tmp_path: Path, env: dict[str, st
     log_file = Path(env["XDG_STATE_HOME"]) / "obitui" / "obitui.log"
     with PtyObitui(["--sim", "--config", str(cfg)], tmp_path, env) as run:
         wait_up(run)
-        # the processes panel names each feed's pid: kill Bi-TR (one of this run's processes)
+        # the processes panel (feeds & system screen) names each feed's pid: kill Bi-TR (one of
+        # this run's processes)
+        run.key(b"f")
         run.wait_until(lambda: re.search(r"Bi-TR\s+pid (\d+)", run.screen()), "Bi-TR's pid on screen", 20)
         pid = int(re.findall(r"Bi-TR\s+pid (\d+)", run.screen())[-1])
         victim = next(p for p in run.descendants() if p.pid == pid)
@@ -164,3 +166,34 @@ def test_every_process_logs_to_the_ui_log_file(tmp_path: Path, env: dict[str, st
     missing = [who for who, rx in wanted.items() if not rx.search(text())]
     assert not missing, f"no line of {missing} in the log:\n{text()[-3000:]}"
     assert not (Path(env["HOME"]) / ".local" / "state" / "obitui").exists()   # the override held
+
+
+def test_watchlist_market_view_and_q_with_several_markets(tmp_path: Path, env: dict[str, str]) -> None:
+    """`obitui --sim --symbols top:3` in a terminal: the watchlist lists the markets with prices,
+    `/` filters, Enter shows the ladders, the tape and the cross-venue line, Esc returns, `q`
+    exits 0 and leaves no process and no segment."""
+    with PtyObitui(["--sim", "--symbols", "top:3"], tmp_path, env) as run:
+        run.wait_until(lambda: "3 markets" in run.screen() and "all synced" in run.screen(),
+                       "the watchlist with its 3 markets synced", UP_WITHIN)
+        started = run.descendants()
+        screen = run.screen()
+        for key in ("Bi BTCUSDT", "Bg BTCUSDT", "Bi ETHUSDT", "Bg ETHUSDT"):
+            assert key in screen, screen
+        run.key(b"/")
+        time.sleep(0.5)                     # the filter box takes the focus
+        for ch in b"eth":
+            run.key(bytes([ch]))
+            time.sleep(0.05)
+        run.wait_until(lambda: 'filter "eth": 2 shown' in run.screen(), "the filtered watchlist", 20)
+        run.key(b"\r")                      # keep the filter, back to the table
+        time.sleep(0.5)                     # (the focus moves with the Enter's message)
+        n = len(run.screen())
+        run.key(b"\r")                      # open the market view
+        run.wait_until(lambda: all(w in run.screen()[n:] for w in ("ETHUSDT", "time (UTC)", "Bi−Bg mid", "OBI")),
+                       "the market view of ETHUSDT (ladders, tape, cross-venue line)", 20)
+        n = len(run.screen())
+        run.key(b"\x1b")
+        run.wait_until(lambda: "spr bps" in run.screen()[n:], "the watchlist again", 20)
+        run.key(b"q")
+        rc = assert_nothing_left(run, started, "q")
+        assert rc == 0, run.diagnostics()
