@@ -248,7 +248,7 @@ def split_processes(feeds: list[FeedConfig]) -> list[FeedConfig]:
 class Config:
     feeds: list[FeedConfig] = field(default_factory=default_feeds)
     obi_levels: int = 20
-    engine_wait: str = "batch"
+    engine_wait: str = "block"
     engine_cpu: int | None = None
     interval: float = 1.0            # headless: s between status lines / JSON objects; the default of --interval (the flag wins)
     heartbeat_stale: float = 10.0    # supervisor: a child silent this long is hung: killed, restarted

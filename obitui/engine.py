@@ -12,9 +12,9 @@ Publishing: at most ``PUBLISH_EVERY`` (the UI's pace), and only the books whose 
 since their last publish; OBI is sampled into each book's history every ``OBI_SAMPLE_EVERY``, and
 a book whose only news is its samples is published at most every ``IDLE_PUBLISH_EVERY``.
 
-Wait strategies: ``spin`` polls without pause (lowest latency, one busy core); ``block`` spins
-briefly, then flags that it sleeps and waits on a futex word in the stats block that a producer
-bumps only when the flag is set (docs/ARCHITECTURE.md, engine wake-up); ``batch`` (the default)
+Wait strategies: ``spin`` polls without pause (lowest latency, one busy core); ``block`` (the
+default) spins briefly, then flags that it sleeps and waits on a futex word in the stats block
+that a producer bumps only when the flag is set (docs/ARCHITECTURE.md, engine wake-up); ``batch``
 sleeps on the same futex as soon as a poll finds nothing, and pauses ``NAP_S`` after
 a poll that found records, so that under load the records of many frames are taken in one
 poll (interrupt coalescing: a bounded added latency for much less CPU per record)."""

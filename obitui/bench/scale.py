@@ -4,8 +4,7 @@ For each market count N, one after the other in this process: the simulator with
 top:N`` (N = 1: BTCUSDT alone, the setup of `obitui bench pipeline`), the default fleet (Bi-OB,
 Bi-TR, Bg-OB, Bg-PR, every feed watching the N markets the supervisor picks with ``top:N``, as
 ``obitui --sim --symbols top:N`` does), the default CPU layout (no pinning, the config's engine
-wait, ``batch``; ``--wait block`` for the wait before it, ``--layout pinned`` for the other
-end). The config as built in: one process per venue-channel, its markets over connections of
+wait, ``block``; ``--wait batch`` for the other wait, ``--layout pinned`` for the other end). The config as built in: one process per venue-channel, its markets over connections of
 the venue's default size (Bitget 50, Binance 200; ``--fit connection`` puts them all on one
 connection instead). Then:
 
