@@ -70,7 +70,10 @@ def clean_stale_segments() -> tuple[list[str], list[str]]:
         m = _RUN_RE.match(name)
         if not m or int(m.group(1)) != os.getuid():
             continue
-        st = os.lstat(os.path.join(SHM_DIR, name))
+        try:
+            st = os.lstat(os.path.join(SHM_DIR, name))
+        except FileNotFoundError:       # gone since the listing: its run ended, or another start removed it
+            continue
         if st.st_uid != os.geteuid():
             continue
         if _pid_alive(int(m.group(2))):

@@ -1,15 +1,20 @@
-"""Shared fixtures: unique segment names, a check that no test leaves a segment behind, and
-Hypothesis seeding (derandomized in CI; elsewhere a printed seed that repeats a run).
+"""Shared fixtures: unique segment names, a check that no test leaves a segment behind,
+Hypothesis seeding (derandomized in CI; elsewhere a printed seed that repeats a run), and under
+pytest-xdist the `alone` tests run while no other test runs.
 
-Everything here counts only this pytest run's own segments: its test prefix carries the pytest
+Everything here counts only this pytest process's own segments: its test prefix carries the pytest
 pid, and fleets started in this process are named `obitui-<uid>-r<pytest pid>x...`. Another
-pytest run or a live fleet of the same user on the host is never counted, nor removed."""
+pytest run, another pytest-xdist worker of this run (each is a process of its own) or a live fleet
+of the same user on the host is never counted, nor removed."""
 from __future__ import annotations
 
+import fcntl
 import os
 import random
+import shutil
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,12 +29,57 @@ settings.register_profile("dev", print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+ALONE_LOCKS = "OBITUI_PYTEST_ALONE_LOCKS"     # the lock directory, from the xdist controller to its workers
+_ALONE_DIR = pytest.StashKey[str]()           # the controller's, removed at its end
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Outside CI, one random seed for the whole run, chosen here so the header can print it."""
+    """Outside CI, one random seed for the whole run, chosen here so the header can print it.
+    pytest-xdist workers parse the command line anew: the environment carries the seed to them
+    (they start after this hook), so the printed seed repeats every worker's tests too. The xdist
+    controller makes the directory of the `alone` locks the same way."""
+    if (config.getoption("numprocesses", None) and not hasattr(config, "workerinput")
+            and ALONE_LOCKS not in os.environ):
+        os.environ[ALONE_LOCKS] = tempfile.mkdtemp(prefix="obitui-pytest-locks-")
+        config.stash[_ALONE_DIR] = os.environ[ALONE_LOCKS]
     if os.environ.get("CI") or config.getoption("hypothesis_seed", None) is not None:
         return
     config.option.hypothesis_seed = int(os.environ.get("OBITUI_HYPOTHESIS_SEED", random.randrange(1 << 32)))
+    os.environ["OBITUI_HYPOTHESIS_SEED"] = str(config.option.hypothesis_seed)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if (d := config.stash.get(_ALONE_DIR, None)) is not None:
+        shutil.rmtree(d, ignore_errors=True)
+        os.environ.pop(ALONE_LOCKS, None)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Under pytest-xdist, a test marked `alone` (it judges the machine's speed, which the other
+    workers' tests would take a share of) runs while no other test runs; the others run together.
+    A readers-writer lock over the workers: every test holds `share` shared, an `alone` test
+    exclusively; `gate` is held by an `alone` test from its wait on, so no new test starts before
+    it. Taken outside the test's timeout (this wrapper is outside pytest-timeout's), held through
+    setup, call and teardown."""
+    locks = os.environ.get(ALONE_LOCKS)
+    if not locks or not os.environ.get("PYTEST_XDIST_WORKER"):
+        return (yield)
+    alone = item.get_closest_marker("alone") is not None
+    with open(os.path.join(locks, "gate"), "a") as gate, open(os.path.join(locks, "share"), "a") as share:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(share, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(share, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(gate, fcntl.LOCK_UN)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -23,7 +23,8 @@ from obitui.core.shm import Segment
 from obitui.core.stats import FEED_COUNTERS, FRAME_FATES, FeedSlotWriter, StatsBlock
 from obitui.feeds.process import make_feed
 
-pytestmark = pytest.mark.timeout(90)
+# pytest-xdist: with the soak and the benchmarks, on one worker in turn
+pytestmark = [pytest.mark.timeout(90), pytest.mark.xdist_group("heavy")]
 # Bitget books answers a broken frame with a resync (unsubscribe + subscribe) and sends at most
 # 9 client messages/s per connection (the venue cuts at 10): hostile frames cost it ~0.2 s each
 FRAMES = {"Bi-OB": 1500, "Bi-TR": 1500, "Bg-OB": 300, "Bg-PR": 1500}

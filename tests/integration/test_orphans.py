@@ -4,14 +4,19 @@ a hung engine is replaced, and every process logs JSON lines with --json. (The s
 engine_hang and supervisor_kill9 faults are checked by test_soak.py.)
 
 Everything counts only this test's own processes (descendants of the supervisor it started) and
-segments (named after that supervisor's pid)."""
+segments (named after that supervisor's pid). The SIGKILLed supervisors run with a shared-memory
+directory of their test's own (OBITUI_SHM_DIR, on /dev/shm's tmpfs): any fleet started on the host
+removes the segments of dead runs it finds, so in /dev/shm another run (or another pytest-xdist
+worker) could remove the dead run's segments before the test's own next start does."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,14 +28,18 @@ import pytest
 from obitui.config import load_config
 from obitui.lifeline import die_with_parent
 from obitui.supervisor import Supervisor, our_segments, segment_prefix
+from tests.conftest import TEST_PREFIX
 
 ORPHAN_LIMIT_S = 5.0     # the test's bound; the product's target is 3 s (measured and reported)
 FLEET = {"obitui sim", "obitui engine", "obitui feed Bi-OB", "obitui feed Bi-TR", "obitui feed Bg-OB",
          "obitui feed Bg-PR"}
 
 
-def run_segments(pid: int) -> list[str]:
-    return [s for s in our_segments() if s.startswith(f"{segment_prefix()}r{pid}x")]
+def run_segments(pid: int, shm_dir: Path | None = None) -> list[str]:
+    """The segments of the run supervised by ``pid``: in /dev/shm (the product's directory in
+    this process), or in ``shm_dir`` (a run started with OBITUI_SHM_DIR)."""
+    names = our_segments() if shm_dir is None else sorted(os.listdir(shm_dir))
+    return [s for s in names if s.startswith(f"{segment_prefix()}r{pid}x")]
 
 
 def titles(procs: list[psutil.Process]) -> set[str]:
@@ -43,15 +52,15 @@ def titles(procs: list[psutil.Process]) -> set[str]:
     return out
 
 
-def wait_for_fleet(pid: int, timeout: float = 30.0) -> list[psutil.Process]:
+def wait_for_fleet(pid: int, shm_dir: Path | None = None, timeout: float = 30.0) -> list[psutil.Process]:
     """The supervisor's descendants once the whole fleet (simulator, engine, 4 feeds) runs and the
-    run's segments exist."""
+    run's segments exist (in ``shm_dir`` if the run was given one, else /dev/shm)."""
     end = time.monotonic() + timeout
     sup = psutil.Process(pid)
     kids: list[psutil.Process] = []
     while time.monotonic() < end:
         kids = sup.children(recursive=True)
-        if FLEET <= titles(kids) and len(run_segments(pid)) == 5:
+        if FLEET <= titles(kids) and len(run_segments(pid, shm_dir)) == 5:
             return kids
         time.sleep(0.1)
     raise AssertionError(f"the fleet did not start in {timeout} s: {sorted(titles(kids))}")
@@ -90,20 +99,38 @@ def sigkill_and_check(proc: subprocess.Popen, kids: list[psutil.Process]) -> flo
     return took
 
 
-def next_start_cleans(dead_pid: int) -> None:
+def next_start_cleans(dead_pid: int, shm_dir: Path) -> None:
     """The dead run's segments are still there; the next start removes them, and its own."""
-    assert run_segments(dead_pid), "a SIGKILLed supervisor cannot unlink its segments"
+    assert run_segments(dead_pid, shm_dir), "a SIGKILLed supervisor cannot unlink its segments"
     res = subprocess.run([sys.executable, "-m", "obitui", "--sim", "--no-ui", "--duration", "1"],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, env=shm_env(shm_dir))
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "removed 5 segment(s) left by dead runs" in res.stderr or not run_segments(dead_pid), res.stderr
-    assert run_segments(dead_pid) == []
+    assert ("removed 5 segment(s) left by dead runs" in res.stderr
+            or not run_segments(dead_pid, shm_dir)), res.stderr
+    assert run_segments(dead_pid, shm_dir) == []
+
+
+def shm_env(shm_dir: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "OBITUI_SHM_DIR": str(shm_dir), **extra}
 
 
 @pytest.fixture
-def cleanup() -> Iterator[list]:
+def shm_dir() -> Iterator[Path]:
+    """A shared-memory directory of the test's own on /dev/shm's tmpfs (see the module's doc);
+    nothing may be left in it at the end."""
+    d = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}-orphans-", dir="/dev/shm"))
+    try:
+        yield d
+        left = sorted(os.listdir(d))
+        assert not left, f"segments left in the test's shared-memory directory: {left}"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def cleanup(shm_dir: Path) -> Iterator[list]:
     """Whatever a test registers (Popen objects, psutil processes, pids of runs) is killed and its
-    segments removed, whether the test passed or not."""
+    segments (in ``shm_dir``) removed, whether the test passed or not."""
     items: list = []
     yield items
     for it in items:
@@ -114,32 +141,31 @@ def cleanup() -> Iterator[list]:
         elif isinstance(it, psutil.Process):
             kill_all([it])
         elif isinstance(it, int):
-            from obitui.core.shm import Segment
-            for name in run_segments(it):
-                Segment.unlink(name)
+            for name in run_segments(it, shm_dir):
+                (shm_dir / name).unlink(missing_ok=True)
 
 
 @pytest.mark.timeout(120)
-def test_sigkill_of_a_headless_supervisor_leaves_no_process(cleanup: list) -> None:
+def test_sigkill_of_a_headless_supervisor_leaves_no_process(cleanup: list, shm_dir: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "obitui", "--sim", "--no-ui", "--duration", "60"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=shm_env(shm_dir))
     cleanup += [proc, proc.pid]
-    kids = wait_for_fleet(proc.pid)
+    kids = wait_for_fleet(proc.pid, shm_dir)
     cleanup += kids
     # the simulator lives in a session of its own: no terminal signal reaches it
     assert any(p.pid == os.getsid(p.pid) for p in kids if "obitui sim" in titles([p]))
     sigkill_and_check(proc, kids)
-    next_start_cleans(proc.pid)
+    next_start_cleans(proc.pid, shm_dir)
 
 
 @pytest.mark.timeout(120)
-def test_sigkill_of_a_ui_supervisor_leaves_no_process(cleanup: list, tmp_path: Path) -> None:
+def test_sigkill_of_a_ui_supervisor_leaves_no_process(cleanup: list, shm_dir: Path, tmp_path: Path) -> None:
     master, slave = os.openpty()
     import fcntl
     import struct
     import termios
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color", "XDG_STATE_HOME": str(tmp_path)}
+    env = shm_env(shm_dir, TERM="xterm-256color", XDG_STATE_HOME=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "obitui", "--sim"], stdin=slave, stdout=slave,
                             stderr=slave, env=env, start_new_session=True, close_fds=True)
     os.close(slave)
@@ -157,12 +183,12 @@ def test_sigkill_of_a_ui_supervisor_leaves_no_process(cleanup: list, tmp_path: P
             screen.extend(data[-4096:])
     threading.Thread(target=drain, daemon=True).start()
     try:
-        kids = wait_for_fleet(proc.pid)
+        kids = wait_for_fleet(proc.pid, shm_dir)
         cleanup += kids
         sigkill_and_check(proc, kids)
     finally:
         os.close(master)
-    next_start_cleans(proc.pid)
+    next_start_cleans(proc.pid, shm_dir)
     assert (tmp_path / "obitui" / "obitui.log").is_file()
 
 

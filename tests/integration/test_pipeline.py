@@ -306,6 +306,17 @@ def test_stale_segments_of_dead_runs_are_removed_live_ones_kept() -> None:
         Segment.unlink(live_name)
 
 
+def test_a_segment_gone_after_the_listing_does_not_stop_a_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs start and end side by side: a segment listed, then removed before it is looked at (its
+    run ended, or another start removed it first), is passed over, not an error of this start."""
+    import obitui.supervisor as supervisor
+    gone = f"obitui-{UID}-r{os.getpid()}x00cc00-ring0"       # never created: gone by the look
+    listdir = os.listdir
+    monkeypatch.setattr(supervisor.os, "listdir", lambda d: [gone, *listdir(d)])
+    removed, live = clean_stale_segments()
+    assert gone not in removed and gone not in live
+
+
 def test_replay_of_real_recordings_end_to_end(test_data: Path, tmp_path: Path) -> None:
     from obitui.capture import CaptureRecord, convert_cryptofeed, write_capture
     recs: list[CaptureRecord] = []

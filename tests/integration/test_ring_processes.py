@@ -28,6 +28,7 @@ def _join(p: mp.process.BaseProcess) -> None:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.xdist_group("heavy")    # pytest-xdist: with the soak and the fuzz, on one worker in turn
 @given(seed=st.integers(0, 2**32), max_size=st.sampled_from([0, 7, 64, 600, 3000, 8000]),
        capacity_log2=st.sampled_from([13, 16, 20]))
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))

@@ -336,6 +336,8 @@ async def test_connection_limits_with_many_streams(sim: Simulator) -> None:
 
 # ------------------------------------------------------------------ the issue's traffic
 @pytest.mark.timeout(90)
+@pytest.mark.alone                   # a rate the machine must reach: no other test takes a share of it
+@pytest.mark.xdist_group("heavy")    # ... and never waits for the soak (same worker)
 async def test_the_150_most_traded_make_the_issues_traffic() -> None:
     """`obitui sim --symbols top:150` at its default activity, in a process of its own, every
     market watched (depth and trades on Binance spot, books and trades on Bitget, one connection

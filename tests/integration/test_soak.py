@@ -12,6 +12,7 @@ import pytest
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
+@pytest.mark.xdist_group("heavy")    # pytest-xdist: with the fuzz and the benchmarks, on one worker in turn
 def test_soak_60s_passes(tmp_path: Path) -> None:
     report = tmp_path / "soak.json"
     res = subprocess.run([sys.executable, "-m", "obitui", "soak", "--duration", "60", "--seed", "2",

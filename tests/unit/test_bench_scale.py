@@ -14,6 +14,7 @@ from obitui.bench import scale
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xdist_group("heavy")    # pytest-xdist: with the soak and the fuzz, on one worker in turn
 def test_bench_scale_quick_run(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
     res = subprocess.run([sys.executable, "-m", "obitui", "bench", "scale", "--markets", "1,3",

@@ -97,6 +97,7 @@ def test_core_imports_neither_textual_nor_rich() -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.xdist_group("heavy")    # pytest-xdist: with the soak and the fuzz, on one worker in turn
 def test_bench_book_quick_runs_every_row() -> None:
     """The book benchmark's own checks (every frame applied by the one-call path, the array and
     std::map books agreeing) run, and every row the report names is there. No speed is judged
