@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import NoReturn
 
@@ -70,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replay pacing: 1 original, X times faster, 0 as fast as the feeds read")
     ap.add_argument("--metrics-port", type=int, metavar="PORT",
                     help="serve Prometheus metrics on PORT (0: any free port, logged)")
+    ap.add_argument("--publish", metavar="URL",
+                    help="also publish the fleet's books, trades and feed states to this NATS server "
+                         "(nats://host:4222, tls://...; docs/NATS.md)")
+    ap.add_argument("--publish-host", metavar="NAME",
+                    help="the host name in the subjects (default: this machine's)")
+    ap.add_argument("--publish-rate", type=float, default=8.0, metavar="HZ",
+                    help="publish what changed this often (default 8)")
+    ap.add_argument("--allow-remote-control", action="store_true",
+                    help="carry out r/s requests that attached consoles send over NATS")
+    ap.add_argument("--attach", metavar="URL[,URL]",
+                    help="show remote fleets from these NATS servers (no local feeds)")
+    ap.add_argument("--nats-creds", metavar="FILE",
+                    help="NATS credentials file (token or user/password: OBITUI_NATS_TOKEN, "
+                         "OBITUI_NATS_USER, OBITUI_NATS_PASSWORD in the environment)")
+    ap.add_argument("--nats-ca", metavar="FILE", help="CA file for tls:// NATS servers")
     ap.add_argument("--metrics-host", default="127.0.0.1", metavar="ADDR",
                     help="address of the metrics endpoint (default 127.0.0.1)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -151,6 +167,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"obitui: {bad}", file=sys.stderr)
         return 2
     metrics = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
+    for flag, value in (("--publish", args.publish), ("--attach", args.attach)):
+        if value is not None and not all(u.strip().split("://", 1)[0] in ("nats", "tls") and "://" in u
+                                         for u in value.split(",")):
+            print(f"obitui: {flag}: nats://host:port or tls://host:port URLs, got {value!r}", file=sys.stderr)
+            return 2
+    if args.nats_creds is not None and not os.path.isfile(args.nats_creds):
+        print(f"obitui: --nats-creds {args.nats_creds}: no such file", file=sys.stderr)
+        return 2
+    if args.attach is not None:
+        if args.sim or args.replay or args.publish:
+            print("obitui: --attach shows remote fleets only: without --sim, --replay or --publish "
+                  "in this version", file=sys.stderr)
+            return 2
+        if not (args.no_ui or args.json):
+            print("obitui: --attach: only with --no-ui or --json in this version", file=sys.stderr)
+            return 2
+        from obitui.bus import attach
+        from obitui.headless import setup_logging
+        setup_logging(args.json)
+        return attach.run(args.attach.split(","), as_json=args.json,
+                          interval=cfg.interval if args.interval is None else args.interval,
+                          duration=args.duration, levels=args.levels, creds=args.nats_creds,
+                          ca_file=args.nats_ca)
+    publish = None
+    if args.publish is not None:
+        from obitui.bus.publisher import PublishSpec
+        from obitui.bus.schema import default_host, token
+        publish = PublishSpec(args.publish, token(args.publish_host) if args.publish_host else default_host(),
+                              rate=args.publish_rate, allow_control=args.allow_remote_control,
+                              creds=args.nats_creds, ca_file=args.nats_ca)
     if args.replay:
         from pathlib import Path
         if not Path(args.replay).is_file():
@@ -193,11 +239,12 @@ def main(argv: list[str] | None = None) -> int:
                             duration=args.duration,
                             record_dir=args.record, replay=args.replay, replay_speed=args.speed,
                             sim_rate=args.sim_rate, metrics=metrics, books=books, levels=args.levels,
-                            top=top, book_names=book_names)
+                            top=top, book_names=book_names, publish=publish)
     from obitui.app import run_app
     return run_app(cfg, sim=args.sim, sim_faults=args.sim_fault, refresh_hz=args.refresh_hz,
                    mouse=not args.no_mouse, record_dir=args.record, replay=args.replay,
-                   replay_speed=args.speed, sim_rate=args.sim_rate, metrics=metrics, top=top)
+                   replay_speed=args.speed, sim_rate=args.sim_rate, metrics=metrics, top=top,
+                   publish=publish)
 
 
 if __name__ == "__main__":

@@ -417,8 +417,9 @@ class ObituiApp(App[None]):
 
 def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float, mouse: bool,
             record_dir: str | None, replay: str | None, replay_speed: float = 1.0, sim_rate: float | None = None,
-            metrics: tuple[str, int] | None = None, top: int | None = None) -> int:
-    """Start the supervisor (and the simulator), run the app, always stop everything."""
+            metrics: tuple[str, int] | None = None, top: int | None = None, publish: Any = None) -> int:
+    """Start the supervisor (and the simulator, and the NATS publisher with ``publish``), run
+    the app, always stop everything."""
     import signal
     import sys
 
@@ -431,7 +432,7 @@ def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float,
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = str(log_path)
     configure(LogSpec(logging.INFO, False, log_file), "supervisor")
-    sup = Supervisor(cfg, record_dir, log_file=log_file)
+    sup = Supervisor(cfg, record_dir, log_file=log_file, publish=publish)
     holder: dict[str, ObituiApp] = {}
     deferred: list[tuple[int, float]] = []     # a signal that came while the fleet started
     stopping = False

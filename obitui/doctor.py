@@ -18,6 +18,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -369,6 +370,39 @@ def check_log() -> list[Check]:
                   "set XDG_STATE_HOME to put it elsewhere", OK)]
 
 
+def check_nats(url: str, creds: str | None = None, ca_file: str | None = None, timeout: float = 3.0) -> list[Check]:
+    """The NATS server a fleet publishes to or a console attaches to: connect (with the
+    credentials the environment or ``creds`` give), one round trip, the server's version and
+    its largest message."""
+    import asyncio
+
+    from obitui.bus.publisher import client_options, redact
+
+    async def probe() -> tuple[str, str]:
+        import nats
+        nc = await nats.connect(**client_options(url, creds, ca_file), connect_timeout=timeout,
+                                allow_reconnect=False, max_reconnect_attempts=0)
+        try:
+            t0 = time.perf_counter()
+            await nc.flush(timeout)
+            rtt = (time.perf_counter() - t0) * 1e3
+            info = nc._server_info if hasattr(nc, "_server_info") else {}
+            return (f"{redact(url)}: server {info.get('version', '?')}, round trip {rtt:.1f} ms, "
+                    f"max message {info.get('max_payload', 0) // 1024} KiB"), ""
+        finally:
+            await nc.close()
+
+    try:
+        text, _ = asyncio.run(asyncio.wait_for(probe(), timeout + 2))
+        return [Check("NATS server", text, "reachable", "--publish / --attach talk to it (docs/NATS.md)",
+                      "", OK)]
+    except Exception as exc:            # refused, DNS, TLS, authorization, timeout
+        return [Check("NATS server", f"{redact(url)}: {type(exc).__name__}: {exc}"[:160], "reachable",
+                      "--publish / --attach talk to it; the fleet runs without it, but publishes nothing",
+                      "start nats-server, check the URL, the credentials (OBITUI_NATS_*, --nats-creds) "
+                      "and TLS (--nats-ca)", WARN)]
+
+
 def run_checks(host: Host, ring_bytes: int, busy_processes: int) -> list[Check]:
     checks = (check_sysctls(host) + check_limits(host) + check_cpus(host, busy_processes)
               + check_shm(host, ring_bytes) + check_clock(host) + check_container(host, busy_processes)
@@ -395,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object: {checks: [...], critical: n}")
     ap.add_argument("--root", default="/", metavar="DIR", help="read /proc, /sys, /dev/shm under DIR")
     ap.add_argument("--config", metavar="FILE", help="size the /dev/shm check for this config's rings")
+    ap.add_argument("--nats-url", metavar="URL", help="check this NATS server (--publish / --attach)")
+    ap.add_argument("--nats-creds", metavar="FILE", help="NATS credentials file")
+    ap.add_argument("--nats-ca", metavar="FILE", help="CA file for tls:// NATS servers")
     args = ap.parse_args(argv)
     from obitui.config import ConfigError, load_config
     try:
@@ -407,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     ring_bytes = (sum(f.ring_capacity + 4096 for f in cfg.feeds)
                   + StatsBlock.size_for(len(cfg.feeds), len(book_plan(cfg.feeds))))
     checks = run_checks(Host(args.root), ring_bytes, busy_processes=len(cfg.feeds) + 1)
+    if args.nats_url:
+        checks += check_nats(args.nats_url, args.nats_creds, args.nats_ca)
     critical = sum(c.severity == CRITICAL for c in checks)
     if args.json:
         print(json.dumps({"checks": [asdict(c) for c in checks], "critical": critical}, indent=1))

@@ -14,7 +14,7 @@ from obitui.config import Config, FeedConfig, feed_book_ids
 from obitui.core.stats import TOP_N, BookView, StatsBlock, heartbeat_age, is_stale
 from obitui.logs import LogSpec, configure
 from obitui.supervisor import Supervisor, SupervisorError
-from obitui.widgets.format import fmt_fixed
+from obitui.widgets.format import decimals_needed, fmt_fixed
 
 log = logging.getLogger("obitui")
 
@@ -30,7 +30,7 @@ def book_json(bv: BookView, digits: int, qdigits: int | None = None, levels: int
     if bv.bids and bv.asks:
         # (bid + ask) / 2 exactly: one more decimal when the sum is odd
         twice = bv.bids[0][0] + bv.asks[0][0]
-        mid = fmt_fixed(twice * 5, digits + 1, pdec + (twice & 1))
+        mid = fmt_fixed(twice * 5, digits + 1, max(pdec, decimals_needed(twice * 5, digits + 1)))
     spread = bv.spread_bps
     out = {
         "valid": bv.valid, "update_id": bv.update_id, "obi": round(bv.obi, 6), "crossed": bv.crossed,
@@ -134,6 +134,18 @@ def snapshot(cfg: Config, stats: StatsBlock, fills: list[tuple[float, int]],
                           "stale": is_stale(age), "age_s": _age(age), "markets": len(ids)}
         if f.is_book:
             feeds[f.label].update(books=n_books, books_synced=n_synced)
+    for i in range(len(cfg.feeds), stats.n_feeds):      # the NATS publisher's slot (--publish)
+        fv = stats.read_feed(i)
+        if fv is None or not fv.label:
+            continue
+        c = fv.counters
+        age = heartbeat_age(fv.heartbeat_ns)
+        feeds[fv.label] = {"kind": "publisher", "state": fv.state.word, "reason": fv.reason,
+                           "messages": c["frames"], "sent": c["frames_pushed"],
+                           "dropped": c["frames_dropped"], "not_connected": c["frames_discarded"],
+                           "bytes": c["bytes"], "reconnects": c["reconnects"],
+                           "connect_failures": c["connect_failures"],
+                           "stale": is_stale(age), "age_s": _age(age)}
     ev = stats.read_engine()
     age = heartbeat_age(ev.heartbeat_ns) if ev is not None else None
     engine = {"pid": ev.pid if ev else 0, "stale": is_stale(age), "age_s": _age(age),
@@ -177,6 +189,9 @@ def status_line(cfg: Config, snap: dict[str, Any]) -> str:
         elif book is not None and book["valid"] and not book.get("stale"):
             text += f" (OBI:{book['obi']:.4f})"
         parts.append(text)
+    for label, fv in snap["feeds"].items():
+        if fv.get("kind") == "publisher":
+            parts.append(f"{label}: {fv['state']}" + (f" (stale {_secs(fv['age_s'])})" if fv.get("stale") else ""))
     engine = snap.get("engine")
     if engine is not None and engine["stale"]:
         # frozen figures are never shown as live: the books' OBI is left out above
@@ -197,7 +212,8 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
         duration: float | None, record_dir: str | None, replay: str | None,
         replay_speed: float = 1.0, sim_rate: float | None = None, out: TextIO = sys.stdout,
         metrics: tuple[str, int] | None = None, books: list[str] | None = None,
-        levels: int = TOP_N, top: int | None = None, book_names: list[str] | None = None) -> int:
+        levels: int = TOP_N, top: int | None = None, book_names: list[str] | None = None,
+        publish: Any = None) -> int:
     """Run the fleet and print until ``duration``, the end of a replay, the simulator's end or a
     signal. Exit status: 0 for a requested stop (the duration or the replay's end, SIGINT,
     SIGTERM, SIGHUP: every child stopped, every segment removed, the last object printed);
@@ -213,7 +229,7 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
-    sup = Supervisor(cfg, record_dir, log_json=as_json)
+    sup = Supervisor(cfg, record_dir, log_json=as_json, publish=publish)
     try:
         cfg = sup.launch(sim=sim, faults=sim_faults, replay=replay, replay_speed=replay_speed,
                          rate=sim_rate, metrics=metrics, top=top)

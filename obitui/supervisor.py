@@ -98,12 +98,14 @@ class Child:
     hangs: int = 0
     next_start: float = 0.0
     started_at: float = 0.0
+    slot: int | None = None      # its feed slot (heartbeat), None: the engine's slot
 
 
 class Supervisor:
     def __init__(self, cfg: Config, record_dir: str | None = None, log_level: int = logging.INFO,
-                 log_file: str | None = None, log_json: bool = False) -> None:
+                 log_file: str | None = None, log_json: bool = False, publish: Any = None) -> None:
         self.cfg = cfg
+        self.publish = publish               # bus.publisher.PublishSpec: run the NATS publisher too
         self.log_file = log_file
         self.record_dir = record_dir
         self.log = LogSpec(log_level, log_json, log_file)
@@ -137,7 +139,9 @@ class Supervisor:
         self.ring_names = [f"{self.prefix}-ring{i}" for i in range(len(self.cfg.feeds))]
         try:
             plan = book_plan(self.cfg.feeds)
-            self.stats = StatsBlock.create(self.stats_name, len(self.cfg.feeds), len(plan), self.run_id,
+            # the publisher's state is one more feed slot, after the feeds'
+            n_slots = len(self.cfg.feeds) + (1 if self.publish is not None else 0)
+            self.stats = StatsBlock.create(self.stats_name, n_slots, len(plan), self.run_id,
                                            book_keys=plan)
             self.created.append(self.stats_name)
             for f, name in zip(self.cfg.feeds, self.ring_names):
@@ -154,12 +158,16 @@ class Supervisor:
         for i, (f, ring) in enumerate(zip(self.cfg.feeds, self.ring_names)):
             self.children.append(Child(f.label, "obitui.feeds.process:feed_main",
                                        (f, i, ring, self.stats_name, self.record_dir, book_ids[i]),
-                                       title=f"obitui feed {f.label}"))
-        self.children.append(Child("engine", "obitui.engine:engine_main",
-                                   (self.cfg, self.ring_names, self.stats_name),
-                                   {"resync_books": False}, title="obitui engine"))
+                                       title=f"obitui feed {f.label}", slot=i))
+        engine = Child("engine", "obitui.engine:engine_main", (self.cfg, self.ring_names, self.stats_name),
+                       {"resync_books": False}, title="obitui engine")
+        self.children.append(engine)
+        if self.publish is not None:
+            self.children.append(Child("publisher", "obitui.bus.publisher:publisher_main",
+                                       (self.cfg, self.stats_name, len(self.cfg.feeds), self.ring_names,
+                                        self.publish), title="obitui publisher", slot=len(self.cfg.feeds)))
         # the engine first: it must be consuming before the feeds fill their rings
-        for child in [self.children[-1], *self.children[:-1]]:
+        for child in [engine, *(c for c in self.children if c is not engine)]:
             self._spawn(child)
         self.started = True
 
@@ -303,8 +311,8 @@ class Supervisor:
         limit = self.cfg.heartbeat_stale
         if self.stats is None or now - child.started_at <= limit:
             return None
-        view: Any = (self.stats.read_engine() if child.name == "engine"
-                     else self.stats.read_feed(self.children.index(child)))
+        view: Any = (self.stats.read_engine() if child.slot is None
+                     else self.stats.read_feed(child.slot))
         if view is None:
             return None      # the slot was mid-write at every try (its writer descheduled): next poll
         # a beat of a previous process of this child does not count: judged from the start
@@ -312,10 +320,11 @@ class Supervisor:
         silent = (time.monotonic_ns() - beat) / 1e9 if beat else now - child.started_at
         return silent if silent > limit else None
 
-    def command(self, label: str, cmd: Command) -> int:
+    def command(self, label: str, cmd: Command, symbol: str | None = None) -> int:
+        """Post ``cmd`` to the feed ``label`` (for ``symbol``'s book only, when given)."""
         from obitui.controller import command_by_label
         assert self.stats is not None
-        return command_by_label(self.cfg, self.stats, label, cmd)
+        return command_by_label(self.cfg, self.stats, label, cmd, symbol)
 
     def pids(self) -> dict[str, int]:
         return {c.name: c.proc.pid for c in self.children if c.proc is not None and c.proc.is_alive()}

@@ -1,0 +1,250 @@
+"""`obitui --attach nats://a:4222[,nats://b:4222]`: the console over remote fleets, read from
+NATS (docs/NATS.md), with no local feeds.
+
+``Fleets`` keeps, per host seen on any of the servers, its last feeds message, its books and
+its last heartbeat; a host whose last message is older than ``schema.STALE_HOST_S`` is stale.
+``snapshot()`` gives the headless JSON shape with every feed and book keyed ``host/...`` and a
+``hosts`` object; ``status_line()`` the status line with ``host/label`` segments. Each URL is
+its own connection (a list in one URL, ``a,b``, is one cluster)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+import orjson
+
+from obitui.bus import schema
+from obitui.bus.publisher import client_options, redact
+
+log = logging.getLogger("obitui.attach")
+
+
+class Fleets:
+    """What the attached servers said, per host (fed by the NATS callbacks)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.hosts: dict[str, dict[str, Any]] = {}      # host -> {"seen", "beat", "url", "control"}
+        self.feeds: dict[str, dict[str, Any]] = {}      # host -> feeds message
+        self.books: dict[str, dict[str, Any]] = {}      # host/key -> book message
+        self.trades: dict[str, list[dict[str, Any]]] = {}   # host/key -> recent trades, newest last
+        self.bad = 0                                    # messages that could not be read
+
+    def on_message(self, url: str, subject: str, data: bytes) -> str | None:
+        """Take one message; returns its host when that host was not known before."""
+        kind = subject.rsplit(".", 1)[-1]
+        if kind in ("control", "resend"):
+            return None          # requests to a publisher, not its state
+        try:
+            msg = orjson.loads(data)
+            if not isinstance(msg, dict) or msg.get("v") != schema.SCHEMA:
+                raise ValueError(f"schema {msg.get('v') if isinstance(msg, dict) else '?'}")
+            host = str(msg["host"])
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+            self.bad += 1
+            if self.bad in (1, 10, 100) or self.bad % 1000 == 0:
+                log.warning("attach: unreadable message on %s (%s); %d so far", subject, exc, self.bad)
+            return None
+        now = time.monotonic()
+        with self.lock:
+            new = host not in self.hosts
+            h = self.hosts.setdefault(host, {"url": url, "beat": 0.0, "control": False})
+            h["seen"] = now
+            if kind == "heartbeat":
+                h["beat"] = now
+                h["control"] = bool(msg.get("control"))
+                h["order"] = msg.get("feeds", [])
+            elif kind == "feeds":
+                self.feeds[host] = msg
+            elif kind == "book":
+                self.books[f"{host}/{msg['key']}"] = msg
+            elif kind == "trade":
+                tape = self.trades.setdefault(f"{host}/{msg['key']}", [])
+                tape.extend(msg.get("trades", []))
+                del tape[:-50]
+        return host if new else None
+
+    def snapshot(self, levels: int = 20) -> dict[str, Any]:
+        """The headless JSON shape over every host: feeds ``host/label``, books ``host/key``."""
+        now = time.monotonic()
+        out: dict[str, Any] = {"ts": round(time.time(), 3), "hosts": {}, "feeds": {}, "books": {}}
+        with self.lock:
+            for host, h in sorted(self.hosts.items()):
+                age = now - max(h.get("beat", 0.0), h.get("seen", 0.0))
+                stale = age > schema.STALE_HOST_S
+                out["hosts"][host] = {"url": redact(h["url"]), "stale": stale, "age_s": round(age, 3),
+                                      "control": h["control"]}
+                fm = self.feeds.get(host)
+                if fm is not None:
+                    for label in fm.get("order", []) + [k for k in fm["feeds"] if k not in fm.get("order", [])]:
+                        fv = fm["feeds"].get(label)
+                        if fv is None:
+                            continue
+                        fv = dict(fv, host=host)
+                        if stale:
+                            fv["stale"] = True
+                        out["feeds"][f"{host}/{label}"] = fv
+                    out.setdefault("engines", {})[host] = fm.get("engine")
+            for key, b in sorted(self.books.items()):
+                host = key.split("/", 1)[0]
+                view = {k: v for k, v in b.items() if k not in ("v",)}
+                view["bids"], view["asks"] = b["bids"][:levels], b["asks"][:levels]
+                view["stale"] = out["hosts"].get(host, {}).get("stale", True)
+                out["books"][key] = view
+        return out
+
+
+def status_line(snap: dict[str, Any]) -> str:
+    """``[Attached] host/Bi-OB: connected_synced (150/150 books) | ... | host: stale 4.2s``."""
+    parts = []
+    for key, fv in snap["feeds"].items():
+        text = f"{key}: {fv['state']}"
+        if fv.get("stale"):
+            text += " (stale)"
+        elif "books" in fv and fv.get("markets", 1) > 1:
+            text += f" ({fv.get('books_synced', 0)}/{fv['books']} books)"
+        parts.append(text)
+    for host, h in snap["hosts"].items():
+        if h["stale"]:
+            parts.append(f"{host}: stale {h['age_s']:.1f}s")
+    if not parts:
+        parts.append("waiting for a fleet")
+    return "[Attached] " + " | ".join(parts)
+
+
+class Attachment:
+    """The NATS connections of an attached console, in a thread of their own (the UI and the
+    headless loop read ``fleets`` and call ``control``)."""
+
+    def __init__(self, urls: list[str], creds: str | None = None, ca_file: str | None = None) -> None:
+        self.urls = urls
+        self.creds, self.ca_file = creds, ca_file
+        self.fleets = Fleets()
+        self.loop = asyncio.new_event_loop()
+        self.conns: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}
+        self.thread = threading.Thread(target=self._run, name="obitui-attach", daemon=True)
+        self._stop: asyncio.Event | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        await asyncio.gather(*(self._connect(u) for u in self.urls))
+        await self._stop.wait()
+        for nc in self.conns.values():
+            try:
+                await asyncio.wait_for(nc.close(), 2.0)
+            except Exception:
+                pass
+
+    async def _connect(self, url: str) -> None:
+        import nats
+        attempt = 0
+        while self._stop is not None and not self._stop.is_set():
+            try:
+                nc = await nats.connect(**client_options(url, self.creds, self.ca_file), name="obitui console",
+                                        connect_timeout=2.0, allow_reconnect=True, max_reconnect_attempts=-1,
+                                        reconnect_time_wait=1.0)
+            except Exception as exc:
+                self.errors[url] = f"{type(exc).__name__}: {exc}"
+                attempt += 1
+                log.warning("attach: cannot connect to %s: %s", redact(url), self.errors[url])
+                try:
+                    await asyncio.wait_for(self._stop.wait(), min(10.0, 0.5 * 2 ** attempt))
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            self.errors.pop(url, None)
+            self.conns[url] = nc
+
+            async def on_msg(msg: Any, url: str = url, nc: Any = nc) -> None:
+                new = self.fleets.on_message(url, msg.subject, msg.data)
+                if new:          # a host seen for the first time: ask it for everything
+                    try:
+                        await nc.publish(schema.resend_subject(new), b"{}")
+                    except Exception as exc:
+                        log.warning("attach: cannot ask %s for its books: %r", new, exc)
+
+            await nc.subscribe(schema.ALL, cb=on_msg)
+            log.info("attach: subscribed to %s on %s", schema.ALL, redact(url))
+            return
+
+    def control(self, host: str, label: str, cmd: str, symbol: str | None = None,
+                timeout: float = 5.0) -> dict[str, Any]:
+        """Send ``cmd`` (reconnect, resync, resync_invalid) for ``label`` to ``host``'s fleet and
+        wait for its answer (``{"ok": ..., "text"|"error": ...}``)."""
+        with self.fleets.lock:
+            url = self.fleets.hosts.get(host, {}).get("url")
+        nc = self.conns.get(url) if url else None
+        if nc is None:
+            return {"ok": False, "error": f"host {host} is not attached"}
+        req = {"label": label, "cmd": cmd}
+        if symbol:
+            req["symbol"] = symbol
+
+        async def ask() -> dict[str, Any]:
+            try:
+                msg = await nc.request(schema.control_subject(host), orjson.dumps(req), timeout=timeout)
+            except Exception as exc:
+                return {"ok": False, "error": f"no answer from {host}: {type(exc).__name__}"}
+            try:
+                out = orjson.loads(msg.data)
+                return out if isinstance(out, dict) else {"ok": False, "error": "bad answer"}
+            except orjson.JSONDecodeError:
+                return {"ok": False, "error": "bad answer"}
+
+        return asyncio.run_coroutine_threadsafe(ask(), self.loop).result(timeout + 1.0)
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(5)
+
+
+def run(urls: list[str], *, as_json: bool, interval: float, duration: float | None,
+        levels: int = 20, creds: str | None = None, ca_file: str | None = None,
+        out: TextIO = sys.stdout) -> int:
+    """Headless attach: a status line or a JSON object per interval until ``duration`` or a
+    signal (exit 0)."""
+    stop = {"now": False}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["now"] = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    att = Attachment(urls, creds, ca_file)
+    att.start()
+    try:
+        t0 = time.monotonic()
+        next_print = t0 + interval
+        while not stop["now"]:
+            now = time.monotonic()
+            if duration is not None and now - t0 >= duration:
+                break
+            if now >= next_print:
+                next_print += interval
+                _emit(att, as_json, levels, out)
+            time.sleep(min(0.05, max(0.0, next_print - time.monotonic())))
+        _emit(att, as_json, levels, out)
+        return 0
+    finally:
+        att.close()
+
+
+def _emit(att: Attachment, as_json: bool, levels: int, out: TextIO) -> None:
+    snap = att.fleets.snapshot(levels)
+    out.write((json.dumps(snap) if as_json else status_line(snap)) + "\n")
+    out.flush()

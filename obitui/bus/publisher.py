@@ -1,0 +1,316 @@
+"""The publisher process (`obitui ... --publish nats://host:4222`): reads the stats block (never
+a ring's records, never the hot path) and publishes what changed to NATS at the publish rate
+(docs/NATS.md). Its own state is a feed slot of the stats block, labelled ``NATS``, like any
+feed's: connecting, connected, backoff, with its counters.
+
+Failure isolation: nothing here can slow the feeds or the engine (they never wait for this
+process). The NATS client's outgoing buffer is bounded (``PENDING_BYTES``): a message it cannot
+take while the server is slow is dropped and counted (``frames_dropped``); one that comes while
+there is no connection (a first connect, or reconnecting) is not queued but dropped and counted
+too (``frames_discarded``), and once the connection is back every book is sent whole again.
+The client reconnects by itself (every ``RECONNECT_WAIT_S``, forever); a first connection is
+retried with capped exponential backoff."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import random
+import signal
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from obitui.bus import schema
+from obitui.config import Config
+from obitui.core.ring import Ring
+from obitui.core.stats import Command, FeedSlotWriter, FeedState, StatsBlock
+
+log = logging.getLogger("obitui.publisher")
+
+LABEL = "NATS"                 # the publisher's row in the feeds table
+PENDING_BYTES = 4 << 20        # the client's outgoing buffer while the server is slow or away
+RECONNECT_WAIT_S = 1.0
+CONNECT_TIMEOUT_S = 2.0
+BACKOFF_CAP_S = 10.0
+LEVELS = 20                    # levels per side in a book message
+
+
+@dataclass
+class PublishSpec:
+    """What `--publish` and its options ask for. Secrets never come from the command line:
+    ``creds`` is a file path; a token or user/password are read from the environment
+    (``OBITUI_NATS_TOKEN``, ``OBITUI_NATS_USER``/``OBITUI_NATS_PASSWORD``) by the process."""
+    url: str
+    host: str
+    rate: float = 8.0
+    allow_control: bool = False
+    creds: str | None = None
+    ca_file: str | None = None
+    levels: int = LEVELS
+
+
+def client_options(url: str, creds: str | None = None, ca_file: str | None = None) -> dict[str, Any]:
+    """nats.connect() keyword arguments for ``url`` (several URLs: comma-separated) with the
+    credentials the environment and ``creds`` give: used by the publisher and by attach."""
+    opts: dict[str, Any] = {"servers": [u.strip() for u in url.split(",") if u.strip()]}
+    if creds:
+        opts["user_credentials"] = creds
+    if os.environ.get("OBITUI_NATS_TOKEN"):
+        opts["token"] = os.environ["OBITUI_NATS_TOKEN"]
+    if os.environ.get("OBITUI_NATS_USER"):
+        opts["user"] = os.environ["OBITUI_NATS_USER"]
+        opts["password"] = os.environ.get("OBITUI_NATS_PASSWORD", "")
+    if any(s.startswith("tls://") for s in opts["servers"]) or ca_file:
+        ctx = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+        opts["tls"] = ctx
+    return opts
+
+
+def redact(url: str) -> str:
+    """A server URL as it may be logged: without user:password@."""
+    out = []
+    for u in url.split(","):
+        scheme, sep, rest = u.strip().partition("://")
+        if sep and "@" in rest:
+            rest = rest.split("@", 1)[1]
+        out.append(f"{scheme}{sep}{rest}")
+    return ",".join(out)
+
+
+class Publisher:
+    def __init__(self, cfg: Config, stats: StatsBlock, slot: int, ring_names: list[str],
+                 spec: PublishSpec) -> None:
+        from obitui.headless import book_markets
+        self.cfg = cfg
+        self.stats = stats
+        self.spec = spec
+        self.host = spec.host
+        self.me = FeedSlotWriter(stats, slot, LABEL, "nats", redact(spec.url)[:48], "", "")
+        self.rings = [Ring.attach(n, role="monitor") for n in ring_names]
+        self.markets = book_markets(cfg)          # key -> (slot, book feed)
+        self.subjects = {key: (schema.book_subject(self.host, *key.split(":", 1)),
+                               schema.trade_subject(self.host, *key.split(":", 1)))
+                         for key in self.markets}
+        self.book_sig: dict[str, tuple] = {}
+        self.trades_seen: dict[str, int] = {}
+        self.feeds_text = b""
+        self.nc: Any = None
+        self.stop = asyncio.Event()
+        self.seq = 0
+        self.rng = random.Random()
+
+    # ------------------------------------------------------------ state
+    def state(self, st: FeedState, reason: str) -> None:
+        if st != self.me.state or reason != self.me.reason:
+            log.info("%s: %s (%s)", LABEL, st.word, reason)
+        self.me.set_state(st, reason[:95])
+
+    # ------------------------------------------------------------ sending
+    async def send(self, subject: str, payload: bytes) -> None:
+        self.me.inc("frames")
+        nc = self.nc
+        if nc is None or not nc.is_connected:
+            # no connection (a first connect, or reconnecting): not queued for later, since
+            # what the books are now is sent whole once the connection is back
+            self.me.inc("frames_discarded")
+            return
+        try:
+            await nc.publish(subject, payload)
+        except Exception as exc:          # OutboundBufferLimitError while the server is away
+            self.me.inc("frames_dropped")
+            if self.me.get("frames_dropped") in (1, 10, 100, 1000) or self.me.get("frames_dropped") % 10000 == 0:
+                log.warning("%s: message to %s dropped (%s); %d dropped so far", LABEL, subject,
+                            type(exc).__name__, self.me.get("frames_dropped"))
+            return
+        self.me.inc("frames_pushed")
+        self.me.inc("bytes", len(payload))
+
+    def feeds_message(self) -> dict[str, Any]:
+        from obitui.headless import snapshot
+        fills = [(r.fill(), r.drops) for r in self.rings]
+        snap = snapshot(self.cfg, self.stats, fills, books=(), levels=0)
+        return {"v": schema.SCHEMA, "host": self.host, "ts": snap["ts"], "feeds": snap["feeds"],
+                "engine": snap["engine"], "order": [f.label for f in self.cfg.feeds]}
+
+    async def tick(self) -> None:
+        """One round: every book that changed, its new trades, the feeds when they changed."""
+        from obitui.headless import book_json
+        for key, (j, f) in self.markets.items():
+            bv = self.stats.read_book(j)
+            if bv is None or not bv.exchange:
+                continue
+            sig = (bv.update_id, bv.valid, bv.crossed, bv.trades, bv.ticker_ns, bv.day_ns,
+                   bv.buy_qty_1s, bv.sell_qty_1s, bv.reason)
+            if self.book_sig.get(key) == sig:
+                continue
+            self.book_sig[key] = sig
+            digits, qdigits = f.scales_of(key.split(":", 1)[1])
+            msg = book_json(bv, digits, qdigits, self.spec.levels)
+            msg.update(v=schema.SCHEMA, host=self.host, key=key, label=bv.label,
+                       ts=round(bv.last_update_ns / 1e9, 6))
+            book_subj, trade_subj = self.subjects[key]
+            await self.send(book_subj, orjson.dumps(msg))
+            seen = self.trades_seen.get(key)
+            self.trades_seen[key] = bv.trades
+            new = bv.trades - seen if seen is not None else 0
+            if new > 0 and bv.tape:
+                from obitui.widgets.format import fmt_fixed
+                pdec, qdec = bv.price_decimals, bv.qty_decimals
+                trades = [{"price": fmt_fixed(p, digits, pdec), "qty": fmt_fixed(q, qdigits, qdec),
+                           "side": "buy" if s == 1 else "sell", "ts": round(ts / 1e9, 6)}
+                          for ts, p, q, s in reversed(bv.tape[:new])]
+                await self.send(trade_subj, orjson.dumps({"v": schema.SCHEMA, "host": self.host, "key": key,
+                                                          "trades": trades,
+                                                          "missed": max(0, new - len(bv.tape))}))
+        feeds = self.feeds_message()
+        # resent when anything but the ages changed (the heartbeat carries liveness)
+        text = orjson.dumps({label: {k: v for k, v in fv.items() if k != "age_s"}
+                             for label, fv in feeds["feeds"].items()})
+        if text != self.feeds_text:
+            self.feeds_text = text
+            await self.send(schema.feeds_subject(self.host), orjson.dumps(feeds))
+
+    async def heartbeat(self) -> None:
+        self.seq += 1
+        await self.send(schema.heartbeat_subject(self.host), orjson.dumps({
+            "v": schema.SCHEMA, "host": self.host, "ts": round(time.time(), 3), "seq": self.seq,
+            "pid": os.getpid(), "books": len(self.markets), "control": self.spec.allow_control,
+            "feeds": [f.label for f in self.cfg.feeds]}))
+
+    async def on_resend(self, msg: Any) -> None:
+        """A console attached: the next round sends every book and the feeds again."""
+        self.book_sig.clear()
+        self.feeds_text = b""
+
+    # ------------------------------------------------------------ control
+    async def on_control(self, msg: Any) -> None:
+        """A remote ``r``/``s``: carried out only when this fleet allows remote control."""
+        reply: dict[str, Any] = {"v": schema.SCHEMA, "host": self.host}
+        try:
+            req = orjson.loads(msg.data)
+            label, word = str(req["label"]), str(req["cmd"])
+            symbol = req.get("symbol")
+            cmd = {"reconnect": Command.RECONNECT, "resync": Command.RESYNC,
+                   "resync_invalid": Command.RESYNC_INVALID}[word]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            self.me.inc("control_commands")
+            reply.update(ok=False, error=f"bad request: {exc!r}"[:200])
+        else:
+            self.me.inc("control_commands")
+            if not self.spec.allow_control:
+                log.warning("%s: remote %s of %s refused: remote control is off", LABEL, word, label)
+                reply.update(ok=False, error=f"remote control is off on {self.host}: its supervisor "
+                                             f"was not started with --allow-remote-control")
+            else:
+                from obitui.controller import command_and_wait
+                try:
+                    ack = await asyncio.get_running_loop().run_in_executor(
+                        None, lambda: command_and_wait(self.cfg, self.stats, label, cmd, symbol=symbol))
+                    reply.update(ok=ack.ok, text=ack.message())
+                    log.info("%s: remote %s: %s", LABEL, word, ack.message())
+                except (KeyError, ValueError, LookupError) as exc:
+                    reply.update(ok=False, error=str(exc)[:200])
+        if msg.reply:
+            try:
+                await self.nc.publish(msg.reply, orjson.dumps(reply))
+            except Exception as exc:
+                log.warning("%s: control reply lost: %r", LABEL, exc)
+
+    # ------------------------------------------------------------ the loop
+    async def connect(self) -> None:
+        import nats
+        attempt = 0
+        while not self.stop.is_set():
+            self.state(FeedState.CONNECTING, f"connecting to {redact(self.spec.url)}")
+
+            async def disconnected() -> None:
+                self.me.set("connections_up", 0)
+                self.state(FeedState.BACKOFF, "disconnected from the server; reconnecting")
+
+            async def reconnected() -> None:
+                self.me.inc("reconnects")
+                self.book_sig.clear()          # everything again: what was missed is stale
+                self.feeds_text = b""
+                self.me.set("connections_up", 1)
+                self.state(FeedState.CONNECTED, f"publishing to {redact(self.nc.connected_url.geturl() if self.nc and self.nc.connected_url else self.spec.url)}")
+
+            async def error(exc: Exception) -> None:
+                log.debug("%s: client error: %r", LABEL, exc)
+
+            try:
+                self.nc = await nats.connect(
+                    **client_options(self.spec.url, self.spec.creds, self.spec.ca_file),
+                    name=f"obitui publisher {self.host}", connect_timeout=CONNECT_TIMEOUT_S,
+                    allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT_S,
+                    pending_size=PENDING_BYTES, disconnected_cb=disconnected, reconnected_cb=reconnected,
+                    error_cb=error)
+            except Exception as exc:
+                self.me.inc("connect_failures")
+                delay = self.rng.uniform(0, min(BACKOFF_CAP_S, 0.5 * 2 ** min(attempt, 10)))
+                attempt += 1
+                self.state(FeedState.BACKOFF, f"cannot connect to {redact(self.spec.url)}: "
+                                              f"{type(exc).__name__}: {exc}"[:95])
+                self.me.next_retry_ns = time.time_ns() + int(delay * 1e9)
+                try:
+                    await asyncio.wait_for(self.stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            self.me.set("connections", 1)
+            self.me.set("connections_up", 1)
+            self.me.next_retry_ns = 0
+            await self.nc.subscribe(schema.control_subject(self.host), cb=self.on_control)
+            await self.nc.subscribe(schema.resend_subject(self.host), cb=self.on_resend)
+            self.state(FeedState.CONNECTED, f"publishing to {redact(self.spec.url)}")
+            return
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.stop.set)
+        connector = loop.create_task(self.connect())
+        period = 1.0 / self.spec.rate
+        next_tick = next_beat = time.monotonic()
+        last_publish = 0.0
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                if self.nc is not None:
+                    if now >= next_tick:
+                        next_tick = max(next_tick + period, now)
+                        try:
+                            await self.tick()
+                        except Exception as exc:      # a bad slot never ends the publisher
+                            self.me.inc("frame_errors")
+                            log.warning("%s: tick failed: %r", LABEL, exc, exc_info=exc)
+                    if now >= next_beat:
+                        next_beat = max(next_beat + schema.HEARTBEAT_S, now)
+                        await self.heartbeat()
+                if now - last_publish >= 0.1:
+                    last_publish = now
+                    self.me.publish()          # our own heartbeat for the supervisor and the UI
+                await asyncio.sleep(max(0.0, min(next_tick, next_beat, now + 0.1) - time.monotonic()))
+        finally:
+            connector.cancel()
+            if self.nc is not None:
+                try:
+                    await asyncio.wait_for(self.nc.drain(), 2.0)
+                except Exception:
+                    pass
+            self.state(FeedState.STOPPED, "stopped")
+
+
+def publisher_main(cfg: Config, stats_name: str, slot: int, ring_names: list[str],
+                   spec: PublishSpec) -> None:
+    """Process entry, started by the supervisor through ``lifeline.run_child``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stats = StatsBlock.attach(stats_name)
+    try:
+        asyncio.run(Publisher(cfg, stats, slot, ring_names, dataclasses.replace(spec)).run())
+    finally:
+        stats.close()
