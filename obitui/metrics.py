@@ -123,6 +123,31 @@ class StatsCollector:
             lost.add_metric([label], float(st["lost"]))
         yield from (fill, hw, drops, lost)
 
+        # the NATS publisher (--publish): its slot after the feeds'
+        for i in range(len(cfg.feeds), stats.n_feeds):
+            pv = stats.read_feed(i)
+            if pv is None or not pv.label:
+                continue
+            c = pv.counters
+            up = GaugeMetricFamily("obitui_publisher_connected", "1 while the publisher is connected to NATS",
+                                   labels=["publisher"])
+            up.add_metric([pv.label], 1.0 if pv.state == FeedState.CONNECTED else 0.0)
+            yield up
+            for name, key, what in (("messages", "frames", "messages the publisher made"),
+                                    ("sent", "frames_pushed", "messages handed to the NATS client"),
+                                    ("bytes", "bytes", "bytes handed to the NATS client"),
+                                    ("reconnects", "reconnects", "reconnections to the NATS server"),
+                                    ("connect_failures", "connect_failures", "first connections that failed"),
+                                    ("control_requests", "control_commands", "remote control requests")):
+                fam = CounterMetricFamily(f"obitui_publisher_{name}", what, labels=["publisher"])
+                fam.add_metric([pv.label], float(c.get(key, 0)))
+                yield fam
+            dropped = CounterMetricFamily("obitui_publisher_dropped", "messages dropped, by reason",
+                                          labels=["publisher", "reason"])
+            dropped.add_metric([pv.label, "buffer_full"], float(c.get("frames_dropped", 0)))
+            dropped.add_metric([pv.label, "not_connected"], float(c.get("frames_discarded", 0)))
+            yield dropped
+
         valid = GaugeMetricFamily("obitui_book_valid", "1 when the engine's book is valid", labels=["book"])
         obi = GaugeMetricFamily("obitui_book_obi", f"order-book imbalance over {cfg.obi_levels} levels",
                                 labels=["book"])

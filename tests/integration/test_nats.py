@@ -221,3 +221,26 @@ def test_doctor_checks_the_nats_server(nats_server: NatsServer) -> None:
                          capture_output=True, text=True, timeout=60)
     check = next(c for c in json.loads(bad.stdout)["checks"] if c["name"] == "NATS server")
     assert check["severity"] == "warn" and gone in check["current"], check
+
+
+def test_prometheus_shows_the_publishers_counters(nats_server: NatsServer) -> None:
+    import urllib.request
+    port = free_port()
+    sup = Supervisor(load_config(None), publish=PublishSpec(nats_server.url, "delta", rate=8.0))
+    try:
+        sup.launch(sim=True, metrics=("127.0.0.1", port))
+        wait_for(lambda: publisher_state(sup) == "connected", 30, "the publisher", sup.poll)
+
+        def scrape() -> dict[str, float]:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                    if line.startswith("obitui_publisher_")}
+
+        wait_for(lambda: scrape().get('obitui_publisher_sent_total{publisher="NATS"}', 0) > 0, 10, "messages sent",
+                 sup.poll)
+        m = scrape()
+        assert m['obitui_publisher_connected{publisher="NATS"}'] == 1.0
+        assert m['obitui_publisher_bytes_total{publisher="NATS"}'] > 0
+        assert m['obitui_publisher_dropped_total{publisher="NATS",reason="not_connected"}'] >= 0
+    finally:
+        sup.stop()
