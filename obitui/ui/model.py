@@ -223,6 +223,15 @@ def fill_row(row: Row, v: BookView | None, now_ns: int, stale_s: float | None, f
         c["last"] = (f"{price_text(v.last_trade_price, v, b.digits)}{row.tick or ' '}",
                      "up" if row.tick == UP else ("down" if row.tick == DOWN else ""))
         s["last"] = v.last_trade_price / 10 ** b.digits
+    elif v.ticker_last:
+        # no trade feed for this market (Bitget's default fleet has a ticker): the venue's last
+        # price, with its tick against the ticker's previous one
+        if row.last_price and v.ticker_last != row.last_price:
+            row.tick = UP if v.ticker_last > row.last_price else DOWN
+        row.last_price = v.ticker_last
+        c["last"] = (f"{price_text(v.ticker_last, v, b.digits)}{row.tick or ' '}",
+                     "up" if row.tick == UP else ("down" if row.tick == DOWN else ""))
+        s["last"] = v.ticker_last / 10 ** b.digits
     else:
         c["last"] = ("", "")
         s["last"] = -math.inf
