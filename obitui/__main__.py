@@ -175,21 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.nats_creds is not None and not os.path.isfile(args.nats_creds):
         print(f"obitui: --nats-creds {args.nats_creds}: no such file", file=sys.stderr)
         return 2
+    attachment = None
     if args.attach is not None:
-        if args.sim or args.replay or args.publish:
-            print("obitui: --attach shows remote fleets only: without --sim, --replay or --publish "
-                  "in this version", file=sys.stderr)
-            return 2
         if not (args.no_ui or args.json):
             print("obitui: --attach: only with --no-ui or --json in this version", file=sys.stderr)
             return 2
         from obitui.bus import attach
-        from obitui.headless import setup_logging
-        setup_logging(args.json)
-        return attach.run(args.attach.split(","), as_json=args.json,
-                          interval=cfg.interval if args.interval is None else args.interval,
-                          duration=args.duration, levels=args.levels, creds=args.nats_creds,
-                          ca_file=args.nats_ca)
+        if not (args.sim or args.replay or args.config or args.publish or args.symbols):
+            # remote fleets only: no local feeds
+            from obitui.headless import setup_logging
+            setup_logging(args.json)
+            return attach.run(args.attach.split(","), as_json=args.json,
+                              interval=cfg.interval if args.interval is None else args.interval,
+                              duration=args.duration, levels=args.levels, creds=args.nats_creds,
+                              ca_file=args.nats_ca)
+        # a local fleet too (--sim, --config, ...): its lines first, the remote ones after
+        attachment = attach.Attachment(args.attach.split(","), args.nats_creds, args.nats_ca)
     publish = None
     if args.publish is not None:
         from obitui.bus.publisher import PublishSpec
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                             duration=args.duration,
                             record_dir=args.record, replay=args.replay, replay_speed=args.speed,
                             sim_rate=args.sim_rate, metrics=metrics, books=books, levels=args.levels,
-                            top=top, book_names=book_names, publish=publish)
+                            top=top, book_names=book_names, publish=publish, attach=attachment)
     from obitui.app import run_app
     return run_app(cfg, sim=args.sim, sim_faults=args.sim_fault, refresh_hz=args.refresh_hz,
                    mouse=not args.no_mouse, record_dir=args.record, replay=args.replay,

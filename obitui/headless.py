@@ -213,7 +213,7 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
         replay_speed: float = 1.0, sim_rate: float | None = None, out: TextIO = sys.stdout,
         metrics: tuple[str, int] | None = None, books: list[str] | None = None,
         levels: int = TOP_N, top: int | None = None, book_names: list[str] | None = None,
-        publish: Any = None) -> int:
+        publish: Any = None, attach: Any = None) -> int:
     """Run the fleet and print until ``duration``, the end of a replay, the simulator's end or a
     signal. Exit status: 0 for a requested stop (the duration or the replay's end, SIGINT,
     SIGTERM, SIGHUP: every child stopped, every segment removed, the last object printed);
@@ -230,6 +230,8 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     sup = Supervisor(cfg, record_dir, log_json=as_json, publish=publish)
+    if attach is not None:
+        attach.start()          # remote fleets beside the local one (--attach with a fleet)
     try:
         cfg = sup.launch(sim=sim, faults=sim_faults, replay=replay, replay_speed=replay_speed,
                          rate=sim_rate, metrics=metrics, top=top)
@@ -256,24 +258,37 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
             sup.poll()
             if now >= next_print:
                 next_print += interval
-                _emit(cfg, sup, as_json, out, books, levels)
+                _emit(cfg, sup, as_json, out, books, levels, attach)
             time.sleep(min(0.05, max(0.0, next_print - time.monotonic())))
         if sup.stats is not None:
-            _emit(cfg, sup, as_json, out, books, levels)   # the last object holds the final books
+            _emit(cfg, sup, as_json, out, books, levels, attach)   # the last object holds the final books
         return code
     except SupervisorError as exc:
         print(f"obitui: {exc}", file=sys.stderr)
         return 1
     finally:
+        if attach is not None:
+            attach.close()
         sup.stop()
 
 
 def _emit(cfg: Config, sup: Supervisor, as_json: bool, out: TextIO, books: list[str] | None = None,
-          levels: int = TOP_N) -> None:
+          levels: int = TOP_N, attach: Any = None) -> None:
+    """One status line or JSON object; with ``attach`` (remote fleets beside this one) the
+    remote feeds and books follow the local ones, keyed ``host/...``, with ``hosts``."""
     assert sup.stats is not None
+    remote = attach.fleets.snapshot(levels) if attach is not None else None
     if as_json:
-        text = json.dumps(snapshot(cfg, sup.stats, sup.ring_fill(), books, levels))
+        snap = snapshot(cfg, sup.stats, sup.ring_fill(), books, levels)
+        if remote is not None:
+            snap["feeds"].update(remote["feeds"])
+            snap["books"].update(remote["books"])
+            snap["hosts"] = remote["hosts"]
+        text = json.dumps(snap)
     else:           # the status line reads only the books it shows
         text = status_line(cfg, snapshot(cfg, sup.stats, sup.ring_fill(), status_books(cfg), 0))
+        if remote is not None:
+            from obitui.bus.attach import status_line as remote_line
+            text += " | " + remote_line(remote).removeprefix("[Attached] ")
     out.write(text + "\n")
     out.flush()

@@ -205,7 +205,7 @@ def test_remote_resync_only_with_allow_remote_control(nats_server: NatsServer, a
 
 def test_bad_nats_flags_exit_2() -> None:
     for args in (["--attach", "http://x:1", "--no-ui"], ["--publish", "localhost:4222", "--no-ui"],
-                 ["--attach", "nats://127.0.0.1:1", "--sim", "--no-ui"],
+                 ["--attach", "nats://127.0.0.1:1"],            # the Textual console does not attach yet
                  ["--publish", "nats://127.0.0.1:1", "--nats-creds", "/nonexistent/creds", "--no-ui"]):
         res = subprocess.run([sys.executable, "-m", "obitui", *args], capture_output=True, text=True, timeout=30)
         assert res.returncode == 2 and res.stderr.startswith("obitui: ") and len(res.stderr.splitlines()) == 1, (args, res.stderr)
@@ -242,5 +242,29 @@ def test_prometheus_shows_the_publishers_counters(nats_server: NatsServer) -> No
         assert m['obitui_publisher_connected{publisher="NATS"}'] == 1.0
         assert m['obitui_publisher_bytes_total{publisher="NATS"}'] > 0
         assert m['obitui_publisher_dropped_total{publisher="NATS",reason="not_connected"}'] >= 0
+    finally:
+        sup.stop()
+
+
+def test_a_local_fleet_and_a_remote_one_side_by_side(nats_server: NatsServer) -> None:
+    """`--sim --attach`: the local fleet's feeds and books as always, the remote ones after
+    them keyed host/..., in the JSON and in the status line."""
+    sup = fleet(nats_server.url, "epsilon")
+    try:
+        wait_for(lambda: all_valid(sup) and publisher_state(sup) == "connected", 30, "the remote fleet", sup.poll)
+        res = subprocess.run([sys.executable, "-m", "obitui", "--sim", "--attach", nats_server.url, "--json",
+                              "--duration", "6", "--interval", "2", "--levels", "2"],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr[-2000:]
+        final = json.loads(res.stdout.splitlines()[-1])
+        assert {"Bi-OB", "Bi-TR", "Bg-OB", "Bg-PR"} <= set(final["feeds"])             # local
+        assert {"epsilon/Bi-OB", "epsilon/NATS"} <= set(final["feeds"])                # remote
+        assert "binance:BTCUSDT" in final["books"] and "epsilon/binance:BTCUSDT" in final["books"]
+        assert final["hosts"]["epsilon"]["stale"] is False
+        assert len(final["books"]["epsilon/binance:BTCUSDT"]["bids"]) == 2
+        res = subprocess.run([sys.executable, "-m", "obitui", "--sim", "--attach", nats_server.url, "--no-ui",
+                              "--duration", "5", "--interval", "2"], capture_output=True, text=True, timeout=60)
+        last = res.stdout.splitlines()[-1]
+        assert res.returncode == 0 and last.startswith("[Main Status] Bi-OB: ") and "epsilon/Bi-OB: " in last, last
     finally:
         sup.stop()
