@@ -19,6 +19,7 @@ BENCH_TARGETS = {
     "scale": "obitui.bench.scale",
     "feed": "obitui.bench.feed",
     "ui": "obitui.bench.ui",
+    "nats": "obitui.bench.nats",
     "soak": "obitui.soak",
 }
 
@@ -104,7 +105,7 @@ def bad_number(args: argparse.Namespace) -> str:
     fine). NaN and infinities are refused: they would make the print loop spin or never end."""
     checks = [("--interval", args.interval, False), ("--duration", args.duration, False),
               ("--refresh-hz", args.refresh_hz, False), ("--sim-rate", args.sim_rate, False),
-              ("--speed", args.speed, True)]
+              ("--speed", args.speed, True), ("--publish-rate", args.publish_rate, False)]
     for flag, value, zero_ok in checks:
         if value is None:
             continue

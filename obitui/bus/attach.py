@@ -46,6 +46,12 @@ class Fleets:
             if not isinstance(msg, dict) or msg.get("v") != schema.SCHEMA:
                 raise ValueError(f"schema {msg.get('v') if isinstance(msg, dict) else '?'}")
             host = str(msg["host"])
+            if kind in ("book", "trade") and not isinstance(msg.get("key"), str):
+                raise ValueError("no key")
+            if kind == "book" and not (isinstance(msg.get("bids"), list) and isinstance(msg.get("asks"), list)):
+                raise ValueError("no bids/asks")
+            if kind == "feeds" and not isinstance(msg.get("feeds"), dict):
+                raise ValueError("no feeds")
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
             self.bad += 1
             if self.bad in (1, 10, 100) or self.bad % 1000 == 0:
@@ -91,11 +97,14 @@ class Fleets:
                             fv["stale"] = True
                         out["feeds"][f"{host}/{label}"] = fv
                     out.setdefault("engines", {})[host] = fm.get("engine")
+            engines = out.get("engines", {})
             for key, b in sorted(self.books.items()):
                 host = key.split("/", 1)[0]
                 view = {k: v for k, v in b.items() if k not in ("v",)}
                 view["bids"], view["asks"] = b["bids"][:levels], b["asks"][:levels]
-                view["stale"] = out["hosts"].get(host, {}).get("stale", True)
+                # stale with its host, or with the host's engine (a hung engine publishes nothing)
+                engine = engines.get(host) or {}
+                view["stale"] = out["hosts"].get(host, {}).get("stale", True) or bool(engine.get("stale"))
                 out["books"][key] = view
         return out
 
@@ -141,8 +150,11 @@ class Attachment:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        await asyncio.gather(*(self._connect(u) for u in self.urls))
+        connecting = [asyncio.get_running_loop().create_task(self._connect(u)) for u in self.urls]
         await self._stop.wait()
+        for t in connecting:
+            t.cancel()
+        await asyncio.gather(*connecting, return_exceptions=True)
         for nc in self.conns.values():
             try:
                 await asyncio.wait_for(nc.close(), 2.0)
@@ -153,10 +165,16 @@ class Attachment:
         import nats
         attempt = 0
         while self._stop is not None and not self._stop.is_set():
+            async def on_error(exc: Exception, url: str = url) -> None:
+                self.errors[url] = f"{type(exc).__name__}: {exc}"
+                log.debug("attach: %s: %r", redact(url), exc)
+
             try:
-                nc = await nats.connect(**client_options(url, self.creds, self.ca_file), name="obitui console",
-                                        connect_timeout=2.0, allow_reconnect=True, max_reconnect_attempts=-1,
-                                        reconnect_time_wait=1.0)
+                # bounded: nats.connect() with endless reconnects retries a first connection forever
+                nc = await asyncio.wait_for(nats.connect(
+                    **client_options(url, self.creds, self.ca_file), name="obitui console", connect_timeout=2.0,
+                    allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=1.0,
+                    error_cb=on_error), 3.0)
             except Exception as exc:
                 self.errors[url] = f"{type(exc).__name__}: {exc}"
                 attempt += 1

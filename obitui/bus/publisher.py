@@ -36,6 +36,7 @@ LABEL = "NATS"                 # the publisher's row in the feeds table
 PENDING_BYTES = 4 << 20        # the client's outgoing buffer while the server is slow or away
 RECONNECT_WAIT_S = 1.0
 CONNECT_TIMEOUT_S = 2.0
+FLUSH_TIMEOUT_S = 1.0          # a forced flush of the client's buffer waits at most this
 BACKOFF_CAP_S = 10.0
 LEVELS = 20                    # levels per side in a book message
 
@@ -77,7 +78,7 @@ def redact(url: str) -> str:
     for u in url.split(","):
         scheme, sep, rest = u.strip().partition("://")
         if sep and "@" in rest:
-            rest = rest.split("@", 1)[1]
+            rest = rest.rsplit("@", 1)[1]         # a password may hold '@' itself
         out.append(f"{scheme}{sep}{rest}")
     return ",".join(out)
 
@@ -119,16 +120,24 @@ class Publisher:
             # what the books are now is sent whole once the connection is back
             self.me.inc("frames_discarded")
             return
+        if nc.pending_data_size + len(payload) > PENDING_BYTES:
+            # the server (or the link) is slower than we publish: dropped here, never waited for
+            self.me.inc("frames_dropped")
+            self._log_drop(subject, "buffer full")
+            return
         try:
             await nc.publish(subject, payload)
-        except Exception as exc:          # OutboundBufferLimitError while the server is away
+        except Exception as exc:          # OutboundBufferLimitError, a flush timeout
             self.me.inc("frames_dropped")
-            if self.me.get("frames_dropped") in (1, 10, 100, 1000) or self.me.get("frames_dropped") % 10000 == 0:
-                log.warning("%s: message to %s dropped (%s); %d dropped so far", LABEL, subject,
-                            type(exc).__name__, self.me.get("frames_dropped"))
+            self._log_drop(subject, type(exc).__name__)
             return
         self.me.inc("frames_pushed")
         self.me.inc("bytes", len(payload))
+
+    def _log_drop(self, subject: str, why: str) -> None:
+        n = self.me.get("frames_dropped")
+        if n in (1, 10, 100, 1000) or n % 10000 == 0:
+            log.warning("%s: message to %s dropped (%s); %d dropped so far", LABEL, subject, why, n)
 
     def feeds_message(self) -> dict[str, Any]:
         from obitui.headless import snapshot
@@ -195,6 +204,8 @@ class Publisher:
             req = orjson.loads(msg.data)
             label, word = str(req["label"]), str(req["cmd"])
             symbol = req.get("symbol")
+            if symbol is not None and not isinstance(symbol, str):
+                raise TypeError("symbol must be a string")
             cmd = {"reconnect": Command.RECONNECT, "resync": Command.RESYNC,
                    "resync_invalid": Command.RESYNC_INVALID}[word]
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
@@ -212,9 +223,11 @@ class Publisher:
                     ack = await asyncio.get_running_loop().run_in_executor(
                         None, lambda: command_and_wait(self.cfg, self.stats, label, cmd, symbol=symbol))
                     reply.update(ok=ack.ok, text=ack.message())
+                    if not ack.ok:
+                        reply["error"] = ack.message()
                     log.info("%s: remote %s: %s", LABEL, word, ack.message())
-                except (KeyError, ValueError, LookupError) as exc:
-                    reply.update(ok=False, error=str(exc)[:200])
+                except Exception as exc:        # an unknown label or symbol, a closed block
+                    reply.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:200])
         if msg.reply:
             try:
                 await self.nc.publish(msg.reply, orjson.dumps(reply))
@@ -243,12 +256,15 @@ class Publisher:
                 log.debug("%s: client error: %r", LABEL, exc)
 
             try:
-                self.nc = await nats.connect(
+                # nats.connect() with endless reconnects retries a first connection endlessly
+                # too: bounded here, so a server that is not there is a counted failure and a
+                # backoff of ours, with the reason shown
+                self.nc = await asyncio.wait_for(nats.connect(
                     **client_options(self.spec.url, self.spec.creds, self.spec.ca_file),
                     name=f"obitui publisher {self.host}", connect_timeout=CONNECT_TIMEOUT_S,
                     allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=RECONNECT_WAIT_S,
-                    pending_size=PENDING_BYTES, disconnected_cb=disconnected, reconnected_cb=reconnected,
-                    error_cb=error)
+                    pending_size=PENDING_BYTES, flush_timeout=FLUSH_TIMEOUT_S, disconnected_cb=disconnected,
+                    reconnected_cb=reconnected, error_cb=error), CONNECT_TIMEOUT_S + 1.0)
             except Exception as exc:
                 self.me.inc("connect_failures")
                 delay = self.rng.uniform(0, min(BACKOFF_CAP_S, 0.5 * 2 ** min(attempt, 10)))

@@ -484,9 +484,11 @@ class StatsBlock:
         if not 0 <= book <= ALL_BOOKS:
             raise StatsError(f"book {book} out of range (0..{ALL_BOOKS - 1}, or ALL_BOOKS)")
         off = self.feed_offset(feed) + FEED_CONTROL_OFF
-        seq = (self.seg.load_u64(off) >> 24) + 1
-        self.seg.store_u64(off, (seq << 24) | (book << 8) | int(command))
-        return seq
+        while True:         # several writers (the supervisor, the UI, the NATS publisher): one CAS
+            old = self.seg.load_u64(off)
+            seq = (old >> 24) + 1
+            if self.seg.cas_u64(off, old, (seq << 24) | (book << 8) | int(command)):
+                return seq
 
     def read_command(self, feed: int) -> tuple[int, Command]:
         """(seq, command) of the feed's control word."""

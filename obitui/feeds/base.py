@@ -197,6 +197,11 @@ class Feed:
         n = len(markets)
         synced = sum(1 for x in markets if x.book.valid)
         self.books_gauge(n, synced)
+        if (self.group is not None and self.ws is not None and not self.healthy_since
+                and all(x.book.valid for x in self.markets)):     # type: ignore[attr-defined]
+            # this connection's own books are whole (the feed's state may still wait for
+            # another connection's): a later failure of it is a new incident
+            self.healthy_since = time.monotonic()
         if n == 1:
             self.state(st, reason)
             return
@@ -602,6 +607,8 @@ class Feed:
             reason = "disconnected"
             try:
                 async with self.connect() as ws:
+                    if self.stop.is_set():          # stopped while the handshake ran
+                        break
                     self.ws = ws
                     self.stats.set("connections_up", 1)
                     self.last_data = self.last_alive = time.monotonic()

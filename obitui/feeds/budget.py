@@ -88,9 +88,12 @@ class SharedWeightBudget:
     def _update(self, now: float, change: Callable[[int], int | None]) -> bool:
         """Apply ``change`` (used -> new used, or None: leave it) to the current minute's count;
         False when ``change`` declined."""
-        window = int(now // WEIGHT_WINDOW_S)
+        mine = int(now // WEIGHT_WINDOW_S)
         while True:
             old = self.seg.load_u64(self.off)
+            # a newer minute written by another process meanwhile is the current one: never
+            # rolled back to ours
+            window = max(mine, old >> 32)
             used = old & 0xFFFFFFFF if old >> 32 == window else 0
             new = change(used)
             if new is None:

@@ -241,9 +241,19 @@ class FeedGroup:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         control = loop.create_task(self._control())
+        tasks = [loop.create_task(c.run()) for c in self.conns]
         try:
-            await asyncio.gather(*(c.run() for c in self.conns))
+            await asyncio.gather(*tasks)
         finally:
+            # one connection's unexpected end ends the process (the supervisor restarts it):
+            # the others are stopped and awaited before the shared memory is let go
             self.stop.set()
+            for c in self.conns:
+                c.skip_backoff.set()
+                c.request_restart_if_connected()
+            done, pending = await asyncio.wait(tasks, timeout=5.0)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             control.cancel()
             self.stats.set_state(FeedState.STOPPED, "stopped")

@@ -89,17 +89,26 @@ async def test_one_connection_of_several_lost(sim: Simulator, label: str) -> Non
         before = [m.book.update_id for m in kept]
         valid_throughout = True
 
+        down_gauges: set[tuple[int, int]] = set()
+
         def watch() -> bool:
             nonlocal valid_throughout
             valid_throughout &= all(m.book.valid for m in kept)
+            if h.count("connections_up") == 1 and not group.markets[2].book.valid:
+                # the gauges count the whole feed while one connection is down
+                down_gauges.add((h.count("books"), h.count("books_synced")))
             return True
 
+        # one snapshot depth for the process, whichever connection asks
+        assert len({c.snapshot_limit for c in group.conns if hasattr(c, "snapshot_limit")}) <= 1
         pepe[0].close_soon(1001, "test: one connection lost")
         await h.wait_for(lambda: watch() and not group.markets[2].book.valid, 10, "PEPEUSDT invalid")
+
         await h.wait_for(lambda: watch() and h.count("reconnects") == 1, 10, "the reconnect")
         await h.wait_for(lambda: watch() and h.state == FeedState.CONNECTED_SYNCED, 20, "synced again")
         await h.wait_for(lambda: all_match(h), 15, "every book to equal the truth again")
         assert valid_throughout, "a book of the other connection went invalid"
+        assert down_gauges <= {(3, 2)}, down_gauges
         assert all(m.book.update_id > b for m, b in zip(kept, before))
         assert h.count("connections_up") == 2 and h.count("reconnects") == 1
         # while it was down, the feed said which connection

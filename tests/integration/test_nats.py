@@ -206,7 +206,9 @@ def test_remote_resync_only_with_allow_remote_control(nats_server: NatsServer, a
 def test_bad_nats_flags_exit_2() -> None:
     for args in (["--attach", "http://x:1", "--no-ui"], ["--publish", "localhost:4222", "--no-ui"],
                  ["--attach", "nats://127.0.0.1:1"],            # the Textual console does not attach yet
-                 ["--publish", "nats://127.0.0.1:1", "--nats-creds", "/nonexistent/creds", "--no-ui"]):
+                 ["--publish", "nats://127.0.0.1:1", "--nats-creds", "/nonexistent/creds", "--no-ui"],
+                 ["--publish", "nats://127.0.0.1:1", "--publish-rate", "0", "--no-ui"],
+                 ["--publish", "nats://127.0.0.1:1", "--publish-rate", "nan", "--no-ui"]):
         res = subprocess.run([sys.executable, "-m", "obitui", *args], capture_output=True, text=True, timeout=30)
         assert res.returncode == 2 and res.stderr.startswith("obitui: ") and len(res.stderr.splitlines()) == 1, (args, res.stderr)
 
@@ -268,3 +270,43 @@ def test_a_local_fleet_and_a_remote_one_side_by_side(nats_server: NatsServer) ->
         assert res.returncode == 0 and last.startswith("[Main Status] Bi-OB: ") and "epsilon/Bi-OB: " in last, last
     finally:
         sup.stop()
+
+
+def test_a_publisher_without_a_server_backs_off_and_counts_and_the_fleet_runs(tmp_path: Path) -> None:
+    """No server at all: the NATS row says why and backs off (counted), the feeds sync anyway;
+    an attached console with no server stops at once when asked."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    sup = fleet(url, "zeta")
+    try:
+        wait_for(lambda: all_valid(sup), 30, "the books", sup.poll)
+        assert sup.stats is not None
+        wait_for(lambda: sup.stats.read_feed(len(sup.cfg.feeds)).counters["connect_failures"] >= 1, 15,
+                 "a counted connect failure", sup.poll)
+        fv = sup.stats.read_feed(len(sup.cfg.feeds))
+        assert fv.state in (FeedState.BACKOFF, FeedState.CONNECTING) and "127.0.0.1" in fv.reason
+    finally:
+        sup.stop()
+    att = Attachment([url])
+    att.start()
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    att.close()
+    assert time.monotonic() - t0 < 2.0 and not att.thread.is_alive()
+
+
+def test_the_console_counts_malformed_messages_and_keeps_going() -> None:
+    from obitui.bus.attach import Fleets
+    f = Fleets()
+    assert f.on_message("u", "obitui.h.binance.X.book", b'{"v": 1, "host": "h"}') is None     # no key
+    assert f.on_message("u", "obitui.h.binance.X.book", b'{"v": 1, "host": "h", "key": "binance:X"}') is None
+    assert f.on_message("u", "obitui.h.feeds", b'{"v": 1, "host": "h", "feeds": 3}') is None
+    assert f.on_message("u", "obitui.h.heartbeat", b'not json') is None
+    assert f.on_message("u", "obitui.h.heartbeat", b'{"v": 99, "host": "h"}') is None          # a later schema
+    assert f.bad == 5 and f.snapshot()["books"] == {}
+    assert f.on_message("u", "obitui.h.heartbeat", b'{"v": 1, "host": "h", "control": true}') == "h"
+    assert f.snapshot()["hosts"]["h"]["control"] is True
+
+
+def test_redact_keeps_no_part_of_a_password() -> None:
+    from obitui.bus.publisher import redact
+    assert redact("nats://alice:p@ssw0rd@nats.example:4222,tls://b:c@d:1") == "nats://nats.example:4222,tls://d:1"

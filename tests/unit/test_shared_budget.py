@@ -80,3 +80,19 @@ def test_the_venues_count_only_raises_ours_and_a_ban_holds_for_every_process(blo
     assert 1.5 < a.banned_for() <= 2.0
     a.ban(0.5)                             # a shorter ban does not end a longer one
     assert a.banned_for() > 1.5
+
+
+def test_a_late_caller_never_rolls_the_minute_back(block: StatsBlock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process whose ``now`` is still in minute W while another one already counts W+1: its
+    change applies to W+1's count, never sets the window back to W."""
+    monkeypatch.setattr(budget, "WEIGHT_WINDOW_S", 60.0)
+    a, b = SharedWeightBudget(block, 1, 6000), SharedWeightBudget(block, 1, 6000)
+    w = int(time.time() // 60)
+    new = (w + 1) * 60.0 + 1          # B is already in the next minute
+    old = (w + 1) * 60.0 - 1          # A's clock reading from just before it
+    assert b.take(5800, new) == 0.0
+    a.note("40", old)                 # the venue's count of the old minute: no effect on the new one
+    assert a.window == w + 1 and b._read() == (w + 1, 5800)
+    assert b.take(400, new) > 0       # 6200 would be over: waits
+    a.spend(10, old)                  # counted in the current (newer) minute
+    assert b._read() == (w + 1, 5810)

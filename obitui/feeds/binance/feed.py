@@ -146,7 +146,9 @@ class BinanceDepthFeed(BinanceFeed):
         self.storm = self.process_shared("storm", lambda: [0])   # the depth of the storm going on (0: none)
         # a cold start needs a snapshot of every book of the venue (all its book processes):
         # within a minute's budget when they fit
-        books = len(self.all_markets) * self.cfg.rest_share
+        # (every market of the process: the group's config holds them all, while the
+        # connections are still being made)
+        books = len(self.group.cfg.symbols if self.group is not None else self.cfg.symbols) * self.cfg.rest_share
         self.snapshot_limit = self.venue.fit_limit(self.cfg.snapshot_limit, books, self.budget.limit)
         if self.snapshot_limit != self.cfg.snapshot_limit:
             log.info("%s: %d books: REST snapshots of %d levels (weight %d each) instead of %d, so a "
@@ -468,7 +470,9 @@ class BinanceDepthFeed(BinanceFeed):
                 self.push_invalid("disconnected", m.book_id)
             m.sync.reset()
             self.discard_buffer(m)
-        self.books_gauge(len(self.markets), 0)
+        if not any(x.snapshot_task is not None for x in self.all_markets):
+            self.storm[0] = 0           # no storm goes on
+        self.books_gauge(len(self.all_markets), sum(1 for x in self.all_markets if x.book.valid))
 
     RESYNC_ONE = "resync started, socket kept"
     RESYNC_MANY = "resync of {n} book(s) started, socket kept"

@@ -485,7 +485,7 @@ class BitgetBooksFeed(BitgetFeed):
             m.awaiting_since = 0.0
         self._resync_pending.clear()
         self.actions.clear()
-        self.books_gauge(len(self.markets), 0)
+        self.books_gauge(len(self.all_markets), sum(1 for x in self.all_markets if x.book.valid))
 
     RESYNC_ONE = "resubscribed for a new snapshot"
     RESYNC_MANY = "resubscribed {n} book(s) for new snapshots"
