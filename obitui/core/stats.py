@@ -536,7 +536,9 @@ class StatsBlock:
                         list(array("Q", raw[_FEED_HIST2_OFF:_FEED_RING_OFF])),
                         _s(raw[_FEED_RING_OFF:_FEED_PUBLISHED]), ack_seq, ack_res, ack_text)
 
-    def read_book(self, i: int) -> BookView | None:
+    def read_book(self, i: int, history: bool = True) -> BookView | None:
+        """The book slot ``i``; ``history`` False leaves out the OBI history and the latency
+        histogram (empty lists): a reader that only wants the book and its figures."""
         off = self.book_offset(i)
         raw = self.seg.read_consistent(off, _BOOK_END)
         if raw is None:
@@ -552,16 +554,23 @@ class StatsBlock:
         (_, exch, sym, label, valid, crossed, update_id, last_ns, pdec, qdec, nb, na, _bb, _ba,
          _bq, _aq, obi, buy_q, sell_q, buy_n, sell_n, lt_p, lt_q, lt_side, lt_ns, resets, applied,
          obi_pos, _r1, reason) = f
-        lv = array("q", raw[_BOOK_LEVELS_OFF:_BOOK_OBI_OFF])
-        bids = [(lv[2 * k], lv[2 * k + 1]) for k in range(min(nb, TOP_N))]
-        asks = [(lv[2 * (TOP_N + k)], lv[2 * (TOP_N + k) + 1]) for k in range(min(na, TOP_N))]
-        hist = array("d", raw[_BOOK_OBI_OFF:_BOOK_HIST_OFF])
-        n_hist = min(obi_pos, OBI_HISTORY)
-        ordered = [hist[(obi_pos - n_hist + k) % OBI_HISTORY] for k in range(n_hist)]
+        lv = array("q", raw[_BOOK_LEVELS_OFF:_BOOK_OBI_OFF]).tolist()
+        nb, na = min(nb, TOP_N), min(na, TOP_N)
+        bids = list(zip(lv[0:2 * nb:2], lv[1:2 * nb:2]))
+        asks = list(zip(lv[2 * TOP_N:2 * (TOP_N + na):2], lv[2 * TOP_N + 1:2 * (TOP_N + na):2]))
+        hist = array("d", raw[_BOOK_OBI_OFF:_BOOK_HIST_OFF]).tolist() if history else []
+        if not history:
+            ordered = []
+        elif obi_pos <= OBI_HISTORY:        # oldest first
+            ordered = hist[:obi_pos]
+        else:
+            start = obi_pos % OBI_HISTORY
+            ordered = hist[start:] + hist[:start]
         return BookView(_s(label), _s(exch), _s(sym), bool(valid), bool(crossed), update_id, last_ns,
                         pdec, qdec, bids, asks, obi, ordered, buy_q, sell_q, buy_n, sell_n, lt_p, lt_q,
                         lt_side, lt_ns, resets, applied,
-                        list(array("Q", raw[_BOOK_HIST_OFF:_BOOK_PUBLISHED])), obi_pos, _s(reason),
+                        array("Q", raw[_BOOK_HIST_OFF:_BOOK_PUBLISHED]).tolist() if history else [],
+                        obi_pos, _s(reason),
                         *mk[:11], mk[11], tape)
 
     def read_engine(self) -> EngineView | None:
