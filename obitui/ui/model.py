@@ -216,22 +216,15 @@ def fill_row(row: Row, v: BookView | None, now_ns: int, stale_s: float | None, f
     n = v.buy_count_1s + v.sell_count_1s
     c["trades"] = (str(n), "" if n else "dim")
     s["trades"] = n
-    if v.last_trade_side:
-        if row.last_price and v.last_trade_price != row.last_price:
-            row.tick = UP if v.last_trade_price > row.last_price else DOWN
-        row.last_price = v.last_trade_price
-        c["last"] = (f"{price_text(v.last_trade_price, v, b.digits)}{row.tick or ' '}",
+    # the last trade; without a trade feed (Bitget's default fleet has a ticker), the ticker's last
+    last = v.last_trade_price if v.last_trade_side else v.ticker_last
+    if last:
+        if row.last_price and last != row.last_price:
+            row.tick = UP if last > row.last_price else DOWN
+        row.last_price = last
+        c["last"] = (f"{price_text(last, v, b.digits)}{row.tick or ' '}",
                      "up" if row.tick == UP else ("down" if row.tick == DOWN else ""))
-        s["last"] = v.last_trade_price / 10 ** b.digits
-    elif v.ticker_last:
-        # no trade feed for this market (Bitget's default fleet has a ticker): the venue's last
-        # price, with its tick against the ticker's previous one
-        if row.last_price and v.ticker_last != row.last_price:
-            row.tick = UP if v.ticker_last > row.last_price else DOWN
-        row.last_price = v.ticker_last
-        c["last"] = (f"{price_text(v.ticker_last, v, b.digits)}{row.tick or ' '}",
-                     "up" if row.tick == UP else ("down" if row.tick == DOWN else ""))
-        s["last"] = v.ticker_last / 10 ** b.digits
+        s["last"] = last / 10 ** b.digits
     else:
         c["last"] = ("", "")
         s["last"] = -math.inf
