@@ -2,8 +2,9 @@
 the market view of its symbol. Invalid, stale and empty books float to the top.
 
 A tick reads the books of the rows on screen (a book whose slot did not change is not read
-again, see BookCache) and hands the table only those rows; once a second (and after a sort or
-filter change) every book is read and the rows ordered again."""
+again, see BookCache) and hands the table only those rows; once a second every book is read
+again, ``SLOW_CHUNK`` rows a tick, and the rows are ordered again when the last chunk is in;
+after a sort or filter change, or a row turning bad or good, all at once."""
 from __future__ import annotations
 
 from typing import Any
@@ -23,6 +24,7 @@ COLUMNS = [
     Column("trades", "tr/s", 4, 4), Column("last", "last", 9, 1), Column("chg", "24h", 7, 4),
     Column("age", "age", 5, 5),
 ]
+SLOW_CHUNK = 50          # rows read per tick by the once-a-second pass over every row
 SORTS = ["", "market", "state", "mid", "spread", "obi", "flow", "trades", "last", "chg", "age"]
 SORT_NAMES = {"": "rank", "market": "market", "state": "state", "mid": "mid", "spread": "spread",
               "obi": "OBI", "flow": "flow", "trades": "trades", "last": "last", "chg": "24h change",
@@ -49,6 +51,7 @@ class WatchlistScreen(ObituiScreen):
         super().__init__(**kw)
         self.rows: dict[str, Row] = {}
         self.sort = ""
+        self.backlog: list[str] = []      # rows the once-a-second pass has still to read
         self.desc = False
         self.filter = ""
         self.dirty = True
@@ -89,14 +92,18 @@ class WatchlistScreen(ObituiScreen):
 
     def update_data(self, frame: Frame) -> None:
         table = self.table
-        if frame.slow or self.dirty or not self.shown_keys:
+        if self.dirty or not self.shown_keys:
+            # a sort, a filter, a row gone bad or good, the first frame: every row now
             self.dirty = False
+            self.backlog = []
             for r in self.rows.values():
                 self._fill(frame, r.book)
-            self.shown_keys = self._ordered()
-            table.set_rows(self.shown_keys, {k: self.rows[k].cells for k in self.shown_keys})
-            self._status()
+            self._reorder()
             return
+        if frame.slow and not self.backlog:
+            # the once-a-second pass over every row, a chunk a tick: a key pressed meanwhile
+            # waits for one chunk, never for all 300 rows
+            self.backlog = list(self.rows)
         cells = {}
         for i in table.visible():
             key = table.keys[i]
@@ -107,6 +114,17 @@ class WatchlistScreen(ObituiScreen):
                 self.dirty = True          # order again next tick: it floats up (or back)
             cells[key] = r.cells
         table.set_rows(table.keys, cells)
+        if self.backlog:
+            chunk, self.backlog = self.backlog[:SLOW_CHUNK], self.backlog[SLOW_CHUNK:]
+            for key in chunk:
+                self._fill(frame, self.rows[key].book)
+            if not self.backlog:
+                self._reorder()
+
+    def _reorder(self) -> None:
+        self.shown_keys = self._ordered()
+        self.table.set_rows(self.shown_keys, {k: self.rows[k].cells for k in self.shown_keys})
+        self._status()
 
     def _status(self) -> None:
         n_bad = sum(r.bad for r in self.rows.values())
