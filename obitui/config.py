@@ -16,6 +16,11 @@ from typing import Any
 from obitui.feeds.venue import Channel, Venue, venue as venue_named, venues
 
 WAIT_STRATEGIES = ("block", "spin", "batch")
+# the engine's wait (docs/ARCHITECTURE.md, engine wake-up): per strategy, how long it keeps
+# polling after the last record before it sleeps on the futex (spin_us), and how long it
+# pauses after a poll that found records (nap_us); `[engine] spin_us / nap_us` override them
+WAIT_DEFAULTS = {"block": (0, 0), "batch": (0, 200), "spin": (0, 0)}
+MAX_WAIT_US = 100_000
 
 
 class ConfigError(ValueError):
@@ -244,12 +249,24 @@ def split_processes(feeds: list[FeedConfig]) -> list[FeedConfig]:
     return [replace(f, rest_share=users.get(f.venue, 1)) if f.is_book else f for f in out]
 
 
+def engine_spin_us(cfg: Config) -> int:
+    """How long the engine keeps polling after its last record before it sleeps (block)."""
+    return cfg.engine_spin if cfg.engine_spin is not None else WAIT_DEFAULTS[cfg.engine_wait][0]
+
+
+def engine_nap_us(cfg: Config) -> int:
+    """How long the engine pauses after a poll that found records."""
+    return cfg.engine_nap if cfg.engine_nap is not None else WAIT_DEFAULTS[cfg.engine_wait][1]
+
+
 @dataclass(slots=True)
 class Config:
     feeds: list[FeedConfig] = field(default_factory=default_feeds)
     obi_levels: int = 20
     engine_wait: str = "block"
     engine_cpu: int | None = None
+    engine_spin: int | None = None   # us; None: the strategy's (WAIT_DEFAULTS)
+    engine_nap: int | None = None    # us; None: the strategy's
     interval: float = 1.0            # headless: s between status lines / JSON objects; the default of --interval (the flag wins)
     heartbeat_stale: float = 10.0    # supervisor: a child silent this long is hung: killed, restarted
 
@@ -276,6 +293,9 @@ class Config:
             raise ConfigError(f"obi_levels: 1-20, got {self.obi_levels}")
         if self.engine_wait not in WAIT_STRATEGIES:
             raise ConfigError(f"engine.wait: one of {', '.join(WAIT_STRATEGIES)}, got {self.engine_wait!r}")
+        for name, us in (("spin_us", self.engine_spin), ("nap_us", self.engine_nap)):
+            if us is not None and not 0 <= us <= MAX_WAIT_US:
+                raise ConfigError(f"engine.{name}: 0-{MAX_WAIT_US} us, got {us}")
         if self.engine_cpu is not None and not 0 <= self.engine_cpu < 4096:
             raise ConfigError(f"engine.cpu: a CPU number >= 0, got {self.engine_cpu}")
         if not (math.isfinite(self.interval) and 0 < self.interval <= 3600):
@@ -353,8 +373,12 @@ def load_config(path: str | Path | None) -> Config:
             cfg.engine_wait = _typed("engine.wait", value, "str")
         elif key == "cpu":
             cfg.engine_cpu = _typed("engine.cpu", value, "int")
+        elif key == "spin_us":
+            cfg.engine_spin = _typed("engine.spin_us", value, "int")
+        elif key == "nap_us":
+            cfg.engine_nap = _typed("engine.nap_us", value, "int")
         else:
-            raise ConfigError(f"engine.{key}: unknown key (known: wait, cpu)")
+            raise ConfigError(f"engine.{key}: unknown key (known: wait, cpu, spin_us, nap_us)")
     sup = data.get("supervisor", {})
     if not isinstance(sup, dict):
         raise ConfigError("supervisor: expected a table")

@@ -13,11 +13,10 @@ since their last publish; OBI is sampled into each book's history every ``OBI_SA
 a book whose only news is its samples is published at most every ``IDLE_PUBLISH_EVERY``.
 
 Wait strategies: ``spin`` polls without pause (lowest latency, one busy core); ``block`` (the
-default) spins briefly, then flags that it sleeps and waits on a futex word in the stats block
-that a producer bumps only when the flag is set (docs/ARCHITECTURE.md, engine wake-up); ``batch``
-sleeps on the same futex as soon as a poll finds nothing, and pauses ``NAP_S`` after
-a poll that found records, so that under load the records of many frames are taken in one
-poll (interrupt coalescing: a bounded added latency for much less CPU per record)."""
+default) flags that it sleeps and waits on a futex word in the stats block as soon as a poll finds
+nothing (after ``[engine] spin_us`` of polling, default 0), which a producer bumps only when the
+flag is set (docs/ARCHITECTURE.md, engine wake-up); ``batch`` also pauses ``nap_us`` after a
+poll that found records (interrupt coalescing: a bounded added latency for less CPU per record)."""
 from __future__ import annotations
 
 import collections
@@ -29,18 +28,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from obitui.config import Config, book_plan, feed_book_ids
+from obitui.config import Config, book_plan, engine_nap_us, engine_spin_us, feed_book_ids
 from obitui.core.book import OrderBook
 from obitui.core.records import BOOK_HEADER, DAY, INVALID, SIDE_BUY, TICKER, TRADE, Kind, RecordError
-from obitui.core.ring import Ring, RingError
+from obitui.core.ring import Ring, RingError, sleep_until_records
 from obitui.core.stats import (TAPE_N, TOP_N, BookSlotWriter, Command, StatsBlock, hist_bucket, pack_market,
                                pack_tape, publish_engine)
 
 log = logging.getLogger("obitui.engine")
 
 BATCH = 512
-SPIN_ROUNDS = 200          # empty polls before sleeping (block strategy)
-NAP_S = 0.0002             # batch strategy: the pause after a poll that found records
 SLEEP_TIMEOUT = 0.05       # the engine wakes at least this often to publish and beat
 PUBLISH_EVERY = 0.125      # the UI's pace (8 Hz): changed books, the EngineSlot, the ring heartbeats
 OBI_SAMPLE_EVERY = 0.25    # 256 samples = the last 64 s
@@ -403,16 +400,21 @@ class Engine:
 
     # ------------------------------------------------------------ the loop
     def run(self) -> None:
-        spin = self.cfg.engine_wait == "spin"
-        batch = self.cfg.engine_wait == "batch"
+        cfg = self.cfg
+        spin = cfg.engine_wait == "spin"
+        spin_s = engine_spin_us(cfg) / 1e6
+        nap_s = engine_nap_us(cfg) / 1e6
         nap = time.sleep
+        mono = time.monotonic
         stats = self.stats
+        seg = stats.seg
+        sleeping_off, wake_off = stats.engine_wait_offsets()
         rings = self.rings
         last_pub = last_obi = 0.0
-        idle = 0
+        last_work = mono()
         while self.running:
             n = self.poll()
-            now = time.monotonic()
+            now = mono()
             if now - last_pub >= PUBLISH_EVERY:
                 sample = now - last_obi >= OBI_SAMPLE_EVERY
                 if sample:
@@ -420,20 +422,14 @@ class Engine:
                 self.publish(sample)
                 last_pub = now
             if n:
-                idle = 0
-                if batch:
-                    nap(NAP_S)      # records are coming: let the next ones gather in the rings
+                last_work = now
+                if nap_s:
+                    nap(nap_s)      # records are coming: let the next ones gather in the rings
                 continue
-            idle += 1
-            if spin or (idle < SPIN_ROUNDS and not batch):
+            if spin or now - last_work < spin_s:
                 continue
-            word = stats.engine_sleep_begin()
-            if any(r.used_bytes() for r in rings):   # a push that raced the flag
-                stats.engine_sleep_end()
-                continue
-            stats.engine_sleep(word, SLEEP_TIMEOUT)
-            stats.engine_sleep_end()
-            idle = 0
+            # flag, check the rings, futex wait, unflag: one call (ring.sleep_until_records)
+            sleep_until_records(seg, sleeping_off, wake_off, rings, SLEEP_TIMEOUT)
         self.publish(False)
         for eb in self.books:
             if eb.invalid_reasons:

@@ -58,7 +58,7 @@ import psutil
 
 from obitui.bench.machine import machine_info, machine_line
 from obitui.bench.pipeline import pin_layout
-from obitui.config import load_config
+from obitui.config import WAIT_STRATEGIES, engine_nap_us, engine_spin_us, load_config
 from obitui.core.stats import HIST_BUCKETS, hist_quantile
 from obitui.feeds.venue import venue
 from obitui.supervisor import Supervisor
@@ -198,7 +198,7 @@ def _poll_for(sup: Supervisor, seconds: float) -> None:
 
 def measure(n: int, *, rate: float | None = None, warmup: float = 3.0, window: float = 10.0,
             sync_timeout: float = 240.0, layout: str = "shared", fit: str = "config",
-            wait: str = "") -> dict[str, Any]:
+            wait: str = "", spin_us: int | None = None, nap_us: int | None = None) -> dict[str, Any]:
     """One fleet watching ``n`` markets: see the module's docstring. ``layout`` "pinned": the
     engine spins alone on the last CPU, the rest share the others (`bench pipeline --layout
     pinned`, docs/OPERATING.md). ``fit`` "config": the config as built in (one process per
@@ -208,6 +208,11 @@ def measure(n: int, *, rate: float | None = None, warmup: float = 3.0, window: f
     cfg = load_config(None)
     if wait:
         cfg.engine_wait = wait
+    if spin_us is not None:
+        cfg.engine_spin = spin_us
+    if nap_us is not None:
+        cfg.engine_nap = nap_us
+    cfg.validate()
     mine = os.sched_getaffinity(0)
     others = pin_layout(cfg) if layout == "pinned" else set()
     if fit == "connection":
@@ -316,6 +321,7 @@ def measure(n: int, *, rate: float | None = None, warmup: float = 3.0, window: f
         return {
             "markets": n, "symbols": symbols if n <= 10 else symbols[:5] + ["..."],
             "books": n_books, "rate": rate or 20.0, "layout": layout, "fit": fit, "wait": cfg.engine_wait,
+            "spin_us": engine_spin_us(cfg), "nap_us": engine_nap_us(cfg),
             "per_connection": {f.label: f.connection_size for f in feeds},
             "books_valid": sum(1 for b in s1.books if b.valid),
             "processes_missing": missing,
@@ -373,9 +379,18 @@ def _f(v: Any, fmt: str = "{:.1f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def _variants(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r.get("variant", "") for r in rows))
+
+
 def _add_ratios(rows: list[dict[str, Any]], ref: int) -> None:
     """CPU per market and per 1k msgs/s against the row of ``ref`` markets; RSS per book
-    beyond the one-market row."""
+    beyond the one-market row (each engine wait variant against its own rows)."""
+    for v in _variants(rows):
+        _add_ratios_of([r for r in rows if r.get("variant", "") == v], ref)
+
+
+def _add_ratios_of(rows: list[dict[str, Any]], ref: int) -> None:
     base = next((r for r in rows if r["markets"] == ref and not r.get("pipeline")), None)
     one = next((r for r in rows if r["markets"] == 1 and not r.get("pipeline")), None)
     for r in rows:
@@ -398,7 +413,8 @@ def _add_ratios(rows: list[dict[str, Any]], ref: int) -> None:
 
 
 def _label(r: dict[str, Any]) -> str:
-    return f"1 @{r['rate']:g}/s" if r.get("pipeline") else str(r["markets"])
+    base = f"1 @{r['rate']:g}/s" if r.get("pipeline") else str(r["markets"])
+    return f"{base} {r['variant']}" if r.get("variant") else base
 
 
 def tables(rows: list[dict[str, Any]], ref: int) -> list[tuple[list[str], list[list[str]]]]:
@@ -522,13 +538,23 @@ def report(result: dict[str, Any], markdown: bool) -> str:
     parts = []
     for head, body in tables(rows, ref):
         parts.append(render(head, body, markdown))
-    v = verdicts(rows, ref, top_n)
-    parts.append(render(["target (issue #19)", "measured", ""], [list(t) for t in v], markdown))
+    for variant in _variants(rows):
+        v = verdicts([r for r in rows if r.get("variant", "") == variant], ref, top_n)
+        title = f"target (issue #19), engine wait {variant}" if variant else "target (issue #19)"
+        parts.append(render([title, "measured", ""], [list(t) for t in v], markdown))
     sync = "; ".join(f"{_label(r)}: {r['feed_synced_s']} (fleet started at :{r['fleet_start_second_of_minute']:04.1f} "
                      f"of its minute; REST weight {r['rest_weight_depth']:,}, {r['rest_weight_waits']} budget waits)"
                      for r in rows)
     parts.append(f"per book feed, all its books synced after (s): {sync}")
     return "\n\n".join(parts)
+
+
+def _parse_wait(text: str) -> tuple[str, int | None, int | None]:
+    parts = text.strip().split(":")
+    if parts[0] not in WAIT_STRATEGIES or len(parts) > 3:
+        raise ValueError(f"{text!r}: WAIT[:SPIN_US[:NAP_US]], WAIT one of {', '.join(WAIT_STRATEGIES)}")
+    nums = [int(p) if p else None for p in parts[1:]] + [None, None]
+    return parts[0], nums[0], nums[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -554,6 +580,11 @@ def main(argv: list[str] | None = None) -> int:
                          "over connections of the venue's default size; default); connection: one "
                          "connection per process taking all the markets (per_connection raised to N); "
                          "processes: the same as config (kept for older command lines)")
+    ap.add_argument("--spin-us", type=int, help="the engine's [engine] spin_us (default: the strategy's)")
+    ap.add_argument("--nap-us", type=int, help="the engine's [engine] nap_us (default: the strategy's)")
+    ap.add_argument("--waits", metavar="WAIT[:SPIN_US[:NAP_US]],...",
+                    help="several engine waits side by side: each market count runs once per variant, "
+                         "in turn (rows labelled wait/spin_us/nap_us), e.g. block,block:50,batch:0:300")
     ap.add_argument("--wait", choices=("", "block", "batch", "spin"), default="",
                     help="the engine's wait strategy (default: the config's)")
     ap.add_argument("--ref", type=int, default=10, help="the market count CPU per market is compared with")
@@ -569,16 +600,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.window <= 0 or args.warmup < 0:
         ap.error("--window must be > 0 and --warmup >= 0")
     load_before = os.getloadavg()[0]
+    variants: list[tuple[str, int | None, int | None]] = [(args.wait, args.spin_us, args.nap_us)]
+    if args.waits:
+        try:
+            variants = [_parse_wait(w) for w in args.waits.split(",") if w.strip()]
+        except ValueError as exc:
+            ap.error(f"--waits: {exc}")
     rows = []
-    for n in counts:
-        rows.append(measure(n, rate=args.rate or None, warmup=args.warmup, window=args.window,
-                            sync_timeout=args.sync_timeout, layout=args.layout, fit=args.fit,
-                            wait=args.wait))
-    if args.pipeline_rate:
-        row = measure(1, rate=args.pipeline_rate, warmup=args.warmup, window=args.window,
-                      sync_timeout=args.sync_timeout, layout=args.layout, fit=args.fit, wait=args.wait)
-        row["pipeline"] = True
-        rows.append(row)
+    runs = [(n, None) for n in counts] + ([(1, args.pipeline_rate)] if args.pipeline_rate else [])
+    for n, rate in runs:
+        for wait, spin_us, nap_us in variants:     # side by side: each variant per count in turn
+            row = measure(n, rate=rate or args.rate or None, warmup=args.warmup, window=args.window,
+                          sync_timeout=args.sync_timeout, layout=args.layout, fit=args.fit,
+                          wait=wait, spin_us=spin_us, nap_us=nap_us)
+            if len(variants) > 1:
+                row["variant"] = f"{row['wait']}/{row['spin_us']}/{row['nap_us']}"
+            if rate:
+                row["pipeline"] = True
+            rows.append(row)
     _add_ratios(rows, args.ref)
     result = {"machine": machine_info(), "load_before": load_before,
               "command": " ".join(["obitui bench scale", *(sys.argv[3:] if argv is None else argv)]),
@@ -589,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(result, f, indent=1)
     m = result["machine"]
     print(machine_line(m) + "; "
-          f"layout {args.layout}; fit {args.fit}; wait {args.wait or 'config'}; window {args.window:g} s after {args.warmup:g} s of warm-up; "
+          f"layout {args.layout}; fit {args.fit}; wait {args.waits or args.wait or 'config'}; window {args.window:g} s after {args.warmup:g} s of warm-up; "
           f"load before {load_before:.2f}")
     print(report(result, args.markdown))
     return 0

@@ -22,8 +22,23 @@ from obitui.core.shm cimport (
     Segment, obi_ring_header, obi_rec_header, OBI_RING_HEADER_SIZE, OBI_RING_VERSION,
     OBI_RING_MAGIC, OBI_REC_HDR, OBI_REC_PADDING, obi_load_acquire_u64, obi_load_relaxed_u64,
     obi_store_release_u64, obi_store_relaxed_u64, obi_monotonic_ns, obi_realtime_ns,
+    obi_load_acquire_u32, obi_store_release_u32, obi_fence_seq_cst,
 )
 from obitui.core.shm import ShmError
+
+cdef extern from "<linux/futex.h>":
+    enum: FUTEX_WAIT
+
+cdef extern from "<sys/syscall.h>":
+    enum: SYS_futex
+
+cdef extern from "<time.h>" nogil:
+    cdef struct timespec:
+        long tv_sec
+        long tv_nsec
+
+cdef extern from "<unistd.h>" nogil:
+    long syscall(long number, ...)
 
 HEADER_SIZE = OBI_RING_HEADER_SIZE
 RECORD_HEADER_SIZE = OBI_REC_HDR
@@ -45,6 +60,40 @@ def owned_ring(str name, uint64_t capacity):
     finally:
         ring.close()
         Ring.unlink(name)
+
+
+def sleep_until_records(Segment seg, size_t sleeping_offset, size_t wake_offset, list rings,
+                        double timeout_s) -> bool:
+    """The consumer's side of the block wait strategy, in one call: flag that the consumer
+    sleeps (the u32 at ``sleeping_offset``), read the wake word (``wake_offset``), and, unless
+    a ring of ``rings`` already holds records (a push that raced the flag), wait on the wake
+    word until a producer bumps it (``Segment.wake_if_sleeping``) or ``timeout_s`` passes;
+    then clear the flag. Returns True when records were there before sleeping (no sleep).
+    The flag store and the rings' tail loads are ordered by a full fence, as the producer's
+    tail store and flag load are: one of the two sides always sees the other."""
+    seg._check(sleeping_offset & ~(<size_t>7), 8)
+    seg._check(wake_offset & ~(<size_t>7), 8)
+    cdef uint32_t *sleeping = <uint32_t *>(seg.base + sleeping_offset)
+    cdef uint32_t *wake = <uint32_t *>(seg.base + wake_offset)
+    cdef Ring r
+    cdef timespec ts
+    cdef uint32_t word
+    cdef bint ready = False
+    obi_store_release_u32(sleeping, 1)
+    obi_fence_seq_cst()
+    word = obi_load_acquire_u32(wake)
+    for r in rings:
+        if r.hdr != NULL and obi_load_acquire_u64(&r.hdr.tail) != obi_load_acquire_u64(&r.hdr.head):
+            ready = True
+            break
+    if not ready:
+        ts.tv_sec = <long>timeout_s
+        ts.tv_nsec = <long>((timeout_s - <long>timeout_s) * 1e9)
+        with nogil:
+            syscall(SYS_futex, wake, FUTEX_WAIT, word, &ts, NULL, 0)
+    obi_store_release_u32(sleeping, 0)
+    obi_fence_seq_cst()
+    return ready
 
 
 cdef inline uint64_t align8(uint64_t n) noexcept nogil:

@@ -458,6 +458,11 @@ class StatsBlock:
         off = self.engine_offset
         return self.seg.wake_if_sleeping(off + ENGINE_SLEEPING_OFF, off + ENGINE_WAKE_OFF)
 
+    def engine_wait_offsets(self) -> tuple[int, int]:
+        """(sleeping flag, wake word) offsets in ``self.seg``, for ``ring.sleep_until_records``."""
+        off = self.engine_offset
+        return off + ENGINE_SLEEPING_OFF, off + ENGINE_WAKE_OFF
+
     def engine_sleep_begin(self) -> int:
         """Flag that the engine is about to sleep; returns the wake word to wait on."""
         off = self.engine_offset
@@ -626,10 +631,14 @@ class FeedSlotWriter:
             self.since_ns = now_ns()
         self.publish()
 
-    def publish(self) -> None:
+    def publish(self, heartbeat_ns: int | None = None) -> None:
+        """Publish the slot; its heartbeat is now, or ``heartbeat_ns`` (CLOCK_MONOTONIC) for a
+        writer that mirrors another's (the attached console: a remote feed beat when its host's
+        last message came)."""
         fixed = _FEED_FIXED.pack(0, _b(self.label, 16), _b(self.exchange, 16), _b(self.stream, 48),
                                  _b(self.symbol, 16), int(self.state), 0, self.since_ns, self.pid,
-                                 time.monotonic_ns(), self.next_retry_ns, self.last_exchange_ns,
+                                 time.monotonic_ns() if heartbeat_ns is None else heartbeat_ns,
+                                 self.next_retry_ns, self.last_exchange_ns,
                                  self.last_receive_ns, _b(self.reason, 96))
         data = (fixed + self.counters.tobytes() + self.hist_exchange_receive.tobytes()
                 + self.hist_receive_push.tobytes() + _b(self.ring, 64).ljust(64, b"\0"))
