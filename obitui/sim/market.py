@@ -139,6 +139,12 @@ class MarketModel:
         self._tighten(undo, changes)
         if not changes:  # every step carries at least one change
             self._level_change(undo, changes, force=True)
+        if not changes:
+            # the forced change drew the size a level already had (markets whose typical order
+            # is one lot) or a price off the book: one more lot at the best ask. A step without
+            # changes would be a diff with U = u + 1, which a venue never sends
+            ticks = self.best_ask()
+            self._set(ASK, ticks, self.asks[ticks] + 1, undo, changes)
         prev_id = self.update_id
         first = prev_id + 1 + (self._id_rng.randint(1, self.id_jump) if self._id_rng else 0)
         self.update_id = first + len(changes) - 1

@@ -456,6 +456,18 @@ def test_market_model_is_deterministic() -> None:
     assert 250 <= len(a.bids) <= 360 and 250 <= len(a.asks) <= 360
 
 
+def test_every_step_changes_the_book_even_with_one_lot_orders() -> None:
+    """A market whose typical order is one lot (qty_decimals 0, a low-priced coin) drew the size
+    a level already had often enough that a step could carry no change: a Binance diff with
+    U = u + 1, which the feed rightly refused as a parse error. Every step changes something."""
+    for seed in range(6):
+        m = MarketModel(SymbolSpec("PEPEUSDT", 8, 0, 900, 300, typical_lots=1), seed)
+        for _ in range(3000):
+            st = m.step()
+            assert st.changes, f"seed {seed}: a step without changes"
+            assert st.first_id <= st.last_id
+
+
 async def test_replay_serves_a_recording_frame_for_frame(test_data: Path, tmp_path: Path) -> None:
     cap = tmp_path / "bitget.jsonl.zst"
     records = list(convert_cryptofeed(test_data / "recorded" / "BITGET.ws.1.0"))
