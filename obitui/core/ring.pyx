@@ -22,23 +22,10 @@ from obitui.core.shm cimport (
     Segment, obi_ring_header, obi_rec_header, OBI_RING_HEADER_SIZE, OBI_RING_VERSION,
     OBI_RING_MAGIC, OBI_REC_HDR, OBI_REC_PADDING, obi_load_acquire_u64, obi_load_relaxed_u64,
     obi_store_release_u64, obi_store_relaxed_u64, obi_monotonic_ns, obi_realtime_ns,
-    obi_load_acquire_u32, obi_store_release_u32, obi_fence_seq_cst,
+    obi_load_acquire_u32, obi_store_release_u32, obi_fence_seq_cst, FUTEX_WAIT, SYS_futex, timespec,
+    syscall,
 )
 from obitui.core.shm import ShmError
-
-cdef extern from "<linux/futex.h>":
-    enum: FUTEX_WAIT
-
-cdef extern from "<sys/syscall.h>":
-    enum: SYS_futex
-
-cdef extern from "<time.h>" nogil:
-    cdef struct timespec:
-        long tv_sec
-        long tv_nsec
-
-cdef extern from "<unistd.h>" nogil:
-    long syscall(long number, ...)
 
 HEADER_SIZE = OBI_RING_HEADER_SIZE
 RECORD_HEADER_SIZE = OBI_REC_HDR

@@ -1,6 +1,22 @@
 # Declarations of shm.h (layouts and memory orders) and the Segment class.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 
+# the futex system call (the engine's wait: shm.pyx, ring.pyx)
+cdef extern from "<linux/futex.h>":
+    enum: FUTEX_WAIT
+    enum: FUTEX_WAKE
+
+cdef extern from "<sys/syscall.h>":
+    enum: SYS_futex
+
+cdef extern from "<time.h>" nogil:
+    cdef struct timespec:
+        long tv_sec
+        long tv_nsec
+
+cdef extern from "<unistd.h>" nogil:
+    long syscall(long number, ...)
+
 cdef extern from "shm.h" nogil:
     enum: OBI_CACHE_LINE
     enum: OBI_RING_HEADER_SIZE

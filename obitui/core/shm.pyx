@@ -41,21 +41,6 @@ def segment_owner(name: str) -> tuple[int, int]:
     return st.st_uid, st.st_size
 
 
-cdef extern from "<linux/futex.h>":
-    enum: FUTEX_WAIT
-    enum: FUTEX_WAKE
-
-cdef extern from "<sys/syscall.h>":
-    enum: SYS_futex
-
-cdef extern from "<time.h>" nogil:
-    cdef struct timespec:
-        long tv_sec
-        long tv_nsec
-
-cdef extern from "<unistd.h>" nogil:
-    long syscall(long number, ...)
-
 from obitui.core.shm cimport (
     obi_load_acquire_u64, obi_load_relaxed_u64, obi_store_release_u64, obi_store_relaxed_u64,
     obi_fence_seq_cst, obi_load_acquire_u32, obi_store_release_u32,
