@@ -23,6 +23,7 @@ setup(
             ext("obitui.core.ring"),
             ext("obitui.core.book"),
             ext("obitui.feeds.binance._scan"),
+            ext("obitui.bus._encode"),
             ext("obitui.bench._ringloops"),
             ext("obitui.bench._bookloops", "c++"),
         ],

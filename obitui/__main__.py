@@ -79,10 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the host name in the subjects (default: this machine's)")
     ap.add_argument("--publish-rate", type=float, default=8.0, metavar="HZ",
                     help="publish what changed this often (default 8)")
+    ap.add_argument("--publish-jetstream", type=float, metavar="MAX_AGE",
+                    help="also keep each book's last message in the JetStream stream OBITUI_<host>_BOOKS "
+                         "for MAX_AGE seconds (created or updated at connect; off by default; a server "
+                         "without JetStream is a logged error and publishing goes on; docs/NATS.md)")
+    ap.add_argument("--publish-jetstream-storage", choices=("memory", "file"), default="memory",
+                    help="that stream's storage (default memory)")
     ap.add_argument("--allow-remote-control", action="store_true",
                     help="carry out r/s requests that attached consoles send over NATS")
     ap.add_argument("--attach", metavar="URL[,URL]",
-                    help="show remote fleets from these NATS servers (no local feeds)")
+                    help="the console (or --no-ui/--json) on the remote fleets publishing on these NATS "
+                         "servers; with --sim/--config, beside the local fleet (docs/NATS.md)")
     ap.add_argument("--nats-creds", metavar="FILE",
                     help="NATS credentials file (token or user/password: OBITUI_NATS_TOKEN, "
                          "OBITUI_NATS_USER, OBITUI_NATS_PASSWORD in the environment)")
@@ -105,7 +112,8 @@ def bad_number(args: argparse.Namespace) -> str:
     fine). NaN and infinities are refused: they would make the print loop spin or never end."""
     checks = [("--interval", args.interval, False), ("--duration", args.duration, False),
               ("--refresh-hz", args.refresh_hz, False), ("--sim-rate", args.sim_rate, False),
-              ("--speed", args.speed, True), ("--publish-rate", args.publish_rate, False)]
+              ("--speed", args.speed, True), ("--publish-rate", args.publish_rate, False),
+              ("--publish-jetstream", args.publish_jetstream, False)]
     for flag, value, zero_ok in checks:
         if value is None:
             continue
@@ -173,32 +181,39 @@ def main(argv: list[str] | None = None) -> int:
                                          for u in value.split(",")):
             print(f"obitui: {flag}: nats://host:port or tls://host:port URLs, got {value!r}", file=sys.stderr)
             return 2
+    if args.publish_jetstream is not None and args.publish is None:
+        print("obitui: --publish-jetstream: only with --publish", file=sys.stderr)
+        return 2
     if args.nats_creds is not None and not os.path.isfile(args.nats_creds):
         print(f"obitui: --nats-creds {args.nats_creds}: no such file", file=sys.stderr)
         return 2
     attachment = None
     if args.attach is not None:
-        if not (args.no_ui or args.json):
-            print("obitui: --attach: only with --no-ui or --json in this version", file=sys.stderr)
-            return 2
         from obitui.bus import attach
+        urls = [u.strip() for u in args.attach.split(",")]
         if not (args.sim or args.replay or args.config or args.publish or args.symbols):
             # remote fleets only: no local feeds
+            if not (args.no_ui or args.json):
+                from obitui.app import run_attach_app
+                return run_attach_app(urls, refresh_hz=args.refresh_hz, mouse=not args.no_mouse,
+                                      creds=args.nats_creds, ca_file=args.nats_ca)
             from obitui.headless import setup_logging
             setup_logging(args.json)
-            return attach.run(args.attach.split(","), as_json=args.json,
+            return attach.run(urls, as_json=args.json,
                               interval=cfg.interval if args.interval is None else args.interval,
                               duration=args.duration, levels=args.levels, creds=args.nats_creds,
                               ca_file=args.nats_ca)
         # a local fleet too (--sim, --config, ...): its lines first, the remote ones after
-        attachment = attach.Attachment(args.attach.split(","), args.nats_creds, args.nats_ca)
+        attachment = attach.Attachment(urls, args.nats_creds, args.nats_ca)
     publish = None
     if args.publish is not None:
         from obitui.bus.publisher import PublishSpec
         from obitui.bus.schema import default_host, token
         publish = PublishSpec(args.publish, token(args.publish_host) if args.publish_host else default_host(),
                               rate=args.publish_rate, allow_control=args.allow_remote_control,
-                              creds=args.nats_creds, ca_file=args.nats_ca)
+                              creds=args.nats_creds, ca_file=args.nats_ca,
+                              jetstream_max_age=args.publish_jetstream,
+                              jetstream_storage=args.publish_jetstream_storage)
     if args.replay:
         from pathlib import Path
         if not Path(args.replay).is_file():
@@ -246,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_app(cfg, sim=args.sim, sim_faults=args.sim_fault, refresh_hz=args.refresh_hz,
                    mouse=not args.no_mouse, record_dir=args.record, replay=args.replay,
                    replay_speed=args.speed, sim_rate=args.sim_rate, metrics=metrics, top=top,
-                   publish=publish)
+                   publish=publish, attach=attachment)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """The Textual console. It reads only the stats block (and ring counters for fill levels),
-at its own pace: one timer, all widget updates inside ``batch_update()``."""
+at its own pace: one timer, all widget updates inside ``batch_update()``.
+
+Attached to remote fleets (``--attach``), the block is one the console's own mirror fills
+from NATS (obitui/bus/mirror.py): the controller's ``sync()`` runs at the start of each tick,
+and a new ``layout()`` generation (a host, feed or book that came) is taken then."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -10,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from rich.markup import escape
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
@@ -19,11 +25,12 @@ from textual.timer import Timer
 
 from obitui.config import Config
 from obitui.controller import Controller, ProcessSampler, send
+from obitui.core.shm import ShmError
 from obitui.core.stats import AckResult, Command, FeedView, StatsBlock, heartbeat_age, is_stale
 from obitui.ui.base import Frame, ObituiScreen
 from obitui.ui.help import HelpScreen
 from obitui.ui.market import MarketScreen
-from obitui.ui.model import Book, BookCache, Clock, Market, config_books, config_markets, wall_clock
+from obitui.ui.model import Book, BookCache, Clock, Layout, Market, config_markets, local_layout, wall_clock
 from obitui.ui.system import SystemScreen
 from obitui.ui.watchlist import WatchlistScreen
 from obitui.widgets.feeds import STATE_STYLE, OpLog
@@ -32,6 +39,8 @@ __all__ = ["Controller", "ObituiApp", "run_app"]
 
 REFRESH_STEPS = (2.0, 4.0, 8.0, 10.0, 16.0)
 ACK_TIMEOUT = 5.0
+REMOTE_ACK_TIMEOUT = 8.0   # a remote feed's: the request to its host gives up first (mirror.REMOTE_TIMEOUT_S)
+ACK_WORDS = ("refused", "timed out")   # an ack text "<word>: ..." says what became of a remote command
 TABLE_EVERY = 0.5       # the feed table is a slow table (DataTable): 2 Hz
 DEFER_LIMIT_S = 5.0     # a signal during start-up waits for the fleet to be up, at most this long
 RESYNC_ALL_WITHIN = 2.0  # `s` again on the same feed this soon: resync all its books
@@ -45,6 +54,7 @@ class Pending:
     seq: int
     what: str
     sent: float
+    timeout: float = ACK_TIMEOUT
 
 
 class TerminalFile:
@@ -124,13 +134,11 @@ class ObituiApp(App[None]):
         super().__init__()
         self.clock = clock
         self.now = now
-        self.cfg = cfg
         self.controller = controller
         self.refresh_hz = refresh_hz
         self.mouse_enabled = mouse
-        self.books: list[Book] = config_books(cfg)
-        self.markets: list[Market] = config_markets(self.books)
-        self.market_of = {b.key: i for i, m in enumerate(self.markets) for b in m.books}
+        layout = getattr(controller, "layout", None)
+        self._adopt(layout() if callable(layout) else local_layout(cfg))
         self.cache = BookCache()
         self.sampler = ProcessSampler()
         self.log_lines: deque[str] = deque(maxlen=LOG_KEEP)
@@ -146,6 +154,19 @@ class ObituiApp(App[None]):
         self.last_slow = 0.0
         self.last_table = 0.0
         self.last_poll = 0.0
+
+    def _adopt(self, layout: Layout) -> None:
+        """What the console shows: the feeds, books and markets of ``layout``."""
+        self.layout = layout
+        self.cfg: Config = layout.cfg
+        self.books: list[Book] = layout.books
+        self.markets: list[Market] = config_markets(self.books)
+        self.market_of = {b.key: i for i, m in enumerate(self.markets) for b in m.books}
+
+    @property
+    def attached(self) -> bool:
+        """Remote fleets are shown (a host column in the tables)."""
+        return self.layout.attached
 
     def get_driver_class(self) -> type[Driver]:
         driver = super().get_driver_class()
@@ -170,6 +191,8 @@ class ObituiApp(App[None]):
         return len(self.markets) > 1
 
     def home_screen(self) -> ObituiScreen:
+        if self.attached:           # hosts come and go: the watchlist shows them all
+            return WatchlistScreen()
         return WatchlistScreen() if self.multi or not self.markets else MarketScreen(0)
 
     def on_mount(self) -> None:
@@ -183,6 +206,16 @@ class ObituiApp(App[None]):
             return
         self._start_timer()
         self.tick()
+        self.call_after_refresh(self._freeze_heap)
+
+    @staticmethod
+    def _freeze_heap() -> None:
+        """The app, its home screen and widgets live as long as the process: keep the cyclic
+        GC off them, so that a full collection scans only what was made since (it took up to
+        18 ms at 300 books, a keystroke's repaint waiting behind it). Screens opened later
+        (the market view) stay collectable."""
+        gc.collect()
+        gc.freeze()
 
     def data_screen(self) -> ObituiScreen | None:
         """The screen the timer updates: the one on top, or under the help."""
@@ -258,15 +291,22 @@ class ObituiApp(App[None]):
 
     def _tick(self) -> None:
         self.ticks += 1
+        sync = getattr(self.controller, "sync", None)
+        if sync is not None:        # an attached console: what came over NATS, into the block
+            sync()
+            layout = self.controller.layout()  # type: ignore[attr-defined]
+            if layout.generation != self.layout.generation:
+                self._relayout(layout)
         if time.monotonic() - self.last_poll >= TABLE_EVERY:   # child watch: 2 Hz is plenty
             self.last_poll = time.monotonic()
             for event in self.controller.poll():
-                self.log_line(f"[yellow]{event}[/]")
+                self.log_line(f"[yellow]{escape(event)}[/]")
         stats = self.controller.stats
         if stats is None:
             return
         self._check_acks(stats)
         feeds = [stats.read_feed(i) for i in range(len(self.cfg.feeds))]
+        feed_stale = self._feed_stale(feeds)
         self._note_state_changes(feeds)
         if self.paused:
             return
@@ -282,9 +322,29 @@ class ObituiApp(App[None]):
             self.last_table = now
         if slow:
             self.last_slow = now
-        frame = Frame(stats, feeds, age if is_stale(age) else None, self.now(), slow, table)
+        frame = Frame(stats, feeds, age if is_stale(age) else None, self.now(), slow, table, feed_stale)
         with self.batch_update():
             screen.update_data(frame)
+
+    def _feed_stale(self, feeds: list[FeedView | None]) -> list[float | None]:
+        """Per feed: a remote feed's silence when it is stale (its slot's heartbeat is its
+        host's last message), else None."""
+        if not self.attached:
+            return []
+        out: list[float | None] = []
+        for host, fv in zip(self.layout.hosts, feeds):
+            age = heartbeat_age(fv.heartbeat_ns) if host is not None and fv is not None else None
+            out.append(age if is_stale(age) else None)
+        return out
+
+    def _relayout(self, layout: Layout) -> None:
+        """An attached console's new layout (a host, feed or book that came): every screen
+        takes it."""
+        self._adopt(layout)
+        self.cache = BookCache()
+        for screen in self.screen_stack:
+            if isinstance(screen, ObituiScreen):
+                screen.layout_changed()
 
     # ------------------------------------------------------------ log and acks
     def _note_state_changes(self, feeds: list[FeedView | None]) -> None:
@@ -295,23 +355,29 @@ class ObituiApp(App[None]):
             if self.last_states.get(f.label) != now:
                 self.last_states[f.label] = now
                 style = STATE_STYLE.get(fv.state, "")
-                self.log_line(f"{f.label}: [{style}]{fv.state.word}[/] {fv.reason}")
+                self.log_line(f"{escape(f.label)}: [{style}]{fv.state.word}[/] {escape(fv.reason)}")
 
     def _check_acks(self, stats: StatsBlock) -> None:
         now = time.monotonic()
         for p in list(self.pending):
+            if p.index >= stats.n_feeds:
+                continue
             seq, result, text = stats.read_ack(p.index)
             if seq == p.seq:
                 self.pending.remove(p)
                 ok = result == AckResult.OK
-                msg = f"{p.label}: {p.what} {'acknowledged' if ok else result.name.lower()}: {text}"
-                self.log_line(f"[{'green' if ok else 'red'}]{msg}[/]")
-                self.notify(msg, severity="information" if ok else "error", timeout=4)
-            elif now - p.sent > ACK_TIMEOUT:
+                word = "acknowledged" if ok else result.name.lower()
+                head, sep, rest = text.partition(": ")
+                if not ok and sep and head in ACK_WORDS:     # a remote fleet's refusal, no answer
+                    word, text = head, rest
+                msg = f"{p.label}: {p.what} {word}: {text}"
+                self.log_line(f"[{'green' if ok else 'red'}]{escape(msg)}[/]")
+                self.notify(escape(msg), severity="information" if ok else "error", timeout=4)
+            elif now - p.sent > p.timeout:
                 self.pending.remove(p)
-                msg = f"{p.label}: {p.what} not acknowledged in {ACK_TIMEOUT:.0f} s (feed process down?)"
-                self.log_line(f"[red]{msg}[/]")
-                self.notify(msg, severity="error", timeout=4)
+                msg = f"{p.label}: {p.what} not acknowledged in {p.timeout:.0f} s (feed process down?)"
+                self.log_line(f"[red]{escape(msg)}[/]")
+                self.notify(escape(msg), severity="error", timeout=4)
 
     def log_line(self, text: str) -> None:
         stamp = f"[dim]{time.strftime('%H:%M:%S')}[/] " if self.clock else ""
@@ -332,7 +398,8 @@ class ObituiApp(App[None]):
     # ------------------------------------------------------------ actions
     def _target(self) -> tuple[int, str | None] | None:
         screen = self.data_screen()
-        return screen.target() if screen is not None else None
+        t = screen.target() if screen is not None else None
+        return t if t is not None and t[0] < len(self.cfg.feeds) else None
 
     def _send(self, index: int, label: str, cmd: Command, symbol: str | None = None) -> None:
         """Post ``cmd`` to the feed (every book of it, or the market ``symbol``) and wait for
@@ -341,10 +408,12 @@ class ObituiApp(App[None]):
         try:
             seq = send(self.controller, self.cfg, label, cmd, symbol)
         except (KeyError, AssertionError) as exc:
-            self.log_line(f"[red]{label}: {what} failed: {exc}[/]")
+            self.log_line(f"[red]{escape(f'{label}: {what} failed: {exc}')}[/]")
             return
-        self.pending.append(Pending(label, index, seq, cmd.name.lower(), time.monotonic()))
-        self.log_line(f"{label}: {what} sent")
+        remote = index < len(self.layout.hosts) and self.layout.hosts[index] is not None
+        self.pending.append(Pending(label, index, seq, cmd.name.lower(), time.monotonic(),
+                                    REMOTE_ACK_TIMEOUT if remote else ACK_TIMEOUT))
+        self.log_line(escape(f"{label}: {what} sent" + (f" to {self.layout.hosts[index]}" if remote else "")))
 
     def action_reconnect(self) -> None:
         t = self._target()
@@ -376,8 +445,13 @@ class ObituiApp(App[None]):
         self.log_line(f"{label}: s again within {RESYNC_ALL_WITHIN:g} s resyncs all its books")
 
     def action_reconnect_all(self) -> None:
-        for i, f in enumerate(self.cfg.feeds):
-            self._send(i, f.label, Command.RECONNECT)
+        """Every feed of this machine's fleet (a remote fleet's feeds one at a time, with `r`)."""
+        local = [i for i, h in enumerate(self.layout.hosts) if h is None]
+        if not local:
+            self.log_line("[yellow]a reconnects this machine's feeds: none here (r on a remote feed)[/]")
+            self.notify("no local feeds: r reconnects the highlighted remote feed", severity="warning")
+        for i in local:
+            self._send(i, self.cfg.feeds[i].label, Command.RECONNECT)
 
     def action_pause(self) -> None:
         self.paused = not self.paused
@@ -415,24 +489,29 @@ class ObituiApp(App[None]):
                                                                  if isinstance(b, Binding)])]))
 
 
+def _log_to_file() -> str:
+    """The terminal belongs to the UI: every process logs to a file instead (rotated by size)."""
+    from obitui.logs import LogSpec, configure, ui_log_path
+    log_path = ui_log_path()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    configure(LogSpec(logging.INFO, False, str(log_path)), "supervisor")
+    return str(log_path)
+
+
 def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float, mouse: bool,
             record_dir: str | None, replay: str | None, replay_speed: float = 1.0, sim_rate: float | None = None,
-            metrics: tuple[str, int] | None = None, top: int | None = None, publish: Any = None) -> int:
+            metrics: tuple[str, int] | None = None, top: int | None = None, publish: Any = None,
+            attach: Any = None) -> int:
     """Start the supervisor (and the simulator, and the NATS publisher with ``publish``), run
-    the app, always stop everything."""
+    the app, always stop everything. ``attach`` (a bus.attach.Attachment, not started): remote
+    fleets beside this one (``--sim --attach ...``), through the console's mirror block."""
     import signal
     import sys
 
-    import logging
-
-    from obitui.logs import LogSpec, configure, ui_log_path
     from obitui.supervisor import Supervisor, SupervisorError
-    # the terminal belongs to the UI: every process logs to a file instead (rotated by size)
-    log_path = ui_log_path()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_file = str(log_path)
-    configure(LogSpec(logging.INFO, False, log_file), "supervisor")
+    log_file = _log_to_file()
     sup = Supervisor(cfg, record_dir, log_file=log_file, publish=publish)
+    attached: Any = None
     holder: dict[str, ObituiApp] = {}
     deferred: list[tuple[int, float]] = []     # a signal that came while the fleet started
     stopping = False
@@ -466,7 +545,11 @@ def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float,
                          rate=sim_rate, metrics=metrics, top=top)
         if deferred:
             return 128 + deferred[0][0]
-        app = holder["app"] = ObituiApp(cfg, sup, refresh_hz, mouse)
+        controller: Controller = sup
+        if attach is not None:
+            from obitui.bus.mirror import AttachController
+            controller = attached = AttachController(attach, local=sup)
+        app = holder["app"] = ObituiApp(cfg, controller, refresh_hz, mouse)
         if deferred:
             return 128 + deferred[0][0]
         app.run(mouse=mouse)
@@ -474,9 +557,64 @@ def run_app(cfg: Config, *, sim: bool, sim_faults: list[str], refresh_hz: float,
     except SupervisorError as exc:
         print(f"obitui: {exc}", file=sys.stderr)
         return 1
+    except ShmError as exc:           # the attached console's block
+        print(f"obitui: shared memory: {exc}", file=sys.stderr)
+        return 1
     finally:
         # a second signal (or Ctrl+C before the UI owns the terminal) must not interrupt the
         # stop: it would leave children and this run's segments behind
         stopping = True
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        sup.stop()
+        try:
+            if attached is not None:
+                attached.stop()
+            elif attach is not None:
+                attach.close()
+        finally:
+            sup.stop()
+
+
+def run_attach_app(urls: list[str], *, refresh_hz: float, mouse: bool, creds: str | None = None,
+                   ca_file: str | None = None) -> int:
+    """``obitui --attach URL[,URL]`` with no local fleet: the console on the remote fleets
+    (obitui/bus/mirror.py); its block is removed however the app ends."""
+    import signal
+    import sys
+
+    from obitui.bus.attach import Attachment
+    from obitui.bus.mirror import AttachController
+    _log_to_file()
+    holder: dict[str, ObituiApp] = {}
+    stop = {"signal": 0}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        app = holder.get("app")
+        if app is not None and app.is_running:
+            app.exit()
+        elif app is not None:
+            app.exit_on_ready = True
+        else:
+            stop["signal"] = signum    # before the app: acted on as soon as the block is made
+
+    signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    attachment = Attachment(urls, creds, ca_file)
+    controller = None
+    try:
+        controller = AttachController(attachment)
+        if stop["signal"]:
+            return 128 + stop["signal"]
+        app = holder["app"] = ObituiApp(controller.layout().cfg, controller, refresh_hz, mouse)
+        if stop["signal"]:
+            return 128 + stop["signal"]
+        app.run(mouse=mouse)
+        return 0
+    except ShmError as exc:
+        print(f"obitui: shared memory: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if controller is not None:
+            controller.stop()
+        else:
+            attachment.close()

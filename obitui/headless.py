@@ -145,6 +145,7 @@ def snapshot(cfg: Config, stats: StatsBlock, fills: list[tuple[float, int]],
                            "dropped": c["frames_dropped"], "not_connected": c["frames_discarded"],
                            "bytes": c["bytes"], "reconnects": c["reconnects"],
                            "connect_failures": c["connect_failures"],
+                           "jetstream_errors": c["server_errors"],
                            "stale": is_stale(age), "age_s": _age(age)}
     ev = stats.read_engine()
     age = heartbeat_age(ev.heartbeat_ns) if ev is not None else None

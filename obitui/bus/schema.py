@@ -12,6 +12,10 @@ Every message is one JSON object (orjson) with ``"v": SCHEMA`` and ``"host"``. S
 - ``obitui.<host>.control``: request/reply to the owning supervisor's fleet (``r``/``s``);
 - ``obitui.<host>.resend``: a console that just attached asks for everything again.
 
+JetStream (optional, ``--publish-jetstream MAX_AGE``): the stream ``books_stream(host)``
+(``OBITUI_<host>_BOOKS``) over ``books_stream_subjects(host)`` (``obitui.<host>.*.*.book``),
+keeping the last ``JS_MSGS_PER_BOOK`` message(s) of each book for at most MAX_AGE seconds.
+
 ``<host>`` is one subject token: the publisher's ``--publish-host`` or the machine's host name,
 with every character other than letters, digits, ``-`` and ``_`` written as ``_``."""
 from __future__ import annotations
@@ -61,5 +65,18 @@ def resend_subject(host: str) -> str:
     again (a quiet book is otherwise only published when it changes)."""
     return f"{PREFIX}.{host}.resend"
 
+
+def books_stream(host: str) -> str:
+    """The JetStream stream of ``host``'s book messages (``--publish-jetstream``): a stream
+    name is one token with no dots or wildcards, which ``host`` (a subject token) already is."""
+    return f"OBITUI_{host}_BOOKS"
+
+
+def books_stream_subjects(host: str) -> str:
+    """What that stream captures: every book subject of ``host``."""
+    return f"{PREFIX}.{host}.*.*.book"
+
+
+JS_MSGS_PER_BOOK = 1       # the stream keeps each book's last message (its latest snapshot)
 
 ALL = f"{PREFIX}.>"          # everything of every host (an attached console subscribes to it)

@@ -1,6 +1,7 @@
 """The market view of one symbol: every venue's ladder over the full height (cumulative size,
 size bars), the trade tape of both venues, the venues' tickers (last, 24 h change, high, low,
-volume) and the cross-venue line (mid difference in bps, CROSSED, its sparkline)."""
+volume) and the cross-venue line (mid difference in bps, CROSSED, its sparkline). A remote
+fleet's market (an attached console) is that host's: its venues, its feeds."""
 from __future__ import annotations
 
 from collections import deque
@@ -16,7 +17,7 @@ from obitui.core.stats import BookView, FeedState
 from obitui.ui.base import Frame, ObituiScreen
 from obitui.ui.model import DOWN, UP, Book, Market, change_pct, human, price_text, spark
 from obitui.widgets.feeds import OpLog
-from obitui.widgets.format import fmt_fixed
+from obitui.widgets.format import feed_name, fmt_fixed
 from obitui.widgets.ladder import DepthLadder
 from obitui.widgets.lines import CrossVenueLine, FeedsLine, TickerLine
 from obitui.widgets.sparkline import ObiSparkline
@@ -62,6 +63,7 @@ class MarketScreen(ObituiScreen):
         super().__init__(**kw)
         self.market_index = market
         self.focus_key = focus_key
+        self.outdated = False       # the layout changed while another screen was on top
         self._reset()
 
     def _reset(self) -> None:
@@ -110,7 +112,7 @@ class MarketScreen(ObituiScreen):
         self._titles()
 
     def _titles(self) -> None:
-        self.sub_title = self.market.symbol
+        self.sub_title = self.market.title
         for i, b in enumerate(self.shown):
             self.query_one(f"#ladder{i}", DepthLadder).border_title = b.short
 
@@ -125,7 +127,7 @@ class MarketScreen(ObituiScreen):
         if not self.shown:
             return None
         b = self.shown[self.focused_book]
-        return b.feed, b.key
+        return b.feed, b.market_key
 
     def cycle_book(self) -> None:
         if self.shown:
@@ -151,17 +153,40 @@ class MarketScreen(ObituiScreen):
         self._titles()
         self.oapp.tick()
 
+    def layout_changed(self) -> None:
+        """An attached console's layout changed: the ladders take their books' new figures
+        (a finer scale); a market that gained a venue is drawn again (a new screen)."""
+        if not self.is_mounted or self.market_index >= len(self.oapp.markets):
+            return
+        ladders = list(self.query(DepthLadder))
+        if len(ladders) != len(self.shown):
+            if self.oapp.screen is self:
+                self.oapp.switch_market(self)
+            else:
+                self.outdated = True
+            return
+        for lad, b in zip(ladders, self.shown):
+            lad.key, lad.digits, lad.qdigits = b.key, b.digits, b.qdigits
+
+    def on_screen_resume(self, event: Any) -> None:
+        if self.outdated:
+            self.outdated = False
+            self.oapp.switch_market(self)
+            return
+        super().on_screen_resume(event)
+
     # ------------------------------------------------------------ data
     def update_data(self, frame: Frame) -> None:
         views = [self.read(frame, b) for b in self.shown]
+        stale = [frame.stale_for(b) for b in self.shown]
         for i, (b, v) in enumerate(zip(self.shown, views)):
-            self.query_one(f"#ladder{i}", DepthLadder).show(v, frame.feed_state(b), frame.stale_s)
+            self.query_one(f"#ladder{i}", DepthLadder).show(v, frame.feed_state(b), stale[i])
             if v is not None:
                 self.query_one(f"#spark{i}", ObiSparkline).show(v.obi_history, v.obi, v.valid)
                 self._take_trades(i, v)
         self.query_one("#tape", TradeTape).show(self._tape_lines())
         self.query_one("#ticker", TickerLine).show(self._ticker_rows(views))
-        self.stale = frame.stale_s is not None
+        self.stale = any(x is not None for x in stale)
         self.query_one("#cross", CrossVenueLine).show([self._cross(views)])
         self.query_one("#feedline", FeedsLine).show([self._feeds(frame)])
 
@@ -169,10 +194,14 @@ class MarketScreen(ObituiScreen):
         """The state of every feed that serves this symbol."""
         parts: list[tuple[str, str]] = [("feeds ", "label")]
         sym = self.market.symbol
-        for f, fv in zip(self.oapp.cfg.feeds, frame.feeds):
-            if sym not in f.symbols or fv is None:
+        host = self.market.host
+        hosts = self.oapp.layout.hosts
+        for i, (f, fv) in enumerate(zip(self.oapp.cfg.feeds, frame.feeds)):
+            if sym not in f.symbols or fv is None or (hosts[i] if i < len(hosts) else None) != host:
                 continue
-            parts += [(f" {f.label} ", "label"), (fv.state.word, STATE_WORD.get(fv.state, "")), (" ", "")]
+            stale = frame.feed_stale[i] if i < len(frame.feed_stale) else None
+            word = (fv.state.word, STATE_WORD.get(fv.state, "")) if stale is None else ("stale", "bad")
+            parts += [(f" {f.label if host is None else feed_name(f.label)} ", "label"), word, (" ", "")]
         return parts
 
     def _take_trades(self, i: int, v: BookView) -> None:

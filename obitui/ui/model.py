@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from obitui.config import Config, FeedConfig, feed_book_ids
 from obitui.core.stats import BookView, StatsBlock
-from obitui.widgets.format import decimals_needed, fmt_fixed, shown_decimals
+from obitui.widgets.format import LOCAL, decimals_needed, fmt_fixed, shown_decimals
 
 UP, DOWN = "▲", "▼"
 
@@ -17,21 +17,28 @@ UP, DOWN = "▲", "▼"
 @dataclass(frozen=True)
 class Book:
     """One book market: its slot in the stats block, ``venue:SYMBOL`` key, the book feed that
-    serves it (index and config) and its fixed-point scales."""
+    serves it (index and config) and its fixed-point scales. A remote fleet's book (an attached
+    console) has its ``host`` and the key ``host/venue:SYMBOL``."""
     slot: int
     key: str
     feed: int
     fc: FeedConfig
     digits: int
     qdigits: int
+    host: str | None = None
+
+    @property
+    def market_key(self) -> str:
+        """``venue:SYMBOL``, without the host (what a command names)."""
+        return self.key.rpartition("/")[2]
 
     @property
     def venue(self) -> str:
-        return self.key.split(":", 1)[0]
+        return self.market_key.split(":", 1)[0]
 
     @property
     def symbol(self) -> str:
-        return self.key.split(":", 1)[1]
+        return self.market_key.split(":", 1)[1]
 
     @property
     def short(self) -> str:
@@ -41,9 +48,15 @@ class Book:
 
 @dataclass(frozen=True)
 class Market:
-    """A symbol and its books, one per venue that lists it (slot order)."""
+    """A symbol and its books, one per venue that lists it (slot order); a remote fleet's
+    markets are its own (``host``), apart from this machine's and other hosts'."""
     symbol: str
     books: tuple[Book, ...]
+    host: str | None = None
+
+    @property
+    def title(self) -> str:
+        return self.symbol if self.host is None else f"{self.symbol} @ {self.host}"
 
 
 def config_books(cfg: Config) -> list[Book]:
@@ -58,11 +71,29 @@ def config_books(cfg: Config) -> list[Book]:
 
 
 def config_markets(books: list[Book]) -> list[Market]:
-    """The books grouped by symbol, in the order of each symbol's first book."""
-    by: dict[str, list[Book]] = {}
+    """The books grouped by host and symbol, in the order of each group's first book."""
+    by: dict[tuple[str | None, str], list[Book]] = {}
     for b in books:
-        by.setdefault(b.symbol, []).append(b)
-    return [Market(s, tuple(bs)) for s, bs in by.items()]
+        by.setdefault((b.host, b.symbol), []).append(b)
+    return [Market(s, tuple(bs), h) for (h, s), bs in by.items()]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the console shows: the feeds (``cfg.feeds``, in feed slot order), the books, and
+    per feed its host (None: this machine's fleet). A local fleet's layout never changes; an
+    attached console's (``obitui.bus.mirror``) grows as hosts, feeds and books appear, each
+    change a new ``generation``. ``attached``: remote fleets are shown (host columns)."""
+    cfg: Config
+    books: list[Book]
+    hosts: list[str | None]
+    generation: int = 0
+    attached: bool = False
+
+
+def local_layout(cfg: Config) -> Layout:
+    """The layout of a local fleet's config."""
+    return Layout(cfg, config_books(cfg), [None] * len(cfg.feeds))
 
 
 class BookCache:
@@ -183,6 +214,8 @@ def fill_row(row: Row, v: BookView | None, now_ns: int, stale_s: float | None, f
     s = row.sort
     c["market"] = (b.short, "")
     s["market"] = b.key
+    c["host"] = (b.host or LOCAL, "bad" if stale_s is not None else ("" if b.host else "dim"))
+    s["host"] = b.host or ""
     if v is None or not v.exchange:
         row.bad = True
         c.update(state=("no data", "dim"))

@@ -1,10 +1,12 @@
 """Feeds & system: the feeds table with its row cursor (`r`/`s` act on the highlighted feed)
 and the highlighted feed's whole reason, the rings (fill, high-water mark, drops), every process
-of the fleet (the simulator and this UI included) and the log."""
+of the fleet (the simulator and this UI included) and the log. Attached to remote fleets: their
+feeds too, with their host, their rings as their hosts report them."""
 from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -31,7 +33,8 @@ class SystemScreen(ObituiScreen):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=self.oapp.clock)
-        yield FeedsTable(self.oapp.cfg, id="feeds")
+        app = self.oapp
+        yield FeedsTable(app.cfg, app.layout.hosts if app.attached else None, id="feeds")
         yield FeedDetail(id="detail")
         with Horizontal(id="sys-bottom"):
             yield RingsPanel(id="rings")
@@ -60,6 +63,17 @@ class SystemScreen(ObituiScreen):
     def on_resize(self, _event: Any) -> None:
         self._build()
 
+    def layout_changed(self) -> None:
+        """Rows for the feeds that came (an attached console)."""
+        if not self.is_mounted:
+            return                          # composed with the app's layout when it mounts
+        table = self.table
+        table.cfg = self.oapp.cfg
+        table.hosts = self.oapp.layout.hosts if self.oapp.attached else None
+        self.built_for = 0
+        self._build()
+        self.oapp.last_table = 0.0          # their figures at the next tick
+
     @property
     def table(self) -> FeedsTable:
         return self.query_one("#feeds", FeedsTable)
@@ -70,20 +84,23 @@ class SystemScreen(ObituiScreen):
     def update_data(self, frame: Frame) -> None:
         app = self.oapp
         if frame.table:
-            self.table.update(frame.feeds, app.controller.ring_fill(), frame.now_ns)
+            self.table.update(frame.feeds, app.controller.ring_fill(), frame.now_ns, frame.feed_stale)
             self._detail()
         if frame.slow:
             self.query_one("#rings", RingsPanel).show(app.cfg, app.controller.ring_fill(),
                                                       app.controller.ring_high_water(), bool(self.compact))
             pids = fleet_pids(app.controller)
-            samples = app.sampler.sample(pids, "ui") if pids else []
+            samples = app.sampler.sample(pids, "ui") if pids or app.attached else []
             self.query_one("#procs", ProcsPanel).show(samples, bool(self.compact))
 
     def _detail(self) -> None:
         i = self.table.selected
+        if i >= len(self.oapp.cfg.feeds):
+            self.query_one("#detail", FeedDetail).update("no feeds yet")
+            return
         f = self.oapp.cfg.feeds[i]
         reason = self.table.reasons.get(f.label, "")
-        self.query_one("#detail", FeedDetail).update(f"{f.label}: {reason or 'no reason given'}")
+        self.query_one("#detail", FeedDetail).update(escape(f"{f.label}: {reason or 'no reason given'}"))
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self._detail()

@@ -1,6 +1,9 @@
 """The watchlist: one row per book market (venue and symbol), sortable, filterable; Enter opens
 the market view of its symbol. Invalid, stale and empty books float to the top.
 
+Attached to remote fleets, a ``host`` column comes first (this machine's rows: ``local``), and
+the rows follow the layout as hosts and books come (``layout_changed``).
+
 A tick reads the books of the rows on screen (a book whose slot did not change is not read
 again, see BookCache) and hands the table only those rows; once a second every book is read
 again, ``SLOW_CHUNK`` rows a tick, and the rows are ordered again when the last chunk is in;
@@ -24,6 +27,7 @@ COLUMNS = [
     Column("trades", "tr/s", 4, 4), Column("last", "last", 9, 1), Column("chg", "24h", 7, 4),
     Column("age", "age", 5, 5),
 ]
+HOST_COLUMN = Column("host", "host", 4, 3, right=False)    # attached to remote fleets: first
 SLOW_CHUNK = 50          # rows read per tick by the once-a-second pass over every row
 SORTS = ["", "market", "state", "mid", "spread", "obi", "flow", "trades", "last", "chg", "age"]
 SORT_NAMES = {"": "rank", "market": "market", "state": "state", "mid": "mid", "spread": "spread",
@@ -60,7 +64,7 @@ class WatchlistScreen(ObituiScreen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=self.oapp.clock)
         yield Static(id="wl-status")
-        yield WatchTable(COLUMNS, id="watch")
+        yield WatchTable([HOST_COLUMN, *COLUMNS] if self.oapp.attached else COLUMNS, id="watch")
         yield Input(placeholder="filter markets (text in venue or symbol); Enter keeps it, Esc clears it",
                     id="filter")
         yield Footer(compact=True)
@@ -87,8 +91,18 @@ class WatchlistScreen(ObituiScreen):
         return [r.book.key for r in bad + good]
 
     def _fill(self, frame: Frame, book: Book) -> None:
-        fill_row(self.rows[book.key], self.read(frame, book), frame.now_ns, frame.stale_s,
+        fill_row(self.rows[book.key], self.read(frame, book), frame.now_ns, frame.stale_for(book),
                  frame.feed_state(book))
+
+    def layout_changed(self) -> None:
+        """Rows for the books that came (those already shown keep their state)."""
+        old = self.rows
+        self.rows = {}
+        for b in self.oapp.books:
+            row = self.rows[b.key] = old.get(b.key) or Row(b)
+            row.book = b                            # its feed or its scale may have changed
+        self.backlog = []
+        self.dirty = True
 
     def update_data(self, frame: Frame) -> None:
         table = self.table
@@ -129,7 +143,16 @@ class WatchlistScreen(ObituiScreen):
     def _status(self) -> None:
         n_bad = sum(r.bad for r in self.rows.values())
         n_mk = len(self.oapp.markets)
-        parts = [f"{n_mk} market{'s' * (n_mk != 1)}", f"{len(self.rows)} books",
+        parts = []
+        if self.oapp.attached:
+            hosts = list(dict.fromkeys(h for h in self.oapp.layout.hosts if h is not None))
+            stale = sorted({r.book.host for r in self.rows.values()
+                            if r.book.host and r.cells.get("state", ("",))[0] == "stale"})
+            parts.append(f"{len(hosts)} remote host{'s' * (len(hosts) != 1)}" if hosts
+                         else "waiting for a remote fleet")
+            if stale:
+                parts.append(f"stale: {', '.join(stale)}")
+        parts += [f"{n_mk} market{'s' * (n_mk != 1)}", f"{len(self.rows)} books",
                  f"{n_bad} not synced" if n_bad else "all synced",
                  f"sort {SORT_NAMES[self.sort]} {'↓' if self.desc else '↑'}"]
         if self.filter:
@@ -141,7 +164,7 @@ class WatchlistScreen(ObituiScreen):
         if key is None:
             return None
         b = self.rows[key].book
-        return b.feed, b.key
+        return b.feed, b.market_key
 
     # ------------------------------------------------------------ keys
     def _resort(self) -> None:

@@ -1,16 +1,19 @@
 """The feeds table (a row per feed process, a visible row cursor: the feed `r`/`s` act on), the
-full reason of the highlighted feed, the rings panel and the processes panel."""
+full reason of the highlighted feed, the rings panel and the processes panel. Attached to
+remote fleets, the table has a ``host`` column (this machine's feeds: ``local``), and a remote
+feed whose host went silent shows ``stale`` with the reason ``stale: no heartbeat for N s``."""
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from rich.markup import escape
 from textual.widgets import DataTable, RichLog, Static
 
 from obitui.config import Config
 from obitui.controller import ProcSample
 from obitui.core.stats import FeedState, FeedView, hist_quantile
-from obitui.widgets.format import fit_words
+from obitui.widgets.format import LOCAL, feed_name, fit_words
 
 STATE_STYLE = {
     FeedState.CONNECTED_SYNCED: "green", FeedState.CONNECTED: "green", FeedState.LIVE: "green",
@@ -46,9 +49,14 @@ class FeedsTable(DataTable):  # type: ignore[type-arg]
                ("rx→ring", "lat2", 9, 5), ("gaps", "gaps", 4, 1), ("resync", "resyncs", 6, 2),
                ("reconn", "reconnects", 6, 1), ("drops", "drops", 5, 1), ("retry", "retry", 5, 2))
 
-    def __init__(self, cfg: Config, **kw: Any) -> None:
+    HOST = ("host", "host", 4, 1)      # attached to remote fleets: after the feed's label
+
+    def __init__(self, cfg: Config, hosts: list[str | None] | None = None, **kw: Any) -> None:
+        """``hosts``: per feed, its host (None: this machine's); given, the table has a host
+        column (an attached console)."""
         super().__init__(cursor_type="row", zebra_stripes=True, **kw)
         self.cfg = cfg
+        self.hosts = hosts
         self.compact = False
         self.frames_prev: dict[str, tuple[int, float]] = {}
         self.rates: dict[str, float] = {}
@@ -57,30 +65,44 @@ class FeedsTable(DataTable):  # type: ignore[type-arg]
     def build(self, width: int) -> None:
         """The columns that fit ``width`` without scrolling (each cell has 1 column of padding
         on both sides), the least important left out first."""
-        cols = list(self.COLUMNS)
+        every = list(self.COLUMNS)
+        if self.hosts is not None:
+            names = [LOCAL if h is None else h for h in self.hosts]
+            every.insert(1, (*self.HOST[:2], max([self.HOST[2], *map(len, names)]), self.HOST[3]))
+            # a remote feed has no retry time (its host does not send it): left out before the reason
+            every = [(*c[:3], 4) if c[1] == "retry" else c for c in every]
+        cols = list(every)
         while sum(c[2] + 2 for c in cols) > width - 2:
-            worst = max(cols, key=lambda c: (c[3], self.COLUMNS.index(c)))
+            worst = max(cols, key=lambda c: (c[3], every.index(c)))
             if worst[3] == 0:
                 break
             cols.remove(worst)
-        self.compact = len(cols) < len(self.COLUMNS)
+        self.compact = len(cols) < len(every)
         cursor = self.cursor_row
         self.clear(columns=True)
         for title, key, w, _ in cols:
             self.add_column(title, key=key, width=w)
-        for f in self.cfg.feeds:
-            self.add_row(*([f.label] + [""] * (len(self.columns) - 1)), key=f.label)
+        for i, f in enumerate(self.cfg.feeds):
+            host = self.hosts[i] if self.hosts is not None and i < len(self.hosts) else None
+            cells = {"label": escape(f.label if host is None else feed_name(f.label))}
+            if self.hosts is not None:
+                cells["host"] = escape(LOCAL if host is None else host)
+            self.add_row(*(cells.get(str(key.value), "") for key in self.columns), key=f.label)
         self.move_cursor(row=max(0, cursor))
 
     @property
     def selected(self) -> int:
         return max(0, min(self.cursor_row, len(self.cfg.feeds) - 1))
 
-    def update(self, feeds: list[FeedView | None], fills: list[tuple[float, int]], now_ns: int) -> None:
+    def update(self, feeds: list[FeedView | None], fills: list[tuple[float, int]], now_ns: int,
+               stale: list[float | None] | None = None) -> None:
+        """``stale``: per feed, how long a remote feed's host has been silent when too long."""
         now = time.monotonic()
         for i, (f, fv) in enumerate(zip(self.cfg.feeds, feeds)):
             if fv is None:
                 continue
+            if f.label not in self.rows:
+                continue                # a feed that came after the last build: next build
             c = fv.counters
             prev = self.frames_prev.get(f.label)
             if prev is None or now - prev[1] >= 1.0:
@@ -92,12 +114,15 @@ class FeedsTable(DataTable):  # type: ignore[type-arg]
                 retry = f"{max(0.0, (fv.next_retry_ns - now_ns) / 1e9):.1f}s"
             drops = fills[i][1] if i < len(fills) else c["ring_drops"]
             n_books = c.get("books", 0) or (len(f.symbols) if f.is_book else 0)
-            self.reasons[f.label] = fv.reason
+            silent = stale[i] if stale is not None and i < len(stale) else None
+            reason = fv.reason if silent is None else f"stale: no heartbeat for {silent:.0f} s"
+            self.reasons[f.label] = reason
             row = {
-                "state": f"[{STATE_STYLE.get(fv.state, '')}]{fv.state.word}[/]",
+                "state": (f"[{STATE_STYLE.get(fv.state, '')}]{fv.state.word}[/]" if silent is None
+                          else "[bold red]stale[/]"),
                 "books": f"{c.get('books_synced', 0)}/{n_books}" if f.is_book else "-",
                 "conns": f"{c.get('connections_up', 0)}/{c.get('connections', 0)}" if c.get("connections") else "-",
-                "reason": fit_words(fv.reason, 22), "age": _age(now_ns, fv.last_receive_ns),
+                "reason": escape(fit_words(reason, 22)), "age": _age(now_ns, fv.last_receive_ns),
                 "rate": f"{self.rates.get(f.label, 0.0):.0f}",
                 "lat1": f"{_us(hist_quantile(fv.hist_exchange_receive, 0.5))}/"
                         f"{_us(hist_quantile(fv.hist_exchange_receive, 0.99))}",
@@ -106,6 +131,10 @@ class FeedsTable(DataTable):  # type: ignore[type-arg]
                 "gaps": str(c["gaps"]), "resyncs": str(c["resyncs"]),
                 "reconnects": str(c["reconnects"]), "drops": str(drops), "retry": retry,
             }
+            if self.hosts is not None:
+                host = self.hosts[i] if i < len(self.hosts) else None
+                row["host"] = ("[bold red]" + escape(host) + "[/]" if silent is not None and host
+                               else escape(LOCAL if host is None else host))
             for col, value in row.items():
                 if col in self.columns and self.get_cell(f.label, col) != value:
                     self.update_cell(f.label, col, value)

@@ -30,6 +30,14 @@ def shown_decimals(values: list[int], digits: int) -> int:
     return max((decimals_needed(v, digits) for v in values), default=0)
 
 
+LOCAL = "local"         # the host column of this machine's own fleet (beside remote ones)
+
+
+def feed_name(label: str) -> str:
+    """A remote feed's label without its host (``alpha/Bi-OB`` -> ``Bi-OB``)."""
+    return label.rpartition("/")[2]
+
+
 def fit_words(text: str, width: int) -> str:
     """``text`` in at most ``width`` characters, cut at a word boundary (never mid-word), with
     '…' when something was left out."""

@@ -168,7 +168,6 @@ def test_remote_resync_only_with_allow_remote_control(nats_server: NatsServer, a
 
 def test_bad_nats_flags_exit_2() -> None:
     for args in (["--attach", "http://x:1", "--no-ui"], ["--publish", "localhost:4222", "--no-ui"],
-                 ["--attach", "nats://127.0.0.1:1"],            # the Textual console does not attach yet
                  ["--publish", "nats://127.0.0.1:1", "--nats-creds", "/nonexistent/creds", "--no-ui"],
                  ["--publish", "nats://127.0.0.1:1", "--publish-rate", "0", "--no-ui"],
                  ["--publish", "nats://127.0.0.1:1", "--publish-rate", "nan", "--no-ui"]):
@@ -273,3 +272,247 @@ def test_the_console_counts_malformed_messages_and_keeps_going() -> None:
 def test_redact_keeps_no_part_of_a_password() -> None:
     from obitui.bus.publisher import redact
     assert redact("nats://alice:p@ssw0rd@nats.example:4222,tls://b:c@d:1") == "nats://nats.example:4222,tls://d:1"
+
+
+# ---------------------------------------------------------------- the publisher: JetStream, messages
+def jetstream_fleet(url: str, host: str, max_age: float) -> Supervisor:
+    sup = Supervisor(load_config(None), publish=PublishSpec(url, host, rate=8.0, jetstream_max_age=max_age))
+    sup.launch(sim=True)
+    return sup
+
+
+def js_call(url: str, fn: Any, timeout: float = 10.0) -> Any:
+    """``fn(js)`` (a coroutine function) with a JetStream context of a fresh connection to ``url``."""
+    import asyncio
+
+    import nats
+
+    async def go() -> Any:
+        nc = await nats.connect(url, connect_timeout=2)
+        try:
+            return await asyncio.wait_for(fn(nc.jetstream(timeout=5)), timeout)
+        finally:
+            await nc.close()
+    return asyncio.run(go())
+
+
+def publisher_counter(sup: Supervisor, name: str) -> int:
+    assert sup.stats is not None
+    fv = sup.stats.read_feed(len(sup.cfg.feeds))
+    return fv.counters[name] if fv is not None else 0
+
+
+@pytest.fixture
+def js_server() -> Iterator[NatsServer]:
+    """A real nats-server with JetStream, its store in a temporary directory of its own
+    (removed, and the server killed, whatever happens)."""
+    srv = NatsServer(jetstream=True)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+    assert srv.store_dir is not None and not os.path.exists(srv.store_dir)
+
+
+def test_jetstream_keeps_each_books_last_snapshot_for_the_max_age(js_server: NatsServer) -> None:
+    """--publish-jetstream 30: the stream OBITUI_<host>_BOOKS over the host's book subjects, the
+    last message of each book, 30 s; a stream of that name left with another configuration is
+    updated to it; after the server lost it (restart, memory storage) it is created again; a
+    consumer that comes later reads a book's last snapshot from it."""
+    from nats.js.api import StorageType, StreamConfig
+    from obitui.bus import schema
+    name = schema.books_stream("eta")
+    # a stream of that name with another max age (an earlier run's): the publisher updates it
+    js_call(js_server.url, lambda js: js.add_stream(StreamConfig(
+        name=name, subjects=[schema.books_stream_subjects("eta")], max_age=5.0, storage=StorageType.MEMORY)))
+    sup = jetstream_fleet(js_server.url, "eta", 30.0)
+    try:
+        wait_for(lambda: all_valid(sup) and publisher_state(sup) == "connected", 30, "books and publisher", sup.poll)
+        keys = list(book_markets(sup.cfg))
+
+        def stream() -> Any:
+            async def info(js: Any) -> Any:
+                return await js.stream_info(name)
+            return js_call(js_server.url, info)
+
+        wait_for(lambda: stream().state.messages == len(keys), 15, "a message of every book in the stream", sup.poll)
+        cfg = stream().config
+        assert cfg.subjects == ["obitui.eta.*.*.book"] and cfg.max_age == 30.0
+        assert cfg.max_msgs_per_subject == schema.JS_MSGS_PER_BOOK == 1
+        assert cfg.storage == StorageType.MEMORY
+        assert publisher_counter(sup, "server_errors") == 0
+
+        def last_snapshot(key: str) -> dict[str, Any]:
+            venue, symbol = key.split(":", 1)
+
+            async def get(js: Any) -> Any:
+                return await js.get_last_msg(name, schema.book_subject("eta", venue, symbol))
+            return json.loads(js_call(js_server.url, get).data)
+
+        # the stream's last message of a book is the book's latest (the first ones came before
+        # the books were synced)
+        wait_for(lambda: all(last_snapshot(k)["valid"] for k in keys), 10, "valid books in the stream", sup.poll)
+        for key in keys:
+            snap = last_snapshot(key)
+            assert snap["v"] == 1 and snap["host"] == "eta" and snap["key"] == key and snap["bids"] and snap["asks"]
+            assert snap["state"] == "synced" and time.time() - snap["ts"] < 10
+        # the server goes away and comes back without it (memory storage): set up again
+        js_server.kill()
+        wait_for(lambda: publisher_state(sup) == "backoff", 10, "the publisher to notice", sup.poll)
+        js_server.start()
+        wait_for(lambda: publisher_state(sup) == "connected", 20, "the publisher back", sup.poll)
+        wait_for(lambda: stream().state.messages == len(keys), 15, "the stream again, with every book", sup.poll)
+        assert stream().config.max_age == 30.0 and publisher_counter(sup, "server_errors") == 0
+    finally:
+        sup.stop()
+
+
+def test_a_server_without_jetstream_is_a_counted_error_and_publishing_goes_on(nats_server: NatsServer) -> None:
+    sup = jetstream_fleet(nats_server.url, "theta", 30.0)
+    att = Attachment([nats_server.url])
+    att.start()
+    try:
+        wait_for(lambda: all_valid(sup) and publisher_counter(sup, "server_errors") >= 1, 30,
+                 "a counted JetStream error", sup.poll)
+        assert sup.stats is not None
+        fv = sup.stats.read_feed(len(sup.cfg.feeds))
+        assert fv.state == FeedState.CONNECTED and "no JetStream" in fv.reason, fv.reason
+        # publishing goes on: the console has every book, and they keep changing
+        keys = [f"theta/{k}" for k in book_markets(sup.cfg)]
+        wait_for(lambda: all(k in att.fleets.snapshot()["books"] for k in keys), 10, "every book at the console")
+        before = {k: att.fleets.snapshot()["books"][k]["update_id"] for k in keys}
+        wait_for(lambda: any(att.fleets.snapshot()["books"][k]["update_id"] != before[k] for k in keys), 10,
+                 "books still coming", sup.poll)
+        sent = publisher_counter(sup, "frames_pushed")
+        wait_for(lambda: publisher_counter(sup, "frames_pushed") > sent + 10, 5, "messages still sent", sup.poll)
+        assert publisher_counter(sup, "server_errors") == 1          # once a connection, not a round
+        assert snapshot(sup.cfg, sup.stats, sup.ring_fill())["feeds"]["NATS"]["jetstream_errors"] == 1   # --json
+        assert sup.pids()["publisher"] and publisher_state(sup) == "connected"
+    finally:
+        att.close()
+        sup.stop()
+
+
+def test_the_heartbeat_says_whether_the_books_stream_is_set_up(js_server: NatsServer) -> None:
+    """The heartbeat's ``jetstream``: null without --publish-jetstream; the stream, its max age and
+    ``ok`` with it."""
+    import asyncio
+
+    import nats
+    sups = [Supervisor(load_config(None), publish=PublishSpec(js_server.url, "iota", rate=8.0)),
+            jetstream_fleet(js_server.url, "kappa", 12.5)]
+    sups[0].launch(sim=True)
+    try:
+        async def beats() -> dict[str, Any]:
+            got: dict[str, Any] = {}
+            nc = await nats.connect(js_server.url)
+
+            async def on(msg: Any) -> None:
+                body = json.loads(msg.data)
+                if body["host"] == "iota" or (body.get("jetstream") or {}).get("ok"):
+                    got[body["host"]] = body.get("jetstream", "absent")
+            await nc.subscribe("obitui.*.heartbeat", cb=on)
+            t0 = time.monotonic()
+            while len(got) < 2 and time.monotonic() - t0 < 30:
+                await asyncio.sleep(0.2)
+            await nc.close()
+            return got
+        got = asyncio.run(beats())
+        assert got["iota"] is None
+        assert got["kappa"] == {"stream": "OBITUI_kappa_BOOKS", "subjects": "obitui.kappa.*.*.book", "max_age_s": 12.5,
+                                "per_book": 1, "storage": "memory", "ok": True}
+    finally:
+        for s in sups:
+            s.stop()
+
+
+def test_bad_jetstream_flags_exit_2() -> None:
+    for args in (["--sim", "--publish-jetstream", "30", "--no-ui"],                 # without --publish
+                 ["--publish", "nats://127.0.0.1:1", "--publish-jetstream", "0", "--no-ui"],
+                 ["--publish", "nats://127.0.0.1:1", "--publish-jetstream", "nan", "--no-ui"],
+                 ["--publish", "nats://127.0.0.1:1", "--publish-jetstream", "30", "--publish-jetstream-storage",
+                  "disk", "--no-ui"]):
+        res = subprocess.run([sys.executable, "-m", "obitui", *args], capture_output=True, text=True, timeout=30)
+        assert res.returncode == 2, (args, res.stderr)
+        if "disk" not in args:              # argparse's own message for a bad choice is its usage
+            assert res.stderr.startswith("obitui: ") and len(res.stderr.splitlines()) == 1, (args, res.stderr)
+
+
+def _views() -> list[Any]:
+    """Book views that take every path of a book message: both sides or one or none, a last
+    trade, a ticker with and without the 24 h figures, more decimals than digits (padded),
+    fewer (a level that would lose a digit is written with all of them), an invalid book."""
+    import dataclasses
+
+    from obitui.core.stats import BookView
+    base = BookView("Bi-OB", "binance", "BTCUSDT", True, False, 41, 1_796_548_544_160_512_345, 2, 5,
+                    [(2_700_000 - i, 1000 + 37 * i) for i in range(20)],
+                    [(2_700_001 + i, 2000 + 11 * i) for i in range(20)], 0.5919761234, [],
+                    500, 300, 2, 1, 2_700_000, 1000, 1, 1_796_548_544_101_000_000, 0, 10, [], 0, "")
+    return [
+        base,
+        dataclasses.replace(base, update_id=42, bids=base.bids[:3], obi=-0.25),
+        dataclasses.replace(base, update_id=43, asks=[], last_trade_side=2),
+        dataclasses.replace(base, update_id=44, bids=[], asks=[], valid=False, reason="gap: 12 > 11"),
+        dataclasses.replace(base, update_id=45, ticker_ns=1_796_548_544_000_000_000, ticker_last=2_700_001,
+                            ticker_bid=2_700_000, ticker_ask=2_700_002),
+        dataclasses.replace(base, update_id=46, ticker_ns=1_796_548_544_000_000_000, ticker_last=2_700_001,
+                            ticker_bid=2_700_000, ticker_ask=2_700_002, day_ns=1, day_open=2_600_000,
+                            day_high=2_800_000, day_low=2_500_000, day_volume=123_456_789),
+        dataclasses.replace(base, update_id=47, ticker_ns=1_796_548_544_000_000_000, ticker_last=2_700_001,
+                            ticker_bid=2_700_000, ticker_ask=2_700_002, day_ns=1, day_open=0,
+                            day_high=2_800_000, day_low=2_500_000, day_volume=123_456_789),
+        dataclasses.replace(base, update_id=48, price_decimals=4, qty_decimals=8),          # padded
+        dataclasses.replace(base, update_id=49, price_decimals=1, qty_decimals=2),          # would cut: all digits
+        dataclasses.replace(base, update_id=50, price_decimals=1, qty_decimals=2, crossed=True),
+        dataclasses.replace(base, update_id=51, bids=[(-5, 0), (0, 7)], last_trade_side=0),
+    ]
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_book_message_is_book_json_byte_for_byte(monkeypatch: pytest.MonkeyPatch, compiled: bool) -> None:
+    """The publisher's book message (its levels written in one C call, its last trade and ticker
+    reused while they do not change) is the bytes of ``headless.book_json`` plus v, host, key,
+    label, ts; with the extension and with its Python stand-in; every view twice (a new
+    message, then one that reuses the market part) and after another view of the same book."""
+    import orjson
+
+    from obitui.bus import publisher as pub
+    from obitui.headless import book_json
+    if not compiled:
+        monkeypatch.setattr(pub, "levels_json", pub._levels_json_py)
+    else:
+        from obitui.bus._encode import levels_json
+        assert pub.levels_json is levels_json
+    for levels in (20, 5, 0):
+        enc = pub.BookEncoder("h1", levels)
+        views = _views()
+        for bv in views + views[::-1] + views:
+            for digits, qdigits in ((2, 5), (3, 8)):
+                want = book_json(bv, digits, qdigits, levels)
+                want.update(v=1, host="h1", key="binance:BTCUSDT", label=bv.label, ts=round(bv.last_update_ns / 1e9, 6))
+                assert orjson.dumps(enc.message("binance:BTCUSDT", bv, digits, qdigits)) == orjson.dumps(want), bv
+
+
+def test_levels_json_writes_what_fmt_fixed_writes() -> None:
+    """The extension's levels text against the Python formatter, on random values and scales
+    (decimals beyond the digits, fewer than needed, out of range) and the edges of int64."""
+    import random
+
+    import orjson
+
+    from obitui.bus._encode import levels_json
+    from obitui.widgets.format import fmt_fixed
+
+    def ref(levels: list[tuple[int, int]], n: int, d: int, dec: int, qd: int, qdec: int) -> bytes:
+        return orjson.dumps([[fmt_fixed(p, d, dec), fmt_fixed(q, qd, qdec)] for p, q in levels[:max(0, n)]])
+    rng = random.Random(21)
+    for _ in range(5000):
+        d, qd, dec, qdec = rng.randint(0, 18), rng.randint(0, 18), rng.randint(-1, 20), rng.randint(0, 140)
+        lv = [(rng.choice([rng.randint(-10**18, 10**18), rng.randint(0, 10**6) * 10 ** rng.randint(0, 12),
+                           2**63 - 1, -(2**63 - 1)]), rng.randint(0, 10**15)) for _ in range(rng.randint(0, 22))]
+        n = rng.randint(-1, 22)
+        assert levels_json(lv, n, d, dec, qd, qdec) == ref(lv, n, d, dec, qd, qdec), (lv, n, d, dec, qd, qdec)
+    for bad in ((-2**63, 1, 8), (1, 1, 19)):          # what fmt_fixed refuses, refused the same way
+        with pytest.raises(ValueError):
+            levels_json([(bad[0], bad[1])], 1, bad[2], 8, 8, 8)
