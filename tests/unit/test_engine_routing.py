@@ -271,3 +271,23 @@ def test_24h_figures_and_a_long_tape_reach_the_slot(rig: Rig) -> None:
     assert bv.trades == TAPE_N + 3 and len(bv.tape) == TAPE_N
     assert [t[0] for t in bv.tape] == [100 + k for k in range(TAPE_N + 2, 2, -1)]
     assert bv.tape[0] == (100 + TAPE_N + 2, 10 + TAPE_N + 2, 1 + TAPE_N + 2, 1 + (TAPE_N + 2) % 2)
+
+
+def test_a_publish_round_applies_records_that_come_during_it(shm_name: str) -> None:
+    """A round over many changed books polls the rings between chunks of books
+    (``PUBLISH_CHUNK``), so a record does not wait for the whole round: here the records pushed
+    before the round are applied by it, and the books published after that chunk show them."""
+    from obitui.engine import PUBLISH_CHUNK
+    symbols = tuple(f"S{i:03d}USDT" for i in range(3 * PUBLISH_CHUNK))
+    cfg = Config(feeds=[FeedConfig("Bi-TR", "binance", "trade", symbols=symbols)])
+    with running_engine(cfg, shm_name) as (eng, stats, rings, _):
+        for eb in eng.books:
+            eb.dirty = True
+        last = len(symbols) - 1
+        rings[0].push(encode_trade(last, 1, time.time_ns(), 7, 123_000, 5_000, 1), int(Kind.TRADE))
+        assert eng.records == 0
+        eng.publish(False)
+        assert eng.records == 1                 # applied inside the round, not at the next poll
+        assert eng.books[last].last_trade[0] == 123_000
+        view = stats.read_book(last)
+        assert view is not None and view.last_trade_price == 123_000    # and published in it
