@@ -24,6 +24,7 @@ import gc
 import logging
 import os
 import signal
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ from obitui.config import Config, book_plan, engine_nap_us, engine_spin_us, feed
 from obitui.core.book import OrderBook
 from obitui.core.records import BOOK_HEADER, DAY, INVALID, SIDE_BUY, TICKER, TRADE, Kind, RecordError
 from obitui.core.ring import Ring, RingError, sleep_until_records
-from obitui.core.stats import (TAPE_N, TOP_N, BookSlotWriter, Command, StatsBlock, hist_bucket, pack_market,
+from obitui.core.stats import (HIST_BUCKETS, TAPE_N, TOP_N, BookSlotWriter, Command, StatsBlock, pack_market,
                                pack_tape, publish_engine)
 
 log = logging.getLogger("obitui.engine")
@@ -59,6 +60,11 @@ _TICKER = int(Kind.TICKER)
 _INVALID = int(Kind.BOOK_INVALID)
 _DAY = int(Kind.TICKER_DAY)
 _DAY_SIZE = DAY.size
+_TAPE_ENTRY = struct.Struct("<qqqq").pack       # (ts ns, price, qty, side): pack_tape's entry
+_TAPE_SIZE = TAPE_N * 32
+assert len(pack_tape([(1, 2, 3, 4)])) == _TAPE_SIZE and pack_tape([(1, 2, 3, 4)])[:32] == _TAPE_ENTRY(1, 2, 3, 4)
+time_ns = time.time_ns
+assert HIST_BUCKETS >= 64     # a latency (now - an int64 receive time) < 2**64 ns: bucket <= 63
 _BOOK_HEADER_SIZE = BOOK_HEADER.size
 _TRADE_SIZE = TRADE.size
 _TICKER_SIZE = TICKER.size
@@ -98,6 +104,7 @@ class EngineBook:
     ticker: tuple[int, ...] | None = None     # exch ns, last, bid, bid qty, ask, ask qty
     day: tuple[int, ...] | None = None        # exch ns, 24 h open, high, low, volume
     trades_seen: int = 0
+    # the last TAPE_N trades, each packed as the slot's tape holds it (pack_tape's entry)
     tape: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TAPE_N))
     market_dirty: bool = True       # ticker, 24 h figures or tape changed since the last publish
 
@@ -202,7 +209,8 @@ class Engine:
                     continue        # a delta while waiting for a snapshot
                 eb.applied += 1
                 eb.dirty = True
-                eb.slot.hist[hist_bucket(time.time_ns() - recv_ns)] += 1
+                lat = time_ns() - recv_ns      # hist_bucket, inline: [2**i, 2**(i+1)) ns
+                eb.slot.hist[lat.bit_length() - 1 if lat > 0 else 0] += 1
             elif kind == _TRADE:
                 if len(payload) != _TRADE_SIZE:
                     self._bad(i, kind, seq, f"trade record of {len(payload)} bytes, expected {_TRADE_SIZE}")
@@ -220,7 +228,7 @@ class Engine:
                     eb.sell_qty += qty
                     eb.sell_count += 1
                 eb.last_trade = (price, qty, side, exch)
-                eb.tape.append((exch, price, qty, side))
+                eb.tape.append(_TAPE_ENTRY(exch, price, qty, side))
                 eb.trades_seen += 1
                 eb.dirty = eb.market_dirty = True
             elif kind == _TICKER:
@@ -403,7 +411,7 @@ class Engine:
         if not eb.market_dirty:
             return None, None
         eb.market_dirty = False
-        return (pack_market(eb.ticker, eb.day, eb.trades_seen), pack_tape(reversed(eb.tape)))
+        return (pack_market(eb.ticker, eb.day, eb.trades_seen), b"".join(reversed(eb.tape)).ljust(_TAPE_SIZE, b"\0"))
 
     # ------------------------------------------------------------ the loop
     def run(self) -> None:
