@@ -50,7 +50,7 @@ IDLE_PUBLISH_EVERY = 1.0   # a book whose only change is new OBI samples: at mos
 INVALID_LOG_EVERY = 5.0    # at most one invalidation line per book this often; the rest are summed
 BAD_LOG_EVERY = 5.0        # at most one bad-record line per ring this often; the rest are summed
 # invalidations that are part of normal operation (logged at INFO, the others at WARNING)
-ROUTINE_REASONS = frozenset({"feed_started", "operator_resync"})
+ROUTINE_REASONS = frozenset({"feed_started", "operator_resync", "stopped"})
 MAX_REASON = 64            # a reason is a short word (records.encode_invalid allows 200 bytes)
 
 _SNAPSHOT = int(Kind.BOOK_SNAPSHOT)

@@ -141,3 +141,16 @@ def test_the_log_says_why_at_most_once_per_interval_per_book(rig: Rig) -> None:
     rig.engine.run()
     summary = [r.getMessage() for r in rig.book_lines(BI_KEY)][-1]
     assert "4 invalidations, last: gap" in summary and "checksum 3" in summary, summary
+
+
+def test_a_book_invalid_because_its_feed_stopped_is_routine(rig: Rig) -> None:
+    """A feed that is stopped (the fleet's end, an operator's restart) says ``stopped``, not
+    ``disconnected``: logged at INFO, while a lost connection stays a WARNING."""
+    rig.snapshot(BI_OB, 10)
+    rig.invalid(BI_OB, "stopped")
+    lines = rig.book_lines(BI_KEY)
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO, [r.getMessage() for r in lines]
+    rig.snapshot(BG_OB, 10)
+    rig.invalid(BG_OB, "disconnected")
+    lines = rig.book_lines(BG_KEY)
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING

@@ -465,9 +465,10 @@ class BinanceDepthFeed(BinanceFeed):
                                m.book.update_id, 0, time.time_ns(), m.book_id)
 
     def on_disconnect(self) -> None:
+        reason = "stopped" if self.stop.is_set() else "disconnected"   # stopped: routine, not a warning
         for m in self.markets:
             if m.book.valid:
-                self.push_invalid("disconnected", m.book_id)
+                self.push_invalid(reason, m.book_id)
             m.sync.reset()
             self.discard_buffer(m)
         if not any(x.snapshot_task is not None for x in self.all_markets):

@@ -478,9 +478,10 @@ class BitgetBooksFeed(BitgetFeed):
                                m.book_id)
 
     def on_disconnect(self) -> None:
+        reason = "stopped" if self.stop.is_set() else "disconnected"   # stopped: routine, not a warning
         for m in self.markets:
             if m.book.valid:
-                self.push_invalid("disconnected", m.book_id)
+                self.push_invalid(reason, m.book_id)
             m.sync.forget()
             m.awaiting_since = 0.0
         self._resync_pending.clear()
