@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, TextIO
 
 from obitui.config import Config, FeedConfig, feed_book_ids
@@ -259,10 +260,11 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
             sup.poll()
             if now >= next_print:
                 next_print += interval
-                _emit(cfg, sup, as_json, out, books, levels, attach)
+                if not emit_or_gone(lambda: _emit(cfg, sup, as_json, out, books, levels, attach), out):
+                    return code         # `obitui ... | head`: the reader is gone, stop quietly
             time.sleep(min(0.05, max(0.0, next_print - time.monotonic())))
-        if sup.stats is not None:
-            _emit(cfg, sup, as_json, out, books, levels, attach)   # the last object holds the final books
+        if sup.stats is not None:       # the last object holds the final books
+            emit_or_gone(lambda: _emit(cfg, sup, as_json, out, books, levels, attach), out)
         return code
     except SupervisorError as exc:
         print(f"obitui: {exc}", file=sys.stderr)
@@ -271,6 +273,22 @@ def run(cfg: Config, *, sim: bool, sim_faults: list[str], as_json: bool, interva
         if attach is not None:
             attach.close()
         sup.stop()
+
+
+def emit_or_gone(emit: Callable[[], None], out: TextIO) -> bool:
+    """Run ``emit`` (one line or object to ``out``); False when the reader went away (a pipe
+    into ``head``): logged, and ``out`` pointed at /dev/null so that nothing more fails on it,
+    not even the interpreter's last flush."""
+    try:
+        emit()
+        return True
+    except BrokenPipeError:
+        log.info("the output's reader is gone (broken pipe): stopping")
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return False
 
 
 def _emit(cfg: Config, sup: Supervisor, as_json: bool, out: TextIO, books: list[str] | None = None,

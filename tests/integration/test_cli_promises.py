@@ -270,3 +270,61 @@ def test_bad_option_values_exit_2_with_one_error_line(tmp_path: Path, args: list
     assert len(lines) == 1 and lines[0].startswith("obitui: ") and "Traceback" not in r.res.stderr, lines
     assert names in lines[0], lines
     assert r.left == [] and run_segments(r.pid) == []
+
+
+@pytest.mark.timeout(90)
+def test_a_reader_that_goes_away_stops_the_run_quietly(tmp_path: Path) -> None:
+    """`obitui --sim --json | head -c 300`: once `head` has its bytes and exits, the next object
+    meets a broken pipe; the run stops as on a signal: exit 0, long before its --duration, no
+    traceback, every process and segment of it gone."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.integration.procs import kill_tree, remove_segments
+
+    def cmdline(p: psutil.Process) -> str:
+        try:
+            return " ".join(p.cmdline())
+        except psutil.Error:
+            return ""
+
+    cmd = f"set -o pipefail; {sys.executable} -m obitui --sim --json --duration 60 | head -c 300"
+    with open(tmp_path / "stderr.txt", "w") as err:
+        shell = subprocess.Popen(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=err,
+                                 start_new_session=True)
+    seen: list[psutil.Process] = []
+    ob: list[psutil.Process] = []
+    try:
+        t0 = time.monotonic()
+        while not ob and time.monotonic() - t0 < 20:
+            try:
+                seen = psutil.Process(shell.pid).children(recursive=True)
+            except psutil.Error:
+                break
+            ob = [p for p in seen if "-m obitui" in cmdline(p)]
+            time.sleep(0.05)
+        assert ob, "obitui did not start"
+        out = shell.stdout.read() if shell.stdout else b""
+        rc = shell.wait(40)
+        took = time.monotonic() - t0
+        stderr = (tmp_path / "stderr.txt").read_text()
+        assert len(out) == 300 and out.startswith(b'{"ts": ')
+        assert rc == 0, (rc, stderr[-3000:])
+        assert took < 30, f"took {took:.1f} s: the run did not stop when its reader left"
+        assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr[-3000:]
+        assert "broken pipe" in stderr
+        deadline = time.monotonic() + 3.0
+        while (left := [k for k in ob if is_alive(k)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not left, [(k.pid, cmdline(k)) for k in left]
+        assert run_segments(ob[0].pid) == []
+    finally:
+        if shell.poll() is None:
+            kill_tree(psutil.Process(shell.pid), seen, pgid=shell.pid)
+            shell.wait(10)
+        if shell.stdout:
+            shell.stdout.close()
+        for p in ob:
+            remove_segments(run_segments(p.pid))
