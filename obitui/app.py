@@ -360,9 +360,9 @@ class ObituiApp(App[None]):
     def _check_acks(self, stats: StatsBlock) -> None:
         now = time.monotonic()
         for p in list(self.pending):
-            if p.index >= stats.n_feeds:
-                continue
-            seq, result, text = stats.read_ack(p.index)
+            # a feed beyond the block (one the layout no longer has room for) never answers:
+            # its command expires like an unanswered one
+            seq, result, text = stats.read_ack(p.index) if p.index < stats.n_feeds else (None, AckResult.FAILED, "")
             if seq == p.seq:
                 self.pending.remove(p)
                 ok = result == AckResult.OK
@@ -596,8 +596,12 @@ def run_attach_app(urls: list[str], *, refresh_hz: float, mouse: bool, creds: st
         else:
             stop["signal"] = signum    # before the app: acted on as soon as the block is made
 
+    # SIGINT too: a KeyboardInterrupt raised between the creation of the mirror's block and
+    # the assignment of the controller below would leave the block behind (a Ctrl+C before
+    # the UI owns the terminal is acted on once the controller is up, like SIGTERM)
     signal.signal(signal.SIGHUP, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     attachment = Attachment(urls, creds, ca_file)
     controller = None
     try:

@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -24,32 +25,110 @@ from typing import Any, TextIO
 import orjson
 
 from obitui.bus import schema
+from obitui.core.fixed import decimals_of
 from obitui.bus.publisher import client_options, redact
 
 log = logging.getLogger("obitui.attach")
 
 
+MAX_HOSTS = 256             # hosts kept; a message of one more (junk host names): counted, dropped
+MAX_BOOKS = 4096            # host/key books (and trade tapes) kept in all; one more: counted, dropped
+MAX_FEEDS = 256             # feeds in one feeds message (stats.MAX_FEED_SLOTS)
+MAX_KEY = 64                # characters of a book key (venue:SYMBOL)
+MAX_TS = (2 ** 63 - 1) / 1e9    # the latest time in seconds whose nanoseconds fit int64
+TAPE_KEPT = 50              # recent trades kept per market
+
+
+def time_ok(ts: Any) -> bool:
+    """A time of a message (seconds since the epoch): a finite number whose nanoseconds fit
+    int64, not before the epoch."""
+    return type(ts) in (int, float) and math.isfinite(ts) and 0 <= ts <= MAX_TS
+
+
+def count_ok(v: Any) -> bool:
+    """A count of a message: an int (not a bool) in [0, int64]."""
+    return type(v) is int and 0 <= v <= 2 ** 63 - 1
+
+
+def _key_ok(key: Any) -> bool:
+    return isinstance(key, str) and 0 < len(key) <= MAX_KEY and ":" in key and key.isprintable()
+
+
+def trade_problem(tr: Any) -> str | None:
+    """Why one trade of a trade message cannot be taken (None: it can): an object with
+    ``price``/``qty`` decimal strings, ``side`` buy/sell, ``ts`` a time (``time_ok``)."""
+    if not isinstance(tr, dict):
+        return f"a trade that is no object ({type(tr).__name__})"
+    for name in ("price", "qty"):
+        v = tr.get(name)
+        if not isinstance(v, str):
+            return f"a trade's {name} that is no decimal string ({type(v).__name__})"
+        try:
+            decimals_of(v)
+        except ValueError as exc:
+            return f"a trade's {name}: {exc}"
+    if tr.get("side") not in ("buy", "sell"):
+        return f"a trade's side {str(tr.get('side'))[:20]!r} (buy or sell)"
+    if not time_ok(tr.get("ts")):
+        return f"a trade's ts {str(tr.get('ts'))[:30]!r} (seconds since the epoch)"
+    return None
+
+
+def feed_problem(fv: Any) -> str | None:
+    """Why one feed of a feeds message cannot be taken (None: it can): an object with a
+    ``state`` word; ``markets``, ``books``, ``books_synced`` counts when given."""
+    if not isinstance(fv, dict):
+        return f"a feed that is no object ({type(fv).__name__})"
+    if not isinstance(fv.get("state"), str):
+        return "a feed without a state word"
+    for name in ("markets", "books", "books_synced"):
+        if name in fv and not count_ok(fv[name]):
+            return f"a feed's {name} {str(fv[name])[:30]!r} is no count"
+    return None
+
+
 class Fleets:
-    """What the attached servers said, per host (fed by the NATS callbacks)."""
+    """What the attached servers said, per host (fed by the NATS callbacks).
+
+    Every message is checked as it comes (``on_message``): one that cannot be read is counted
+    (``bad``) and logged, never kept; within a readable one, a trade or a feed that cannot be
+    taken is left out, counted and logged one by one. What is kept is what ``snapshot``,
+    ``status_line`` and the console's mirror rely on."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.hosts: dict[str, dict[str, Any]] = {}      # host -> {"seen", "beat", "url", "control"}
+        self.hosts: dict[str, dict[str, Any]] = {}      # host -> {"seen", "beat", "url", "control", "books"}
         self.feeds: dict[str, dict[str, Any]] = {}      # host -> feeds message
         self.books: dict[str, dict[str, Any]] = {}      # host/key -> book message
         self.trades: dict[str, list[dict[str, Any]]] = {}   # host/key -> recent trades, newest last
         self.trade_count: dict[str, int] = {}           # host/key -> trades received in all
         self.feeds_at: dict[str, float] = {}            # host -> when its feeds message came
-        self.bad = 0                                    # messages that could not be read
+        self.bad = 0                                    # messages (or parts) that could not be read
         # what changed since the console's mirror last took it (``take_changes``)
         self.dirty_books: set[str] = set()              # host/key
         self.dirty_feeds: set[str] = set()              # host
 
+    def _bad(self, where: str, why: Any, what: str = "unreadable message") -> None:
+        with self.lock:
+            self.bad += 1
+            n = self.bad
+        if n in (1, 10, 100) or n % 1000 == 0:
+            log.warning("attach: %s on %s (%s); %d so far", what, where, why, n)
+
     def on_message(self, url: str, subject: str, data: bytes) -> str | None:
-        """Take one message; returns its host when that host was not known before."""
+        """Take one message; returns its host when that host was not known before. Never
+        raises: what cannot be taken is counted and logged."""
+        try:
+            return self._take(url, subject, data)
+        except Exception as exc:            # a case the checks below missed: still never the end
+            self._bad(subject, f"{type(exc).__name__}: {exc}")
+            return None
+
+    def _take(self, url: str, subject: str, data: bytes) -> str | None:
         kind = subject.rsplit(".", 1)[-1]
         if kind in ("control", "resend"):
             return None          # requests to a publisher, not its state
+        dropped: list[str] = []  # parts left out of a readable message (trades, feeds)
         try:
             msg = orjson.loads(data)
             if not isinstance(msg, dict) or msg.get("v") != schema.SCHEMA:
@@ -59,55 +138,92 @@ class Fleets:
                 raise ValueError(f"host {host!r} is not one subject token")
             if subject.split(".")[1:2] != [host]:
                 raise ValueError(f"host {host!r} on another host's subject")
-            if kind in ("book", "trade") and not isinstance(msg.get("key"), str):
-                raise ValueError("no key")
+            if kind in ("book", "trade") and not _key_ok(msg.get("key")):
+                raise ValueError(f"key {str(msg.get('key'))[:MAX_KEY]!r} is not venue:SYMBOL")
             if kind == "book" and not (isinstance(msg.get("bids"), list) and isinstance(msg.get("asks"), list)):
                 raise ValueError("no bids/asks")
-            if kind == "book" and ":" not in msg["key"]:
-                raise ValueError(f"key {msg['key']!r} is not venue:SYMBOL")
-            if kind == "feeds" and not isinstance(msg.get("feeds"), dict):
-                raise ValueError("no feeds")
-            if kind == "trade" and not isinstance(msg.get("trades", []), list):
-                raise ValueError("trades is not a list")
+            if kind == "feeds":
+                fvs = msg.get("feeds")
+                if not isinstance(fvs, dict) or len(fvs) > MAX_FEEDS:
+                    raise ValueError("no feeds" if not isinstance(fvs, dict) else f"{len(fvs)} feeds")
+                order = msg.get("order", [])
+                if not (isinstance(order, list) and all(isinstance(lb, str) for lb in order)):
+                    raise ValueError("order is not a list of labels")
+                if msg.get("engine") is not None and not isinstance(msg["engine"], dict):
+                    raise ValueError("engine is not an object")
+                keep = {}
+                for label, fv in fvs.items():
+                    why = feed_problem(fv)
+                    if why is None:
+                        keep[label] = fv
+                    else:
+                        dropped.append(f"{label[:20]!r}: {why}")
+                msg["feeds"] = keep
+            if kind == "trade":
+                got = msg.get("trades", [])
+                if not isinstance(got, list):
+                    raise ValueError("trades is not a list")
+                keep_t = []
+                for tr in got:
+                    why = trade_problem(tr)
+                    if why is None:
+                        keep_t.append(tr)
+                    else:
+                        dropped.append(why)
+                got = keep_t
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
-            self.bad += 1
-            if self.bad in (1, 10, 100) or self.bad % 1000 == 0:
-                log.warning("attach: unreadable message on %s (%s); %d so far", subject, exc, self.bad)
+            self._bad(subject, exc)
             return None
+        for why in dropped:
+            self._bad(subject, why, "part of a message left out")
         now = time.monotonic()
+        full = ""
+        key = f"{host}/{msg['key']}" if kind in ("book", "trade") else ""
         with self.lock:
             new = host not in self.hosts
-            h = self.hosts.setdefault(host, {"url": url, "beat": 0.0, "control": False})
-            h["seen"] = now
-            if kind == "heartbeat":
-                h["beat"] = now
-                h["control"] = bool(msg.get("control"))
-                h["order"] = msg.get("feeds", [])
-                h["books"] = msg.get("books")
-            elif kind == "feeds":
-                self.feeds[host] = msg
-                self.feeds_at[host] = now
-                self.dirty_feeds.add(host)
-            elif kind == "book":
-                key = f"{host}/{msg['key']}"
-                self.books[key] = msg
-                self.dirty_books.add(key)
-            elif kind == "trade":
-                key = f"{host}/{msg['key']}"
-                got = msg.get("trades", [])
-                tape = self.trades.setdefault(key, [])
-                tape.extend(got)
-                del tape[:-50]
-                self.trade_count[key] = self.trade_count.get(key, 0) + len(got)
-                self.dirty_books.add(key)
+            kept = self.books if kind == "book" else self.trades
+            if new and len(self.hosts) >= MAX_HOSTS:
+                full = f"more than {MAX_HOSTS} hosts"
+            elif key and key not in kept and len(kept) >= MAX_BOOKS:
+                full = f"more than {MAX_BOOKS} books"
+            else:
+                h = self.hosts.setdefault(host, {"url": url, "beat": 0.0, "control": False})
+                h["seen"] = now
+                if kind == "heartbeat":
+                    h["beat"] = now
+                    h["control"] = bool(msg.get("control"))
+                    h["books"] = msg.get("books") if count_ok(msg.get("books")) else None
+                elif kind == "feeds":
+                    self.feeds[host] = msg
+                    self.feeds_at[host] = now
+                    self.dirty_feeds.add(host)
+                elif kind == "book":
+                    self.books[key] = msg
+                    self.dirty_books.add(key)
+                elif kind == "trade":
+                    tape = self.trades.setdefault(key, [])
+                    tape.extend(got)
+                    del tape[:-TAPE_KEPT]
+                    self.trade_count[key] = self.trade_count.get(key, 0) + len(got)
+                    self.dirty_books.add(key)
+        if full:
+            self._bad(subject, full, "message left out")
+            return None
         return host if new else None
 
     def count_bad(self, what: str, exc: BaseException) -> None:
         """A message taken in but unusable later (the mirror could not write it): counted and
         logged like an unreadable one."""
-        self.bad += 1
-        if self.bad in (1, 10, 100) or self.bad % 1000 == 0:
-            log.warning("attach: unusable message (%s: %s); %d so far", what, exc, self.bad)
+        self._bad(what, exc, "unusable message")
+
+    def drop_trade(self, key: str, trade: dict[str, Any], exc: BaseException) -> None:
+        """A trade of ``key``'s tape the console cannot show (its price beyond its book's
+        scale): out of the tape, counted and logged once."""
+        with self.lock:
+            tape = self.trades.get(key)
+            if tape is not None:
+                self.trades[key] = [t for t in tape if t is not trade]
+        self._bad(key, exc, "trade left out")
 
     def take_changes(self) -> tuple[set[str], set[str]]:
         """(host/key of the books, hosts of the feeds messages) that changed since the last
@@ -128,7 +244,8 @@ class Fleets:
                                       "control": h["control"]}
                 fm = self.feeds.get(host)
                 if fm is not None:
-                    for label in fm.get("order", []) + [k for k in fm["feeds"] if k not in fm.get("order", [])]:
+                    order = fm.get("order", [])
+                    for label in order + [k for k in fm["feeds"] if k not in order]:
                         fv = fm["feeds"].get(label)
                         if fv is None:
                             continue
@@ -162,6 +279,9 @@ def status_line(snap: dict[str, Any]) -> str:
     for host, h in snap["hosts"].items():
         if h["stale"]:
             parts.append(f"{host}: stale {h['age_s']:.1f}s")
+    for url, state in snap.get("servers", {}).items():
+        if state != "connected":
+            parts.append(f"{url}: {state}")
     if not parts:
         parts.append("waiting for a fleet")
     return "[Attached] " + " | ".join(parts)
@@ -179,8 +299,24 @@ class Attachment:
         self.conns: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self.thread = threading.Thread(target=self._run, name="obitui-attach", daemon=True)
-        self._stop: asyncio.Event | None = None
+        # made here, not in the loop's thread: a close() right after start() finds it (an
+        # asyncio.Event binds to the loop that first waits on it)
+        self._stop = asyncio.Event()
 
+
+    def servers(self) -> dict[str, str]:
+        """Per server URL (secrets left out): ``connected``, ``connecting``, or ``cannot connect
+        (why)``: a typo in a URL is not a quiet fleet."""
+        out = {}
+        for url in self.urls:
+            nc = self.conns.get(url)
+            if nc is not None and getattr(nc, "is_connected", False):
+                out[redact(url)] = "connected"
+            elif url in self.errors:
+                out[redact(url)] = f"cannot connect ({self.errors[url]})"
+            else:
+                out[redact(url)] = "connecting"
+        return out
     def start(self) -> None:
         self.thread.start()
 
@@ -189,34 +325,68 @@ class Attachment:
         self.loop.run_until_complete(self._main())
 
     async def _main(self) -> None:
-        self._stop = asyncio.Event()
         connecting = [asyncio.get_running_loop().create_task(self._connect(u)) for u in self.urls]
         await self._stop.wait()
-        for t in connecting:
+        # each _connect ends by itself once _stop is set (within about a second); cancelled
+        # only should one not
+        done, late = await asyncio.wait(connecting, timeout=2.0)
+        for t in late:
             t.cancel()
-        await asyncio.gather(*connecting, return_exceptions=True)
+        if late:
+            await asyncio.wait(late, timeout=1.0)
         for nc in self.conns.values():
             try:
                 await asyncio.wait_for(nc.close(), 2.0)
             except Exception:
                 pass
 
+    @staticmethod
+    async def _abandon(task: asyncio.Task[Any]) -> None:
+        """End a nats.connect() that has not connected: cancelled until it is done, for at most
+        a second (nats-py can take a cancellation for a timeout of its own and try again; the
+        next one ends it); a connection it made meanwhile is closed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        while not task.done() and loop.time() < deadline:
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.05)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            try:
+                await asyncio.wait_for(task.result().close(), 2.0)
+            except Exception:
+                pass
+
     async def _connect(self, url: str) -> None:
         import nats
         attempt = 0
-        while self._stop is not None and not self._stop.is_set():
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
             async def on_error(exc: Exception, url: str = url) -> None:
                 self.errors[url] = f"{type(exc).__name__}: {exc}"
                 log.debug("attach: %s: %r", redact(url), exc)
 
+            # bounded: nats.connect() with endless reconnects retries a first connection forever
+            connecting = loop.create_task(nats.connect(
+                **client_options(url, self.creds, self.ca_file), name="obitui console", connect_timeout=2.0,
+                allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=1.0,
+                error_cb=on_error))
+            stopping = loop.create_task(self._stop.wait())
             try:
-                # bounded: nats.connect() with endless reconnects retries a first connection forever
-                nc = await asyncio.wait_for(nats.connect(
-                    **client_options(url, self.creds, self.ca_file), name="obitui console", connect_timeout=2.0,
-                    allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=1.0,
-                    error_cb=on_error), 3.0)
-            except Exception as exc:
-                self.errors[url] = f"{type(exc).__name__}: {exc}"
+                await asyncio.wait({connecting, stopping}, timeout=3.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                late = not connecting.done()
+                if late:                    # stopped, or no connection in time (one made meanwhile: closed)
+                    await self._abandon(connecting)
+            if self._stop.is_set():
+                if not late and connecting.exception() is None:
+                    self.conns[url] = connecting.result()         # closed by _main
+                return
+            if late or connecting.exception() is not None:
+                exc = None if late else connecting.exception()
+                self.errors[url] = (f"{type(exc).__name__}: {exc}" if exc is not None and str(exc)
+                                    else f"{type(exc).__name__}: no answer (server down or unreachable?)"
+                                    if exc is not None else "TimeoutError: no connection in 3 s")
                 attempt += 1
                 log.warning("attach: cannot connect to %s: %s", redact(url), self.errors[url])
                 try:
@@ -224,6 +394,7 @@ class Attachment:
                 except asyncio.TimeoutError:
                     pass
                 continue
+            nc = connecting.result()
             self.errors.pop(url, None)
             self.conns[url] = nc
 
@@ -281,8 +452,12 @@ class Attachment:
         return asyncio.run_coroutine_threadsafe(ask(), self.loop)
 
     def close(self) -> None:
-        if self._stop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._stop.set)
+        """Stop the connections and the thread (at once when nothing is connected yet)."""
+        if not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:        # the loop closed meanwhile: nothing left to stop
+                pass
         if self.thread.is_alive():
             self.thread.join(5)
 
@@ -299,6 +474,7 @@ def run(urls: list[str], *, as_json: bool, interval: float, duration: float | No
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
+    from obitui.headless import emit_or_gone
     att = Attachment(urls, creds, ca_file)
     att.start()
     try:
@@ -310,15 +486,32 @@ def run(urls: list[str], *, as_json: bool, interval: float, duration: float | No
                 break
             if now >= next_print:
                 next_print += interval
-                _emit(att, as_json, levels, out)
+                if not emit_or_gone(lambda: _emit(att, as_json, levels, out), out):
+                    return 0            # `obitui --attach ... | head`: the reader is gone
             time.sleep(min(0.05, max(0.0, next_print - time.monotonic())))
-        _emit(att, as_json, levels, out)
+        emit_or_gone(lambda: _emit(att, as_json, levels, out), out)
         return 0
     finally:
         att.close()
 
 
+_emit_failed_at = [-1e9]
+
+
 def _emit(att: Attachment, as_json: bool, levels: int, out: TextIO) -> None:
-    snap = att.fleets.snapshot(levels)
-    out.write((json.dumps(snap) if as_json else status_line(snap)) + "\n")
+    """One status line or JSON object. What the messages hold was checked as they came; should
+    one still not be shown, the line is left out, counted and logged (with its traceback, at
+    most every 10 s), and the run goes on."""
+    try:
+        snap = att.fleets.snapshot(levels)
+        snap["servers"] = att.servers()
+        text = json.dumps(snap) if as_json else status_line(snap)
+    except Exception as exc:
+        att.fleets.count_bad("the status", exc)
+        now = time.monotonic()
+        if now - _emit_failed_at[0] >= 10.0:
+            _emit_failed_at[0] = now
+            log.exception("attach: the status could not be written: %r", exc)
+        return
+    out.write(text + "\n")
     out.flush()

@@ -31,24 +31,29 @@ its next tick; a block too small for it is replaced by a larger one, filled agai
 
 Everything is written from ``sync()``, which the app calls at the start of each display tick
 (the UI thread: the block is never replaced under a reader). Content that cannot be shown (a
-price that is no decimal, a venue this build does not know, a label that is no label) is
-counted with the unreadable messages (``Fleets.bad``) and logged, never raised.
+price that is no decimal, a venue this build does not know, a label that is no label, a value
+beyond its slot field's range) is counted with the unreadable messages (``Fleets.bad``) and
+logged, never raised, one book or feed at a time: the others of the tick are written as ever,
+and a book whose message cannot be written is written invalid (``unreadable message``) until
+its next one that can.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import os
 import re
 import secrets
+import struct
 import time
 from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
 from obitui.bus import schema
-from obitui.bus.attach import Attachment
+from obitui.bus.attach import Attachment, count_ok, time_ok
 from obitui.config import Config, FeedConfig, book_plan
 from obitui.controller import command_by_label
 from obitui.core.fixed import FixedRangeError, parse_fixed, parse_fixed_decimals
@@ -69,6 +74,12 @@ HOST_SETTLE_S = 1.5         # a new host is shown once all its books came, or th
 FEED_HEADROOM = 16          # remote feed slots beyond those needed when a block is (re)made
 BOOK_HEADROOM = 64          # remote book slots beyond those needed
 SKIPS_TOLD = 3              # things left out told on screen per reason (all of them in the log)
+SKIPS_KEPT = 4096           # things left out remembered (logged once each); beyond: counted only
+UNREADABLE = "unreadable message"   # the reason of a book whose last message could not be written
+I64 = 2 ** 63 - 1
+U64 = 2 ** 64 - 1
+# what a message that cannot be written raises (a value beyond a slot field's range: struct.error)
+WRITE_ERRORS = (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError, struct.error)
 ACK_TEXT = 55               # bytes of an acknowledgement's text in a feed slot
 REFUSED = "refused: remote control is off (--allow-remote-control)"
 _ACK_PREFIX = re.compile(r"^[^\s:]+: (?:reconnect|resync|resync_invalid|stop) (?:acknowledged|failed|unsupported): ")
@@ -98,9 +109,32 @@ def ack_of(reply: dict[str, Any]) -> tuple[AckResult, str]:
     return AckResult.FAILED, ack_text(_ACK_PREFIX.sub("", err))
 
 
-def _decimals(text: str) -> int:
+def _decimals(text: str) -> tuple[int, int]:
+    """(decimals as written, decimals needed: without the trailing zeros) of a decimal string
+    (``obitui.core.fixed.decimals_of`` parses it too, and refuses one beyond int64 at its own
+    decimals: here only the text counts, the fit is checked at the scale chosen)."""
     dot = text.find(".")
-    return 0 if dot < 0 else len(text) - dot - 1
+    if dot < 0:
+        return 0, 0
+    frac = text[dot + 1:]
+    return len(frac), len(frac.rstrip("0"))
+
+
+def _fits(text: str, digits: int) -> bool:
+    """``text`` in int64 fixed point at ``digits`` (ValueError: it is no decimal)."""
+    try:
+        parse_fixed(text, digits, signed=True)
+    except FixedRangeError:
+        return False
+    return True
+
+
+def _ns(ts: Any) -> int:
+    """A message's time (seconds since the epoch) in nanoseconds, int64; ValueError for one
+    that is no such time."""
+    if not time_ok(ts):
+        raise ValueError(f"time {str(ts)[:30]!r} is not seconds since the epoch")
+    return min(int(ts * 1e9), I64)
 
 
 def _label_ok(label: Any) -> bool:
@@ -119,6 +153,7 @@ class RemoteFeed:
     served: int = 0         # the control word's seq last taken
     fill: tuple[float, int] = (0.0, 0)
     writer: FeedSlotWriter | None = None
+    remote: dict[str, int] = field(default_factory=dict)    # counter -> its host's last value
 
 
 @dataclass
@@ -131,6 +166,7 @@ class RemoteBook:
     qdigits: int
     obi_at: float = 0.0
     writer: BookSlotWriter | None = None
+    update_id: int = 0      # the last one written
 
 
 @dataclass
@@ -178,6 +214,7 @@ class Mirror:
         self.local_seen = [0] * self.n_local_feeds         # our control word's seq last passed on
         self.bad_told = 0
         self.bad_told_at = 0.0
+        self.unexpected_at = -1e9                          # an error no check foresaw last logged
         self._make_block(FEED_HEADROOM, BOOK_HEADROOM)
 
     # ------------------------------------------------------------ the block
@@ -190,11 +227,18 @@ class Mirror:
         blk = StatsBlock.create(name, n_feeds, n_books, "attach")
         self.blocks_made += 1
         old, old_name = self.block, self.name
-        if old is not None:
-            for i in range(min(old.n_feeds, n_feeds)):       # commands and acks in flight go on
-                src = old.feed_offset(i) + FEED_CONTROL_OFF
-                dst = blk.feed_offset(i) + FEED_CONTROL_OFF
-                blk.view[dst:dst + FEED_SLOT - FEED_CONTROL_OFF] = old.view[src:src + FEED_SLOT - FEED_CONTROL_OFF]
+        try:
+            if old is not None:
+                for i in range(min(old.n_feeds, n_feeds)):       # commands and acks in flight go on
+                    src = old.feed_offset(i) + FEED_CONTROL_OFF
+                    dst = blk.feed_offset(i) + FEED_CONTROL_OFF
+                    blk.view[dst:dst + FEED_SLOT - FEED_CONTROL_OFF] = old.view[src:src + FEED_SLOT - FEED_CONTROL_OFF]
+        except BaseException:
+            try:
+                blk.close()
+            finally:
+                Segment.unlink(name)
+            raise
         self.block, self.name = blk, name
         self.copied.clear()
         for rf in self.feeds:
@@ -206,15 +250,19 @@ class Mirror:
         with self.fleets.lock:
             self.fleets.dirty_books.update(self.book_at)       # every remote book again
         if old is not None:
-            old.close()
-            Segment.unlink(old_name)
+            try:
+                old.close()
+            finally:
+                Segment.unlink(old_name)
         log.info("attach: stats block %s (%d feed slots, %d book slots)", name, n_feeds, n_books)
 
     def close(self) -> None:
-        if self.block is not None:
-            self.block.close()
-            self.block = None
-            Segment.unlink(self.name)
+        blk, self.block = self.block, None
+        if blk is not None:
+            try:
+                blk.close()
+            finally:
+                Segment.unlink(self.name)
 
     # ------------------------------------------------------------ layout
     def _make_layout(self) -> Layout:
@@ -263,11 +311,12 @@ class Mirror:
         return FeedConfig(f"{host}/{label}", v.name, channel, symbols=tuple(symbols), scales="config")
 
     def _skip(self, what: str, why: str) -> None:
-        """Leave ``what`` out of the layout: counted, logged, and told on screen (the first few
-        of each reason)."""
-        if what not in self.skipped:
+        """Leave ``what`` out of the layout: each message of it counted (and logged as the
+        unreadable ones are), the first logged and told on screen (the first few of each
+        reason)."""
+        self.fleets.count_bad(what, ValueError(why))
+        if what not in self.skipped and len(self.skipped) < SKIPS_KEPT:
             self.skipped.add(what)
-            self.fleets.count_bad(what, ValueError(why))
             log.warning("attach: %s left out: %s", what, why)
             n = self.skip_told[why] = self.skip_told.get(why, 0) + 1
             if n <= SKIPS_TOLD:
@@ -293,6 +342,7 @@ class Mirror:
                 self.unplaced.update(k for k in book_msgs if k.startswith(host + "/"))
                 control = "remote control allowed" if h.get("control") else "remote control off"
                 self.events.append(f"{host}: attached over {self._url(h)} ({control})")
+                log.info("attach: %s", self.events[-1])
         for host in sorted(dirty_feeds):
             hs = self.hosts.get(host)
             fm = feeds_msgs.get(host)
@@ -372,26 +422,50 @@ class Mirror:
         return mine[0]
 
     @staticmethod
-    def _scales(msg: dict[str, Any], trades: list[dict[str, Any]] = ()) -> tuple[int, int]:  # type: ignore[assignment]
-        """(price digits, quantity digits) of a book: the most decimals its strings (and its
-        recent ``trades``') have."""
-        prices = [lv[0] for lv in msg["bids"] + msg["asks"]]
-        qtys = [lv[1] for lv in msg["bids"] + msg["asks"]]
-        for t in (msg.get("last_trade"), *trades):
-            if isinstance(t, dict):
-                prices.append(t["price"])
-                qtys.append(t["qty"])
+    def _scales(msg: dict[str, Any], trades: Any = (), at_least: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+        """(price digits, quantity digits) of a book, at least ``at_least``: the most decimals
+        its strings (and its recent ``trades``', and its ticker's 24 h volume) are written with,
+        when every value of the message fits int64 there; else the most the book's own values
+        (levels, last trade, ticker, flow) are written with, when they fit; else the fewest
+        they need (no trailing zeros). The values left out of a scale (a trade, the volume) are
+        not shown (a trade is dropped, the volume 0). FixedRangeError: no scale fits them all
+        (a value beyond int64, more than 18 decimals); ValueError, TypeError: one is no
+        decimal string, a level no [price, qty]."""
+        levels = msg["bids"][:TOP_N] + msg["asks"][:TOP_N]
+        for lv in levels:
+            if not (isinstance(lv, (list, tuple)) and len(lv) == 2):
+                raise ValueError(f"a level that is not [price, qty]: {str(lv)[:40]}")
+        prices = [lv[0] for lv in levels]
+        qtys = [lv[1] for lv in levels]
+        lt = msg.get("last_trade")
+        if isinstance(lt, dict):
+            prices.append(lt["price"])
+            qtys.append(lt["qty"])
         t = msg.get("ticker")
         if isinstance(t, dict):
             prices += [t[k] for k in ("last", "bid", "ask", "open_24h", "high_24h", "low_24h") if t.get(k)]
-            if t.get("volume_24h"):
-                qtys.append(t["volume_24h"])
         if msg.get("flow_1s"):
-            qtys.append(str(msg["flow_1s"]))
-        if not all(isinstance(x, str) for x in prices + qtys):
+            qtys.append(msg["flow_1s"])
+        extra_p = [tr["price"] for tr in trades if isinstance(tr, dict) and "price" in tr]
+        extra_q = [tr["qty"] for tr in trades if isinstance(tr, dict) and "qty" in tr]
+        if isinstance(t, dict) and t.get("volume_24h"):
+            extra_q.append(t["volume_24h"])
+        if not all(isinstance(x, str) for x in prices + qtys + extra_p + extra_q):
             raise TypeError("a price or quantity that is not a decimal string")
-        return (min(18, max((_decimals(p) for p in prices), default=2)),
-                min(18, max((_decimals(q) for q in qtys), default=2)))
+
+        def scale(core: list[str], extra: list[str], floor: int, what: str) -> int:
+            written = [_decimals(x) for x in core]
+            w_all = min(18, max([w for w, _ in written] + [_decimals(x)[0] for x in extra], default=2))
+            w_core = min(18, max((w for w, _ in written), default=2))
+            needed = max((n for _, n in written), default=0)
+            for digits, values in ((w_all, core + extra), (w_core, core), (needed, core)):
+                digits = max(floor, digits)
+                if digits <= 18 and all(_fits(x, digits) for x in values):
+                    return digits
+            worst = next((x for x in core if not _fits(x, min(18, max(floor, needed)))), "?")
+            raise FixedRangeError(f"no {what} scale fits every value of the message (one is {worst[:40]!r})")
+
+        return scale(prices, extra_p, at_least[0], "price"), scale(qtys, extra_q, at_least[1], "quantity")
 
     @staticmethod
     def _url(h: dict[str, Any]) -> str:
@@ -437,14 +511,18 @@ class Mirror:
 
     def _finer(self, rb: RemoteBook, msg: dict[str, Any], trades: list[dict[str, Any]]) -> bool:
         """A book whose new strings have more decimals than its scale: a finer scale (True;
-        the layout changes, the screens draw it at the new scale)."""
+        the layout changes, the screens draw it at the new scale), taken only when every value
+        of the message fits int64 there (``_scales``). False: no finer scale fits (a value
+        beyond int64 at this scale, or so many decimals that the others would not fit): the
+        message is not written at all (when a trade is the cause: without that trade)."""
         try:
-            d, q = self._scales(msg, trades)
+            d, q = self._scales(msg, trades, (rb.digits, rb.qdigits))
         except (TypeError, ValueError, KeyError, IndexError):
             return False
-        if d <= rb.digits and q <= rb.qdigits:
-            return False                    # a value beyond int64 at this scale, not a finer one
-        rb.digits, rb.qdigits = max(d, rb.digits), max(q, rb.qdigits)
+        if (d, q) == (rb.digits, rb.qdigits):
+            return False
+        log.info("attach: %s/%s: scale %d/%d -> %d/%d decimals", rb.host, rb.key, rb.digits, rb.qdigits, d, q)
+        rb.digits, rb.qdigits = d, q
         return True
 
     def _relayout(self, dirty: set[str], tapes: dict[str, Any]) -> None:
@@ -516,14 +594,19 @@ class Mirror:
                     continue
                 try:
                     self._write_feed(blk, rf, fv, beat_ns, wall_ns, feeds_at.get(host, seen))
-                except (TypeError, ValueError, KeyError, OverflowError) as exc:
+                except Exception as exc:        # this feed only: the others are written as ever
                     self.fleets.count_bad(f"{host}/{label}", exc)
+                    if not isinstance(exc, WRITE_ERRORS):
+                        if now - self.unexpected_at >= 10.0:
+                            self.unexpected_at = now
+                            log.exception("attach: %s/%s: the feed could not be written: %r", host, label, exc)
 
     def _write_feed(self, blk: StatsBlock, rf: RemoteFeed, fv: dict[str, Any], beat_ns: int, wall_ns: int,
                     got: float) -> None:
-        w = rf.writer
-        if w is None:
-            w = rf.writer = FeedSlotWriter(blk, rf.slot, rf.label, rf.fc.venue, rf.host, rf.fc.symbol)
+        """One remote feed's figures into its slot. Every value is checked before anything is
+        written (ValueError: one out of its field's range; the slot is left as it was). A
+        counter its host reports lower than before is a restart of that feed's process: what it
+        counted since is added (the slot's counters only grow)."""
         word = str(fv.get("state", ""))
         reason = str(fv.get("reason") or "")
         try:
@@ -531,49 +614,115 @@ class Mirror:
         except KeyError:
             state, reason = FeedState.FAILED, f"unknown state {word[:20]!r}: {reason}"
         reason = reason[:95]                # a feed slot's room
-        if (state, reason) != (w.state, w.reason):
-            w.state, w.reason, w.since_ns = state, reason, now_ns()
+        counters = {}
         for name in _COUNTERS:
             v = fv.get(name)
-            if isinstance(v, int) and not isinstance(v, bool):
-                w.inc(name, v - w.get(name))
+            if v is None:
+                continue
+            if not count_ok(v):
+                raise ValueError(f"{name} {str(v)[:30]!r} is no count")
+            counters[name] = v
+        gauges = {}
         for name in ("books", "books_synced"):
             v = fv.get(name)
-            if isinstance(v, int) and not isinstance(v, bool):
-                w.set(name, v)
+            if v is None:
+                continue
+            if not count_ok(v):
+                raise ValueError(f"{name} {str(v)[:30]!r} is no count")
+            gauges[name] = v
         fill, drops = fv.get("ring_fill", 0.0), fv.get("ring_drops", 0)
-        rf.fill = (float(fill) if isinstance(fill, (int, float)) else 0.0, drops if isinstance(drops, int) else 0)
-        w.last_receive_ns = wall_ns
+        fill = float(fill) if type(fill) in (int, float) and math.isfinite(fill) and 0 <= fill <= 1e6 else 0.0
+        drops = drops if count_ok(drops) else 0
         age = fv.get("age_s")
-        if fv.get("stale") and isinstance(age, (int, float)):
-            beat_ns = int((got - age) * 1e9)          # the host is live, this feed's process is not
+        if fv.get("stale") and age is not None:
+            if type(age) not in (int, float) or not math.isfinite(age) or age < 0:
+                raise ValueError(f"age_s {str(age)[:30]!r} is no age")
+            # the host is live, this feed's process is not: its beat is its own (never before 0)
+            beat_ns = max(0, int((got - min(age, got)) * 1e9))
+        w = rf.writer
+        if w is None:
+            w = rf.writer = FeedSlotWriter(blk, rf.slot, rf.label, rf.fc.venue, rf.host, rf.fc.symbol)
+            rf.remote = {}
+        if (state, reason) != (w.state, w.reason):
+            w.state, w.reason, w.since_ns = state, reason, now_ns()
+        for name, v in counters.items():
+            last = rf.remote.get(name, 0)
+            step = v - last if v >= last else v         # lower: its process restarted, counting from 0
+            rf.remote[name] = v
+            w.inc(name, min(step, I64 - w.get(name)))
+        for name, v in gauges.items():
+            w.set(name, v)
+        rf.fill = (fill, drops)
+        w.last_receive_ns = wall_ns
         w.publish(heartbeat_ns=beat_ns)
 
     def _write_books(self, blk: StatsBlock, now: float, book_msgs: dict[str, Any], dirty: set[str],
                      tapes: dict[str, Any]) -> None:
+        """Each changed book, on its own: one whose message cannot be written is counted and
+        written invalid (``UNREADABLE``) until its next message that can; the others are
+        written as ever."""
         finer = []
-        for again in (False, True):
-            for hk in (finer if again else dirty):
-                rb = self.book_at.get(hk)
-                msg = book_msgs.get(hk)
-                if rb is None or msg is None:
-                    continue
-                try:
-                    self._write_book(blk, rb, msg, now, *tapes.get(hk, ([], 0)))
-                except FixedRangeError as exc:
-                    if not again and self._finer(rb, msg, tapes.get(hk, ([], 0))[0]):
-                        finer.append(hk)
-                    else:
-                        self.fleets.count_bad(hk, exc)
-                except (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError) as exc:
-                    self.fleets.count_bad(hk, exc)
-            if not finer:
-                return
-            if not again:
-                self._relayout(set(), tapes)     # a new generation: the books' new scales
+        for hk in dirty:
+            rb = self.book_at.get(hk)
+            msg = book_msgs.get(hk)
+            if rb is None or msg is None:
+                continue
+            trades, n_trades = tapes.get(hk, ([], 0))
+            try:
+                self._write_book(blk, rb, msg, now, trades, n_trades, strict=True)
+            except FixedRangeError:
+                if self._finer(rb, msg, trades):
+                    finer.append(hk)        # written below, once the layout has the new scale
+                else:
+                    self._write_or_invalid(blk, hk, rb, msg, now, trades, n_trades)
+            except Exception as exc:
+                self._unwritable(blk, hk, rb, msg, exc)
+        if finer:
+            self._relayout(set(), tapes)     # a new generation: the books' new scales
+            blk = self.block
+            assert blk is not None
+            for hk in finer:
+                trades, n_trades = tapes.get(hk, ([], 0))
+                self._write_or_invalid(blk, hk, self.book_at[hk], book_msgs[hk], now, trades, n_trades)
+
+    def _write_or_invalid(self, blk: StatsBlock, hk: str, rb: RemoteBook, msg: dict[str, Any], now: float,
+                          trades: list[dict[str, Any]], n_trades: int) -> None:
+        try:
+            self._write_book(blk, rb, msg, now, trades, n_trades, strict=False)
+        except Exception as exc:
+            self._unwritable(blk, hk, rb, msg, exc)
+
+    def _unwritable(self, blk: StatsBlock, hk: str, rb: RemoteBook, msg: dict[str, Any], exc: Exception) -> None:
+        """A book message that cannot be written: counted and logged, and the book written
+        invalid (no levels, reason ``UNREADABLE``): never its figures of before shown as live."""
+        self.fleets.count_bad(hk, exc)
+        if not isinstance(exc, WRITE_ERRORS):        # not a bad value: a case of its own, with its traceback
+            now = time.monotonic()
+            if now - self.unexpected_at >= 10.0:
+                self.unexpected_at = now
+                log.exception("attach: %s: the book could not be written: %r", hk, exc)
+        try:
+            w = self._book_writer(blk, rb, msg)
+            w.publish_packed(False, False, rb.update_id, rb.digits, rb.qdigits, b"", 0, 0, 0.0, (0, 0, 0, 0),
+                             (0, 0, 0, 0), 0, 0, UNREADABLE, market=pack_market(None, None, 0), tape=pack_tape(()))
+        except Exception as exc2:           # never: the slot's own figures only
+            log.error("attach: %s: cannot be written invalid either: %r", hk, exc2)
+
+    def _book_writer(self, blk: StatsBlock, rb: RemoteBook, msg: dict[str, Any]) -> BookSlotWriter:
+        w = rb.writer
+        if w is None:
+            venue, _, symbol = rb.key.partition(":")
+            label = msg.get("label") if _label_ok(msg.get("label")) else ""
+            w = rb.writer = BookSlotWriter(blk, rb.slot, label, venue, symbol)
+        return w
 
     def _write_book(self, blk: StatsBlock, rb: RemoteBook, msg: dict[str, Any], now: float,
-                    trades: list[dict[str, Any]], n_trades: int) -> None:
+                    trades: list[dict[str, Any]], n_trades: int, strict: bool = True) -> None:
+        """Write one book message (and its market's recent ``trades``) into its slot. Every
+        value is checked against its field's range before anything is written: a message that
+        cannot be written raises and leaves the slot as it was. A trade of the tape that does
+        not fit the book's scale raises FixedRangeError when ``strict`` (a finer scale may take
+        it); otherwise it is left out of the tape, counted and logged (``Fleets.drop_trade``)."""
         d, qd = rb.digits, rb.qdigits
 
         def px(text: Any) -> int:
@@ -595,17 +744,33 @@ class Mirror:
                     qdec = qw
         n_bids = min(len(msg["bids"]), TOP_N)
         n_asks = len(levels) // 2 - n_bids
-        obi = float(msg.get("obi") or 0.0)
+        obi = msg.get("obi")
+        if obi is None:
+            obi = 0.0
+        elif type(obi) not in (int, float) or not math.isfinite(obi):
+            raise ValueError(f"obi {str(obi)[:30]!r} is no number")
+        obi = float(obi)
         flow = qx(msg["flow_1s"]) if msg.get("flow_1s") else 0
-        n = int(msg.get("trades_1s") or 0)
+        n = msg.get("trades_1s")
+        if n is None:
+            n = 0
+        elif not count_ok(n):
+            raise ValueError(f"trades_1s {str(n)[:30]!r} is no count")
+        uid = msg.get("update_id")
+        if uid is None:
+            uid = 0
+        elif not (type(uid) is int and 0 <= uid <= U64):
+            raise ValueError(f"update_id {str(uid)[:30]!r} is no u64")
         lt = msg.get("last_trade")
         last = (0, 0, 0, 0)
         if isinstance(lt, dict):
-            last = (px(lt["price"]), qx(lt["qty"]), 1 if lt["side"] == "buy" else 2, int(float(lt["ts"]) * 1e9))
+            if lt.get("side") not in ("buy", "sell"):
+                raise ValueError(f"last_trade side {str(lt.get('side'))[:20]!r}")
+            last = (px(lt["price"]), qx(lt["qty"]), 1 if lt["side"] == "buy" else 2, _ns(lt["ts"]))
         ticker = day = None
         t = msg.get("ticker")
         if isinstance(t, dict):
-            ts = int(float(t["ts"]) * 1e9)
+            ts = _ns(t["ts"])
             ticker = (ts, px(t["last"]), px(t["bid"]), 0, px(t["ask"]), 0)
             if t.get("high_24h"):
                 try:
@@ -615,23 +780,32 @@ class Mirror:
                 day = (ts, px(t["open_24h"]) if t.get("open_24h") else 0, px(t["high_24h"]), px(t["low_24h"]),
                        volume)
         tape = []
-        for tr in reversed(trades):          # newest first
-            tape.append((int(float(tr["ts"]) * 1e9), px(tr["price"]), qx(tr["qty"]), 1 if tr["side"] == "buy" else 2))
+        left_out: list[tuple[dict[str, Any], Exception]] = []
+        for tr in reversed(trades):          # newest first, each on its own
+            try:
+                tape.append((_ns(tr["ts"]), px(tr["price"]), qx(tr["qty"]), 1 if tr["side"] == "buy" else 2))
+            except FixedRangeError as exc:
+                if strict:
+                    raise
+                left_out.append((tr, exc))
+            except WRITE_ERRORS as exc:
+                left_out.append((tr, exc))
         host = self.hosts.get(rb.host)
         engine_stale = host is not None and host.engine_stale
         valid = bool(msg.get("valid")) and not engine_stale
         reason = "engine stale" if engine_stale else str(msg.get("reason") or "")
-        w = rb.writer
-        if w is None:
-            venue, _, symbol = rb.key.partition(":")
-            label = msg.get("label") if _label_ok(msg.get("label")) else ""
-            w = rb.writer = BookSlotWriter(blk, rb.slot, label, venue, symbol)
+        market = pack_market(ticker, day, n_trades)
+        packed_tape = pack_tape(tape)
+        fixed_flow = (max(flow, 0), max(-flow, 0), n, 0)
+        w = self._book_writer(blk, rb, msg)
         if now - rb.obi_at >= 0.25:          # the engine's pace of OBI samples
             rb.obi_at = now
             w.push_obi(obi)
-        w.publish_packed(valid, bool(msg.get("crossed")), int(msg.get("update_id") or 0), pdec, qdec,
-                         array("q", levels).tobytes(), n_bids, n_asks, obi, (max(flow, 0), max(-flow, 0), n, 0),
-                         last, 0, 0, reason, market=pack_market(ticker, day, n_trades), tape=pack_tape(tape))
+        w.publish_packed(valid, bool(msg.get("crossed")), uid, pdec, qdec, array("q", levels).tobytes(), n_bids,
+                         n_asks, obi, fixed_flow, last, 0, 0, reason, market=market, tape=packed_tape)
+        rb.update_id = uid
+        for tr, exc in left_out:
+            self.fleets.drop_trade(f"{rb.host}/{rb.key}", tr, exc)
 
     def _copy_local(self, blk: StatsBlock) -> None:
         """This machine's fleet's slots, copied as they change (seqlock'd reads and writes)."""
@@ -700,7 +874,10 @@ class Mirror:
             except Exception as exc:         # the attachment closed under it
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             result, text = ack_of(reply)
-            log.info("attach: remote command answered: %s", reply)
+            rf = next((f for f in self.feeds if f.slot == slot), None)
+            who = f"{rf.host}/{rf.label}" if rf is not None else f"feed slot {slot}"
+            log.log(logging.INFO if result == AckResult.OK else logging.WARNING, "attach: %s: %s",
+                    who, f"acknowledged: {text}" if result == AckResult.OK else text)
             blk.ack_command(slot, seq, result, text)
 
     def _tell_bad(self, now: float) -> None:

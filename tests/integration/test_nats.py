@@ -516,3 +516,136 @@ def test_levels_json_writes_what_fmt_fixed_writes() -> None:
     for bad in ((-2**63, 1, 8), (1, 1, 19)):          # what fmt_fixed refuses, refused the same way
         with pytest.raises(ValueError):
             levels_json([(bad[0], bad[1])], 1, bad[2], 8, 8, 8)
+
+
+# ---------------------------------------------------------------- bad input: counted, never the end
+@pytest.mark.parametrize("mode", ["--no-ui", "--json"])
+def test_headless_attach_outlives_malformed_feeds_messages(nats_server: NatsServer, mode: str) -> None:
+    """`obitui --attach URL --no-ui/--json` and a host that sends feeds messages the status
+    cannot read (an order that is null or holds lists, a feed without a state, markets that are
+    no count, an engine that is no object): each counted and logged, never kept, and the run
+    goes on to its end, showing the host's good messages before and after."""
+    import asyncio
+
+    import nats
+    import orjson
+
+    from tests.ui.test_attach import feeds
+
+    def bad_feeds() -> list[dict[str, Any]]:
+        out = []
+        for mut in (lambda m: m.update(order=None), lambda m: m.update(order=[[1]]),
+                    lambda m: m["feeds"]["Bi-OB"].pop("state"), lambda m: m["feeds"]["Bi-OB"].update(markets="x"),
+                    lambda m: m.update(engine="x")):
+            m = feeds("h1")
+            mut(m)
+            out.append(m)
+        return out * 2                                   # ten in all: the log says "10 so far"
+
+    proc = subprocess.Popen([sys.executable, "-m", "obitui", "--attach", nats_server.url, mode, "--duration", "12",
+                             "--interval", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        async def host() -> None:
+            nc = await nats.connect(nats_server.url, connect_timeout=2)
+            try:
+                asked = asyncio.Event()
+
+                async def on_resend(_msg: Any) -> None:
+                    asked.set()
+
+                await nc.subscribe("obitui.h1.resend", cb=on_resend)
+                beat = {"v": 1, "host": "h1", "ts": time.time(), "seq": 1, "pid": 1, "books": 0, "control": False,
+                        "feeds": ["Bi-OB"]}
+                deadline = time.monotonic() + 30
+                while not asked.is_set():               # the console asks a host it sees for the first time
+                    assert time.monotonic() < deadline, "the console never saw the host"
+                    await nc.publish("obitui.h1.heartbeat", orjson.dumps(beat))
+                    await nc.publish("obitui.h1.feeds", orjson.dumps(feeds("h1")))
+                    await asyncio.sleep(0.2)
+                for k, m in enumerate(bad_feeds()):
+                    await nc.publish("obitui.h1.feeds", orjson.dumps(m))
+                    if k < 5:                           # each kind the host's last word for a status line
+                        await nc.publish("obitui.h1.heartbeat", orjson.dumps(beat))
+                        await asyncio.sleep(0.6)
+                await nc.flush()
+                for _ in range(10):                     # good ones after: still shown
+                    await nc.publish("obitui.h1.heartbeat", orjson.dumps(beat))
+                    await nc.publish("obitui.h1.feeds", orjson.dumps(feeds("h1")))
+                    await asyncio.sleep(0.2)
+            finally:
+                await nc.close()
+
+        asyncio.run(asyncio.wait_for(host(), 45))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert "; 10 so far" in err and "Traceback" not in err, err[-3000:]
+    lines = out.splitlines()
+    assert len(lines) >= 10, out
+    last = json.loads(lines[-1])["feeds"] if mode == "--json" else lines[-1]
+    assert "h1/Bi-OB" in last and "h1/Bg-OB" in last, lines[-1]
+
+
+def test_levels_json_refuses_a_level_that_is_not_a_pair() -> None:
+    """The extension reads nothing past a level: one that is not a pair is refused as the
+    Python stand-in refuses it (a subprocess: before the check, ``[()]`` crashed the process)."""
+    code = """
+from obitui.bus._encode import levels_json
+from obitui.bus.publisher import _levels_json_py
+for lv in ([(1,)], [()], [(1, 2, 3)], [1], [None], [(1, 2), (3,)]):
+    for f in (levels_json, _levels_json_py):
+        try:
+            f(lv, 2, 8, 8, 8, 8)
+            print("accepted", repr(lv))
+        except (TypeError, ValueError) as exc:
+            print(type(exc).__name__)
+print(levels_json([[1, 2], (3, 4)], 2, 8, 8, 8, 8).decode())
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    lines = res.stdout.splitlines()
+    assert lines[:-1] == ["ValueError"] * 6 + ["TypeError"] * 4 + ["ValueError"] * 2, lines
+    assert lines[-1] == '[["0.00000001","0.00000002"],["0.00000003","0.00000004"]]'
+
+
+@pytest.mark.parametrize("flag", ["--attach", "--publish"])
+def test_a_url_with_credentials_is_refused_without_echoing_them(flag: str) -> None:
+    """No secret on the command line: a URL with user:password@ (or token@) is refused, the
+    message names the environment and --nats-creds, and holds no part of the secret."""
+    for url in ("nats://alice:s3cr3t-pw@127.0.0.1:1", "tls://s3cr3t-tok@127.0.0.1:1",
+                "nats://127.0.0.1:2,nats://bob:s3cr3t@x@127.0.0.1:1"):
+        res = subprocess.run([sys.executable, "-m", "obitui", flag, url, "--no-ui", "--duration", "1"],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, (url, res.stderr)
+        assert "s3cr3t" not in res.stderr + res.stdout and "alice" not in res.stderr and "bob" not in res.stderr
+        assert "OBITUI_NATS_USER" in res.stderr and "--nats-creds" in res.stderr and "127.0.0.1:1" in res.stderr
+
+
+@pytest.mark.timeout(60)
+def test_an_unreachable_server_is_said_so_and_a_gone_reader_ends_the_run() -> None:
+    """`obitui --attach` on a URL where no server listens: the JSON's `servers` says `cannot
+    connect (...)` with a reason, the status line names the URL, and neither is a quiet "waiting
+    for a fleet" only; `| head` ending the reader stops the run with exit 0 and no traceback."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    res = subprocess.run([sys.executable, "-m", "obitui", "--attach", url, "--json", "--duration", "8"],
+                         capture_output=True, text=True, timeout=45, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    last = json.loads(res.stdout.strip().splitlines()[-1])
+    state = last["servers"][url]
+    assert state.startswith("cannot connect (") and len(state) > len("cannot connect ()") + 5, state
+    assert "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "obitui", "--attach", url, "--no-ui", "--duration", "8"],
+                         capture_output=True, text=True, timeout=45, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"{url}: cannot connect (" in res.stdout.strip().splitlines()[-1]
+    t0 = time.monotonic()
+    res = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m obitui --attach {url} "
+                          f"--json --interval 0.5 --duration 30 | head -c 20"],
+                         capture_output=True, text=True, timeout=45, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert time.monotonic() - t0 < 20
+    assert "Traceback" not in res.stderr and "BrokenPipeError" not in res.stderr, res.stderr[-2000:]

@@ -12,6 +12,7 @@ would, and the app runs on the ``AttachController``'s mirror block, as `obitui -
 - the mirror's segment is gone when the controller stops."""
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,8 +213,18 @@ async def test_bad_messages_are_counted_and_never_shown(attached: AttachControll
         assert len(table.keys) == 2 and "alpha/nowhere:ZZZ" not in table.keys
         assert all("[bold]" not in f.label for f in app.cfg.feeds)
         await wait_for(pilot, lambda: "could not be read or shown" in log_text(app), "the count in the log")
-        alpha.round()                                      # good messages after bad ones: shown
-        await wait_for(pilot, lambda: table.cells["alpha/binance:BTCUSDT"]["state"] == ("synced", "ok"), "synced")
+        # good messages after bad ones: written and shown (a new update id, new levels; the
+        # bad trades above never reached the tape, so they hold no book back)
+        rb = attached.mirror.book_at["alpha/binance:BTCUSDT"]
+        alpha.uid = 7000
+        fresh = book("alpha", "binance:BTCUSDT", "Bi-OB", alpha.uid, "26000.50000000")
+        alpha.send("binance.BTCUSDT.book", fresh)
+        await wait_for(pilot, lambda: (v := attached.stats.read_book(rb.slot, history=False)) is not None
+                       and v.update_id == 7000, "the good message after the bad ones written")
+        v = attached.stats.read_book(rb.slot, history=False)
+        assert v.valid and v.bids[0] == (2600050000000, 150000000) and v.asks[0] == (2600150000000, 225000000)
+        await wait_for(pilot, lambda: table.cells["alpha/binance:BTCUSDT"]["state"] == ("synced", "ok")
+                       and table.cells["alpha/binance:BTCUSDT"]["mid"][0].startswith("26001"), "shown")
         assert app.is_running and "the NATS mirror failed" not in log_text(app)
 
 
@@ -426,3 +437,331 @@ def test_only_a_host_seen_for_the_first_time_asks_for_everything() -> None:
     assert fleet.send("binance.BTCUSDT.book", book("h", "binance:BTCUSDT", "Bi-OB", 1)) is None
     assert f.trade_count["h/binance:BTCUSDT"] == 2 and f.take_changes() == ({"h/binance:BTCUSDT"}, {"h"})
     assert f.take_changes() == (set(), set())
+
+
+# ---------------------------------------------------------------- out of range, one book at a time
+def placed(ctl: AttachController, *hosts: str) -> list[Fleet]:
+    """Fleets of one market each, their books placed and written."""
+    fleets = [Fleet(ctl.attachment, h, ("BTCUSDT",)) for h in hosts]
+    for f in fleets:
+        f.round()
+    ctl.sync()
+    ctl.sync()
+    for f in fleets:
+        assert f"{f.host}/binance:BTCUSDT" in ctl.mirror.book_at
+    return fleets
+
+
+def slot_view(ctl: AttachController, hk: str) -> Any:
+    assert ctl.stats is not None
+    v = ctl.stats.read_book(ctl.mirror.book_at[hk].slot, history=False)
+    assert v is not None
+    return v
+
+
+BAD_BOOKS: dict[str, Any] = {
+    "update_id -1": lambda b: b.update(update_id=-1),
+    "update_id 2**64": lambda b: b.update(update_id=2 ** 64),
+    "update_id 1.5": lambda b: b.update(update_id=1.5),
+    "trades_1s -1": lambda b: b.update(trades_1s=-1),
+    "trades_1s 2**64": lambda b: b.update(trades_1s=2 ** 64),
+    "last_trade ts -5": lambda b: b["last_trade"].update(ts=-5),
+    "last_trade ts 1e12": lambda b: b["last_trade"].update(ts=1e12),
+    "last_trade side": lambda b: b["last_trade"].update(side="hold"),
+    "obi not a number": lambda b: b.update(obi="x"),
+    "a level of one item": lambda b: b["bids"].append(["26990.00000000"]),
+    "a price no scale takes": lambda b: b["bids"][0].__setitem__(0, "26999.9800000000000000001"),
+    "a price beyond int64": lambda b: b["asks"].append(["999999999999.00000000", "1.0"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BOOKS))
+def test_a_book_message_out_of_range_is_counted_and_written_invalid(attached: AttachController, case: str) -> None:
+    """One book's message with a value out of its field's range: counted once, that book
+    written invalid (``unreadable message``, no levels) instead of its old figures shown live,
+    its scale kept; the other books of the same tick (same host, other host) written as
+    ever; the mirror never fails; the book's next good message makes it valid again."""
+    alpha, beta = placed(attached, "alpha", "beta")
+    fleets = attached.attachment.fleets
+    bad0, failed0 = fleets.bad, attached.failed_at
+    alpha.uid += 1
+    beta.uid += 1
+    bad = book("alpha", "binance:BTCUSDT", "Bi-OB", alpha.uid)
+    BAD_BOOKS[case](bad)
+    alpha.send("binance.BTCUSDT.book", json.dumps(bad).encode())      # orjson writes no int beyond 64 bits
+    alpha.send("bitget.BTCUSDT.book", book("alpha", "bitget:BTCUSDT", "Bg-OB", alpha.uid, "27000.1"))
+    beta.send("binance.BTCUSDT.book", book("beta", "binance:BTCUSDT", "Bi-OB", beta.uid))
+    attached.sync()
+    assert fleets.bad == bad0 + 1 and attached.failed_at == failed0
+    v = slot_view(attached, "alpha/binance:BTCUSDT")
+    assert (v.valid, v.reason, v.bids, v.asks) == (False, "unreadable message", [], [])
+    assert (attached.mirror.book_at["alpha/binance:BTCUSDT"].digits,
+            attached.mirror.book_at["alpha/binance:BTCUSDT"].qdigits) == (8, 8)
+    for hk, uid in (("alpha/bitget:BTCUSDT", alpha.uid), ("beta/binance:BTCUSDT", beta.uid)):
+        other = slot_view(attached, hk)
+        assert other.valid and other.update_id == uid, hk
+    alpha.uid += 1
+    alpha.send("binance.BTCUSDT.book", book("alpha", "binance:BTCUSDT", "Bi-OB", alpha.uid, "26999.50000000"))
+    attached.sync()
+    v = slot_view(attached, "alpha/binance:BTCUSDT")
+    assert v.valid and v.update_id == alpha.uid and v.reason == "" and v.bids[0] == (2699950000000, 150000000)
+    assert fleets.bad == bad0 + 1 and attached.failed_at == failed0
+
+
+def test_a_finer_scale_is_taken_only_when_every_value_fits(attached: AttachController) -> None:
+    """More decimals than the book's scale: a finer scale when the whole message fits int64
+    there (13 decimals at 27000: yes); a first message no scale takes places the book with its
+    next one; written decimals beyond 18 that are zeros change nothing."""
+    (alpha,) = placed(attached, "alpha")
+    fleets = attached.attachment.fleets
+    rb = attached.mirror.book_at["alpha/binance:BTCUSDT"]
+    bad0 = fleets.bad
+    alpha.uid += 1
+    zeros = book("alpha", "binance:BTCUSDT", "Bi-OB", alpha.uid)
+    zeros["bids"][0][0] = "26999.980000000000000000000"          # 21 decimals, zeros: the scale stays
+    alpha.send("binance.BTCUSDT.book", zeros)
+    attached.sync()
+    v = slot_view(attached, "alpha/binance:BTCUSDT")
+    assert v.valid and v.update_id == alpha.uid and (rb.digits, fleets.bad) == (8, bad0)
+    alpha.uid += 1
+    fine = book("alpha", "binance:BTCUSDT", "Bi-OB", alpha.uid)
+    fine["bids"][0][0] = "26999.9800000000001"                    # 13 decimals: 2.7e17 fits
+    alpha.send("binance.BTCUSDT.book", fine)
+    attached.sync()
+    v = slot_view(attached, "alpha/binance:BTCUSDT")
+    assert v.valid and v.update_id == alpha.uid and rb.digits == 13 and v.bids[0][0] == 269999800000000001
+    assert fleets.bad == bad0
+    # a new market whose first message no scale takes: counted, placed with its next message
+    first = book("alpha", "binance:SOLUSDT", "Bi-OB", 1)
+    first["asks"][0][0] = "27000.0000000000000000001"
+    alpha.send("binance.SOLUSDT.book", first)
+    attached.sync()
+    assert "alpha/binance:SOLUSDT" not in attached.mirror.book_at and fleets.bad == bad0 + 1
+    alpha.send("binance.SOLUSDT.book", book("alpha", "binance:SOLUSDT", "Bi-OB", 2))
+    attached.sync()
+    sol = attached.mirror.book_at["alpha/binance:SOLUSDT"]
+    assert (sol.digits, sol.qdigits) == (8, 8) and slot_view(attached, "alpha/binance:SOLUSDT").update_id == 2
+
+
+def test_bad_trades_are_left_out_one_by_one(attached: AttachController) -> None:
+    """A trade message's items are checked one by one: those that cannot be shown are counted
+    and left out, the others go on the tape; a trade no scale of its book takes is dropped
+    from the tape (counted once) and the book written without it."""
+    (alpha,) = placed(attached, "alpha")
+    fleets = attached.attachment.fleets
+    bad0 = fleets.bad
+    now = time.time()
+    good = [{"price": "27001.00000000", "qty": "0.10000000", "side": "buy", "ts": now},
+            {"price": "27002.00000000", "qty": "0.20000000", "side": "sell", "ts": now + 0.001}]
+    junk = ["x", {"price": 1}, {"price": "1.0", "qty": "1.0", "side": "hold", "ts": now},
+            {"price": "1.0", "qty": "1.0", "side": "buy", "ts": -1}, {"price": "1.0", "qty": "1.0", "side": "buy"},
+            {"price": "1.0", "qty": "1.0", "side": "buy", "ts": 1e300}, {"price": "1e3", "qty": "1.0", "side": "buy",
+                                                                        "ts": now},
+            {"price": "26999.9800000000000000001", "qty": "1.0", "side": "buy", "ts": now}]
+    alpha.send("binance.BTCUSDT.trade", {"v": 1, "host": "alpha", "key": "binance:BTCUSDT",
+                                         "trades": [good[0], *junk, good[1]]})
+    assert fleets.bad == bad0 + len(junk)
+    assert fleets.trades["alpha/binance:BTCUSDT"][-2:] == good
+    alpha.uid += 1
+    alpha.send("binance.BTCUSDT.book", book("alpha", "binance:BTCUSDT", "Bi-OB", alpha.uid))
+    attached.sync()
+    v = slot_view(attached, "alpha/binance:BTCUSDT")
+    assert v.valid and v.update_id == alpha.uid
+    assert [(p, q, side) for _, p, q, side in v.tape[:2]] == [(2700200000000, 20000000, 2), (2700100000000, 10000000, 1)]
+    # a trade that fits alone but not with its book (18 decimals at 27000 is beyond int64)
+    tiny = {"price": "0.000000000000000001", "qty": "1.00000000", "side": "buy", "ts": now + 0.002}
+    alpha.send("binance.BTCUSDT.trade", {"v": 1, "host": "alpha", "key": "binance:BTCUSDT", "trades": [tiny]})
+    alpha.uid += 1
+    alpha.send("binance.BTCUSDT.book", book("alpha", "binance:BTCUSDT", "Bi-OB", alpha.uid))
+    bad1 = fleets.bad
+    attached.sync()
+    v = slot_view(attached, "alpha/binance:BTCUSDT")
+    assert v.valid and v.update_id == alpha.uid and attached.mirror.book_at["alpha/binance:BTCUSDT"].digits == 8
+    assert v.tape[0][1] == 2700200000000 and fleets.bad == bad1 + 1
+    assert tiny not in fleets.trades["alpha/binance:BTCUSDT"]
+    alpha.uid += 1
+    alpha.send("binance.BTCUSDT.book", book("alpha", "binance:BTCUSDT", "Bi-OB", alpha.uid))
+    attached.sync()
+    assert slot_view(attached, "alpha/binance:BTCUSDT").update_id == alpha.uid and fleets.bad == bad1 + 1
+
+
+BAD_FEEDS: dict[str, Any] = {
+    "frames -1": lambda f: f["feeds"]["Bi-OB"].update(frames=-1),
+    "frames 2**64-1": lambda f: f["feeds"]["Bi-OB"].update(frames=2 ** 64 - 1),
+    "stale, age -1e12": lambda f: f["feeds"]["Bi-OB"].update(stale=True, age_s=-1e12),
+    "stale, age text": lambda f: f["feeds"]["Bi-OB"].update(stale=True, age_s="long"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FEEDS))
+def test_a_feed_out_of_range_is_counted_and_the_rest_written(attached: AttachController, case: str) -> None:
+    """A feed whose figures do not fit its slot: counted once, that feed's slot left as it
+    was; the host's other feeds and the books of the same tick written; the mirror never fails."""
+    (alpha,) = placed(attached, "alpha")
+    fleets = attached.attachment.fleets
+    bad0, failed0 = fleets.bad, attached.failed_at
+    f = feeds("alpha")
+    BAD_FEEDS[case](f)
+    f["feeds"]["Bg-OB"].update(frames=555)
+    alpha.send("feeds", f)
+    alpha.uid += 1
+    alpha.send("binance.BTCUSDT.book", book("alpha", "binance:BTCUSDT", "Bi-OB", alpha.uid))
+    attached.sync()
+    assert fleets.bad == bad0 + 1 and attached.failed_at == failed0
+    assert slot_view(attached, "alpha/binance:BTCUSDT").update_id == alpha.uid
+    assert attached.stats is not None
+    assert attached.stats.read_feed(attached.mirror.feed_at[("alpha", "Bi-OB")].slot).counters["frames"] == 100
+    assert attached.stats.read_feed(attached.mirror.feed_at[("alpha", "Bg-OB")].slot).counters["frames"] == 555
+
+
+def test_a_feed_stale_for_ages_and_a_counter_that_restarts(attached: AttachController) -> None:
+    """``"stale": true, "age_s": 1e30``: stale on screen (its beat as old as a slot says), not
+    an error; a counter its host reports lower than before (the feed's process restarted): what
+    it counted since is added, the slot's counter never goes back."""
+    (alpha,) = placed(attached, "alpha")
+    fleets = attached.attachment.fleets
+    assert attached.stats is not None
+    slot = attached.mirror.feed_at[("alpha", "Bi-OB")].slot
+    bad0 = fleets.bad
+    f = feeds("alpha")
+    f["feeds"]["Bi-OB"].update(stale=True, age_s=1e30, frames=40)
+    alpha.send("feeds", f)
+    attached.sync()
+    fv = attached.stats.read_feed(slot)
+    assert fleets.bad == bad0 and fv.heartbeat_ns == 0 and fv.counters["frames"] == 140
+    f = feeds("alpha")
+    f["feeds"]["Bi-OB"].update(frames=50)
+    alpha.send("feeds", f)
+    attached.sync()
+    assert attached.stats.read_feed(slot).counters["frames"] == 150 and fleets.bad == bad0
+
+
+def test_a_book_of_an_unknown_venue_is_counted_at_every_message(attached: AttachController) -> None:
+    placed(attached, "alpha")
+    fleets = attached.attachment.fleets
+    bad0 = fleets.bad
+    alpha = Fleet(attached.attachment, "alpha")
+    for uid in (1, 2, 3):
+        alpha.send("nowhere.ZZZ.book", book("alpha", "nowhere:ZZZ", "Zz-OB", uid))
+        attached.sync()
+    assert fleets.bad == bad0 + 3 and "alpha/nowhere:ZZZ" not in attached.mirror.book_at
+
+
+def test_junk_keys_and_hosts_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Books (and tapes) of junk keys, hosts of junk names: kept up to a cap, the rest
+    counted and left out (memory stays bounded whatever a publisher sends)."""
+    import obitui.bus.attach as attach_mod
+    from obitui.bus.attach import Fleets
+    monkeypatch.setattr(attach_mod, "MAX_BOOKS", 3)
+    monkeypatch.setattr(attach_mod, "MAX_HOSTS", 2)
+    f = Fleets()
+    fleet = Fleet(Attachment([URL]), "h")
+    fleet.att.fleets = f
+    for k in range(5):
+        fleet.send(f"binance.S{k}USDT.book", book("h", f"binance:S{k}USDT", "Bi-OB", 1))
+        fleet.send(f"binance.S{k}USDT.trade", {"v": 1, "host": "h", "key": f"binance:S{k}USDT", "trades": []})
+    assert len(f.books) == 3 and len(f.trades) == 3 and f.bad == 4
+    fleet.send("binance.S0USDT.book", book("h", "binance:S0USDT", "Bi-OB", 2))     # a known key: taken
+    assert f.books["h/binance:S0USDT"]["update_id"] == 2 and f.bad == 4
+    for h in ("h2", "h3"):
+        Fleet(fleet.att, h).heartbeat()
+    assert set(f.hosts) == {"h", "h2"} and f.bad == 5
+
+
+def test_the_feeds_message_is_checked_before_it_is_kept() -> None:
+    """What snapshot() and status_line() read is checked as it comes: an order that is no list
+    of labels, an engine that is no object: the message counted and not kept; a feed without a
+    state word or with counts that are none: that feed left out, counted."""
+    from obitui.bus.attach import Fleets, status_line
+    f = Fleets()
+    fleet = Fleet(Attachment([URL]), "h")
+    fleet.att.fleets = f
+    fleet.heartbeat()
+    fleet.send("feeds", feeds("h"))
+    for mut in (lambda m: m.update(order=None), lambda m: m.update(order=[[1]]), lambda m: m.update(order="Bi-OB"),
+                lambda m: m.update(engine="x"), lambda m: m.update(feeds=[])):
+        m = feeds("h")
+        mut(m)
+        fleet.send("feeds", m)
+    assert f.bad == 5 and f.feeds["h"]["order"] == list(LABELS)
+    m = feeds("h")
+    del m["feeds"]["Bi-TR"]["state"]
+    m["feeds"]["Bg-OB"]["markets"] = "x"
+    m["feeds"]["Bg-PR"] = 7
+    fleet.send("feeds", m)
+    assert f.bad == 8 and sorted(f.feeds["h"]["feeds"]) == ["Bi-OB", "NATS"]
+    line = status_line(f.snapshot())
+    assert line.startswith("[Attached] h/Bi-OB: connected_synced") and "h/Bg-OB" not in line
+
+
+def test_attachment_close_right_after_start_is_quick() -> None:
+    """close() at once after start(): the loop's thread ends within a second, every time (the
+    stop signal exists before the thread does)."""
+    for _ in range(5):
+        att = Attachment([f"nats://127.0.0.1:{free_port()}"])
+        t0 = time.monotonic()
+        att.start()
+        att.close()
+        assert time.monotonic() - t0 < 1.5 and not att.thread.is_alive()
+
+
+def test_the_mirror_block_is_removed_even_when_closing_it_fails(attached: AttachController,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from obitui.bus.mirror import BOOK_HEADROOM, FEED_HEADROOM
+    mirror = attached.mirror
+    old = mirror.name
+    blk = mirror.block
+    assert blk is not None
+
+    def broken() -> None:
+        raise OSError("close failed")
+
+    monkeypatch.setattr(blk, "close", broken)
+    with pytest.raises(OSError):
+        mirror._make_block(FEED_HEADROOM, BOOK_HEADROOM)        # a larger block: the old one goes
+    assert not (SHM / old).exists() and (SHM / mirror.name).exists() and mirror.name != old
+    new = mirror.block
+    assert new is not None
+    monkeypatch.setattr(new, "close", broken)
+    with pytest.raises(OSError):
+        mirror.close()
+    assert not (SHM / mirror.name).exists() and mirror.block is None
+
+
+def test_a_signal_while_the_attached_console_starts_leaves_no_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT (or SIGTERM) after the mirror's block was made and before the controller is
+    kept: acted on once it is (exit 128 + signal), the block removed, no KeyboardInterrupt."""
+    import os
+    import signal
+
+    import obitui.app as app_mod
+    import obitui.bus.mirror as mirror_mod
+    runs: list[str] = []
+
+    class Interrupted(AttachController):
+        def __init__(self, *a: Any, **k: Any) -> None:
+            super().__init__(*a, **k)
+            runs.append(self.mirror.run)
+            os.kill(os.getpid(), signal.SIGINT)      # handled before the next line of Python runs
+            time.sleep(0.05)
+
+    monkeypatch.setattr(mirror_mod, "AttachController", Interrupted)
+    monkeypatch.setattr(app_mod, "_log_to_file", lambda: "")
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        rc = app_mod.run_attach_app([f"nats://127.0.0.1:{free_port()}"], refresh_hz=10, mouse=False)
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+    assert rc == 130 and runs and not any(SHM.glob(f"{runs[0]}*"))
+
+
+async def test_a_command_to_a_feed_beyond_the_block_expires(attached: AttachController) -> None:
+    from obitui.app import Pending
+    app = app_for(attached)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_ticks(pilot, 1)
+        assert attached.stats is not None
+        app.pending.append(Pending("gone/Bi-OB", attached.stats.n_feeds + 5, 1, "resync", time.monotonic() - 60, 5.0))
+        await wait_for(pilot, lambda: not app.pending, "the command beyond the block expired")
+        assert "gone/Bi-OB: resync not acknowledged in 5 s" in log_text(app)
