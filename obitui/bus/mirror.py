@@ -144,6 +144,19 @@ def _label_ok(label: Any) -> bool:
             and not any(c in label for c in "/[]"))
 
 
+def _counts(fv: dict[str, Any], names: tuple[str, ...]) -> dict[str, int]:
+    """The counts ``names`` of a feed message that has them; ValueError for one that is no count."""
+    out = {}
+    for name in names:
+        v = fv.get(name)
+        if v is None:
+            continue
+        if not count_ok(v):
+            raise ValueError(f"{name} {str(v)[:30]!r} is no count")
+        out[name] = v
+    return out
+
+
 @dataclass
 class RemoteFeed:
     host: str
@@ -614,22 +627,8 @@ class Mirror:
         except KeyError:
             state, reason = FeedState.FAILED, f"unknown state {word[:20]!r}: {reason}"
         reason = reason[:95]                # a feed slot's room
-        counters = {}
-        for name in _COUNTERS:
-            v = fv.get(name)
-            if v is None:
-                continue
-            if not count_ok(v):
-                raise ValueError(f"{name} {str(v)[:30]!r} is no count")
-            counters[name] = v
-        gauges = {}
-        for name in ("books", "books_synced"):
-            v = fv.get(name)
-            if v is None:
-                continue
-            if not count_ok(v):
-                raise ValueError(f"{name} {str(v)[:30]!r} is no count")
-            gauges[name] = v
+        counters = _counts(fv, _COUNTERS)
+        gauges = _counts(fv, ("books", "books_synced"))
         fill, drops = fv.get("ring_fill", 0.0), fv.get("ring_drops", 0)
         fill = float(fill) if type(fill) in (int, float) and math.isfinite(fill) and 0 <= fill <= 1e6 else 0.0
         drops = drops if count_ok(drops) else 0
