@@ -179,17 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (("--publish", args.publish), ("--attach", args.attach)):
         if value is None:
             continue
-        # never echoed whole: what precedes an '@' may be a user, a password or a token
-        parts = [u.partition("://") for u in value.split(",")]
-        shown = ",".join(f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}" if sep else scheme.rsplit("@", 1)[-1]
-                         for scheme, sep, rest in parts)
-        if any("@" in u for u in value.split(",")):
-            print(f"obitui: {flag}: no credentials in a URL (they would show in the process list and the "
-                  f"shell history); give them by OBITUI_NATS_USER and OBITUI_NATS_PASSWORD, OBITUI_NATS_TOKEN "
-                  f"or --nats-creds FILE (URL without them: {shown!r})", file=sys.stderr)
-            return 2
-        if not all(u.strip().split("://", 1)[0] in ("nats", "tls") and "://" in u for u in value.split(",")):
-            print(f"obitui: {flag}: nats://host:port or tls://host:port URLs, got {shown!r}", file=sys.stderr)
+        from obitui.bus.schema import url_problem
+        problem = url_problem(flag, value)
+        if problem is not None:
+            print(f"obitui: {problem}", file=sys.stderr)
             return 2
     if args.publish_jetstream is not None and args.publish is None:
         print("obitui: --publish-jetstream: only with --publish", file=sys.stderr)

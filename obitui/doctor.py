@@ -445,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
                   + StatsBlock.size_for(len(cfg.feeds), len(book_plan(cfg.feeds))))
     checks = run_checks(Host(args.root), ring_bytes, busy_processes=len(cfg.feeds) + 1)
     if args.nats_url:
+        from obitui.bus.schema import url_problem
+        problem = url_problem("--nats-url", args.nats_url)
+        if problem is not None:
+            print(f"obitui doctor: {problem}", file=sys.stderr)
+            return 2
         checks += check_nats(args.nats_url, args.nats_creds, args.nats_ca)
     critical = sum(c.severity == CRITICAL for c in checks)
     if args.json:

@@ -80,3 +80,20 @@ def books_stream_subjects(host: str) -> str:
 JS_MSGS_PER_BOOK = 1       # the stream keeps each book's last message (its latest snapshot)
 
 ALL = f"{PREFIX}.>"          # everything of every host (an attached console subscribes to it)
+
+
+def url_problem(flag: str, value: str) -> str | None:
+    """What is wrong with a ``--publish``/``--attach``/``--nats-url`` value (comma-separated
+    nats:// or tls:// URLs), or None. Never echoes a URL whole: what precedes an '@' may be a
+    user, a password or a token, and credentials in a URL are refused (they would show in the
+    process list and the shell history)."""
+    parts = [u.partition("://") for u in value.split(",")]
+    shown = ",".join(f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}" if sep else scheme.rsplit("@", 1)[-1]
+                     for scheme, sep, rest in parts)
+    if any("@" in u for u in value.split(",")):
+        return (f"{flag}: no credentials in a URL (they would show in the process list and the "
+                f"shell history); give them by OBITUI_NATS_USER and OBITUI_NATS_PASSWORD, OBITUI_NATS_TOKEN "
+                f"or --nats-creds FILE (URL without them: {shown!r})")
+    if not all(u.strip().split("://", 1)[0] in ("nats", "tls") and "://" in u for u in value.split(",")):
+        return f"{flag}: nats://host:port or tls://host:port URLs, got {shown!r}"
+    return None

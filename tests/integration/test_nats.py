@@ -611,14 +611,15 @@ print(levels_json([[1, 2], (3, 4)], 2, 8, 8, 8, 8).decode())
     assert lines[-1] == '[["0.00000001","0.00000002"],["0.00000003","0.00000004"]]'
 
 
-@pytest.mark.parametrize("flag", ["--attach", "--publish"])
+@pytest.mark.parametrize("flag", ["--attach", "--publish", "--nats-url"])
 def test_a_url_with_credentials_is_refused_without_echoing_them(flag: str) -> None:
     """No secret on the command line: a URL with user:password@ (or token@) is refused, the
     message names the environment and --nats-creds, and holds no part of the secret."""
     for url in ("nats://alice:s3cr3t-pw@127.0.0.1:1", "tls://s3cr3t-tok@127.0.0.1:1",
                 "nats://127.0.0.1:2,nats://bob:s3cr3t@x@127.0.0.1:1"):
-        res = subprocess.run([sys.executable, "-m", "obitui", flag, url, "--no-ui", "--duration", "1"],
-                             capture_output=True, text=True, timeout=60)
+        cmd = (["doctor", "--nats-url", url] if flag == "--nats-url"
+               else [flag, url, "--no-ui", "--duration", "1"])
+        res = subprocess.run([sys.executable, "-m", "obitui", *cmd], capture_output=True, text=True, timeout=60)
         assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, (url, res.stderr)
         assert "s3cr3t" not in res.stderr + res.stdout and "alice" not in res.stderr and "bob" not in res.stderr
         assert "OBITUI_NATS_USER" in res.stderr and "--nats-creds" in res.stderr and "127.0.0.1:1" in res.stderr
