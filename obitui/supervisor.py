@@ -129,8 +129,11 @@ class Supervisor:
     # ------------------------------------------------------------ start
     def start(self) -> None:
         if any(f.scales == "venue" for f in self.cfg.feeds):
-            from obitui.feeds.symbols import apply_venue_scales
-            apply_venue_scales(self.cfg)      # per-symbol fixed-point scales, before any child
+            from obitui.feeds.symbols import UnlistedSymbols, apply_venue_scales
+            try:
+                apply_venue_scales(self.cfg)      # per-symbol fixed-point scales, before any child
+            except UnlistedSymbols as exc:
+                raise SupervisorError(str(exc)) from None
         removed, live = clean_stale_segments()
         if removed:
             log.info("removed %d segment(s) left by dead runs", len(removed))

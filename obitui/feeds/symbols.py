@@ -37,7 +37,16 @@ class Scales:
 
 
 class SymbolInfoError(RuntimeError):
-    """The venue's symbol info could not be read; the message says why, for the log."""
+    """The venue's symbol info could not be read; the message says why, for the log.
+    ``status``: the HTTP status when the venue answered with an error."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UnlistedSymbols(ValueError):
+    """Symbols the fleet was asked to watch that a venue says it does not list."""
 
 
 def step_decimals(step: str) -> int:
@@ -60,7 +69,7 @@ def get_json(url: str) -> Any:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
             return json.loads(r.read())
     except urllib.error.HTTPError as exc:
-        raise SymbolInfoError(f"HTTP {exc.code} from {url}") from None
+        raise SymbolInfoError(f"HTTP {exc.code} from {url}", exc.code) from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SymbolInfoError(f"{url}: {reason}") from None
@@ -88,6 +97,8 @@ def apply_venue_scales(cfg: Config) -> list[str]:
                 raise SymbolInfoError("no REST URL")
             found = venue_scales(venue, rest_url, symbols)
         except SymbolInfoError as exc:
+            if exc.status == 400:           # the venue refused the names: one it does not list?
+                _refuse_unlisted(venue, rest_url, symbols)
             lines.append(f"{venue}: symbol info unavailable ({exc}); keeping the configured scales")
             log.warning(lines[-1])
             continue
@@ -113,3 +124,21 @@ def apply_venue_scales(cfg: Config) -> list[str]:
             if scales and scales[0][0] == f.symbol:    # the feed's own scales: its first market's
                 f.digits, f.qty_digits = scales[0][1], scales[0][2]
     return lines
+
+
+def _refuse_unlisted(venue: str, rest_url: str, symbols: list[str]) -> None:
+    """UnlistedSymbols naming those of ``symbols`` the venue's market list (asked once, only
+    after the venue refused a symbol query) does not hold; nothing when the list cannot be read
+    or holds them all (the refusal was about something else: logged by the caller)."""
+    v = venue_named(venue)
+    if v.markets_of is None:
+        return
+    try:
+        listed = v.markets(rest_url)
+    except SymbolInfoError:
+        return
+    missing = [s for s in symbols if s not in listed]
+    if missing:
+        raise UnlistedSymbols(f"{venue} does not list {', '.join(missing[:10])}"
+                              + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+                              + " (check --symbols or the config's symbols)")

@@ -328,3 +328,16 @@ def test_a_reader_that_goes_away_stops_the_run_quietly(tmp_path: Path) -> None:
             shell.stdout.close()
         for p in ob:
             remove_segments(run_segments(p.pid))
+
+
+@pytest.mark.timeout(60)
+def test_a_symbol_the_venue_does_not_list_is_refused_at_start(tmp_path: Path) -> None:
+    """`--symbols FOO,BTCUSDT`: the venue refuses the symbol query, its market list (asked only
+    then) lacks FOO, so the run ends at start with one line naming the venue and the symbol
+    (exit 1), instead of a Binance book that waits forever for a first event; nothing is left."""
+    r = run_reaped(["--sim", "--symbols", "FOO,BTCUSDT", "--no-ui", "--duration", "20"],
+                   report_dir=tmp_path, timeout=45)
+    assert r.res.returncode == 1, (r.res.returncode, r.res.stderr[-2000:])
+    assert "obitui: binance does not list FOO (check --symbols" in r.res.stderr, r.res.stderr[-2000:]
+    assert "Traceback" not in r.res.stderr and r.res.stdout == ""
+    assert r.left == [] and run_segments(r.pid) == []
