@@ -3,7 +3,6 @@ real ring and stats block in /dev/shm."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Callable

@@ -26,7 +26,6 @@ import psutil
 import pytest
 
 from obitui.config import load_config
-from obitui.lifeline import die_with_parent
 from obitui.supervisor import Supervisor, our_segments, segment_prefix
 from tests.conftest import TEST_PREFIX
 

@@ -116,7 +116,6 @@ def test_binance_recordings_sync_without_false_gaps(test_data: Path, futures: bo
             results.setdefault(sym, []).append(sync.on_snapshot(last_id, bids, asks))
             models[sym] = ModelBook()
             models[sym].snapshot(bids, asks)
-            model_id = last_id
             delivered.add(sym)
         ev = parse_depth_event(data)
         results.setdefault(sym, []).append(sync.on_event(ev))

@@ -3,7 +3,6 @@ conformance, every fault knob, truth, replay, determinism and clean shutdown."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
