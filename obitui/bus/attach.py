@@ -192,6 +192,7 @@ class Fleets:
                 if kind == "heartbeat":
                     h["beat"] = now
                     h["control"] = bool(msg.get("control"))
+                    h["stopping"] = msg.get("stopping") is True     # its fleet said it stops
                     h["books"] = msg.get("books") if count_ok(msg.get("books")) else None
                 elif kind == "feeds":
                     self.feeds[host] = msg
@@ -240,8 +241,9 @@ class Fleets:
             for host, h in sorted(self.hosts.items()):
                 age = now - max(h.get("beat", 0.0), h.get("seen", 0.0))
                 stale = age > schema.STALE_HOST_S
+                stopped = bool(h.get("stopping"))
                 out["hosts"][host] = {"url": redact(h["url"]), "stale": stale, "age_s": round(age, 3),
-                                      "control": h["control"]}
+                                      "control": h["control"], "stopped": stopped}
                 fm = self.feeds.get(host)
                 if fm is not None:
                     order = fm.get("order", [])
@@ -250,7 +252,9 @@ class Fleets:
                         if fv is None:
                             continue
                         fv = dict(fv, host=host)
-                        if stale:
+                        if stopped:
+                            fv.update(state="stopped", reason="its fleet stopped")
+                        elif stale:
                             fv["stale"] = True
                         out["feeds"][f"{host}/{label}"] = fv
                     out.setdefault("engines", {})[host] = fm.get("engine")
@@ -261,7 +265,8 @@ class Fleets:
                 view["bids"], view["asks"] = b["bids"][:levels], b["asks"][:levels]
                 # stale with its host, or with the host's engine (a hung engine publishes nothing)
                 engine = engines.get(host) or {}
-                view["stale"] = out["hosts"].get(host, {}).get("stale", True) or bool(engine.get("stale"))
+                hv = out["hosts"].get(host, {})
+                view["stale"] = hv.get("stale", True) or hv.get("stopped", False) or bool(engine.get("stale"))
                 out["books"][key] = view
         return out
 
@@ -277,7 +282,9 @@ def status_line(snap: dict[str, Any]) -> str:
             text += f" ({fv.get('books_synced', 0)}/{fv['books']} books)"
         parts.append(text)
     for host, h in snap["hosts"].items():
-        if h["stale"]:
+        if h.get("stopped"):
+            parts.append(f"{host}: stopped")
+        elif h["stale"]:
             parts.append(f"{host}: stale {h['age_s']:.1f}s")
     for url, state in snap.get("servers", {}).items():
         if state != "connected":

@@ -188,6 +188,7 @@ class HostState:
     shown: bool = False
     stale: bool = False
     engine_stale: bool = False
+    stopped: bool = False           # its publisher's last heartbeat said the fleet stops
     published: float = 0.0              # its last message when its feed slots were last written
     feeds: list[str] = field(default_factory=list)    # its labels in the layout
 
@@ -579,6 +580,17 @@ class Mirror:
         for host, hs in self.hosts.items():
             h = hosts.get(host, {})
             seen = max(h.get("beat", 0.0), h.get("seen", 0.0))
+            stopped = bool(h.get("stopping"))
+            if stopped != hs.stopped:
+                hs.stopped = stopped
+                dirty_books.update(hk for hk in self.book_at if hk.startswith(host + "/"))
+                dirty_feeds.add(host)
+                if hs.shown:
+                    self.events.append(f"{host}: its fleet stopped (its publisher said so)" if stopped
+                                       else f"{host}: publishing again")
+                    log.info("attach: %s", self.events[-1])
+            if stopped:
+                seen = now          # a stopped fleet is not a hung one: never stale on screen
             stale = now - seen > schema.STALE_HOST_S
             if stale != hs.stale:
                 hs.stale = stale
@@ -605,6 +617,8 @@ class Mirror:
                 fv = fvs.get(label)
                 if not isinstance(fv, dict):
                     continue
+                if hs.stopped:
+                    fv = dict(fv, state="stopped", reason="its fleet stopped", stale=False)
                 try:
                     self._write_feed(blk, rf, fv, beat_ns, wall_ns, feeds_at.get(host, seen))
                 except Exception as exc:        # this feed only: the others are written as ever
@@ -791,8 +805,10 @@ class Mirror:
                 left_out.append((tr, exc))
         host = self.hosts.get(rb.host)
         engine_stale = host is not None and host.engine_stale
-        valid = bool(msg.get("valid")) and not engine_stale
-        reason = "engine stale" if engine_stale else str(msg.get("reason") or "")
+        stopped = host is not None and host.stopped
+        valid = bool(msg.get("valid")) and not engine_stale and not stopped
+        reason = ("fleet stopped" if stopped else "engine stale" if engine_stale
+                  else str(msg.get("reason") or ""))
         market = pack_market(ticker, day, n_trades)
         packed_tape = pack_tape(tape)
         fixed_flow = (max(flow, 0), max(-flow, 0), n, 0)

@@ -283,12 +283,14 @@ class Publisher:
             self.feeds_text = text
             await send(schema.feeds_subject(self.host), dumps(feeds))
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self, stopping: bool = False) -> None:
+        """``stopping``: the last one, sent as the fleet stops (consoles show it stopped, not hung)."""
         self.seq += 1
         await self.send(schema.heartbeat_subject(self.host), orjson.dumps({
             "v": schema.SCHEMA, "host": self.host, "ts": round(time.time(), 3), "seq": self.seq,
             "pid": os.getpid(), "books": len(self.markets), "control": self.spec.allow_control,
-            "feeds": [f.label for f in self.cfg.feeds], "jetstream": self.jetstream_status()}))
+            "feeds": [f.label for f in self.cfg.feeds], "jetstream": self.jetstream_status(),
+            "stopping": stopping}))
 
     def jetstream_status(self) -> dict[str, Any] | None:
         """The heartbeat's ``jetstream``: None when off; else the stream, what it keeps and
@@ -491,6 +493,8 @@ class Publisher:
                 self.js_task.cancel()
             if self.nc is not None:
                 try:
+                    if self.nc.is_connected:
+                        await self.heartbeat(stopping=True)
                     await asyncio.wait_for(self.nc.drain(), 2.0)
                 except Exception:
                     pass

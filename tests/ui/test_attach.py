@@ -23,7 +23,7 @@ import pytest
 
 from obitui.app import ObituiApp
 from obitui.bench.nats import free_port
-from obitui.bus.attach import Attachment
+from obitui.bus.attach import Attachment, status_line
 from obitui.bus.mirror import REFUSED, AttachController, ack_of
 from obitui.core.stats import AckResult, Command
 from obitui.ui.market import MarketScreen
@@ -83,9 +83,10 @@ class Fleet:
         data = msg if isinstance(msg, bytes) else orjson.dumps(msg)
         return self.att.fleets.on_message(URL, f"obitui.{self.host}.{subject_tail}", data)
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, stopping: bool = False) -> None:
         self.send("heartbeat", {"v": 1, "host": self.host, "ts": time.time(), "seq": 1, "pid": 1,
-                                "books": 2 * len(self.symbols), "control": False, "feeds": list(LABELS)})
+                                "books": 2 * len(self.symbols), "control": False, "feeds": list(LABELS),
+                                "stopping": stopping})
 
     def round(self) -> None:
         self.last = time.monotonic()
@@ -251,6 +252,41 @@ async def test_a_silent_host_turns_stale_and_comes_back(attached: AttachControll
         alpha.round()
         await wait_for(pilot, lambda: table.cells["alpha/binance:BTCUSDT"]["state"] == ("synced", "ok"), "live again")
         await wait_for(pilot, lambda: "alpha: live again" in log_text(app), "the host live again in the log")
+
+
+async def test_a_fleet_that_says_it_stops_is_shown_stopped_not_stale(attached: AttachController) -> None:
+    """The publisher's last heartbeat says ``stopping``: its feeds show ``stopped`` (its fleet
+    stopped), its books invalid ``fleet stopped``, and the host never turns stale (a deliberate
+    stop is not a hang); headless says the same; a heartbeat without it brings the host back."""
+    alpha = Fleet(attached.attachment, "alpha", ("BTCUSDT",))
+    app = app_for(attached)
+    async with app.run_test(size=(120, 40)) as pilot:
+        alpha.round()
+        table = app.screen.query_one("#watch", WatchTable)
+        await wait_for(pilot, lambda: len(table.keys) == 2 and table.cells["alpha/binance:BTCUSDT"]["state"][0]
+                       == "synced", "alpha's books")
+        alpha.heartbeat(stopping=True)
+        t0 = time.monotonic()
+        await wait_for(pilot, lambda: "alpha: its fleet stopped" in log_text(app), "the stop in the log")
+        stats = attached.stats
+        assert stats is not None
+        j = next(i for i, b in enumerate(app.books) if b.key == "alpha/binance:BTCUSDT")
+        await wait_for(pilot, lambda: (v := stats.read_book(j)) is not None and not v.valid
+                       and v.reason == "fleet stopped", "the book invalid: fleet stopped")
+        await pilot.press("f")
+        ft = app.screen.query_one("#feeds", FeedsTable)
+        await wait_for(pilot, lambda: "stopped" in str(ft.get_cell("alpha/Bi-OB", "state")), "stopped feeds")
+        while time.monotonic() - t0 < 4.0:          # past STALE_HOST_S: still stopped, never stale
+            await pilot.pause(0.2)
+        assert "stale" not in str(ft.get_cell("alpha/Bi-OB", "state"))
+        assert "alpha: stale" not in log_text(app)
+        snap = attached.attachment.fleets.snapshot()
+        assert snap["hosts"]["alpha"]["stopped"] and snap["feeds"]["alpha/Bi-OB"]["state"] == "stopped"
+        assert "alpha: stopped" in status_line(snap)
+        alpha.round()
+        await wait_for(pilot, lambda: "alpha: publishing again" in log_text(app), "back")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: table.cells["alpha/binance:BTCUSDT"]["state"] == ("synced", "ok"), "live again")
 
 
 @pytest.fixture
