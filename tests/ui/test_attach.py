@@ -101,6 +101,15 @@ class Fleet:
                                                        "side": "sell", "ts": time.time()}]})
 
 
+async def one_market_shown(pilot: Any, app: Any, fleet: Fleet) -> WatchTable:
+    """``fleet`` (one market) sends a round; the watchlist once its two books show synced."""
+    fleet.round()
+    table = app.screen.query_one("#watch", WatchTable)
+    await wait_for(pilot, lambda: len(table.keys) == 2 and table.cells[f"{fleet.host}/binance:BTCUSDT"]["state"][0]
+                   == "synced", f"{fleet.host}'s books")
+    return table
+
+
 @pytest.fixture
 def attached() -> Iterator[AttachController]:
     """A controller on an attachment whose server is not there (nothing comes but what the
@@ -233,10 +242,7 @@ async def test_a_silent_host_turns_stale_and_comes_back(attached: AttachControll
     alpha = Fleet(attached.attachment, "alpha", ("BTCUSDT",))
     app = app_for(attached)
     async with app.run_test(size=(120, 40)) as pilot:
-        alpha.round()
-        table = app.screen.query_one("#watch", WatchTable)
-        await wait_for(pilot, lambda: len(table.keys) == 2 and table.cells["alpha/binance:BTCUSDT"]["state"][0]
-                       == "synced", "alpha's books")
+        table = await one_market_shown(pilot, app, alpha)
         await pilot.press("f")
         ft = app.screen.query_one("#feeds", FeedsTable)
         # alpha says nothing from here on
@@ -261,10 +267,7 @@ async def test_a_fleet_that_says_it_stops_is_shown_stopped_not_stale(attached: A
     alpha = Fleet(attached.attachment, "alpha", ("BTCUSDT",))
     app = app_for(attached)
     async with app.run_test(size=(120, 40)) as pilot:
-        alpha.round()
-        table = app.screen.query_one("#watch", WatchTable)
-        await wait_for(pilot, lambda: len(table.keys) == 2 and table.cells["alpha/binance:BTCUSDT"]["state"][0]
-                       == "synced", "alpha's books")
+        table = await one_market_shown(pilot, app, alpha)
         alpha.heartbeat(stopping=True)
         t0 = time.monotonic()
         await wait_for(pilot, lambda: "alpha: its fleet stopped" in log_text(app), "the stop in the log")
@@ -415,10 +418,7 @@ async def test_a_hung_remote_engine_or_feed_is_never_shown_live(attached: Attach
     alpha = Fleet(attached.attachment, "alpha", ("BTCUSDT",))
     app = app_for(attached)
     async with app.run_test(size=(120, 40)) as pilot:
-        alpha.round()
-        table = app.screen.query_one("#watch", WatchTable)
-        await wait_for(pilot, lambda: len(table.keys) == 2 and table.cells["alpha/binance:BTCUSDT"]["state"][0]
-                       == "synced", "alpha's books")
+        table = await one_market_shown(pilot, app, alpha)
         hung = feeds("alpha")
         hung["engine"] = {"pid": 1, "stale": True, "age_s": 4.2, "records_per_s": 0.0, "gaps": 0}
         hung["feeds"]["Bi-TR"].update(stale=True, age_s=5.0)
