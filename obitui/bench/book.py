@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 from sortedcontainers import SortedDict
 
-from obitui.bench.ring import machine_info
+from obitui.bench.machine import machine_info
 from obitui.bench.stats import median
 from obitui.core.book import OrderBook
 from obitui.core.fixed import parse_fixed

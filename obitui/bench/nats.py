@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import shutil
@@ -55,7 +54,7 @@ from typing import Any
 import orjson
 import psutil
 
-from obitui.bench.machine import machine_info, machine_line
+from obitui.bench.machine import bench_result, publish_result
 from obitui.bench.scale import _quantiles_us, _retry, _sum_hists, render
 from obitui.bus import schema
 from obitui.bus.publisher import Publisher, PublishSpec, publisher_main
@@ -602,17 +601,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
     finally:
         server.stop()
-    result = {"machine": machine_info(),
-              "command": " ".join(["obitui bench nats", *(sys.argv[3:] if argv is None else argv)]),
-              "nats_server": {"pid": server.proc.pid, "port": server.port},
-              "rows": rows, "verdicts": verdicts(rows)}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    m = result["machine"]
-    print(machine_line(m) + "; "
-          f"{args.markets} markets; publisher at {args.rate:g} Hz; windows {args.window:g} s after "
-          f"{args.warmup:g} s of warm-up")
+    result = bench_result("nats", argv, nats_server={"pid": server.proc.pid, "port": server.port},
+                          rows=rows, verdicts=verdicts(rows))
+    publish_result(result, args.json, f"{args.markets} markets; publisher at {args.rate:g} Hz; windows "
+                                      f"{args.window:g} s after {args.warmup:g} s of warm-up")
     print(tables(rows, args.markdown))
     print()
     print(render(["target (issue #21)", "measured", ""], result["verdicts"], args.markdown))

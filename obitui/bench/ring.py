@@ -23,9 +23,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-# also a re-export: obitui/bench/book.py imports machine_info from here (until it imports
-# obitui.bench.machine itself)
-from obitui.bench.machine import machine_info  # noqa: F401
+from obitui.bench.machine import machine_info
 from obitui.bench.stats import latency_summary, median
 from obitui.core.ring import Ring
 

@@ -56,7 +56,7 @@ from typing import Any, Callable
 
 import psutil
 
-from obitui.bench.machine import machine_info, machine_line
+from obitui.bench.machine import bench_result, publish_result
 from obitui.bench.pipeline import pin_layout
 from obitui.config import WAIT_STRATEGIES, engine_nap_us, engine_spin_us, load_config
 from obitui.core.stats import HIST_BUCKETS, hist_quantile
@@ -619,16 +619,10 @@ def main(argv: list[str] | None = None) -> int:
                 row["pipeline"] = True
             rows.append(row)
     _add_ratios(rows, args.ref)
-    result = {"machine": machine_info(), "load_before": load_before,
-              "command": " ".join(["obitui bench scale", *(sys.argv[3:] if argv is None else argv)]),
-              "ref": args.ref, "top": TARGET_MARKETS, "rows": rows}
-    result["verdicts"] = verdicts(rows, args.ref, TARGET_MARKETS)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    m = result["machine"]
-    print(machine_line(m) + "; "
-          f"layout {args.layout}; fit {args.fit}; wait {args.waits or args.wait or 'config'}; window {args.window:g} s after {args.warmup:g} s of warm-up; "
-          f"load before {load_before:.2f}")
+    result = bench_result("scale", argv, load_before=load_before, ref=args.ref, top=TARGET_MARKETS,
+                          rows=rows, verdicts=verdicts(rows, args.ref, TARGET_MARKETS))
+    publish_result(result, args.json,
+                   f"layout {args.layout}; fit {args.fit}; wait {args.waits or args.wait or 'config'}; "
+                   f"window {args.window:g} s after {args.warmup:g} s of warm-up; load before {load_before:.2f}")
     print(report(result, args.markdown))
     return 0

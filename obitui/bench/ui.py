@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -49,7 +48,7 @@ from typing import Any
 
 import psutil
 
-from obitui.bench.machine import machine_info, machine_line
+from obitui.bench.machine import bench_result, publish_result
 from obitui.bench.pipeline import pin_layout
 from obitui.config import Config, load_config
 from obitui.core.stats import HIST_BUCKETS, hist_quantile
@@ -470,17 +469,10 @@ def main_markets(args: argparse.Namespace, argv: list[str] | None) -> int:
                                   refresh_hz=args.refresh_hz, sync_timeout=args.sync_timeout)
             row["run"] = rep + 1
             rows.append(row)
-    result = {"machine": machine_info(),
-              "command": " ".join(["obitui bench ui", *(sys.argv[3:] if argv is None else argv)]),
-              "rows": rows, "verdicts": verdicts(rows)}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    result = bench_result("ui", argv, rows=rows, verdicts=verdicts(rows))
     from obitui.bench.scale import render
-    m = result["machine"]
-    print(machine_line(m) + "; "
-          f"render {args.render}; {args.refresh_hz:g} Hz; CPU windows {args.window:g} s; "
-          f"{args.samples} keys per screen")
+    publish_result(result, args.json, f"render {args.render}; {args.refresh_hz:g} Hz; CPU windows "
+                                      f"{args.window:g} s; {args.samples} keys per screen")
     print(render_rows(rows, args.markdown))
     print()
     print(render(["target (issue #20)", "measured", ""], result["verdicts"], args.markdown))
