@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,19 @@ def fleet(url: str, host: str, allow: bool = False) -> Supervisor:
     sup = Supervisor(load_config(None), publish=PublishSpec(url, host, rate=8.0, allow_control=allow))
     sup.launch(sim=True)
     return sup
+
+
+@contextmanager
+def watched(sup: Supervisor, url: str) -> Iterator[Attachment]:
+    """An attached console on ``url`` beside the fleet ``sup``; both stopped at the end, however
+    the test ends."""
+    att = Attachment([url])
+    att.start()
+    try:
+        yield att
+    finally:
+        att.close()
+        sup.stop()
 
 
 def all_valid(sup: Supervisor) -> bool:
@@ -107,9 +121,7 @@ def test_a_published_fleet_is_seen_whole_by_an_attached_console(nats_server: Nat
 
 def test_the_fleet_outlives_the_nats_server_and_the_publisher_comes_back(nats_server: NatsServer) -> None:
     sup = fleet(nats_server.url, "beta")
-    att = Attachment([nats_server.url])
-    att.start()
-    try:
+    with watched(sup, nats_server.url) as att:
         wait_for(lambda: all_valid(sup) and publisher_state(sup) == "connected", 30, "books and publisher",
                  sup.poll)
         wait_for(lambda: "beta/binance:BTCUSDT" in att.fleets.snapshot()["books"], 10, "the console's first book")
@@ -134,17 +146,12 @@ def test_the_fleet_outlives_the_nats_server_and_the_publisher_comes_back(nats_se
         for f in sup.cfg.feeds:
             v = sup.stats.read_feed(sup.cfg.feeds.index(f))
             assert v is not None and v.state in (FeedState.CONNECTED_SYNCED, FeedState.CONNECTED, FeedState.LIVE)
-    finally:
-        att.close()
-        sup.stop()
 
 
 @pytest.mark.parametrize("allow", [False, True])
 def test_remote_resync_only_with_allow_remote_control(nats_server: NatsServer, allow: bool) -> None:
     sup = fleet(nats_server.url, "gamma", allow=allow)
-    att = Attachment([nats_server.url])
-    att.start()
-    try:
+    with watched(sup, nats_server.url) as att:
         wait_for(lambda: all_valid(sup) and publisher_state(sup) == "connected", 30, "books and publisher",
                  sup.poll)
         wait_for(lambda: "gamma" in att.fleets.snapshot()["hosts"], 10, "the host")
@@ -161,9 +168,6 @@ def test_remote_resync_only_with_allow_remote_control(nats_server: NatsServer, a
             assert sup.stats.read_feed(0).counters["resyncs"] == before
         bad = att.control("gamma", "Bi-OB", "format_disk")
         assert bad["ok"] is False
-    finally:
-        att.close()
-        sup.stop()
 
 
 def test_bad_nats_flags_exit_2() -> None:
@@ -369,9 +373,7 @@ def test_jetstream_keeps_each_books_last_snapshot_for_the_max_age(js_server: Nat
 
 def test_a_server_without_jetstream_is_a_counted_error_and_publishing_goes_on(nats_server: NatsServer) -> None:
     sup = jetstream_fleet(nats_server.url, "theta", 30.0)
-    att = Attachment([nats_server.url])
-    att.start()
-    try:
+    with watched(sup, nats_server.url) as att:
         wait_for(lambda: all_valid(sup) and publisher_counter(sup, "server_errors") >= 1, 30,
                  "a counted JetStream error", sup.poll)
         assert sup.stats is not None
@@ -388,9 +390,6 @@ def test_a_server_without_jetstream_is_a_counted_error_and_publishing_goes_on(na
         assert publisher_counter(sup, "server_errors") == 1          # once a connection, not a round
         assert snapshot(sup.cfg, sup.stats, sup.ring_fill())["feeds"]["NATS"]["jetstream_errors"] == 1   # --json
         assert sup.pids()["publisher"] and publisher_state(sup) == "connected"
-    finally:
-        att.close()
-        sup.stop()
 
 
 def test_the_heartbeat_says_whether_the_books_stream_is_set_up(js_server: NatsServer) -> None:
