@@ -24,7 +24,6 @@ import gc
 import logging
 import os
 import signal
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +32,8 @@ from obitui.config import Config, book_plan, engine_nap_us, engine_spin_us, feed
 from obitui.core.book import OrderBook
 from obitui.core.records import BOOK_HEADER, DAY, INVALID, SIDE_BUY, TICKER, TRADE, Kind, RecordError
 from obitui.core.ring import Ring, RingError, sleep_until_records
-from obitui.core.stats import (HIST_BUCKETS, TAPE_N, TOP_N, BookSlotWriter, Command, StatsBlock, pack_market,
-                               pack_tape, publish_engine)
+from obitui.core.stats import (HIST_BUCKETS, TAPE_N, TAPE_SIZE, TOP_N, BookSlotWriter, Command, StatsBlock,
+                               pack_market, publish_engine, tape_entry)
 
 log = logging.getLogger("obitui.engine")
 
@@ -60,9 +59,6 @@ _TICKER = int(Kind.TICKER)
 _INVALID = int(Kind.BOOK_INVALID)
 _DAY = int(Kind.TICKER_DAY)
 _DAY_SIZE = DAY.size
-_TAPE_ENTRY = struct.Struct("<qqqq").pack       # (ts ns, price, qty, side): pack_tape's entry
-_TAPE_SIZE = TAPE_N * 32
-assert len(pack_tape([(1, 2, 3, 4)])) == _TAPE_SIZE and pack_tape([(1, 2, 3, 4)])[:32] == _TAPE_ENTRY(1, 2, 3, 4)
 time_ns = time.time_ns
 assert HIST_BUCKETS >= 64     # a latency (now - an int64 receive time) < 2**64 ns: bucket <= 63
 _BOOK_HEADER_SIZE = BOOK_HEADER.size
@@ -228,7 +224,7 @@ class Engine:
                     eb.sell_qty += qty
                     eb.sell_count += 1
                 eb.last_trade = (price, qty, side, exch)
-                eb.tape.append(_TAPE_ENTRY(exch, price, qty, side))
+                eb.tape.append(tape_entry(exch, price, qty, side))
                 eb.trades_seen += 1
                 eb.dirty = eb.market_dirty = True
             elif kind == _TICKER:
@@ -411,7 +407,7 @@ class Engine:
         if not eb.market_dirty:
             return None, None
         eb.market_dirty = False
-        return (pack_market(eb.ticker, eb.day, eb.trades_seen), b"".join(reversed(eb.tape)).ljust(_TAPE_SIZE, b"\0"))
+        return (pack_market(eb.ticker, eb.day, eb.trades_seen), b"".join(reversed(eb.tape)).ljust(TAPE_SIZE, b"\0"))
 
     # ------------------------------------------------------------ the loop
     def run(self) -> None:

@@ -139,7 +139,7 @@ _BOOK_MARKET = struct.Struct("<qqqqqqqqqqqQ")
 TAPE_N = 8
 _TAPE = struct.Struct("<qqqq")
 _BOOK_TAPE_OFF = _BOOK_PUBLISHED
-_BOOK_END = _BOOK_TAPE_OFF + TAPE_N * _TAPE.size                # 3968
+_BOOK_END = _BOOK_TAPE_OFF + TAPE_N * _TAPE.size                # 3968 (TAPE_SIZE below)
 assert _BOOK_FIXED.size <= _BOOK_MARKET_OFF and _BOOK_MARKET_OFF + _BOOK_MARKET.size <= _BOOK_LEVELS_OFF
 assert _BOOK_END <= BOOK_SLOT
 
@@ -151,10 +151,14 @@ def pack_market(ticker: tuple[int, ...] | None, day: tuple[int, ...] | None, tra
     return _BOOK_MARKET.pack(*(ticker or (0,) * 6), *(day or (0,) * 5), trades)
 
 
+TAPE_SIZE = TAPE_N * _TAPE.size
+tape_entry = _TAPE.pack      # (ts ns, price, qty, side) -> one entry of the tape, as pack_tape writes it
+
+
 def pack_tape(trades: Any) -> bytes:
     """A BookSlot's trade tape: (ts ns, price, qty, side) tuples, newest first, at most TAPE_N."""
-    out = b"".join(_TAPE.pack(*t) for t in list(trades)[:TAPE_N])
-    return out.ljust(TAPE_N * _TAPE.size, b"\0")
+    out = b"".join(tape_entry(*t) for t in list(trades)[:TAPE_N])
+    return out.ljust(TAPE_SIZE, b"\0")
 
 # ---- EngineSlot
 _ENGINE_FIXED = struct.Struct("<QqQQQdd16sQQ")
