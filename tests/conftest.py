@@ -136,3 +136,16 @@ def test_data() -> Path:
     if not (TEST_DATA / "recorded").is_dir():
         pytest.fail(f"the recorded exchange data is missing: expected {TEST_DATA}/recorded")
     return TEST_DATA
+
+
+def release_segments(rings: list, stats: object) -> None:
+    """Close and remove the rings and the stats block a test made (test segments in /dev/shm)."""
+    from obitui.core.ring import Ring
+    from obitui.core.shm import Segment
+    for r in rings:
+        name = r.name
+        r.close()
+        Ring.unlink(name)
+    name = stats.seg.name  # type: ignore[attr-defined]
+    stats.close()  # type: ignore[attr-defined]
+    Segment.unlink(name)

@@ -15,10 +15,10 @@ import obitui.core.stats as stats_mod
 from obitui.config import Config, FeedConfig, book_plan, default_feeds
 from obitui.controller import StatsController
 from obitui.core.ring import Ring
-from obitui.core.shm import Segment
 from obitui.core.stats import (
     BookSlotWriter, FeedSlotWriter, FeedState, StatsBlock, pack_market, pack_tape,
 )
+from tests.conftest import release_segments
 
 FROZEN_NS = 1_767_225_600_000_000_000          # 2026-01-01 00:00:00 UTC: what "now" is here
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "LINKUSDT", "LTCUSDT"]
@@ -118,8 +118,4 @@ def fake_world(symbols: list[str], *, bad: dict[str, str] | None = None) -> Iter
     finally:
         if ctl is not None:
             ctl.stop()
-        for r in rings:
-            r.close()
-            Ring.unlink(r.name)
-        stats.close()
-        Segment.unlink(prefix + "-stats")
+        release_segments(rings, stats)

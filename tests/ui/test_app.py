@@ -22,10 +22,10 @@ from obitui.ui.system import SystemScreen
 from obitui.config import load_config
 from obitui.controller import StatsController
 from obitui.core.ring import Ring
-from obitui.core.shm import Segment
 from obitui.core.stats import AckResult, BookSlotWriter, Command, FeedSlotWriter, FeedState, StatsBlock
 from obitui.widgets.ladder import DepthLadder
 from obitui.widgets.sparkline import ObiSparkline
+from tests.conftest import release_segments
 
 pytestmark = pytest.mark.timeout(60)
 STATES = [FeedState.CONNECTED_SYNCED, FeedState.CONNECTED, FeedState.RESYNCING, FeedState.LIVE]
@@ -81,11 +81,7 @@ def world() -> Iterator[World]:
         yield wd
     finally:
         ctl.stop()
-        for r in rings:
-            r.close()
-            Ring.unlink(r.name)
-        stats.close()
-        Segment.unlink(prefix + "-stats")
+        release_segments(rings, stats)
 
 
 def app_for(world: World, **kw: object) -> ObituiApp:

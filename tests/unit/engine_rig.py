@@ -8,9 +8,9 @@ from contextlib import contextmanager
 
 from obitui.config import Config, book_plan
 from obitui.core.ring import Ring
-from obitui.core.shm import Segment
 from obitui.core.stats import StatsBlock
 from obitui.engine import Engine
+from tests.conftest import release_segments
 
 
 @contextmanager
@@ -34,8 +34,4 @@ def running_engine(cfg: Config, shm_name: str, n_books: int | None = None,
         logger.removeHandler(handler)
         logger.setLevel(old_level)
         eng.close()
-        for r in rings:
-            r.close()
-            Ring.unlink(r.name)
-        stats.close()
-        Segment.unlink(shm_name + "-stats")
+        release_segments(rings, stats)

@@ -20,10 +20,10 @@ import pytest
 from obitui.config import Config, FeedConfig, book_plan, feed_book_ids
 from obitui.core.records import Kind, encode_book, encode_invalid, encode_ticker, encode_trade
 from obitui.core.ring import Ring
-from obitui.core.shm import Segment
 from obitui.core.stats import ALL_BOOKS, Command, StatsBlock
 from obitui.engine import Engine, EngineBook
 from tests.unit.engine_rig import running_engine
+from tests.conftest import release_segments
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -248,11 +248,7 @@ def test_a_restarted_engine_asks_every_book_feed_for_all_its_books(shm_name: str
         assert [stats.read_command_book(i) for i in range(3)] == [
             (1, Command.RESYNC, ALL_BOOKS), (0, Command.NONE, 0), (1, Command.RESYNC, ALL_BOOKS)]
     finally:
-        for r in rings:
-            r.close()
-            Ring.unlink(r.name)
-        stats.close()
-        Segment.unlink(shm_name + "-stats")
+        release_segments(rings, stats)
 
 
 def test_24h_figures_and_a_long_tape_reach_the_slot(rig: Rig) -> None:
