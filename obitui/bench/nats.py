@@ -56,6 +56,7 @@ import psutil
 
 from obitui.bench.machine import bench_result, publish_result
 from obitui.bench.scale import _quantiles_us, _retry, _sum_hists, render
+from obitui.bench.ui import wait_synced
 from obitui.bus import schema
 from obitui.bus.publisher import Publisher, PublishSpec, publisher_main
 from obitui.config import Config, load_config
@@ -367,18 +368,6 @@ def _window(sup: Supervisor, procs: dict[str, psutil.Process], recv: Receiver | 
     return out
 
 
-def _wait_synced(sup: Supervisor, timeout: float) -> float | None:
-    assert sup.stats is not None
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        sup.poll()
-        views = [sup.stats.read_book(j) for j in range(sup.stats.n_books)]
-        if views and all(v is not None and v.valid for v in views):
-            return round(time.monotonic() - t0, 2)
-        time.sleep(0.1)
-    return None
-
-
 def measure(n: int, url: str | None, *, server_pid: int | None = None, window: float = 10.0,
             warmup: float = 3.0, rate: float = 8.0, sync_timeout: float = 120.0,
             jetstream: float | None = None) -> dict[str, Any]:
@@ -396,7 +385,7 @@ def measure(n: int, url: str | None, *, server_pid: int | None = None, window: f
         sup.launch(sim=True, top=n if n > 1 else None)
         assert sup.stats is not None
         row["books"] = sup.stats.n_books
-        row["synced_after_s"] = _wait_synced(sup, sync_timeout)
+        row["synced_after_s"] = wait_synced(sup, sync_timeout)
         if row["synced_after_s"] is None:
             raise RuntimeError(f"{n} markets: not every book valid after {sync_timeout:g} s")
         labels = [f.label for f in sup.cfg.feeds]

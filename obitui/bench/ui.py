@@ -314,14 +314,16 @@ def _progress(text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} bench ui: {text}", file=sys.stderr, flush=True)
 
 
-def _wait_synced(sup: Supervisor, timeout: float) -> float | None:
+def wait_synced(sup: Supervisor, timeout: float) -> float | None:
+    """Seconds until every book of the fleet is valid (polling its supervisor), None after
+    ``timeout``."""
     assert sup.stats is not None
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         sup.poll()
         views = [sup.stats.read_book(j) for j in range(sup.stats.n_books)]
         if views and all(v is not None and v.valid for v in views):
-            return time.monotonic() - t0
+            return round(time.monotonic() - t0, 2)
         time.sleep(0.1)
     return None
 
@@ -336,7 +338,7 @@ def measure_markets(n: int, *, window: float = 10.0, samples: int = 200, render:
     child = None
     try:
         sup.launch(sim=True, top=n if n > 1 else None)
-        row["synced_after_s"] = _wait_synced(sup, sync_timeout)
+        row["synced_after_s"] = wait_synced(sup, sync_timeout)
         assert sup.stats is not None
         row["books"] = sup.stats.n_books
         if row["synced_after_s"] is None:
