@@ -595,7 +595,7 @@ class Mirror:
             if stale != hs.stale:
                 hs.stale = stale
                 if hs.shown:
-                    self.events.append(f"{host}: stale: no heartbeat for {now - seen:.0f} s" if stale
+                    self.events.append(f"{host}: stale: no heartbeat for {int(now - seen)} s" if stale
                                        else f"{host}: live again")
             fm = feeds_msgs.get(host) or {}
             engine = fm.get("engine") if isinstance(fm.get("engine"), dict) else {}

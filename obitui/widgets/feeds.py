@@ -115,7 +115,7 @@ class FeedsTable(DataTable):  # type: ignore[type-arg]
             drops = fills[i][1] if i < len(fills) else c["ring_drops"]
             n_books = c.get("books", 0) or (len(f.symbols) if f.is_book else 0)
             silent = stale[i] if stale is not None and i < len(stale) else None
-            reason = fv.reason if silent is None else f"stale: no heartbeat for {silent:.0f} s"
+            reason = fv.reason if silent is None else f"stale: no heartbeat for {int(silent)} s"
             self.reasons[f.label] = reason
             row = {
                 "state": (f"[{STATE_STYLE.get(fv.state, '')}]{fv.state.word}[/]" if silent is None
