@@ -22,6 +22,7 @@ setup(
             ext("obitui.core.fixed"),
             ext("obitui.core.ring"),
             ext("obitui.core.book"),
+            ext("obitui.core.engine_core"),
             ext("obitui.feeds.binance._scan"),
             ext("obitui.bus._encode"),
             ext("obitui.bench._ringloops"),

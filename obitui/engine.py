@@ -25,15 +25,13 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from obitui.config import Config, book_plan, engine_nap_us, engine_spin_us, feed_book_ids
 from obitui.core.book import OrderBook
-from obitui.core.records import BOOK_HEADER, DAY, INVALID, SIDE_BUY, TICKER, TRADE, Kind, RecordError
-from obitui.core.ring import Ring, RingError, sleep_until_records
-from obitui.core.stats import (HIST_BUCKETS, TAPE_N, TAPE_SIZE, TOP_N, BookSlotWriter, Command, StatsBlock,
-                               pack_market, publish_engine, tape_entry)
+from obitui.core.engine_core import EngineCore, MarketState
+from obitui.core.ring import Ring, sleep_until_records
+from obitui.core.stats import Command, StatsBlock, publish_engine
 
 log = logging.getLogger("obitui.engine")
 
@@ -52,57 +50,24 @@ BAD_LOG_EVERY = 5.0        # at most one bad-record line per ring this often; th
 ROUTINE_REASONS = frozenset({"feed_started", "operator_resync", "stopped"})
 MAX_REASON = 64            # a reason is a short word (records.encode_invalid allows 200 bytes)
 
-_SNAPSHOT = int(Kind.BOOK_SNAPSHOT)
-_DELTA = int(Kind.BOOK_DELTA)
-_TRADE = int(Kind.TRADE)
-_TICKER = int(Kind.TICKER)
-_INVALID = int(Kind.BOOK_INVALID)
-_DAY = int(Kind.TICKER_DAY)
-_DAY_SIZE = DAY.size
-time_ns = time.time_ns
-assert HIST_BUCKETS >= 64     # a latency (now - an int64 receive time) < 2**64 ns: bucket <= 63
-_BOOK_HEADER_SIZE = BOOK_HEADER.size
-_TRADE_SIZE = TRADE.size
-_TICKER_SIZE = TICKER.size
-_INVALID_SIZE = INVALID.size
 
 
-@dataclass(eq=False)
-class EngineBook:
-    key: str
-    label: str
-    book: OrderBook
-    slot: BookSlotWriter
-    index: int = 0                  # the book slot, the id its records carry
-    has_book: bool = True           # a book feed serves this market (else: trades/ticker only)
-    invalidations: int = 0          # valid -> invalid transitions (published in the BookSlot)
-    # why: the reason of the latest invalidation (published in the BookSlot), and a count per
-    # reason (the engine's log). An invalidation is counted when it made the book invalid or
-    # changed the reason it is invalid for; the same reason again while the book is still
-    # invalid from it is a repeat (a corrupt ring fails every poll).
-    last_invalid_reason: str = ""
-    invalid_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
-    invalid_log_at: float = float("-inf")     # monotonic time of the last invalidation line
-    invalid_unlogged: int = 0                 # counted invalidations since then, not logged
-    applied: int = 0
-    dirty: bool = True              # figures changed since the last publish
-    sampled: bool = False           # OBI samples pushed since the last publish
-    published_at: float = float("-inf")
-    obi: float = 0.0                # the OBI of the book as of ``obi_applied`` records
-    obi_applied: int = -1
-    # trades of the last second (monotonic time, side, qty) and their sums
-    trades: collections.deque = field(default_factory=collections.deque)
-    buy_qty: int = 0
-    sell_qty: int = 0
-    buy_count: int = 0
-    sell_count: int = 0
-    last_trade: tuple[int, int, int, int] = (0, 0, 0, 0)
-    ticker: tuple[int, ...] | None = None     # exch ns, last, bid, bid qty, ask, ask qty
-    day: tuple[int, ...] | None = None        # exch ns, 24 h open, high, low, volume
-    trades_seen: int = 0
-    # the last TAPE_N trades, each packed as the slot's tape holds it (pack_tape's entry)
-    tape: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TAPE_N))
-    market_dirty: bool = True       # ticker, 24 h figures or tape changed since the last publish
+class EngineBook(MarketState):
+    """One market of the fleet: its book and figures in C (``engine_core.MarketState``: the
+    per-record and publish paths), and here what only the rare paths use. An invalidation is
+    counted when it made the book invalid or changed the reason it is invalid for; the same
+    reason again while the book is still invalid from it is a repeat (a corrupt ring fails
+    every poll)."""
+
+    def __init__(self, key: str, label: str, book: OrderBook, stats: StatsBlock, index: int,
+                 has_book: bool = True) -> None:
+        venue, symbol = key.split(":", 1)
+        super().__init__(book, stats, index, label, venue, symbol, has_book)
+        self.key = key
+        self.label = label
+        self.invalid_reasons: collections.Counter[str] = collections.Counter()
+        self.invalid_log_at = float("-inf")     # monotonic time of the last invalidation line
+        self.invalid_unlogged = 0               # counted invalidations since then, not logged
 
 
 class Engine:
@@ -111,8 +76,6 @@ class Engine:
         self.cfg = cfg
         self.stats = StatsBlock.attach(stats_name)
         self.rings = [Ring.attach(n) for n in ring_names]
-        # resume loss detection where a previous engine (killed, restarted) stopped
-        self.last_seq = [r.last_seq for r in self.rings]
         plan = book_plan(cfg.feeds)
         ids = feed_book_ids(cfg.feeds)
         serving: list[list[int]] = [[] for _ in plan]     # book index -> the feeds serving it
@@ -122,24 +85,17 @@ class Engine:
         # the books by index (= record id = BookSlot) and by key
         self.books: list[EngineBook] = []
         for j, key in enumerate(plan):
-            venue, symbol = key.split(":", 1)
+            symbol = key.split(":", 1)[1]
             book_feeds = [i for i in serving[j] if cfg.feeds[i].is_book]
             f = cfg.feeds[(book_feeds or serving[j])[0]]
-            self.books.append(EngineBook(key, f.label, OrderBook(*f.scales_of(symbol)),
-                                         BookSlotWriter(self.stats, j, f.label, venue, symbol),
-                                         index=j, has_book=bool(book_feeds)))
+            self.books.append(EngineBook(key, f.label, OrderBook(*f.scales_of(symbol)), self.stats, j,
+                                         has_book=bool(book_feeds)))
         self.by_key: dict[str, EngineBook] = {eb.key: eb for eb in self.books}
-        # ring i: its feed's books, and the route of a record id to its book (None: not feed i's)
         self.feed_books: list[list[EngineBook]] = [[self.books[j] for j in feed_ids] for feed_ids in ids]
-        self.routes: list[list[EngineBook | None]] = []
-        for feed_ids in ids:
-            route: list[EngineBook | None] = [None] * len(plan)
-            for j in feed_ids:
-                route[j] = self.books[j]
-            self.routes.append(route)
         self.ring_is_book = [f.is_book for f in cfg.feeds]
-        self.records = 0
-        self.batches = 0
+        # the records' path (route by book id, apply, loss by seq) and the publish round, in C;
+        # it calls back _lost, _bad, _invalidate, _invalidate_feed and _corrupt
+        self.core = EngineCore(self, self.rings, self.books, ids, self.ring_is_book)
         self.gaps = 0
         self.bad_records = 0
         self._bad_log_at = [float("-inf")] * len(self.rings)
@@ -154,116 +110,23 @@ class Engine:
                 if f.is_book:
                     self.stats.send_command(i, Command.RESYNC)
 
+    @property
+    def records(self) -> int:
+        return int(self.core.records)
+
+    @property
+    def batches(self) -> int:
+        return int(self.core.batches)
+
     # ------------------------------------------------------------ records
     def poll(self) -> int:
-        n = 0
-        for i, ring in enumerate(self.rings):
-            try:
-                batch = ring.pop_batch(BATCH)
-            except RingError as exc:
-                log.error("ring %s is corrupt: %s; its books are invalid until the feed restarts",
-                          ring.name, exc)
-                self._invalidate_feed(i, "corrupt_ring")
-                continue
-            if not batch:
-                continue
-            self.batches += 1
-            n += len(batch)
-            self._apply(i, batch)
-        self.records += n
-        return n
+        """Read and apply the records of every ring (at most BATCH a ring); returns how many."""
+        return int(self.core.poll(BATCH))
 
-    def _apply(self, i: int, batch: list[tuple[int, int, bytes]]) -> None:
-        """The records of one batch of ring i, in order (the per-record path: keep it lean)."""
-        route = self.routes[i]
-        n_route = len(route)
-        is_book = self.ring_is_book[i]
-        last = self.last_seq[i]
-        for kind, seq, payload in batch:
-            if last and seq != last + 1:
-                self._lost(i, seq, last)
-            last = seq
-            if kind == _DELTA or kind == _SNAPSHOT:
-                if len(payload) < _BOOK_HEADER_SIZE:
-                    # its id cannot be trusted: one of the feed's books missed a change
-                    self._bad(i, kind, seq, f"book record of {len(payload)} bytes is shorter than its header")
-                    self._invalidate_feed(i, "bad_record")
-                    continue
-                bid = payload[0] | payload[1] << 8
-                eb = route[bid] if bid < n_route else None
-                if eb is None or not is_book:
-                    self._bad(i, kind, seq, f"book {bid} is not a book of this feed")
-                    continue
-                try:
-                    # header check, levels and update id in one Cython call (decode_book's rules)
-                    recv_ns = eb.book.apply_record(payload, kind == _SNAPSHOT)
-                except (RecordError, ValueError) as exc:
-                    self._bad(i, kind, seq, f"book {eb.key}: {exc}")
-                    self._invalidate(eb, "bad_record", clean=False)
-                    continue
-                if recv_ns < 0:
-                    continue        # a delta while waiting for a snapshot
-                eb.applied += 1
-                eb.dirty = True
-                lat = time_ns() - recv_ns      # hist_bucket, inline: [2**i, 2**(i+1)) ns
-                eb.slot.hist[lat.bit_length() - 1 if lat > 0 else 0] += 1
-            elif kind == _TRADE:
-                if len(payload) != _TRADE_SIZE:
-                    self._bad(i, kind, seq, f"trade record of {len(payload)} bytes, expected {_TRADE_SIZE}")
-                    continue
-                bid, side, _, _, exch, _recv, _tid, price, qty = TRADE.unpack(payload)
-                eb = route[bid] if bid < n_route else None
-                if eb is None:
-                    self._bad(i, kind, seq, f"book {bid} is not a market of this feed")
-                    continue
-                eb.trades.append((time.monotonic(), side, qty))
-                if side == SIDE_BUY:
-                    eb.buy_qty += qty
-                    eb.buy_count += 1
-                else:
-                    eb.sell_qty += qty
-                    eb.sell_count += 1
-                eb.last_trade = (price, qty, side, exch)
-                eb.tape.append(tape_entry(exch, price, qty, side))
-                eb.trades_seen += 1
-                eb.dirty = eb.market_dirty = True
-            elif kind == _TICKER:
-                if len(payload) != _TICKER_SIZE:
-                    self._bad(i, kind, seq, f"ticker record of {len(payload)} bytes, expected {_TICKER_SIZE}")
-                    continue
-                bid, _, _, exch, recv, last_px, bid_px, bid_q, ask_px, ask_q = TICKER.unpack(payload)
-                eb = route[bid] if bid < n_route else None
-                if eb is None:
-                    self._bad(i, kind, seq, f"book {bid} is not a market of this feed")
-                    continue
-                eb.ticker = (exch, last_px, bid_px, bid_q, ask_px, ask_q)
-                eb.dirty = eb.market_dirty = True
-            elif kind == _DAY:
-                if len(payload) != _DAY_SIZE:
-                    self._bad(i, kind, seq, f"24 h record of {len(payload)} bytes, expected {_DAY_SIZE}")
-                    continue
-                bid, _, _, exch, open_, high, low, volume = DAY.unpack(payload)
-                eb = route[bid] if bid < n_route else None
-                if eb is None:
-                    self._bad(i, kind, seq, f"book {bid} is not a market of this feed")
-                    continue
-                eb.day = (exch, open_, high, low, volume)
-                eb.dirty = eb.market_dirty = True
-            elif kind == _INVALID:
-                if len(payload) < _INVALID_SIZE:
-                    self._bad(i, kind, seq, "book-invalid record too short")
-                    self._invalidate_feed(i, "bad_record")
-                    continue
-                bid = payload[0] | payload[1] << 8
-                eb = route[bid] if bid < n_route else None
-                if eb is None:
-                    self._bad(i, kind, seq, f"book {bid} is not a market of this feed")
-                    continue
-                if is_book:         # a trade or ticker feed has no book to invalidate
-                    self._invalidate(eb, payload[_INVALID_SIZE:].decode("utf-8", "replace"))
-            else:
-                self._bad(i, kind, seq, "unknown record kind")
-        self.last_seq[i] = last
+    def _corrupt(self, i: int, exc: Exception) -> None:
+        log.error("ring %s is corrupt: %s; its books are invalid until the feed restarts",
+                  self.rings[i].name, exc)
+        self._invalidate_feed(i, "corrupt_ring")
 
     def _lost(self, i: int, seq: int, last: int) -> None:
         """Records of ring i were lost before ``seq``: any of its feed's books may have missed a
@@ -337,36 +200,14 @@ class Engine:
                 for eb in self.books}
 
     # ------------------------------------------------------------ publishing
-    def publish(self, sample_obi: bool) -> int:
+    def publish(self, sample_obi: bool, now: float | None = None) -> int:
         """Publish the books that changed (and the EngineSlot, and the ring heartbeats); with
-        ``sample_obi``, first push every book's OBI into its history. Returns the books
-        published."""
-        now = time.monotonic()
-        cutoff = now - 1.0
-        idle_before = now - IDLE_PUBLISH_EVERY
-        levels = self.cfg.obi_levels
-        n = 0
-        chunk = PUBLISH_CHUNK
-        for k, eb in enumerate(self.books):
-            if k % chunk == chunk - 1:
-                self.poll()         # records wait at most a chunk of books, not a whole round
-            trades = eb.trades
-            if trades and trades[0][0] < cutoff:
-                while trades and trades[0][0] < cutoff:
-                    _, side, qty = trades.popleft()
-                    if side == SIDE_BUY:
-                        eb.buy_qty -= qty
-                        eb.buy_count -= 1
-                    else:
-                        eb.sell_qty -= qty
-                        eb.sell_count -= 1
-                eb.dirty = True
-            if sample_obi:
-                eb.slot.push_obi(self._obi(eb, levels))
-                eb.sampled = True
-            if eb.dirty or (eb.sampled and eb.published_at < idle_before):
-                self._publish_book(eb, now, levels)
-                n += 1
+        ``sample_obi``, first push every book's OBI into its history. ``now``: the monotonic
+        time the trade windows move to (default: now). Returns the books published."""
+        if now is None:
+            now = time.monotonic()
+        n = int(self.core.publish(sample_obi, now, self.cfg.obi_levels, now - IDLE_PUBLISH_EVERY,
+                                  PUBLISH_CHUNK, BATCH))
         dt = now - self._rate_t
         if dt >= 1.0:
             self.records_per_s = (self.records - self._rate_n) / dt
@@ -382,32 +223,7 @@ class Engine:
     @staticmethod
     def _obi(eb: EngineBook, levels: int) -> float:
         """The book's OBI over ``levels`` levels, computed again only when records were applied."""
-        b = eb.book
-        if not b.valid:
-            return 0.0
-        if eb.obi_applied != eb.applied:
-            eb.obi = b.obi(levels)
-            eb.obi_applied = eb.applied
-        return eb.obi
-
-    def _publish_book(self, eb: EngineBook, now: float, levels: int) -> None:
-        b = eb.book
-        packed, nb, na, _, _ = b.packed(TOP_N)
-        eb.slot.publish_packed(bool(b.valid), bool(b.crossed), b.update_id, b.shown_pdec, b.shown_qdec,
-                               packed, nb, na, self._obi(eb, levels),
-                               (eb.buy_qty, eb.sell_qty, eb.buy_count, eb.sell_count), eb.last_trade,
-                               eb.invalidations, eb.applied, eb.last_invalid_reason,
-                               *self._market(eb))
-        eb.dirty = eb.sampled = False
-        eb.published_at = now
-
-    @staticmethod
-    def _market(eb: EngineBook) -> tuple[bytes | None, bytes | None]:
-        """The market section and the tape of a book's slot when they changed, else Nones."""
-        if not eb.market_dirty:
-            return None, None
-        eb.market_dirty = False
-        return (pack_market(eb.ticker, eb.day, eb.trades_seen), b"".join(reversed(eb.tape)).ljust(TAPE_SIZE, b"\0"))
+        return float(eb.obi(levels))
 
     # ------------------------------------------------------------ the loop
     def run(self) -> None:

@@ -71,6 +71,9 @@ cdef class OrderBook:
     cdef int _replace_side(self, BookSide side, Py_ssize_t off, Py_ssize_t n) except -1
     cdef int _apply_packed(self, object bids, object asks, int pdec, int qdec, bint snapshot) except -1
     cdef int _apply_packed_raw(self, const char *bp, Py_ssize_t blen, const char *ap, Py_ssize_t alen, int pdec, int qdec, bint snapshot) except -1
+    # a BOOK_SNAPSHOT/BOOK_DELTA record's bytes, as apply_record: its recv ns, -1 (a delta to an
+    # invalid book: not applied), or ValueError naming what is wrong (the book unchanged)
+    cdef int64_t apply_raw(self, const char *p, Py_ssize_t n, bint snapshot) except? -2
 
 # nb bids then na asks (``key`` holding the price) as a ring payload, as apply(..., pack=True)
 # returns it: (packed int64 (price, qty) pairs, n_bids, n_asks, max price decimals, max qty decimals)

@@ -834,27 +834,26 @@ cdef class OrderBook:
         id, ``shown_pdec`` / ``shown_qdec`` the most decimals since the snapshot, and the
         record's receive time (ns) is returned."""
         cdef Py_buffer view
-        cdef const char *p
-        cdef Py_ssize_t n
-        cdef obi_book_header h
-        cdef Py_ssize_t hlen = sizeof(obi_book_header), nb, na
         PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
         try:
-            p = <const char *>view.buf
-            n = view.len
-            if n < hlen:
-                raise ValueError(f"book record of {n} bytes is shorter than its header")
-            memcpy(&h, p, hlen)      # a buffer slice need not be aligned
-            nb = h.n_bids
-            na = h.n_asks
-            if n != hlen + 16 * (nb + na):
-                raise ValueError(f"book record of {n} bytes does not hold {nb}+{na} levels")
-            if not snapshot and not self.valid:
-                return -1
-            self._apply_packed_raw(p + hlen, 16 * nb, p + hlen + 16 * nb, 16 * na, h.pdec, h.qdec,
-                                   snapshot)
+            return self.apply_raw(<const char *>view.buf, view.len, snapshot)
         finally:
             PyBuffer_Release(&view)
+
+    cdef int64_t apply_raw(self, const char *p, Py_ssize_t n, bint snapshot) except? -2:
+        """``apply_record`` on a record's bytes in place (the engine reads them in its ring)."""
+        cdef obi_book_header h
+        cdef Py_ssize_t hlen = sizeof(obi_book_header), nb, na
+        if n < hlen:
+            raise ValueError(f"book record of {n} bytes is shorter than its header")
+        memcpy(&h, p, hlen)      # a record need not be aligned for the header's fields
+        nb = h.n_bids
+        na = h.n_asks
+        if n != hlen + 16 * (nb + na):
+            raise ValueError(f"book record of {n} bytes does not hold {nb}+{na} levels")
+        if not snapshot and not self.valid:
+            return -1
+        self._apply_packed_raw(p + hlen, 16 * nb, p + hlen + 16 * nb, 16 * na, h.pdec, h.qdec, snapshot)
         if snapshot:
             self.valid = True
             self.shown_pdec = h.pdec

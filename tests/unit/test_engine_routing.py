@@ -202,10 +202,10 @@ def test_trades_and_tickers_reach_a_market_without_a_book_feed(rig: Rig) -> None
     assert bv.day_ns == 0 and bv.flow_1s == 2 * 10**8
     bv = rig.stats.read_book(ETH)
     assert bv.valid and bv.label == "Bi-OB" and bv.buy_qty_1s == 4 * 10**8
-    # the flow window: a trade older than 1 s leaves the sums
-    for eb in (xrp, eth):
-        eb.trades = type(eb.trades)((t - 2.0, s, q) for t, s, q in eb.trades)
-    assert rig.engine.publish(False) == 2
+    # the flow window: a trade older than 1 s leaves the sums (a round 2 s later)
+    assert (xrp.trades_in_window, eth.trades_in_window) == (2, 1)
+    assert rig.engine.publish(False, now=time.monotonic() + 2.0) == 2
+    assert (xrp.trades_in_window, eth.trades_in_window) == (0, 0)
     bv = rig.stats.read_book(XRP)
     assert (bv.buy_qty_1s, bv.sell_qty_1s, bv.buy_count_1s, bv.sell_count_1s) == (0, 0, 0, 0)
     assert bv.last_trade_price == 2 * 10**8

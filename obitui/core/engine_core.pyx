@@ -1,0 +1,618 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The engine's per-record and per-publish work in C (issue #19: <= 5 us of CPU per record).
+
+``MarketState``: one market of the fleet (one BookSlot): its order book, its 1 s trade window
+and sums, last trade, ticker, 24 h figures, tape, OBI samples, latency histogram, and the writer
+of its BookSlot (the layout of ``obitui.core.stats``, written in place under the slot's
+seqlock). The engine's ``EngineBook`` is a Python subclass that adds what only the rare paths
+need (its key, the counts of invalidation reasons, log pacing).
+
+``EngineCore``: the rings and the routes. ``poll`` reads every ring's records in place (no
+Python object per record) and applies them; ``publish`` is one round over the books. What is
+rare and wants Python (a lost record, a refused record, an invalidation, a corrupt ring) is a
+call back into the owner (``obitui.engine.Engine``): ``_lost(i, seq, last)``,
+``_bad(i, kind, seq, why)``, ``_invalidate(eb, reason[, clean])``,
+``_invalidate_feed(i, reason)``, ``_corrupt(i, exc)``, in the order the records came."""
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy, memset
+
+from obitui.core.book cimport BookSide, Level, OrderBook, obi_int128
+from obitui.core.ring cimport Ring
+from obitui.core.shm cimport (
+    Segment, obi_rec_header, obi_book_header, obi_trade_record, obi_ticker_record, obi_day_record,
+    obi_invalid_header, OBI_REC_HDR, obi_load_relaxed_u64, obi_store_relaxed_u64, obi_store_release_u64,
+    obi_fence_seq_cst, obi_monotonic_ns, obi_realtime_ns,
+)
+
+from obitui.core import stats as _stats
+from obitui.core.records import Kind
+
+# ---- the BookSlot layout (obitui.core.stats is its one definition: checked at import)
+cdef packed struct BookFixed:
+    uint64_t seq
+    char exchange[16]
+    char symbol[16]
+    char label[16]
+    uint32_t valid
+    uint32_t crossed
+    uint64_t update_id
+    int64_t published_ns
+    uint32_t pdec
+    uint32_t qdec
+    uint32_t n_bids
+    uint32_t n_asks
+    int64_t best_bid
+    int64_t best_ask
+    int64_t best_bid_qty
+    int64_t best_ask_qty
+    double obi
+    int64_t buy_qty
+    int64_t sell_qty
+    uint64_t buy_count
+    uint64_t sell_count
+    int64_t trade_price
+    int64_t trade_qty
+    uint64_t trade_side
+    uint64_t trade_ns
+    uint64_t invalidations
+    uint64_t applied
+    uint64_t obi_pos
+    uint64_t reserved
+    char reason[24]
+
+cdef packed struct MarketSection:
+    int64_t ticker[6]       # exch ns, last, bid, bid qty, ask, ask qty
+    int64_t day[5]          # exch ns, open, high, low, volume
+    uint64_t trades
+
+cdef struct TapeEntry:
+    int64_t ts
+    int64_t price
+    int64_t qty
+    int64_t side
+
+cdef struct WindowTrade:
+    int64_t t_ns            # monotonic ns when the engine took it
+    int64_t qty
+    int32_t side
+
+cdef enum:
+    TOP_N = 20
+    OBI_HISTORY = 256
+    HIST_BUCKETS = 64
+    TAPE_N = 8
+    REASON_SIZE = 24
+
+cdef Py_ssize_t MARKET_OFF = _stats._BOOK_MARKET_OFF
+cdef Py_ssize_t LEVELS_OFF = _stats._BOOK_LEVELS_OFF
+cdef Py_ssize_t ASKS_OFF = _stats._BOOK_ASKS_OFF
+cdef Py_ssize_t OBI_OFF = _stats._BOOK_OBI_OFF
+cdef Py_ssize_t HIST_OFF = _stats._BOOK_HIST_OFF
+cdef Py_ssize_t TAPE_OFF = _stats._BOOK_TAPE_OFF
+cdef Py_ssize_t SLOT_END = _stats._BOOK_END
+assert sizeof(BookFixed) == _stats._BOOK_FIXED.size, "BookFixed is not stats._BOOK_FIXED"
+assert sizeof(MarketSection) == _stats._BOOK_MARKET.size and sizeof(TapeEntry) * TAPE_N == _stats.TAPE_SIZE
+assert (TOP_N, OBI_HISTORY, HIST_BUCKETS, TAPE_N, REASON_SIZE) == (
+    _stats.TOP_N, _stats.OBI_HISTORY, _stats.HIST_BUCKETS, _stats.TAPE_N, _stats.REASON_SIZE)
+assert TAPE_OFF == HIST_OFF + 8 * HIST_BUCKETS and OBI_OFF == LEVELS_OFF + 32 * TOP_N
+
+cdef int SNAPSHOT = Kind.BOOK_SNAPSHOT
+cdef int DELTA = Kind.BOOK_DELTA
+cdef int TRADE = Kind.TRADE
+cdef int TICKER = Kind.TICKER
+cdef int INVALID = Kind.BOOK_INVALID
+cdef int DAY = Kind.TICKER_DAY
+cdef int SIDE_BUY = 1
+cdef int64_t I64_MAX = 0x7FFFFFFFFFFFFFFF
+
+
+cdef extern from *:
+    int __builtin_clzll(unsigned long long) nogil
+
+
+cdef inline int64_t _clamp(obi_int128 v) noexcept nogil:
+    """An exact sum as the slot's int64 field holds it: at the bound when past it (a second's
+    volume of a tiny-priced coin at 8 decimals can pass it)."""
+    if v > I64_MAX:
+        return I64_MAX
+    if v < -I64_MAX - 1:
+        return -I64_MAX - 1
+    return <int64_t>v
+
+
+cdef inline int _bucket(int64_t recv_ns) noexcept nogil:
+    """log2 bucket of now - recv_ns: [2**i, 2**(i+1)) ns; 0 for <= 0 (``stats.hist_bucket``)."""
+    cdef obi_int128 lat = <obi_int128>obi_realtime_ns() - <obi_int128>recv_ns
+    cdef uint64_t v
+    if lat <= 0:
+        return 0
+    if lat >= (<obi_int128>1 << 63):
+        return 63
+    v = <uint64_t>lat
+    return 63 - __builtin_clzll(v)
+
+
+cdef inline void _names(char *dst, str text):
+    cdef bytes b = text.encode("utf-8")[:16]
+    memset(dst, 0, 16)
+    memcpy(dst, <const char *>b, len(b))
+
+
+cdef class MarketState:
+    """One market's figures and the writer of its BookSlot (the engine is its one writer)."""
+    cdef readonly OrderBook book
+    cdef readonly Py_ssize_t index          # the book slot, the id its records carry
+    cdef public bint has_book               # a book feed serves this market (else trades/ticker only)
+    cdef public uint64_t invalidations      # valid -> invalid transitions
+    cdef public int64_t applied             # book records applied
+    cdef public bint dirty                  # figures changed since the last publish
+    cdef public bint sampled                # OBI samples pushed since the last publish
+    cdef public bint market_dirty           # ticker, 24 h figures or tape changed since then
+    cdef public double published_at         # monotonic time of the last publish
+    cdef obi_int128 buy_sum, sell_sum       # the last second's quantities (exact)
+    cdef readonly int64_t buy_count, sell_count
+    cdef readonly uint64_t trades_seen
+    cdef int64_t trade[4]                   # the last trade: price, qty, side, exch ns
+    cdef bint has_ticker, has_day
+    cdef MarketSection market
+    cdef TapeEntry tape[TAPE_N]             # a ring: the newest at tape_next - 1
+    cdef Py_ssize_t tape_next, tape_n
+    cdef WindowTrade *win                   # the last second's trades, a growing ring
+    cdef Py_ssize_t win_cap, win_head, win_n
+    cdef double obi_value
+    cdef int64_t obi_applied
+    cdef double obi_hist[OBI_HISTORY]
+    cdef uint64_t obi_pos, obi_published
+    cdef uint64_t hist[HIST_BUCKETS]
+    cdef Segment seg
+    cdef Py_ssize_t offset
+    cdef bint whole                         # the next publish writes the whole slot (the first)
+    cdef char name_bytes[48]                # exchange, symbol, label (16 bytes each)
+    cdef char reason_bytes[REASON_SIZE]
+    cdef str _reason
+
+    def __cinit__(self, *args, **kwargs):
+        self.win = NULL
+
+    def __init__(self, OrderBook book, object stats, Py_ssize_t index, str label, str exchange, str symbol,
+                 bint has_book=True):
+        self.book = book
+        self.index = index
+        self.has_book = has_book
+        self.seg = stats.seg
+        self.offset = stats.book_offset(index)
+        self.seg._check(self.offset, SLOT_END)
+        self.dirty = True
+        self.market_dirty = True
+        self.whole = True
+        self.published_at = float("-inf")
+        self.obi_applied = -1
+        self._reason = ""
+        _names(self.name_bytes, exchange)
+        _names(self.name_bytes + 16, symbol)
+        _names(self.name_bytes + 32, label)
+
+    def __dealloc__(self):
+        free(self.win)
+
+    # ---- what Python reads (the engine's rare paths, tests)
+    @property
+    def last_trade(self) -> tuple:
+        """(price, qty, side, exch ns) of the last trade; zeros before the first."""
+        return (self.trade[0], self.trade[1], self.trade[2], self.trade[3])
+
+    @property
+    def ticker(self):
+        """(exch ns, last, bid, bid qty, ask, ask qty), or None before the first ticker."""
+        return tuple(self.market.ticker[k] for k in range(6)) if self.has_ticker else None
+
+    @property
+    def day(self):
+        """(exch ns, 24 h open, high, low, volume), or None before the first."""
+        return tuple(self.market.day[k] for k in range(5)) if self.has_day else None
+
+    @property
+    def buy_qty(self) -> int:
+        """The last second's bought quantity, as the slot says it (int64 bound)."""
+        return _clamp(self.buy_sum)
+
+    @property
+    def sell_qty(self) -> int:
+        return _clamp(self.sell_sum)
+
+    @property
+    def tape_entries(self) -> list:
+        """The last TAPE_N trades, newest first: (exch ns, price, qty, side)."""
+        cdef Py_ssize_t k, j = self.tape_next
+        out = []
+        for k in range(self.tape_n):
+            j = (j + TAPE_N - 1) % TAPE_N
+            out.append((self.tape[j].ts, self.tape[j].price, self.tape[j].qty, self.tape[j].side))
+        return out
+
+    @property
+    def trades_in_window(self) -> int:
+        return self.win_n
+
+    @property
+    def latency_histogram(self) -> list:
+        return [self.hist[k] for k in range(HIST_BUCKETS)]
+
+    @property
+    def last_invalid_reason(self) -> str:
+        """Why the book was last made invalid (its BookSlot says the first 24 bytes)."""
+        return self._reason
+
+    @last_invalid_reason.setter
+    def last_invalid_reason(self, str reason):
+        cdef bytes b = reason.encode("utf-8")[:REASON_SIZE]
+        self._reason = reason
+        memset(self.reason_bytes, 0, REASON_SIZE)
+        memcpy(self.reason_bytes, <const char *>b, len(b))
+
+    def obi(self, int levels) -> float:
+        """The book's OBI over ``levels`` levels (0.0 while invalid), computed again only when
+        book records were applied since."""
+        return self.obi_of(levels)
+
+    def push_obi(self, double value) -> None:
+        self._push_obi(value)
+
+    cdef inline void _push_obi(self, double value) noexcept:
+        self.obi_hist[self.obi_pos % OBI_HISTORY] = value
+        self.obi_pos += 1
+
+    # ---- the per-record paths
+    cdef double obi_of(self, int levels) except? -2.0:
+        cdef obi_int128 b, a
+        if not self.book.valid:
+            return 0.0
+        if self.obi_applied != self.applied:
+            self.book._depth_sums(levels, &b, &a)
+            if a + b == 0:
+                self.obi_value = 0.0
+            elif a + b < (<obi_int128>1 << 53):
+                self.obi_value = <double>(b - a) / <double>(b + a)    # exact operands: one rounding
+            else:
+                self.obi_value = self.book.obi(levels)                 # exact sums in Python
+            self.obi_applied = self.applied
+        return self.obi_value
+
+    cdef int add_trade(self, int64_t now_ns, const obi_trade_record *t) except -1:
+        cdef Py_ssize_t k, cap
+        cdef WindowTrade *grown
+        if self.win_n == self.win_cap:
+            cap = self.win_cap * 2 if self.win_cap else 16
+            grown = <WindowTrade *>malloc(cap * sizeof(WindowTrade))
+            if grown == NULL:
+                raise MemoryError()
+            for k in range(self.win_n):
+                grown[k] = self.win[(self.win_head + k) % self.win_cap]
+            free(self.win)
+            self.win, self.win_cap, self.win_head = grown, cap, 0
+        k = (self.win_head + self.win_n) % self.win_cap
+        self.win[k].t_ns = now_ns
+        self.win[k].qty = t.qty
+        self.win[k].side = t.side
+        self.win_n += 1
+        if t.side == SIDE_BUY:
+            self.buy_sum += t.qty
+            self.buy_count += 1
+        else:
+            self.sell_sum += t.qty
+            self.sell_count += 1
+        self.trade[0], self.trade[1], self.trade[2], self.trade[3] = t.price, t.qty, t.side, t.exch_ns
+        self.tape[self.tape_next].ts = t.exch_ns
+        self.tape[self.tape_next].price = t.price
+        self.tape[self.tape_next].qty = t.qty
+        self.tape[self.tape_next].side = t.side
+        self.tape_next = (self.tape_next + 1) % TAPE_N
+        if self.tape_n < TAPE_N:
+            self.tape_n += 1
+        self.trades_seen += 1
+        self.dirty = self.market_dirty = True
+        return 0
+
+    cdef void expire(self, int64_t cutoff_ns) noexcept:
+        """Trades taken before ``cutoff_ns`` leave the 1 s window and its sums."""
+        cdef WindowTrade *w
+        cdef bint gone = False
+        while self.win_n and self.win[self.win_head].t_ns < cutoff_ns:
+            w = &self.win[self.win_head]
+            if w.side == SIDE_BUY:
+                self.buy_sum -= w.qty
+                self.buy_count -= 1
+            else:
+                self.sell_sum -= w.qty
+                self.sell_count -= 1
+            self.win_head = (self.win_head + 1) % self.win_cap
+            self.win_n -= 1
+            gone = True
+        if gone:
+            self.dirty = True
+
+    # ---- the BookSlot
+    cdef int write_slot(self, double now, int levels) except -1:
+        """Publish what can have changed since the last publish (the whole slot the first
+        time): the fixed fields, the levels shown, the OBI samples pushed since, the latency
+        histogram, and the market section and tape when they changed."""
+        cdef OrderBook b = self.book
+        cdef BookFixed f
+        cdef char *s
+        cdef uint64_t *seq
+        cdef Py_ssize_t nb, na, k, j
+        cdef uint64_t p, last
+        cdef int64_t lv[2 * TOP_N * 2]
+        cdef TapeEntry tape[TAPE_N]
+        cdef double obi = self.obi_of(levels)
+        if self.seg.base == NULL:
+            raise ValueError("the stats block is closed")
+        s = self.seg.base + self.offset
+        nb = _top_pairs(b.bids, lv)
+        na = _top_pairs(b.asks, lv + 2 * TOP_N)
+        memset(&f, 0, sizeof(f))
+        memcpy(f.exchange, self.name_bytes, 48)
+        f.valid = b.valid
+        f.crossed = b.crossed
+        f.update_id = b.update_id
+        f.published_ns = <int64_t>obi_realtime_ns()
+        f.pdec = b.shown_pdec
+        f.qdec = b.shown_qdec
+        f.n_bids = nb
+        f.n_asks = na
+        if nb:
+            f.best_bid, f.best_bid_qty = lv[0], lv[1]
+        if na:
+            f.best_ask, f.best_ask_qty = lv[2 * TOP_N], lv[2 * TOP_N + 1]
+        f.obi = obi
+        f.buy_qty, f.sell_qty = _clamp(self.buy_sum), _clamp(self.sell_sum)
+        f.buy_count, f.sell_count = self.buy_count, self.sell_count
+        f.trade_price, f.trade_qty = self.trade[0], self.trade[1]
+        f.trade_side, f.trade_ns = <uint64_t>self.trade[2], <uint64_t>self.trade[3]
+        f.invalidations = self.invalidations
+        f.applied = self.applied
+        f.obi_pos = self.obi_pos
+        memcpy(f.reason, self.reason_bytes, REASON_SIZE)
+        if self.market_dirty or self.whole:
+            self.market.trades = self.trades_seen
+            memset(tape, 0, sizeof(tape))
+            j = self.tape_next
+            for k in range(self.tape_n):            # newest first
+                j = (j + TAPE_N - 1) % TAPE_N
+                tape[k] = self.tape[j]
+        # seqlock: odd while the slot changes (stats.StatsBlock.read_book retries)
+        seq = <uint64_t *>s
+        obi_store_relaxed_u64(seq, obi_load_relaxed_u64(seq) | 1)
+        obi_fence_seq_cst()
+        if self.whole:
+            memset(s + 8, 0, SLOT_END - 8)
+            memcpy(s + OBI_OFF, self.obi_hist, 8 * OBI_HISTORY)
+        else:
+            last = self.obi_published
+            if self.obi_pos - last >= OBI_HISTORY:
+                memcpy(s + OBI_OFF, self.obi_hist, 8 * OBI_HISTORY)
+            else:
+                for p in range(last, self.obi_pos):
+                    k = p % OBI_HISTORY
+                    memcpy(s + OBI_OFF + 8 * k, &self.obi_hist[k], 8)
+        memcpy(s + 8, (<char *>&f) + 8, sizeof(f) - 8)
+        memcpy(s + LEVELS_OFF, lv, 16 * nb)
+        memcpy(s + ASKS_OFF, lv + 2 * TOP_N, 16 * na)
+        memcpy(s + HIST_OFF, self.hist, 8 * HIST_BUCKETS)
+        if self.market_dirty or self.whole:
+            memcpy(s + MARKET_OFF, &self.market, sizeof(MarketSection))
+            memcpy(s + TAPE_OFF, tape, sizeof(tape))
+        obi_store_release_u64(seq, (obi_load_relaxed_u64(seq) | 1) + 1)
+        self.obi_published = self.obi_pos
+        self.whole = False
+        self.market_dirty = False
+        self.dirty = self.sampled = False
+        self.published_at = now
+        return 0
+
+
+cdef inline Py_ssize_t _top_pairs(BookSide side, int64_t *out) noexcept nogil:
+    """The best TOP_N levels of a side as (price, qty) pairs, best first."""
+    cdef Py_ssize_t i, j = side.n - 1
+    cdef Py_ssize_t n = side.live if side.live < TOP_N else TOP_N
+    for i in range(n):
+        j = side.live_at_or_below(j)
+        out[2 * i] = side.lv[j].key * side.sign
+        out[2 * i + 1] = side.lv[j].qty
+        j -= 1
+    return n
+
+
+cdef class EngineCore:
+    """The engine's rings, routes and books; ``poll`` and ``publish`` (see the module)."""
+    cdef list rings                  # Ring, one per feed
+    cdef list books                  # MarketState (the owner's EngineBook), by book index
+    cdef object owner
+    cdef Py_ssize_t n_books, n_rings
+    cdef uint8_t *member             # member[i * n_books + j]: book j is one of feed i's
+    cdef uint8_t *is_book            # feed i is a book feed
+    cdef uint64_t *last_seq          # per ring: the seq of the last record read
+    cdef readonly uint64_t records
+    cdef readonly uint64_t batches
+
+    def __cinit__(self, *args, **kwargs):
+        self.member = NULL
+        self.is_book = NULL
+        self.last_seq = NULL
+
+    def __init__(self, object owner, list rings, list books, list feed_book_ids, list is_book_feed):
+        cdef Py_ssize_t i
+        self.owner = owner
+        self.rings = rings
+        self.books = books
+        self.n_rings = len(rings)
+        self.n_books = len(books)
+        self.member = <uint8_t *>malloc(max(1, self.n_rings * self.n_books))
+        self.is_book = <uint8_t *>malloc(max(1, self.n_rings))
+        self.last_seq = <uint64_t *>malloc(max(1, self.n_rings) * sizeof(uint64_t))
+        if self.member == NULL or self.is_book == NULL or self.last_seq == NULL:
+            raise MemoryError()
+        memset(self.member, 0, max(1, self.n_rings * self.n_books))
+        for i in range(self.n_rings):
+            for j in feed_book_ids[i]:
+                self.member[i * self.n_books + j] = 1
+            self.is_book[i] = bool(is_book_feed[i])
+            # resume loss detection where a previous engine (killed, restarted) stopped
+            self.last_seq[i] = rings[i].last_seq
+
+    def __dealloc__(self):
+        free(self.member)
+        free(self.is_book)
+        free(self.last_seq)
+
+    def poll(self, Py_ssize_t max_records=512) -> int:
+        """Read and apply up to ``max_records`` records of every ring; returns how many."""
+        cdef Py_ssize_t i, n = 0, m
+        for i in range(self.n_rings):
+            m = self._drain(i, max_records)
+            if m:
+                self.batches += 1
+                n += m
+        self.records += n
+        return n
+
+    cdef Py_ssize_t _drain(self, Py_ssize_t i, Py_ssize_t max_records) except -1:
+        cdef Ring ring = <Ring>self.rings[i]
+        cdef obi_rec_header *rh
+        cdef int rc, kind
+        cdef Py_ssize_t n = 0, plen
+        cdef uint64_t seq, last = self.last_seq[i]
+        cdef const char *p
+        cdef uint16_t bid
+        cdef MarketState eb
+        cdef int64_t recv_ns
+        cdef int64_t now_mono = 0
+        cdef obi_trade_record tr
+        cdef obi_ticker_record tk
+        cdef obi_day_record dy
+        cdef const uint8_t *row = self.member + i * self.n_books
+        cdef bint book_feed = self.is_book[i]
+        owner = self.owner
+        while n < max_records:
+            rc = ring.read_next(&rh)
+            if rc == 0:
+                break
+            if rc < 0:
+                ring.commit()
+                self.last_seq[i] = last
+                try:
+                    ring.raise_corrupt()
+                except Exception as exc:
+                    owner._corrupt(i, exc)
+                return n
+            n += 1
+            seq = rh.seq
+            if last and seq != last + 1:
+                owner._lost(i, seq, last)
+            last = seq
+            kind = rh.type
+            p = <const char *>rh + OBI_REC_HDR
+            plen = rh.length - OBI_REC_HDR
+            if kind == DELTA or kind == SNAPSHOT:
+                if plen < <Py_ssize_t>sizeof(obi_book_header):
+                    # its id cannot be trusted: one of the feed's books missed a change
+                    owner._bad(i, kind, seq, f"book record of {plen} bytes is shorter than its header")
+                    owner._invalidate_feed(i, "bad_record")
+                    continue
+                bid = (<const uint8_t *>p)[0] | (<const uint8_t *>p)[1] << 8
+                if bid >= self.n_books or not row[bid] or not book_feed:
+                    owner._bad(i, kind, seq, f"book {bid} is not a book of this feed")
+                    continue
+                eb = <MarketState>self.books[bid]
+                try:
+                    # header check, levels and update id (records.decode_book's rules)
+                    recv_ns = eb.book.apply_raw(p, plen, kind == SNAPSHOT)
+                except (ValueError, MemoryError) as exc:
+                    owner._bad(i, kind, seq, f"book {(<object>eb).key}: {exc}")
+                    owner._invalidate(eb, "bad_record", False)
+                    continue
+                if recv_ns < 0:
+                    continue        # a delta while waiting for a snapshot
+                eb.applied += 1
+                eb.dirty = True
+                eb.hist[_bucket(recv_ns)] += 1
+            elif kind == TRADE:
+                if plen != sizeof(obi_trade_record):
+                    owner._bad(i, kind, seq, f"trade record of {plen} bytes, expected {sizeof(obi_trade_record)}")
+                    continue
+                memcpy(&tr, p, sizeof(tr))
+                if tr.book_id >= self.n_books or not row[tr.book_id]:
+                    owner._bad(i, kind, seq, f"book {tr.book_id} is not a market of this feed")
+                    continue
+                if not now_mono:
+                    now_mono = <int64_t>obi_monotonic_ns()
+                (<MarketState>self.books[tr.book_id]).add_trade(now_mono, &tr)
+            elif kind == TICKER:
+                if plen != sizeof(obi_ticker_record):
+                    owner._bad(i, kind, seq, f"ticker record of {plen} bytes, expected {sizeof(obi_ticker_record)}")
+                    continue
+                memcpy(&tk, p, sizeof(tk))
+                if tk.book_id >= self.n_books or not row[tk.book_id]:
+                    owner._bad(i, kind, seq, f"book {tk.book_id} is not a market of this feed")
+                    continue
+                eb = <MarketState>self.books[tk.book_id]
+                eb.market.ticker[0], eb.market.ticker[1], eb.market.ticker[2] = tk.exch_ns, tk.last, tk.bid
+                eb.market.ticker[3], eb.market.ticker[4], eb.market.ticker[5] = tk.bid_qty, tk.ask, tk.ask_qty
+                eb.has_ticker = True
+                eb.dirty = eb.market_dirty = True
+            elif kind == DAY:
+                if plen != sizeof(obi_day_record):
+                    owner._bad(i, kind, seq, f"24 h record of {plen} bytes, expected {sizeof(obi_day_record)}")
+                    continue
+                memcpy(&dy, p, sizeof(dy))
+                if dy.book_id >= self.n_books or not row[dy.book_id]:
+                    owner._bad(i, kind, seq, f"book {dy.book_id} is not a market of this feed")
+                    continue
+                eb = <MarketState>self.books[dy.book_id]
+                eb.market.day[0], eb.market.day[1], eb.market.day[2] = dy.exch_ns, dy.open, dy.high
+                eb.market.day[3], eb.market.day[4] = dy.low, dy.volume
+                eb.has_day = True
+                eb.dirty = eb.market_dirty = True
+            elif kind == INVALID:
+                if plen < <Py_ssize_t>sizeof(obi_invalid_header):
+                    owner._bad(i, kind, seq, "book-invalid record too short")
+                    owner._invalidate_feed(i, "bad_record")
+                    continue
+                bid = (<const uint8_t *>p)[0] | (<const uint8_t *>p)[1] << 8
+                if bid >= self.n_books or not row[bid]:
+                    owner._bad(i, kind, seq, f"book {bid} is not a market of this feed")
+                    continue
+                if book_feed:       # a trade or ticker feed has no book to invalidate
+                    owner._invalidate(self.books[bid], PyBytes_FromStringAndSize(
+                        p + sizeof(obi_invalid_header), plen - sizeof(obi_invalid_header)).decode("utf-8", "replace"))
+            else:
+                owner._bad(i, kind, seq, "unknown record kind")
+        ring.commit()
+        self.last_seq[i] = last
+        return n
+
+    def publish(self, bint sample_obi, double now, int levels, double idle_before,
+                Py_ssize_t chunk, Py_ssize_t max_records=512) -> int:
+        """One publish round: every book's trade window moves to ``now`` (monotonic s); with
+        ``sample_obi`` its OBI goes into its history; the books that changed (or whose only
+        news is samples, when last published before ``idle_before``) are written into their
+        slots. The rings are polled after every ``chunk`` books, so a record that comes during
+        the round waits for a chunk at most. Returns the books published."""
+        cdef Py_ssize_t k, n = 0
+        cdef MarketState eb
+        cdef int64_t cutoff_ns = <int64_t>((now - 1.0) * 1e9)
+        for k in range(self.n_books):
+            if k % chunk == chunk - 1:
+                self.poll(max_records)
+            eb = <MarketState>self.books[k]
+            if eb.win_n:
+                eb.expire(cutoff_ns)
+            if sample_obi:
+                eb._push_obi(eb.obi_of(levels))
+                eb.sampled = True
+            if eb.dirty or (eb.sampled and eb.published_at < idle_before):
+                eb.write_slot(now, levels)
+                n += 1
+        return n
