@@ -30,7 +30,7 @@ from typing import Any
 from obitui.config import Config, book_plan, engine_nap_us, engine_spin_us, feed_book_ids
 from obitui.core.book import OrderBook
 from obitui.core.engine_core import EngineCore, MarketState
-from obitui.core.ring import Ring, sleep_until_records
+from obitui.core.ring import Ring
 from obitui.core.stats import Command, StatsBlock, publish_engine
 
 log = logging.getLogger("obitui.engine")
@@ -231,16 +231,12 @@ class Engine:
         spin = cfg.engine_wait == "spin"
         spin_s = engine_spin_us(cfg) / 1e6
         nap_s = engine_nap_us(cfg) / 1e6
-        nap = time.sleep
         mono = time.monotonic
-        stats = self.stats
-        seg = stats.seg
-        sleeping_off, wake_off = stats.engine_wait_offsets()
-        rings = self.rings
+        seg = self.stats.seg
+        sleeping_off, wake_off = self.stats.engine_wait_offsets()
+        run_until = self.core.run_until
         last_pub = last_obi = 0.0
-        last_work = mono()
         while self.running:
-            n = self.poll()
             now = mono()
             if now - last_pub >= PUBLISH_EVERY:
                 sample = now - last_obi >= OBI_SAMPLE_EVERY
@@ -248,15 +244,10 @@ class Engine:
                     last_obi = now
                 self.publish(sample)
                 last_pub = now
-            if n:
-                last_work = now
-                if nap_s:
-                    nap(nap_s)      # records are coming: let the next ones gather in the rings
-                continue
-            if spin or now - last_work < spin_s:
-                continue
-            # flag, check the rings, futex wait, unflag: one call (ring.sleep_until_records)
-            sleep_until_records(seg, sleeping_off, wake_off, rings, SLEEP_TIMEOUT)
+            # poll and wait in C until the next round (flag, check the rings, futex wait, unflag:
+            # ring.sleep_until_records)
+            run_until(last_pub + PUBLISH_EVERY, seg, sleeping_off, wake_off, spin, spin_s, nap_s,
+                      SLEEP_TIMEOUT, BATCH)
         self.publish(False)
         for eb in self.books:
             if eb.invalid_reasons:

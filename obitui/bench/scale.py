@@ -490,13 +490,15 @@ def verdicts(rows: list[dict[str, Any]], ref: int, top_n: int) -> list[tuple[str
     p99s = ", ".join(f"{_label(r)}: {_f(r['rx_applied_us']['p99'])}" for r in scale)
     out.append((f"p99 frame arrival -> book applied <= {TARGET_P99_US / 1e3:g} ms", f"{p99s} us",
                 ok((worst["rx_applied_us"]["p99"] or 0) <= TARGET_P99_US)))
-    eng = [r["engine_us_per_record"] for r in scale if r["engine_us_per_record"] is not None]
-    out.append((f"engine <= {TARGET_ENGINE_US:g} us CPU per record",
+    # judged at TARGET_MARKETS, as the issue states it (at a few records/s the engine's fixed
+    # cost, waking every 50 ms and publishing at 8 Hz, is all a per-record figure shows)
+    eng_big = big["engine_us_per_record"] if big["markets"] == top_n else None
+    out.append((f"engine <= {TARGET_ENGINE_US:g} us CPU per record at {top_n} markets",
                 ", ".join(f"{_label(r)}: {_f(r['engine_us_per_record'], '{:.2f}')}" for r in scale) + " us"
                 + " (beyond one market's fixed cost: "
                 + ", ".join(f"{_label(r)}: {_f(r.get('engine_us_per_record_marginal'), '{:.2f}')}"
                             for r in scale if r.get("engine_us_per_record_marginal") is not None) + " us)",
-                ok(max(eng) <= TARGET_ENGINE_US if eng else None)))
+                ok(eng_big <= TARGET_ENGINE_US if eng_big is not None else None)))
     per_book = [r["rss_mib_per_book"] for r in scale if r["rss_mib_per_book"] is not None]
     out.append((f"RSS <= {TARGET_MIB_PER_BOOK:g} MiB per book beyond the fixed cost",
                 ", ".join(f"{_label(r)}: {_f(r['rss_mib_per_book'], '{:.3f}')}" for r in scale

@@ -2,6 +2,7 @@ from typing import Any
 
 from obitui.core.book import OrderBook
 from obitui.core.ring import Ring
+from obitui.core.shm import Segment
 
 class MarketState:
     book: OrderBook
@@ -46,3 +47,5 @@ class EngineCore:
     def poll(self, max_records: int = 512) -> int: ...
     def publish(self, sample_obi: bool, now: float, levels: int, idle_before: float, chunk: int,
                 max_records: int = 512) -> int: ...
+    def run_until(self, deadline: float, seg: Segment, sleeping_offset: int, wake_offset: int, spin: bool,
+                  spin_s: float, nap_s: float, sleep_timeout: float, max_records: int = 512) -> int: ...

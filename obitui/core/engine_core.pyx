@@ -19,11 +19,12 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
 
 from obitui.core.book cimport BookSide, Level, OrderBook, obi_int128
-from obitui.core.ring cimport Ring
+from cpython.exc cimport PyErr_CheckSignals
+from obitui.core.ring cimport Ring, sleep_on
 from obitui.core.shm cimport (
     Segment, obi_rec_header, obi_book_header, obi_trade_record, obi_ticker_record, obi_day_record,
     obi_invalid_header, OBI_REC_HDR, obi_load_relaxed_u64, obi_store_relaxed_u64, obi_store_release_u64,
-    obi_fence_seq_cst, obi_monotonic_ns, obi_realtime_ns,
+    obi_fence_seq_cst, obi_monotonic_ns, obi_realtime_ns, timespec,
 )
 
 from obitui.core import stats as _stats
@@ -105,6 +106,9 @@ cdef int TICKER = Kind.TICKER
 cdef int INVALID = Kind.BOOK_INVALID
 cdef int DAY = Kind.TICKER_DAY
 cdef int SIDE_BUY = 1
+
+cdef extern from "<time.h>" nogil:
+    int nanosleep(const timespec *req, timespec *rem)
 cdef int64_t I64_MAX = 0x7FFFFFFFFFFFFFFF
 
 
@@ -469,6 +473,43 @@ cdef class EngineCore:
 
     def poll(self, Py_ssize_t max_records=512) -> int:
         """Read and apply up to ``max_records`` records of every ring; returns how many."""
+        return self._poll(max_records)
+
+    def run_until(self, double deadline, Segment seg, size_t sleeping_offset, size_t wake_offset, bint spin,
+                  double spin_s, double nap_s, double sleep_timeout, Py_ssize_t max_records=512) -> int:
+        """The engine's loop between two publish rounds: poll the rings until the monotonic
+        ``deadline`` (s). When a poll finds nothing: with ``spin`` poll on; else, once ``spin_s``
+        has passed without records, sleep on the wake word (``ring.sleep_until_records``, at
+        most ``sleep_timeout``). After a poll that found records, pause ``nap_s`` when > 0 (the
+        ``batch`` wait). Returns early when the owner stops running (a signal's handler runs
+        here). Returns the records applied."""
+        cdef Py_ssize_t n, total = 0
+        cdef double now, last_work
+        cdef timespec nap
+        nap.tv_sec = <long>nap_s
+        nap.tv_nsec = <long>((nap_s - <long>nap_s) * 1e9)
+        last_work = obi_monotonic_ns() * 1e-9
+        while True:
+            n = self._poll(max_records)
+            total += n
+            now = obi_monotonic_ns() * 1e-9
+            if now >= deadline:
+                return total
+            if n:
+                last_work = now
+                if nap_s > 0:
+                    with nogil:
+                        nanosleep(&nap, NULL)     # records are coming: let the next ones gather
+                continue
+            PyErr_CheckSignals()
+            if not self.owner.running:
+                return total
+            if spin or now - last_work < spin_s:
+                continue
+            # flag, check the rings, futex wait, unflag (ring.sleep_until_records)
+            sleep_on(seg, sleeping_offset, wake_offset, self.rings, min(sleep_timeout, deadline - now))
+
+    cdef Py_ssize_t _poll(self, Py_ssize_t max_records) except -1:
         cdef Py_ssize_t i, n = 0, m
         for i in range(self.n_rings):
             m = self._drain(i, max_records)

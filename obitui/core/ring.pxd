@@ -45,3 +45,9 @@ cdef class Ring:
     cdef int raise_corrupt(self) except -1
     cdef int _check_open(self, RingRole want) except -1
     cdef int _push_py(self, object payload, int kind, int flags, bint count_drop) except -2
+
+
+# the consumer's side of the block wait (ring.sleep_until_records, which says how): True when
+# records were there before sleeping
+cdef bint sleep_on(Segment seg, size_t sleeping_offset, size_t wake_offset, list rings,
+                   double timeout_s) except -1

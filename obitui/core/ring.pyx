@@ -58,6 +58,11 @@ def sleep_until_records(Segment seg, size_t sleeping_offset, size_t wake_offset,
     then clear the flag. Returns True when records were there before sleeping (no sleep).
     The flag store and the rings' tail loads are ordered by a full fence, as the producer's
     tail store and flag load are: one of the two sides always sees the other."""
+    return sleep_on(seg, sleeping_offset, wake_offset, rings, timeout_s)
+
+
+cdef bint sleep_on(Segment seg, size_t sleeping_offset, size_t wake_offset, list rings,
+                   double timeout_s) except -1:
     seg._check(sleeping_offset & ~(<size_t>7), 8)
     seg._check(wake_offset & ~(<size_t>7), 8)
     cdef uint32_t *sleeping = <uint32_t *>(seg.base + sleeping_offset)
