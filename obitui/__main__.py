@@ -132,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = ap.parse_known_args(argv)
     if args.command == "bench":
         import importlib
+        import signal
+
+        def terminated(signum: int, _frame: object) -> None:
+            raise SystemExit(128 + signum)      # a fleet the bench runs stops, its segments go
+
+        signal.signal(signal.SIGTERM, terminated)
         module = importlib.import_module(BENCH_TARGETS[args.target])
         return int(module.main(list(args.args) + extra) or 0)
     if args.command == "sim":

@@ -104,16 +104,30 @@ class DepthLadder(Widget):
         self.stale_s: float | None = None
         self.head_text = ""
         self.plan: LadderPlan | None = None
+        # what render_line made since the last show or restyle, for one size and colour system
+        # (a memo: the same inputs draw the same lines; a restyle of the border, the focus
+        # moving, draws every line again with the same figures): {"key": (width, height,
+        # colours), "widths": (price, size) columns, y: Strip}
+        self._memo: dict[object, object] = {}
 
     def show(self, view: BookView | None, feed_state: str = "", stale_s: float | None = None) -> None:
         """The update path: take a new view and prepare all that ``render_line`` reads.
         ``stale_s``: the engine has not published for this long (its figures are frozen: the
         book is shown greyed, marked STALE, never as live)."""
+        old = self.view
+        if (view is not None and old is not None and stale_s is None and self.stale_s is None
+                and feed_state == self.feed_state and _drawn(view) == _drawn(old)):
+            return              # all this draws is on screen already
         self.view = view
         self.feed_state = feed_state
         self.stale_s = stale_s
         self.head_text, self.plan = plan_ladder(view, self.digits, self.qdigits)
+        self._memo.clear()
         self.refresh()
+
+    def notify_style_update(self) -> None:
+        self._memo.clear()             # the component styles (colours) may have changed
+        super().notify_style_update()
 
     # ------------------------------------------------------------ drawing
     def _head(self, width: int) -> list[Segment]:
@@ -131,7 +145,19 @@ class DepthLadder(Widget):
                 Segment(fit_parts(self.head_text, rest).ljust(rest), head)]
 
     def render_line(self, y: int) -> Strip:
-        """A pure read of what ``show`` prepared (Textual calls this for every line it draws)."""
+        """A pure read of what ``show`` prepared (Textual calls this for every line it draws),
+        each line made once per update and size."""
+        memo = self._memo
+        key = (self.size.width, self.size.height, self.app.console.color_system)
+        if memo.get("key") != key:
+            memo.clear()
+            memo["key"] = key
+        line = memo.get(y)
+        if line is None:
+            line = memo[y] = self._render_line(y)
+        return line  # type: ignore[return-value]
+
+    def _render_line(self, y: int) -> Strip:
         width = self.size.width
         height = self.size.height
         if y == 0:
@@ -178,7 +204,14 @@ class DepthLadder(Widget):
 
     def _widths(self, pd: int, qd: int) -> tuple[int, int]:
         """Price and size column widths: the widest price shown is the highest (the farthest
-        ask, or the best bid without asks), the widest size the largest cumulative one."""
+        ask, or the best bid without asks), the widest size the largest cumulative one (kept
+        with the lines: the same for every row of an update and size)."""
+        widths = self._memo.get("widths")
+        if widths is None:
+            widths = self._memo["widths"] = self._widths_now(pd, qd)
+        return widths  # type: ignore[return-value]
+
+    def _widths_now(self, pd: int, qd: int) -> tuple[int, int]:
         plan = self.plan
         assert plan is not None
         n = max(1, (self.size.height - 2) // 2)
@@ -205,6 +238,11 @@ class DepthLadder(Widget):
         filled = int(round(bar_w * cum / top)) if top else 0
         return Strip([Segment(text[:width], style), Segment(BAR * min(filled, bar_w), bar_style),
                       Segment(" " * max(0, bar_w - filled))]).crop(0, width)
+
+
+def _drawn(v: BookView) -> tuple[object, ...]:
+    """What a ladder draws of a book view."""
+    return (v.valid, v.crossed, v.update_id, v.exchange, v.symbol, v.obi, v.bids, v.asks)
 
 
 def _cumulative(qs: list[int]) -> list[int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from textual.color import Color
 
 from obitui.app import ObituiApp
 from obitui.ui.help import HelpScreen
@@ -85,7 +86,9 @@ async def test_slash_filters_enter_opens_the_market_esc_returns(world: FakeWorld
         assert isinstance(app.screen, MarketScreen) and app.screen.market.symbol == "SOLUSDT"
         mv = app.screen
         l0, l1 = mv.query_one("#ladder0", DepthLadder), mv.query_one("#ladder1", DepthLadder)
-        assert (l0.key, l1.key) == ("binance:SOLUSDT", "bitget:SOLUSDT") and l1.has_class("focused")
+        assert (l0.key, l1.key) == ("binance:SOLUSDT", "bitget:SOLUSDT") and mv.focused_book == 1
+        accent = Color.parse(app.theme_variables["accent"])
+        assert l1.styles.border_top[1] == accent and l0.styles.border_top[1] != accent     # drawn focused
         await wait_for(pilot, lambda: l0.plan is not None and l1.plan is not None, "both ladders")
         tape = mv.query_one("#tape", TradeTape)
         await wait_for(pilot, lambda: len(tape.lines) == 16, "both venues' trades on the tape")
