@@ -9,11 +9,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any
+
+# Textual's screen-update timer, paused between repaints, fires one to two of its periods after
+# the change that resumes it: at its default 60 fps a key's repaint waited up to 33 ms for it
+# (key -> repaint p90 25 ms, p99 41-43 ms at 150 markets); 120 fps halves that wait (issue #20,
+# BENCHMARKS.md). Textual reads TEXTUAL_FPS (a documented setting) when it is first imported.
+os.environ.setdefault("TEXTUAL_FPS", "120")
 
 from rich.markup import escape
 from textual.app import App, SystemCommand

@@ -81,11 +81,12 @@ def _markets_child(cfg: Config, stats_name: str, ring_names: list[str], pids: di
                    seed: int) -> None:
     """The console in this process; says ("start", phase) / ("end", phase, cpu %) around its
     CPU windows and ("done", result) at the end on ``out``."""
+    from obitui.app import ObituiApp        # first: it sets Textual's frame rate (TEXTUAL_FPS)
+
     from rich.console import Console
     from textual import events
     from textual._compositor import CompositorUpdate
 
-    from obitui.app import ObituiApp
     from obitui.controller import StatsController
     from obitui.core.stats import StatsBlock
     from obitui.ui.market import MarketScreen

@@ -385,6 +385,22 @@ async def test_against_the_real_fleet_on_the_simulator() -> None:
     assert not [s for s in our_segments() if f"-r{os.getpid()}x" in s]
 
 
+def test_the_console_repaints_at_120_frames_a_second() -> None:
+    """The console sets Textual's frame rate before Textual is imported (issue #20: Textual's
+    screen-update timer waits one to two periods before a repaint; at 60 fps that was most of a
+    key's p99), on the CLI's path as in the benchmark's UI process; a user's TEXTUAL_FPS wins."""
+    code = ("import sys, obitui.__main__\nassert 'textual' not in sys.modules\n"
+            "import obitui.app, textual.constants, textual.screen\n"
+            "print(textual.constants.MAX_FPS, round(1 / textual.screen.UPDATE_PERIOD))")
+    env = {k: v for k, v in os.environ.items() if k != "TEXTUAL_FPS"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["120", "120"]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**env, "TEXTUAL_FPS": "30"})
+    assert res.stdout.split() == ["30", "30"], res.stderr
+
+
 def test_hot_path_never_imports_the_ui() -> None:
     mods = ["obitui.core.ring", "obitui.core.book", "obitui.core.stats", "obitui.feeds.process",
             "obitui.feeds.binance.feed", "obitui.feeds.bitget.feed", "obitui.engine",
