@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
-from textual.widget import Widget
 
 from obitui.core.stats import TOP_N, BookView
 from obitui.widgets.format import decimals_needed, fit_parts, fmt_fixed, shown_decimals
+from obitui.widgets.styled import StyledLines
 
 __all__ = ["BAR", "DepthLadder", "LadderPlan", "plan_ladder", "shown_decimals"]
 
@@ -77,7 +77,7 @@ def plan_ladder(view: BookView | None, digits: int, qdigits: int) -> tuple[str, 
                             _cumulative([q for _, q in bids]), pds, qds)
 
 
-class DepthLadder(Widget):
+class DepthLadder(StyledLines):
     COMPONENT_CLASSES = {"ladder--bid", "ladder--ask", "ladder--best", "ladder--bar-bid",
                          "ladder--bar-ask", "ladder--head", "ladder--invalid", "ladder--dim"}
     DEFAULT_CSS = """
@@ -132,13 +132,13 @@ class DepthLadder(Widget):
     # ------------------------------------------------------------ drawing
     def _head(self, width: int) -> list[Segment]:
         v = self.view
-        head = self.get_component_rich_style("ladder--head")
+        head = self.style_of("ladder--head")
         if v is None or not v.exchange:
             return [Segment(f" {self.key}: no data yet".ljust(width)[:width], head)]
-        badge_style = head if v.valid else self.get_component_rich_style("ladder--invalid")
+        badge_style = head if v.valid else self.style_of("ladder--invalid")
         badge = " VALID " if v.valid else " INVALID "
         if self.stale_s is not None:
-            badge_style = self.get_component_rich_style("ladder--dim")
+            badge_style = self.style_of("ladder--dim")
             badge = f" STALE {self.stale_s:.1f}s "
         rest = max(0, width - len(badge))
         return [Segment(badge, badge_style + Style(reverse=True)),
@@ -148,18 +148,17 @@ class DepthLadder(Widget):
         """A pure read of what ``show`` prepared (Textual calls this for every line it draws),
         each line made once per update and size."""
         memo = self._memo
-        key = (self.size.width, self.size.height, self.app.console.color_system)
+        width, height = self.size
+        key = (width, height, self.app.console.color_system)
         if memo.get("key") != key:
             memo.clear()
             memo["key"] = key
         line = memo.get(y)
         if line is None:
-            line = memo[y] = self._render_line(y)
+            line = memo[y] = self._render_line(y, width, height)
         return line  # type: ignore[return-value]
 
-    def _render_line(self, y: int) -> Strip:
-        width = self.size.width
-        height = self.size.height
+    def _render_line(self, y: int, width: int, height: int) -> Strip:
         if y == 0:
             return Strip(self._head(width)).crop(0, width)
         v = self.view
@@ -167,7 +166,7 @@ class DepthLadder(Widget):
         if v is None or plan is None:
             if y == 1 and v is not None:
                 msg = f" book invalid ({self.feed_state or 'waiting'})"
-                return Strip([Segment(msg.ljust(width)[:width], self.get_component_rich_style("ladder--dim"))])
+                return Strip([Segment(msg.ljust(width)[:width], self.style_of("ladder--dim"))])
             return Strip.blank(width)
         rows = height - 2                      # head + spread line
         n = max(1, rows // 2)
@@ -190,7 +189,7 @@ class DepthLadder(Widget):
     def _spread_line(self, width: int) -> Strip:
         v = self.view
         assert v is not None
-        dim = self.get_component_rich_style("ladder--dim")
+        dim = self.style_of("ladder--dim")
         text = f" OBI {v.obi:+.4f}"
         return Strip([Segment(("─" * 2 + text + " ").ljust(width, "─")[:width], dim)])
 
@@ -199,8 +198,8 @@ class DepthLadder(Widget):
         nearer colour than grey, so both sides' bars looked alike: there they take the side's
         full colour (the prices' green / red) instead."""
         if self.app.console.color_system in ("standard", "windows"):
-            return Style(color=self.get_component_rich_style(f"ladder--{side}").color)
-        return self.get_component_rich_style(f"ladder--bar-{side}")
+            return Style(color=self.style_of(f"ladder--{side}").color)
+        return self.style_of(f"ladder--bar-{side}")
 
     def _widths(self, pd: int, qd: int) -> tuple[int, int]:
         """Price and size column widths: the widest price shown is the highest (the farthest
@@ -224,11 +223,11 @@ class DepthLadder(Widget):
              pd: int, qd: int) -> Strip:
         price = fmt_fixed(level[0], self.digits, pd)
         size = fmt_fixed(level[1], self.qdigits, qd)
-        style = self.get_component_rich_style(f"ladder--{side}")
+        style = self.style_of(f"ladder--{side}")
         if self.stale_s is not None:       # frozen figures: greyed
-            style = self.get_component_rich_style("ladder--dim")
+            style = self.style_of("ladder--dim")
         elif best:
-            style = style + self.get_component_rich_style("ladder--best")
+            style = style + self.style_of("ladder--best")
         bar_style = self._bar_style(side)
         pw, qw = self._widths(pd, qd)
         text = f" {price:>{pw}} {size:>{qw}} "

@@ -7,10 +7,11 @@ from typing import Any
 from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
-from textual.widget import Widget
+
+from obitui.widgets.styled import StyledLines
 
 
-class PartsLine(Widget):
+class PartsLine(StyledLines):
     """A line of (text, style word) parts (or lists of them: a group, kept or dropped whole);
     the parts that do not fit are dropped, last first, never cut. Subclasses name their style words in COMPONENT_CLASSES as ``<prefix>--<word>``."""
     PREFIX = "parts"
@@ -39,7 +40,7 @@ class PartsLine(Widget):
             if used + n > width:
                 break
             for text, word in group:
-                style = self.get_component_rich_style(f"{self.PREFIX}--{word}") if word else Style()
+                style = self.style_of(f"{self.PREFIX}--{word}") if word else Style()
                 segs.append(Segment(text, style))
             used += n
         segs.append(Segment(" " * (width - used)))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from rich.segment import Segment
 from textual.strip import Strip
-from textual.widget import Widget
+
+from obitui.widgets.styled import StyledLines
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
-class ObiSparkline(Widget):
+class ObiSparkline(StyledLines):
     COMPONENT_CLASSES = {"spark--pos", "spark--neg", "spark--label"}
     DEFAULT_CSS = """
     ObiSparkline { height: 2; }
@@ -24,8 +25,13 @@ class ObiSparkline(Widget):
         self.values: list[float] = []
         self.current = 0.0
         self.valid = False
+        self._drawn: tuple[object, ...] | None = None     # (key, values, current, valid) on screen
 
     def show(self, values: list[float], current: float, valid: bool) -> None:
+        drawn = (self.key, values, current, valid)
+        if drawn == self._drawn:
+            return              # on screen already
+        self._drawn = drawn
         self.values = values
         self.current = current
         self.valid = valid
@@ -33,10 +39,10 @@ class ObiSparkline(Widget):
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        pos = self.get_component_rich_style("spark--pos")
-        neg = self.get_component_rich_style("spark--neg")
+        pos = self.style_of("spark--pos")
+        neg = self.style_of("spark--neg")
         if y == 0:
-            label = self.get_component_rich_style("spark--label")
+            label = self.style_of("spark--label")
             value = f"{self.current:+.4f}" if self.valid else "  n/a "
             return Strip([Segment(f" OBI {self.key} ", label),
                           Segment(value, pos if self.current >= 0 else neg)]).crop(0, width)

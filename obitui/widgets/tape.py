@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from rich.segment import Segment
 from textual.strip import Strip
-from textual.widget import Widget
+
+from obitui.widgets.styled import StyledLines
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ def clock_text(ts_ns: int) -> str:
     return f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{ts_ns // 1_000_000 % 1000:03d}"
 
 
-class TradeTape(Widget):
+class TradeTape(StyledLines):
     COMPONENT_CLASSES = {"tape--head", "tape--buy", "tape--sell", "tape--big", "tape--dim"}
     DEFAULT_CSS = """
     TradeTape { height: 1fr; width: 1fr; }
@@ -61,17 +62,17 @@ class TradeTape(Widget):
         if y == 0:
             head = ("time (UTC)   " if with_time else "") + ("   " if with_venue else "") + \
                 "side " + "price".rjust(self.pw) + " " + "size".rjust(self.sw)
-            return Strip([Segment(head.ljust(width), self.get_component_rich_style("tape--head"))]).crop(0, width)
+            return Strip([Segment(head.ljust(width), self.style_of("tape--head"))]).crop(0, width)
         k = y - 1
         if k >= len(self.lines):
             if k == 0:
                 return Strip([Segment(" no trades yet".ljust(width),
-                                      self.get_component_rich_style("tape--dim"))]).crop(0, width)
+                                      self.style_of("tape--dim"))]).crop(0, width)
             return Strip.blank(width)
         t = self.lines[k]
-        style = self.get_component_rich_style("tape--buy" if t.buy else "tape--sell")
+        style = self.style_of("tape--buy" if t.buy else "tape--sell")
         if t.big:
-            style = style + self.get_component_rich_style("tape--big")
+            style = style + self.style_of("tape--big")
         text = (f"{clock_text(t.ts_ns)} " if with_time else "") + (f"{t.venue:<3}" if with_venue else "") + \
             ("buy  " if t.buy else "sell ") + t.price.rjust(self.pw) + " " + t.size.rjust(self.sw)
         return Strip([Segment(text.ljust(width), style)]).crop(0, width)

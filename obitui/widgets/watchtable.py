@@ -15,7 +15,8 @@ from textual.events import MouseDown, MouseScrollDown, MouseScrollUp
 from textual.geometry import Region
 from textual.message import Message
 from textual.strip import Strip
-from textual.widget import Widget
+
+from obitui.widgets.styled import StyledLines
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Column:
 Cells = dict[str, tuple[str, str]]      # column key -> (text, style word)
 
 
-class WatchTable(Widget, can_focus=True):
+class WatchTable(StyledLines, can_focus=True):
     COMPONENT_CLASSES = {"watch--header", "watch--cursor", "watch--ok", "watch--bad", "watch--dim",
                          "watch--pos", "watch--neg", "watch--up", "watch--down"}
     DEFAULT_CSS = """
@@ -205,7 +206,7 @@ class WatchTable(Widget, can_focus=True):
         if self._laid_for != width:
             self._layout(width)
         if y == 0:
-            head = self.get_component_rich_style("watch--header")
+            head = self.style_of("watch--header")
             segs = []
             for c in self.shown:
                 w = self.widths[c.key]
@@ -228,12 +229,12 @@ class WatchTable(Widget, can_focus=True):
         if got is not None and got[0] == sig:
             return got[1]
         self.drawn += 1
-        base = self.get_component_rich_style("watch--cursor") if cur else Style()
+        base = self.style_of("watch--cursor") if cur else Style()
         segs = []
         for c in self.shown:
             text, word = cells.get(c.key, ("", ""))
             w = max(self.widths[c.key], len(self._title(c)))
-            style = base + self.get_component_rich_style(f"watch--{word}") if word else base
+            style = base + self.style_of(f"watch--{word}") if word else base
             segs.append(Segment(text.rjust(w) if c.right else text.ljust(w), style))
             segs.append(Segment(" ", base))
         used = sum(len(s.text) for s in segs)
