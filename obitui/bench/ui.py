@@ -59,7 +59,8 @@ TARGET_KEY_P99_MS = 50.0     # keystroke -> repaint
 TARGET_MARKETS = 150
 
 
-def _ui_child(cfg: Config, stats_name: str, ring_names: list[str], seconds: float) -> None:
+def _ui_child(cfg: Config, stats_name: str, ring_names: list[str], seconds: float, ready: Any) -> None:
+    """The app for ``seconds`` after ``ready`` is set, once it has drawn for a second."""
     from obitui.app import ObituiApp
     from obitui.controller import StatsController
     from obitui.core.stats import StatsBlock
@@ -69,6 +70,8 @@ def _ui_child(cfg: Config, stats_name: str, ring_names: list[str], seconds: floa
         ctl = StatsController(cfg, stats, ring_names)
         app = ObituiApp(cfg, ctl, refresh_hz=8.0)
         async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(1.0)
+            ready.set()
             await pilot.pause(seconds)
         ctl.stop()
         stats.close()
@@ -519,10 +522,14 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(4)
         push, app = _window(sup, args.window)
         rows.append(("UI off", push, app, "-"))
-        child = mp.get_context("spawn").Process(
-            target=_ui_child, args=(cfg, sup.stats_name, sup.ring_names, args.window + 4))
+        ctx = mp.get_context("spawn")
+        ready = ctx.Event()
+        child = ctx.Process(target=_ui_child, args=(cfg, sup.stats_name, sup.ring_names, args.window + 2, ready))
         child.start()
-        time.sleep(3)                        # the app starting up is not part of the window
+        # the app starting up (imports, first screen) is not part of the window: it starts when
+        # the app has drawn for a second (on a loaded machine that took more than 3 s)
+        if not ready.wait(60):
+            raise RuntimeError("the UI did not start within 60 s")
         proc = psutil.Process(child.pid)
         c0 = proc.cpu_times()
         t0 = time.monotonic()
