@@ -580,38 +580,24 @@ cdef class EngineCore:
                 eb.dirty = True
                 eb.hist[_bucket(recv_ns)] += 1
             elif kind == TRADE:
-                if plen != sizeof(obi_trade_record):
-                    owner._bad(i, kind, seq, f"trade record of {plen} bytes, expected {sizeof(obi_trade_record)}")
-                    continue
-                memcpy(&tr, p, sizeof(tr))
-                if tr.book_id >= self.n_books or not row[tr.book_id]:
-                    owner._bad(i, kind, seq, f"book {tr.book_id} is not a market of this feed")
+                eb = self._fixed_record(i, kind, seq, p, plen, sizeof(tr), &tr, row, "trade")
+                if eb is None:
                     continue
                 if not now_mono:
                     now_mono = <int64_t>obi_monotonic_ns()
-                (<MarketState>self.books[tr.book_id]).add_trade(now_mono, &tr)
+                eb.add_trade(now_mono, &tr)
             elif kind == TICKER:
-                if plen != sizeof(obi_ticker_record):
-                    owner._bad(i, kind, seq, f"ticker record of {plen} bytes, expected {sizeof(obi_ticker_record)}")
+                eb = self._fixed_record(i, kind, seq, p, plen, sizeof(tk), &tk, row, "ticker")
+                if eb is None:
                     continue
-                memcpy(&tk, p, sizeof(tk))
-                if tk.book_id >= self.n_books or not row[tk.book_id]:
-                    owner._bad(i, kind, seq, f"book {tk.book_id} is not a market of this feed")
-                    continue
-                eb = <MarketState>self.books[tk.book_id]
                 eb.market.ticker[0], eb.market.ticker[1], eb.market.ticker[2] = tk.exch_ns, tk.last, tk.bid
                 eb.market.ticker[3], eb.market.ticker[4], eb.market.ticker[5] = tk.bid_qty, tk.ask, tk.ask_qty
                 eb.has_ticker = True
                 eb.dirty = eb.market_dirty = True
             elif kind == DAY:
-                if plen != sizeof(obi_day_record):
-                    owner._bad(i, kind, seq, f"24 h record of {plen} bytes, expected {sizeof(obi_day_record)}")
+                eb = self._fixed_record(i, kind, seq, p, plen, sizeof(dy), &dy, row, "24 h")
+                if eb is None:
                     continue
-                memcpy(&dy, p, sizeof(dy))
-                if dy.book_id >= self.n_books or not row[dy.book_id]:
-                    owner._bad(i, kind, seq, f"book {dy.book_id} is not a market of this feed")
-                    continue
-                eb = <MarketState>self.books[dy.book_id]
                 eb.market.day[0], eb.market.day[1], eb.market.day[2] = dy.exch_ns, dy.open, dy.high
                 eb.market.day[3], eb.market.day[4] = dy.low, dy.volume
                 eb.has_day = True
@@ -633,6 +619,21 @@ cdef class EngineCore:
         ring.commit()
         self.last_seq[i] = last
         return n
+
+    cdef MarketState _fixed_record(self, Py_ssize_t i, int kind, uint64_t seq, const char *p, Py_ssize_t plen,
+                                   Py_ssize_t size, void *out, const uint8_t *row, str what):
+        """A fixed-size record (trade, ticker, 24 h) of ring i, copied into ``out``: the market
+        it names, or None when it is refused (counted and logged by the owner)."""
+        cdef uint16_t bid
+        if plen != size:
+            self.owner._bad(i, kind, seq, f"{what} record of {plen} bytes, expected {size}")
+            return None
+        memcpy(out, p, size)
+        bid = (<const uint8_t *>p)[0] | (<const uint8_t *>p)[1] << 8      # every record's first field
+        if bid >= self.n_books or not row[bid]:
+            self.owner._bad(i, kind, seq, f"book {bid} is not a market of this feed")
+            return None
+        return <MarketState>self.books[bid]
 
     def publish(self, bint sample_obi, double now, int levels, double idle_before,
                 Py_ssize_t chunk, Py_ssize_t max_records=512) -> int:
