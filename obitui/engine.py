@@ -100,6 +100,8 @@ class Engine:
         self.bad_records = 0
         self._bad_log_at = [float("-inf")] * len(self.rings)
         self._bad_unlogged = [0] * len(self.rings)
+        self._corrupt_log_at = [float("-inf")] * len(self.rings)
+        self._corrupt_polls = [0] * len(self.rings)
         self.running = True
         self._rate_t = time.monotonic()
         self._rate_n = 0
@@ -123,10 +125,17 @@ class Engine:
         """Read and apply the records of every ring (at most BATCH a ring); returns how many."""
         return int(self.core.poll(BATCH))
 
-    def _corrupt(self, i: int, exc: Exception) -> None:
-        log.error("ring %s is corrupt: %s; its books are invalid until the feed restarts",
-                  self.rings[i].name, exc)
+    def _corrupt(self, i: int, why: str) -> None:
+        """Ring i is corrupt (or closed): never read again; its feed's books invalid. Called at
+        every poll of it: logged once per ring every BAD_LOG_EVERY at most, with the count."""
         self._invalidate_feed(i, "corrupt_ring")
+        self._corrupt_polls[i] += 1
+        now = time.monotonic()
+        if now - self._corrupt_log_at[i] < BAD_LOG_EVERY:
+            return
+        log.error("ring %s is corrupt: %s; its books are invalid until the feed restarts "
+                  "(%d polls of it so far)", self.rings[i].name, why, self._corrupt_polls[i])
+        self._corrupt_log_at[i] = now
 
     def _lost(self, i: int, seq: int, last: int) -> None:
         """Records of ring i were lost before ``seq``: any of its feed's books may have missed a

@@ -440,6 +440,7 @@ cdef class EngineCore:
     cdef uint64_t *last_seq          # per ring: the seq of the last record read
     cdef readonly uint64_t records
     cdef readonly uint64_t batches
+    cdef double last_work            # monotonic s of the last poll that found records
 
     def __cinit__(self, *args, **kwargs):
         self.member = NULL
@@ -453,6 +454,7 @@ cdef class EngineCore:
         self.books = books
         self.n_rings = len(rings)
         self.n_books = len(books)
+        self.last_work = obi_monotonic_ns() * 1e-9
         self.member = <uint8_t *>malloc(max(1, self.n_rings * self.n_books))
         self.is_book = <uint8_t *>malloc(max(1, self.n_rings))
         self.last_seq = <uint64_t *>malloc(max(1, self.n_rings) * sizeof(uint64_t))
@@ -484,27 +486,24 @@ cdef class EngineCore:
         ``batch`` wait). Returns early when the owner stops running (a signal's handler runs
         here). Returns the records applied."""
         cdef Py_ssize_t n, total = 0
-        cdef double now, last_work
+        cdef double now
         cdef timespec nap
         nap.tv_sec = <long>nap_s
         nap.tv_nsec = <long>((nap_s - <long>nap_s) * 1e9)
-        last_work = obi_monotonic_ns() * 1e-9
         while True:
             n = self._poll(max_records)
             total += n
             now = obi_monotonic_ns() * 1e-9
-            if now >= deadline:
+            PyErr_CheckSignals()            # a handler (SIGTERM: stop) runs here
+            if now >= deadline or not self.owner.running:
                 return total
             if n:
-                last_work = now
+                self.last_work = now        # spin_s counts from the last records, across rounds
                 if nap_s > 0:
                     with nogil:
                         nanosleep(&nap, NULL)     # records are coming: let the next ones gather
                 continue
-            PyErr_CheckSignals()
-            if not self.owner.running:
-                return total
-            if spin or now - last_work < spin_s:
+            if spin or now - self.last_work < spin_s:
                 continue
             # flag, check the rings, futex wait, unflag (ring.sleep_until_records)
             sleep_on(seg, sleeping_offset, wake_offset, self.rings, min(sleep_timeout, deadline - now))
@@ -535,7 +534,13 @@ cdef class EngineCore:
         cdef obi_day_record dy
         cdef const uint8_t *row = self.member + i * self.n_books
         cdef bint book_feed = self.is_book[i]
+        cdef bint waiting
         owner = self.owner
+        if ring.hdr == NULL or ring.corrupt_reason is not None:
+            # never read again: its head and tail cannot be trusted (the feed's restart brings a
+            # new ring); its books stay invalid
+            owner._corrupt(i, ring.corrupt_reason or "the ring is closed")
+            return 0
         while n < max_records:
             rc = ring.read_next(&rh)
             if rc == 0:
@@ -546,16 +551,17 @@ cdef class EngineCore:
                 try:
                     ring.raise_corrupt()
                 except Exception as exc:
-                    owner._corrupt(i, exc)
+                    owner._corrupt(i, str(exc))
                 return n
             n += 1
+            # the header as read_next checked it: the producer's memory may change under us
             seq = rh.seq
+            kind = rh.type
+            plen = ring.read_length - OBI_REC_HDR
+            p = <const char *>rh + OBI_REC_HDR
             if last and seq != last + 1:
                 owner._lost(i, seq, last)
             last = seq
-            kind = rh.type
-            p = <const char *>rh + OBI_REC_HDR
-            plen = rh.length - OBI_REC_HDR
             if kind == DELTA or kind == SNAPSHOT:
                 if plen < <Py_ssize_t>sizeof(obi_book_header):
                     # its id cannot be trusted: one of the feed's books missed a change
@@ -567,6 +573,7 @@ cdef class EngineCore:
                     owner._bad(i, kind, seq, f"book {bid} is not a book of this feed")
                     continue
                 eb = <MarketState>self.books[bid]
+                waiting = kind == DELTA and not eb.book.valid
                 try:
                     # header check, levels and update id (records.decode_book's rules)
                     recv_ns = eb.book.apply_raw(p, plen, kind == SNAPSHOT)
@@ -574,11 +581,12 @@ cdef class EngineCore:
                     owner._bad(i, kind, seq, f"book {(<object>eb).key}: {exc}")
                     owner._invalidate(eb, "bad_record", False)
                     continue
-                if recv_ns < 0:
-                    continue        # a delta while waiting for a snapshot
+                if waiting:
+                    continue        # a delta while waiting for a snapshot: not applied
                 eb.applied += 1
                 eb.dirty = True
-                eb.hist[_bucket(recv_ns)] += 1
+                if recv_ns > 0:     # a receive time (0 or less is none: no latency to count)
+                    eb.hist[_bucket(recv_ns)] += 1
             elif kind == TRADE:
                 eb = self._fixed_record(i, kind, seq, p, plen, sizeof(tr), &tr, row, "trade")
                 if eb is None:
@@ -645,6 +653,8 @@ cdef class EngineCore:
         cdef Py_ssize_t k, n = 0
         cdef MarketState eb
         cdef int64_t cutoff_ns = <int64_t>((now - 1.0) * 1e9)
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
         for k in range(self.n_books):
             if k % chunk == chunk - 1:
                 self.poll(max_records)

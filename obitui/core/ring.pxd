@@ -1,7 +1,8 @@
 # Cython-level API of the SPSC ring: no Python object per record.
 #
 # Producer:  rc = ring.push_raw(ptr, n, kind, flags)   # 1 pushed, 0 full (drop counted), -1 too big
-# Consumer:  while ring.read_next(&rec) == 1: ... use rec (header) and <char*>rec + OBI_REC_HDR ...
+# Consumer:  while ring.read_next(&rec) == 1: ... use rec (header), ring.read_length (its length
+#            as checked: the field itself may change) and <char*>rec + OBI_REC_HDR ...
 #            ring.commit()                               # publish the new head once per batch
 #            read_next returns -1 on a corrupt record: call ring.raise_corrupt().
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
@@ -36,6 +37,7 @@ cdef class Ring:
     cdef uint64_t popped_bytes_local
     cdef uint64_t last_seq_local
     cdef uint64_t lost_local
+    cdef uint32_t read_length       # the length field read_next checked, for the record it returned
     cdef str corrupt_reason
 
     cdef int try_push_raw(self, const char *payload, uint32_t n, uint16_t kind, uint16_t flags) noexcept nogil

@@ -55,7 +55,8 @@ def sleep_until_records(Segment seg, size_t sleeping_offset, size_t wake_offset,
     sleeps (the u32 at ``sleeping_offset``), read the wake word (``wake_offset``), and, unless
     a ring of ``rings`` already holds records (a push that raced the flag), wait on the wake
     word until a producer bumps it (``Segment.wake_if_sleeping``) or ``timeout_s`` passes;
-    then clear the flag. Returns True when records were there before sleeping (no sleep).
+    then clear the flag. Returns True when records were there before sleeping (no sleep). A
+    ring found corrupt is never read again, so its bytes do not count as records.
     The flag store and the rings' tail loads are ordered by a full fence, as the producer's
     tail store and flag load are: one of the two sides always sees the other."""
     return sleep_on(seg, sleeping_offset, wake_offset, rings, timeout_s)
@@ -75,7 +76,8 @@ cdef bint sleep_on(Segment seg, size_t sleeping_offset, size_t wake_offset, list
     obi_fence_seq_cst()
     word = obi_load_acquire_u32(wake)
     for r in rings:
-        if r.hdr != NULL and obi_load_acquire_u64(&r.hdr.tail) != obi_load_acquire_u64(&r.hdr.head):
+        if (r.hdr != NULL and r.corrupt_reason is None
+                and obi_load_acquire_u64(&r.hdr.tail) != obi_load_acquire_u64(&r.hdr.head)):
             ready = True
             break
     if not ready:
@@ -309,6 +311,7 @@ cdef class Ring:
             if rh.seq > self.last_seq_local + 1:
                 self.lost_local += rh.seq - self.last_seq_local - 1
             self.last_seq_local = rh.seq
+            self.read_length = <uint32_t>length
             rec[0] = rh
             return 1
 
@@ -386,7 +389,7 @@ cdef class Ring:
         if rc < 0:
             self.raise_corrupt()
         out = (rh.type, rh.seq, PyBytes_FromStringAndSize(<char *>rh + OBI_REC_HDR,
-                                                          rh.length - OBI_REC_HDR))
+                                                          self.read_length - OBI_REC_HDR))
         self.commit()
         return out
 
@@ -405,7 +408,7 @@ cdef class Ring:
                 self.commit()
                 self.raise_corrupt()
             out.append((rh.type, rh.seq, PyBytes_FromStringAndSize(
-                <char *>rh + OBI_REC_HDR, rh.length - OBI_REC_HDR)))
+                <char *>rh + OBI_REC_HDR, self.read_length - OBI_REC_HDR)))
         self.commit()
         return out
 

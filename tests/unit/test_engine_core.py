@@ -14,8 +14,8 @@ import time
 import pytest
 
 from obitui.config import Config, FeedConfig
-from obitui.core.records import Kind, encode_book, encode_day, encode_ticker, encode_trade
-from obitui.core.ring import HEADER_SIZE, RECORD_HEADER_SIZE
+from obitui.core.records import Kind, encode_book, encode_day, encode_invalid, encode_ticker, encode_trade
+from obitui.core.ring import HEADER_SIZE, RECORD_HEADER_SIZE, sleep_until_records
 from obitui.core.stats import BookSlotWriter, StatsBlock, pack_market, pack_tape, _BOOK_END
 from obitui.engine import EngineBook
 from tests.unit.engine_rig import running_engine
@@ -137,3 +137,103 @@ def test_records_before_a_corrupt_one_are_applied(shm_name: str) -> None:
         assert eb.applied == 2 and eb.book.update_id == 6 and eb.trades_seen == 1
         assert not eb.book.valid and eb.last_invalid_reason == "corrupt_ring"
         assert any("is corrupt" in r.getMessage() for r in lines)
+
+
+def snapshot(book: int, uid: int, recv_ns: int | None = None, bid_qty: int = 10**6) -> bytes:
+    now = time.time_ns()
+    return encode_book(Kind.BOOK_SNAPSHOT, book, now, now if recv_ns is None else recv_ns, uid, uid,
+                       struct.pack("<qq", 10**10, bid_qty) + struct.pack("<qq", 10**10 + 1, 10**6), 1, 1, 2, 5)
+
+
+TAIL_OFF = 64          # obi_ring_header.tail (shm.h asserts it: the producer's cache line)
+
+
+def test_a_corrupt_ring_is_never_read_again(shm_name: str) -> None:
+    """A producer's tail more than a capacity ahead of the head: the ring is corrupt, its books
+    invalid; later polls read nothing of it (not the previous lap's records as new ones), count
+    it once, log it once, and the engine's wait does not take its bytes for records."""
+    with running_engine(fleet(), shm_name) as (eng, stats, rings, lines):
+        for k in range(1, 700):                          # laps of the 64 KiB ring
+            assert rings[0].push(snapshot(0, k), int(Kind.BOOK_SNAPSHOT))
+            eng.poll()
+        eb = eng.books[0]
+        assert eb.book.valid and eb.applied == 699
+        head = rings[0].stats()["head"]
+        fd = os.open(f"/dev/shm/{rings[0].name}", os.O_RDWR)
+        try:
+            os.pwrite(fd, struct.pack("<Q", head + (1 << 16) + 8), TAIL_OFF)
+        finally:
+            os.close(fd)
+        for _ in range(50):
+            assert eng.poll() == 0
+        assert not eb.book.valid and eb.last_invalid_reason == "corrupt_ring" and eb.applied == 699
+        st = rings[0].stats()
+        assert st["head"] == head and st["corrupt"] == 1
+        assert len([r for r in lines if "is corrupt" in r.getMessage()]) == 1
+        off, wake = stats.engine_wait_offsets()
+        t0 = time.monotonic()
+        assert not sleep_until_records(stats.seg, off, wake, eng.rings, 0.05)     # it slept
+        assert time.monotonic() - t0 >= 0.04
+
+
+def test_a_closed_ring_is_polled_without_harm(shm_name: str) -> None:
+    with running_engine(fleet(), shm_name) as (eng, stats, rings, lines):
+        rings[0].push(snapshot(0, 1), int(Kind.BOOK_SNAPSHOT))
+        eng.rings[0].close()
+        assert eng.poll() == 0
+        assert eng.books[0].last_invalid_reason == "corrupt_ring"
+        assert any("the ring is closed" in r.getMessage() for r in lines)
+
+
+def test_a_record_length_changed_after_its_check_is_not_read_again(shm_name: str) -> None:
+    """The record header's length is read once, when the ring checks it: a producer writing it
+    while the engine is in Python (here, logging a gap) changes nothing the engine reads."""
+    with running_engine(fleet(), shm_name) as (eng, stats, rings, lines):
+        first = snapshot(0, 1)
+        rings[0].push(first, int(Kind.BOOK_SNAPSHOT))
+        rings[0].push(encode_invalid(0, 1, "gap"), int(Kind.BOOK_INVALID))
+        second = HEADER_SIZE + RECORD_HEADER_SIZE + len(first)       # the second record's header
+        fd = os.open(f"/dev/shm/{rings[0].name}", os.O_RDWR)
+        try:
+            os.pwrite(fd, struct.pack("<Q", 9), second + 8)              # its seq: a gap before it
+            lost = eng._lost
+
+            def producer_writes_length_zero(i: int, seq: int, last: int) -> None:
+                os.pwrite(fd, struct.pack("<I", 0), second)
+                lost(i, seq, last)
+            eng._lost = producer_writes_length_zero  # type: ignore[method-assign]
+            assert eng.poll() == 2
+        finally:
+            os.close(fd)
+        eb = eng.books[0]
+        assert eng.bad_records == 0 and not eb.book.valid and eb.last_invalid_reason == "gap"
+
+
+def test_a_snapshot_without_a_receive_time_is_applied_and_counted(shm_name: str) -> None:
+    """A snapshot whose receive time is not a time (<= 0) is still a snapshot: the book is valid,
+    counted, published with its OBI; only no latency is counted for it."""
+    with running_engine(fleet(), shm_name) as (eng, stats, rings, _):
+        rings[0].push(snapshot(0, 1, bid_qty=9 * 10**6), int(Kind.BOOK_SNAPSHOT))
+        assert eng.poll() == 1
+        eb = eng.books[0]
+        assert eb.obi(20) == pytest.approx(0.8)
+        rings[0].push(encode_invalid(0, 1, "gap"), int(Kind.BOOK_INVALID))
+        rings[0].push(snapshot(0, 2, recv_ns=-1, bid_qty=10**5), int(Kind.BOOK_SNAPSHOT))
+        assert eng.poll() == 2
+        assert eb.book.valid and eb.applied == 2 and sum(eb.latency_histogram) == 1
+        eng.publish(False)
+        view = stats.read_book(0)
+        assert view is not None and view.valid and view.update_id == 2
+        assert view.obi == pytest.approx((10**5 - 10**6) / (10**5 + 10**6))
+
+
+def test_the_wait_spins_only_after_records(shm_name: str) -> None:
+    """``spin_s`` counts from the last records, across publish rounds: idle rings put the engine
+    to sleep at once in every round, not after spinning ``spin_s`` each time."""
+    with running_engine(fleet(), shm_name) as (eng, stats, rings, _):
+        off, wake = stats.engine_wait_offsets()
+        time.sleep(0.06)
+        c0 = time.thread_time()
+        for _ in range(4):
+            eng.core.run_until(time.monotonic() + 0.1, stats.seg, off, wake, False, 0.05, 0.0, 0.05)
+        assert time.thread_time() - c0 < 0.05      # spinning 50 ms a round would be 200 ms
