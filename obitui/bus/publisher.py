@@ -56,6 +56,10 @@ JS_TIMEOUT_S = 2.0             # a JetStream API request (the stream's creation)
 JS_ERR_STREAM_EXISTS = 10058   # "stream name already in use with a different configuration"
 LEVELS = 20                    # levels per side in a book message
 CHUNK_BOOKS = 32               # books made and handed to the client between two yields
+# The publisher runs below the feed path's priority: a feed or the engine woken while it makes a
+# round takes the core at once (a bridge can be late by a millisecond; a book cannot; issue #21,
+# "0 impact on the feed path", BENCHMARKS.md "The publisher below the feed path")
+PUBLISHER_NICE = 10
 SPREAD = 0.5                   # the chunks of a round are spread over this share of the period
 # the counters every message moves, by index (send() runs ~2,500 times a second at 300 books)
 _FRAMES, _PUSHED, _BYTES = (FEED_COUNTERS.index(n) for n in ("frames", "frames_pushed", "bytes"))
@@ -506,6 +510,10 @@ def publisher_main(cfg: Config, stats_name: str, slot: int, ring_names: list[str
     """Process entry, started by the supervisor through ``lifeline.run_child``; ``publisher``:
     a subclass to run instead (the bench's)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.nice(PUBLISHER_NICE)
+    except OSError as exc:
+        log.warning("publisher: cannot lower its priority (nice %d): %s", PUBLISHER_NICE, exc)
     stats = StatsBlock.attach(stats_name)
     try:
         asyncio.run((publisher or Publisher)(cfg, stats, slot, ring_names, dataclasses.replace(spec)).run())

@@ -19,7 +19,7 @@ import pytest
 
 from obitui.bench.nats import NatsServer, free_port
 from obitui.bus.attach import Attachment
-from obitui.bus.publisher import PublishSpec
+from obitui.bus.publisher import PUBLISHER_NICE, PublishSpec
 from obitui.config import load_config
 from obitui.core.stats import FeedState
 from obitui.headless import book_markets, snapshot
@@ -126,6 +126,10 @@ def test_the_fleet_outlives_the_nats_server_and_the_publisher_comes_back(nats_se
                  sup.poll)
         wait_for(lambda: "beta/binance:BTCUSDT" in att.fleets.snapshot()["books"], 10, "the console's first book")
         pids = sup.pids()
+        # the bridge runs below the feed path's priority; the feeds and the engine do not
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, pids["publisher"]) == min(19, base + PUBLISHER_NICE)
+        assert all(os.getpriority(os.PRIO_PROCESS, pid) == base for name, pid in pids.items() if name != "publisher")
         nats_server.kill()
         wait_for(lambda: publisher_state(sup) == "backoff", 10, "the publisher to notice", sup.poll)
         t0 = time.monotonic()
