@@ -229,11 +229,6 @@ class Engine:
             r.heartbeat()
         return n
 
-    @staticmethod
-    def _obi(eb: EngineBook, levels: int) -> float:
-        """The book's OBI over ``levels`` levels, computed again only when records were applied."""
-        return float(eb.obi(levels))
-
     # ------------------------------------------------------------ the loop
     def run(self) -> None:
         cfg = self.cfg

@@ -28,7 +28,7 @@ from obitui.core.shm cimport (
 )
 
 from obitui.core import stats as _stats
-from obitui.core.records import Kind
+from obitui.core.records import SIDE_BUY as _SIDE_BUY, Kind
 
 # ---- the BookSlot layout (obitui.core.stats is its one definition: checked at import)
 cdef packed struct BookFixed:
@@ -105,7 +105,7 @@ cdef int TRADE = Kind.TRADE
 cdef int TICKER = Kind.TICKER
 cdef int INVALID = Kind.BOOK_INVALID
 cdef int DAY = Kind.TICKER_DAY
-cdef int SIDE_BUY = 1
+cdef int SIDE_BUY = _SIDE_BUY
 
 cdef extern from "<time.h>" nogil:
     int nanosleep(const timespec *req, timespec *rem)
@@ -229,12 +229,18 @@ cdef class MarketState:
     @property
     def tape_entries(self) -> list:
         """The last TAPE_N trades, newest first: (exch ns, price, qty, side)."""
+        cdef TapeEntry tape[TAPE_N]
+        cdef Py_ssize_t k, n = self._tape_newest_first(tape)
+        return [(tape[k].ts, tape[k].price, tape[k].qty, tape[k].side) for k in range(n)]
+
+    cdef Py_ssize_t _tape_newest_first(self, TapeEntry *out) noexcept:
+        """The tape as the slot holds it: newest first, zeros after the last; returns how many."""
         cdef Py_ssize_t k, j = self.tape_next
-        out = []
+        memset(out, 0, sizeof(TapeEntry) * TAPE_N)
         for k in range(self.tape_n):
             j = (j + TAPE_N - 1) % TAPE_N
-            out.append((self.tape[j].ts, self.tape[j].price, self.tape[j].qty, self.tape[j].side))
-        return out
+            out[k] = self.tape[j]
+        return self.tape_n
 
     @property
     def trades_in_window(self) -> int:
@@ -346,7 +352,7 @@ cdef class MarketState:
         cdef BookFixed f
         cdef char *s
         cdef uint64_t *seq
-        cdef Py_ssize_t nb, na, k, j
+        cdef Py_ssize_t nb, na, k
         cdef uint64_t p, last
         cdef int64_t lv[2 * TOP_N * 2]
         cdef TapeEntry tape[TAPE_N]
@@ -381,11 +387,7 @@ cdef class MarketState:
         memcpy(f.reason, self.reason_bytes, REASON_SIZE)
         if self.market_dirty or self.whole:
             self.market.trades = self.trades_seen
-            memset(tape, 0, sizeof(tape))
-            j = self.tape_next
-            for k in range(self.tape_n):            # newest first
-                j = (j + TAPE_N - 1) % TAPE_N
-                tape[k] = self.tape[j]
+            self._tape_newest_first(tape)
         # seqlock: odd while the slot changes (stats.StatsBlock.read_book retries)
         seq = <uint64_t *>s
         obi_store_relaxed_u64(seq, obi_load_relaxed_u64(seq) | 1)

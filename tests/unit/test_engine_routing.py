@@ -223,7 +223,7 @@ def test_only_changed_books_are_published(rig: Rig) -> None:
     assert eng.publish(True) == 0
     rig.delta(DEPTH, SOL, 31)
     assert eng.publish(True) == 1
-    assert rig.stats.read_book(SOL).obi_history == pytest.approx([eng._obi(rig.book(SOL), 20)] * 2)
+    assert rig.stats.read_book(SOL).obi_history == pytest.approx([rig.book(SOL).obi(20)] * 2)
     for eb in eng.books:
         eb.published_at -= 2.0
     assert eng.publish(False) == 4                 # the samples of the idle books, once a second
