@@ -120,9 +120,9 @@ class MarketScreen(ObituiScreen):
 
     def _show_focus(self, width: int | None = None) -> None:
         """The focused ladder's border in the accent colour; narrower than the app's ``-wide``
-        breakpoint only the focused ladder and its sparkline are shown. Inline styles, not a CSS class: a class
-        makes Textual match every rule of the app against the widgets again (~2.4 ms a key at
-        120x40, against ~0.3 ms; `obitui bench ui`, issue #20)."""
+        breakpoint only the focused ladder and its sparkline are shown. Inline styles, not a
+        CSS class: a class makes Textual match every rule of the app against the widgets again
+        (~2.4 ms a key at 120x40, against ~0.3 ms; `obitui bench ui`, issue #20)."""
         width = self.app.size.width if width is None else width
         wide = next(w for w, name in self.app.HORIZONTAL_BREAKPOINTS or [] if name == "-wide")
         colours = self.app.theme_variables
