@@ -14,8 +14,9 @@ retried with capped exponential backoff.
 A round is paced: the books are read, written and handed to the client ``CHUNK_BOOKS`` at a
 time, the chunks spread over ``SPREAD`` of the publish period, so an attached console takes
 a few messages at a time instead of the whole round at once (its decoding is what the
-latency of a burst is made of). A book's levels are written as JSON text in one C call
-(``obitui.bus._encode``), the rest of its message by ``headless.book_json``.
+latency of a burst is made of). A book's messages are written from its slot's bytes in one C
+call (``obitui.bus._encode.BookMessages``: the bytes ``headless.book_json`` would give, with no
+BookView, no dict and no Python call per level).
 
 JetStream (``PublishSpec.jetstream_max_age``, off by default): at every (re)connect the
 publisher creates or updates the stream ``schema.books_stream(host)`` over its book subjects
@@ -38,11 +39,11 @@ from typing import Any
 import orjson
 
 from obitui.bus import schema
+from obitui.bus._encode import BookMessages, book_slot_offsets
 from obitui.config import Config
 from obitui.core.ring import Ring
 from obitui.core.stats import FEED_COUNTERS, Command, FeedSlotWriter, FeedState, StatsBlock
-from obitui.headless import book_json, book_markets, snapshot
-from obitui.widgets.format import decimals_needed, fmt_fixed
+from obitui.headless import book_markets, snapshot
 
 log = logging.getLogger("obitui.publisher")
 
@@ -56,13 +57,14 @@ JS_TIMEOUT_S = 2.0             # a JetStream API request (the stream's creation)
 JS_ERR_STREAM_EXISTS = 10058   # "stream name already in use with a different configuration"
 LEVELS = 20                    # levels per side in a book message
 CHUNK_BOOKS = 32               # books made and handed to the client between two yields
-# The publisher runs below the feed path's priority: a feed or the engine woken while it makes a
-# round takes the core at once (a bridge can be late by a millisecond; a book cannot; issue #21,
-# "0 impact on the feed path", BENCHMARKS.md "The publisher below the feed path")
+# The publisher runs below the feed path (lower_priority: this nice value, then SCHED_IDLE): a feed
+# or the engine woken while it makes a round takes the core at once (a bridge can be late by a
+# millisecond; a book cannot; issue #21, "0 impact on the feed path")
 PUBLISHER_NICE = 10
 SPREAD = 0.5                   # the chunks of a round are spread over this share of the period
 # the counters every message moves, by index (send() runs ~2,500 times a second at 300 books)
 _FRAMES, _PUSHED, _BYTES = (FEED_COUNTERS.index(n) for n in ("frames", "frames_pushed", "bytes"))
+_SLOT_BYTES = book_slot_offsets()["end"]      # what a book's messages are written from
 
 
 @dataclass
@@ -79,19 +81,6 @@ class PublishSpec:
     levels: int = LEVELS
     jetstream_max_age: float | None = None     # s: keep the books in a JetStream stream (None: off)
     jetstream_storage: str = "memory"          # or "file"
-
-
-def _levels_json_py(levels: list[tuple[int, int]], count: int, digits: int, decimals: int, qdigits: int,
-                    qdecimals: int) -> bytes:
-    """``obitui.bus._encode.levels_json`` in Python (a tree whose extension is not built)."""
-    return orjson.dumps([[fmt_fixed(p, digits, decimals), fmt_fixed(q, qdigits, qdecimals)]
-                         for p, q in levels[:max(0, count)]])
-
-
-try:
-    from obitui.bus._encode import levels_json
-except ImportError:        # not compiled (pip install -e . builds it): the same text, slower
-    levels_json = _levels_json_py
 
 
 def client_options(url: str, creds: str | None = None, ca_file: str | None = None) -> dict[str, Any]:
@@ -122,54 +111,6 @@ def redact(url: str) -> str:
     return ",".join(out)
 
 
-class BookEncoder:
-    """A host's book messages (docs/NATS.md, **contract**), one book view at a time."""
-
-    def __init__(self, host: str, levels: int = LEVELS) -> None:
-        self.host = host
-        self.levels = levels
-        self.market_parts: dict[str, tuple] = {}    # key -> (its market figures, last_trade, ticker)
-
-    def message(self, key: str, bv: Any, digits: int, qdigits: int) -> dict[str, Any]:
-        """The book message (docs/NATS.md): the fields of ``headless.book_json`` (in its order)
-        plus v, host, key, label, ts. Its levels are written in one call as JSON text
-        (``levels_json``: the strings ``book_json`` writes, embedded by orjson as they are).
-        ``last_trade`` and ``ticker`` change far less often than the book: while they (and the
-        decimals) are what they were in the book's last message, that message's objects are
-        used again and the few other fields are written here; otherwise ``book_json`` writes
-        them all (tests/integration/test_nats.py holds both ways to ``book_json``'s bytes)."""
-        levels = self.levels
-        pdec, qdec = bv.price_decimals, bv.qty_decimals
-        bids, asks = bv.bids, bv.asks
-        market = (digits, qdigits, pdec, qdec,
-                  bv.last_trade_side, bv.last_trade_price, bv.last_trade_qty, bv.last_trade_ns,
-                  bv.ticker_ns, bv.ticker_last, bv.ticker_bid, bv.ticker_ask,
-                  bv.day_ns, bv.day_open, bv.day_high, bv.day_low, bv.day_volume)
-        last = self.market_parts.get(key)
-        if last is not None and last[0] == market:
-            mid = None
-            if bids and asks:
-                # (bid + ask) / 2 exactly, as book_json writes it
-                twice = (bids[0][0] + asks[0][0]) * 5
-                mid = fmt_fixed(twice, digits + 1, max(pdec, decimals_needed(twice, digits + 1)))
-            spread = bv.spread_bps
-            valid = bv.valid
-            msg = {"valid": valid, "update_id": bv.update_id, "obi": round(bv.obi, 6), "crossed": bv.crossed,
-                   "bids": None, "asks": None, "state": "synced" if valid else "invalid", "reason": bv.reason,
-                   "mid": mid, "spread_bps": None if spread is None else round(spread, 4),
-                   "flow_1s": fmt_fixed(bv.buy_qty_1s - bv.sell_qty_1s, qdigits, qdec),
-                   "trades_1s": bv.buy_count_1s + bv.sell_count_1s,
-                   "last_trade": last[1], "ticker": last[2]}
-        else:
-            msg = book_json(bv, digits, qdigits, 0)
-            self.market_parts[key] = (market, msg["last_trade"], msg["ticker"])
-        msg["bids"] = orjson.Fragment(levels_json(bids, levels, digits, pdec, qdigits, qdec))
-        msg["asks"] = orjson.Fragment(levels_json(asks, levels, digits, pdec, qdigits, qdec))
-        msg.update(v=schema.SCHEMA, host=self.host, key=key, label=bv.label,
-                   ts=round(bv.last_update_ns / 1e9, 6))
-        return msg
-
-
 class Publisher:
     def __init__(self, cfg: Config, stats: StatsBlock, slot: int, ring_names: list[str],
                  spec: PublishSpec) -> None:
@@ -183,13 +124,13 @@ class Publisher:
         self.subjects = {key: (schema.book_subject(self.host, *key.split(":", 1)),
                                schema.trade_subject(self.host, *key.split(":", 1)))
                          for key in self.markets}
-        # what a round needs of each market, worked out once: key, slot, subjects, scales
-        self.plan = [(key, j, *self.subjects[key], *f.scales_of(key.split(":", 1)[1]))
+        # what a round needs of each market, worked out once: its slot, its subjects, and the
+        # writer of its messages (docs/NATS.md), which knows what it last sent
+        self.plan = [(j, *self.subjects[key],
+                      BookMessages(self.host, key, *f.scales_of(key.split(":", 1)[1]), spec.levels, schema.SCHEMA))
                      for key, (j, f) in self.markets.items()]
-        self.book_sig: dict[str, tuple] = {}
-        self.book_seq: dict[str, int] = {}        # key -> its slot's seqlock word when last read
-        self.encoder = BookEncoder(self.host, spec.levels)
-        self.trades_seen: dict[str, int] = {}
+        self.book_seq: dict[int, int] = {}        # slot -> its seqlock word when last read
+        self.last_beat = 0.0
         self.feeds_text = b""
         self.nc: Any = None
         self.stop = asyncio.Event()
@@ -205,6 +146,14 @@ class Publisher:
         if st != self.me.state or reason != self.me.reason:
             log.info("%s: %s (%s)", LABEL, st.word, reason)
         self.me.set_state(st, reason[:95])
+
+    def beat(self) -> None:
+        """Our own state and heartbeat in the stats block (for the supervisor and the UI), at
+        most every 0.1 s."""
+        now = time.monotonic()
+        if now - self.last_beat >= 0.1:
+            self.last_beat = now
+            self.me.publish()
 
     # ------------------------------------------------------------ sending
     async def send(self, subject: str, payload: bytes) -> None:
@@ -230,6 +179,16 @@ class Publisher:
         counters[_PUSHED] += 1
         counters[_BYTES] += len(payload)
 
+    def bad_slot(self, key: str, exc: Exception) -> None:
+        """A book whose slot holds figures no message can carry (an int64 edge, a scale past
+        what a decimal string takes): counted (``frame_errors``) and logged; it is read again
+        when the engine writes it again."""
+        self.me.inc("frame_errors")
+        n = self.me.get("frame_errors")
+        if n in (1, 10, 100, 1000) or n % 10000 == 0:
+            log.warning("%s: book %s not published: %s: %s; %d such so far", LABEL, key, type(exc).__name__,
+                        exc, n)
+
     def _log_drop(self, subject: str, why: str) -> None:
         n = self.me.get("frames_dropped")
         if n in (1, 10, 100, 1000) or n % 10000 == 0:
@@ -245,47 +204,44 @@ class Publisher:
         """One round: every book that changed, its new trades, the feeds when they changed. The
         books go ``CHUNK_BOOKS`` at a time, the chunks spread over ``SPREAD`` of the period (a
         chunk that is late goes at once: a round never takes longer for the pacing)."""
-        read_book, load_u64, offset = self.stats.read_book, self.stats.seg.load_u64, self.stats.book_offset
-        book_sig, book_seq, trades_seen = self.book_sig, self.book_seq, self.trades_seen
-        dumps, send, encode = orjson.dumps, self.send, self.encoder.message
+        read, load_u64, offset = self.stats.seg.read_consistent, self.stats.seg.load_u64, self.stats.book_offset
+        book_seq, send = self.book_seq, self.send
         t0 = time.monotonic()
         gap = SPREAD / self.spec.rate / max(1, -(-len(self.plan) // CHUNK_BOOKS))
-        for n, (key, j, book_subj, trade_subj, digits, qdigits) in enumerate(self.plan):
+        for n, (j, book_subj, trade_subj, writer) in enumerate(self.plan):
             if n and n % CHUNK_BOOKS == 0:
                 # the chunk made so far goes out (the client's flusher runs) while we wait
                 await asyncio.sleep(max(0.0, t0 + n // CHUNK_BOOKS * gap - time.monotonic()))
+                self.beat()               # a round slowed down by a busy machine is not a hang
             # the slot's seqlock word moves with every write of the engine: a slot it has not
-            # written since the book's last message is not read again
-            seq = load_u64(offset(j))
-            if book_seq.get(key) == seq and key in book_sig:
+            # written since the book was last read is not read again
+            off = offset(j)
+            seq = load_u64(off)
+            if book_seq.get(j) == seq:
                 continue
-            bv = read_book(j, history=False)
-            if bv is None or not bv.exchange:
+            raw = read(off, _SLOT_BYTES)
+            if raw is None:               # the engine was writing it every time we looked
                 continue
-            book_seq[key] = seq
-            sig = (bv.update_id, bv.valid, bv.crossed, bv.trades, bv.ticker_ns, bv.day_ns,
-                   bv.buy_qty_1s, bv.sell_qty_1s, bv.reason)
-            if book_sig.get(key) == sig:
+            book_seq[j] = seq
+            try:
+                got = writer.messages(raw)
+            except Exception as exc:      # figures no message can hold: this book waits, the others go
+                self.bad_slot(writer.key, exc)
                 continue
-            book_sig[key] = sig
-            await send(book_subj, dumps(encode(key, bv, digits, qdigits)))
-            seen = trades_seen.get(key)
-            trades_seen[key] = bv.trades
-            new = bv.trades - seen if seen is not None else 0
-            if new > 0 and bv.tape:
-                pdec, qdec = bv.price_decimals, bv.qty_decimals
-                trades = [{"price": fmt_fixed(p, digits, pdec), "qty": fmt_fixed(q, qdigits, qdec),
-                           "side": "buy" if s == 1 else "sell", "ts": round(ts / 1e9, 6)}
-                          for ts, p, q, s in reversed(bv.tape[:new])]
-                await send(trade_subj, dumps({"v": schema.SCHEMA, "host": self.host, "key": key,
-                                              "trades": trades, "missed": max(0, new - len(bv.tape))}))
+            if got is None:               # no market in it yet
+                continue
+            book, trade = got
+            if book is not None:
+                await send(book_subj, book)
+            if trade is not None:
+                await send(trade_subj, trade)
         feeds = self.feeds_message()
         # resent when anything but the ages changed (the heartbeat carries liveness)
-        text = dumps({label: {k: v for k, v in fv.items() if k != "age_s"}
-                      for label, fv in feeds["feeds"].items()})
+        text = orjson.dumps({label: {k: v for k, v in fv.items() if k != "age_s"}
+                             for label, fv in feeds["feeds"].items()})
         if text != self.feeds_text:
             self.feeds_text = text
-            await send(schema.feeds_subject(self.host), dumps(feeds))
+            await send(schema.feeds_subject(self.host), orjson.dumps(feeds))
 
     async def heartbeat(self, stopping: bool = False) -> None:
         """``stopping``: the last one, sent as the fleet stops (consoles show it stopped, not hung)."""
@@ -308,10 +264,16 @@ class Publisher:
             out["error"] = self.js_error
         return out
 
+    def resend_all(self) -> None:
+        """The next round sends every book and the feeds again, changed or not."""
+        self.book_seq.clear()
+        for *_, writer in self.plan:
+            writer.forget()
+        self.feeds_text = b""
+
     async def on_resend(self, msg: Any) -> None:
         """A console attached: the next round sends every book and the feeds again."""
-        self.book_sig.clear()
-        self.feeds_text = b""
+        self.resend_all()
 
     # ------------------------------------------------------------ JetStream
     def stream_config(self) -> Any:
@@ -425,8 +387,7 @@ class Publisher:
 
             async def reconnected() -> None:
                 self.me.inc("reconnects")
-                self.book_sig.clear()          # everything again: what was missed is stale
-                self.feeds_text = b""
+                self.resend_all()              # everything again: what was missed is stale
                 self.me.set("connections_up", 1)
                 self.state(FeedState.CONNECTED, f"publishing to {redact(self.nc.connected_url.geturl() if self.nc and self.nc.connected_url else self.spec.url)}")
                 self.start_stream_setup()      # a server that came back may have lost it
@@ -472,7 +433,6 @@ class Publisher:
         connector = loop.create_task(self.connect())
         period = 1.0 / self.spec.rate
         next_tick = next_beat = time.monotonic()
-        last_publish = 0.0
         try:
             while not self.stop.is_set():
                 now = time.monotonic()
@@ -487,9 +447,7 @@ class Publisher:
                     if now >= next_beat:
                         next_beat = max(next_beat + schema.HEARTBEAT_S, now)
                         await self.heartbeat()
-                if now - last_publish >= 0.1:
-                    last_publish = now
-                    self.me.publish()          # our own heartbeat for the supervisor and the UI
+                self.beat()
                 await asyncio.sleep(max(0.0, min(next_tick, next_beat, now + 0.1) - time.monotonic()))
         finally:
             connector.cancel()
@@ -505,15 +463,32 @@ class Publisher:
             self.state(FeedState.STOPPED, "stopped")
 
 
+def lower_priority() -> str:
+    """Put this process below the feed path: ``nice PUBLISHER_NICE``, then the SCHED_IDLE
+    policy (an unprivileged process may take it for itself). A niced process that the kernel
+    has just picked keeps its core for up to a time slice (~1.5 ms on 2 cores) before a woken
+    feed gets it; a SCHED_IDLE one gives it up at once, and runs on what the feed path leaves
+    (BENCHMARKS.md "The publisher below the feed path"). Returns what it got, for the log."""
+    got = []
+    try:
+        os.nice(PUBLISHER_NICE)
+        got.append(f"nice {PUBLISHER_NICE}")
+    except OSError as exc:
+        log.warning("%s: cannot lower its priority (nice %d): %s", LABEL, PUBLISHER_NICE, exc)
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        got.append("SCHED_IDLE")
+    except (OSError, AttributeError) as exc:
+        log.warning("%s: cannot take the SCHED_IDLE policy (%s); it runs at its nice value", LABEL, exc)
+    return ", ".join(got) or "unchanged"
+
+
 def publisher_main(cfg: Config, stats_name: str, slot: int, ring_names: list[str],
                    spec: PublishSpec, publisher: type[Publisher] | None = None) -> None:
     """Process entry, started by the supervisor through ``lifeline.run_child``; ``publisher``:
     a subclass to run instead (the bench's)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        os.nice(PUBLISHER_NICE)
-    except OSError as exc:
-        log.warning("publisher: cannot lower its priority (nice %d): %s", PUBLISHER_NICE, exc)
+    log.info("%s: runs at %s", LABEL, lower_priority())
     stats = StatsBlock.attach(stats_name)
     try:
         asyncio.run((publisher or Publisher)(cfg, stats, slot, ring_names, dataclasses.replace(spec)).run())

@@ -15,6 +15,7 @@ import pytest
 
 from obitui.bench import nats as bench_nats
 from obitui.bench import ui as bench_ui
+from obitui.core.stats import HIST_BUCKETS
 
 SHM = Path("/dev/shm")
 
@@ -86,15 +87,20 @@ def test_bench_nats_quick_run(tmp_path: Path) -> None:
     assert [r["publish"] for r in rows] == [False, True]
     off, on = rows
     assert list(off["windows"]) == ["publish off"]
-    assert list(on["windows"]) == ["only changed", "every round", "latency"]
+    # first the host as deployed (no consumer here), then with the attached console
+    assert list(on["windows"]) == ["publish on", "only changed", "every round", "latency"]
     for r in rows:
         assert r["books"] == 4 and r["books_valid_at_end"] == 4 and r["ring_drops"] == 0
         for w in r["windows"].values():
             assert w["records"] > 0 and w["rx_applied_us"]["p99"] is not None
+            assert sum(w["hist_rx_applied"]) == w["records"] and "console" in w["cpu_pct"]
     for name, w in on["windows"].items():
         assert w["cpu_pct"]["publisher"] >= 0 and "nats-server" in w["cpu_pct"], name
         assert w["publisher"]["msgs_per_s"] > 0 and w["publisher"]["dropped"] == 0, name
-        assert w["received"]["book"]["msgs_per_s"] > 0, name
+        if name == "publish on":
+            assert w["received"] == {}, w["received"]           # nobody attached yet
+        else:
+            assert w["received"]["book"]["msgs_per_s"] > 0, name
     # every round: every book every round (4 books at 8 Hz), at least as many as only changed
     assert on["windows"]["every round"]["received"]["book"]["msgs_per_s"] >= 4 * 8 * 0.7
     lat = on["windows"]["latency"]["latency"]
@@ -124,6 +130,44 @@ def test_receiver_reads_the_stamp_and_the_engine_time() -> None:
     assert count == {"book": 2, "heartbeat": 1} and nbytes["heartbeat"] == 7
     assert len(recv.sent_us) == 1 and 2_000 <= recv.sent_us[0] < 1_000_000     # >= 2 ms, in us
     assert len(recv.ts_ms) == 1 and 50 <= recv.ts_ms[0] < 1_000                 # the top-level ts, not the trade's
+
+
+def _nats_window(p99_bucket: int, feeds_cpu: float = 10.0) -> dict:
+    """A window whose receive -> applied records sit 98 % in bucket 5 and 2 % in ``p99_bucket``."""
+    h = [0] * HIST_BUCKETS
+    h[5] = 980
+    h[p99_bucket] += 20
+    return {"hist_rx_applied": h, "rx_applied_us": {"p99": 1.0}, "feeds_cpu_pct": feeds_cpu,
+            "cpu_pct": {"publisher": 5.0, "console": 12.0}, "publisher": {"dropped": 0, "not_connected": 0}}
+
+
+def _nats_rows(off: list[int], on: list[int], feeds_on: float = 10.0) -> list[dict]:
+    rows = []
+    for run, (a, b) in enumerate(zip(off, on), 1):
+        rows.append({"run": run, "publish": False, "books": 300, "books_valid_at_end": 300, "ring_drops": 0,
+                     "windows": {"publish off": _nats_window(a)}})
+        w = {k: _nats_window(b, feeds_on) for k in ("publish on", "only changed", "every round")}
+        w["latency"] = dict(_nats_window(8), latency={"publish_to_console_ms": {"p99": 4.0}})
+        rows.append({"run": run, "publish": True, "books": 300, "books_valid_at_end": 300, "ring_drops": 0,
+                     "windows": w})
+    return rows
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.xdist_group("heavy")
+def test_nats_feed_path_verdict_pools_the_windows() -> None:
+    def verdict(rows: list[dict]) -> str:
+        return next(v for v in bench_nats.verdicts(rows) if v[0].startswith("0 impact"))[2]
+    # one off window's tail a bucket lower than the others: pooled, the off tail is the others'
+    assert verdict(_nats_rows([7, 9, 9], [9, 9, 9])) == "met"
+    assert verdict(_nats_rows([9, 9, 9], [9, 10, 10])) == "MISSED"     # the on tail a bucket up
+    assert verdict(_nats_rows([9, 9], [9, 9], feeds_on=11.5)) == "MISSED"  # the feeds' CPU up 15 %
+    # only the 'publish on' windows are judged; the console's windows are reported beside it
+    rows = _nats_rows([9], [9])
+    rows[1]["windows"]["latency"]["hist_rx_applied"] = _nats_window(12)["hist_rx_applied"]
+    assert verdict(rows) == "met"
+    info = next(v for v in bench_nats.verdicts(rows) if v[0].startswith("(measured, not a target)"))
+    assert "3 windows" in info[1] and "12.0 %" in info[1]
 
 
 def _ui_row(n: int, wl: float, mv: float, p99: float, timeouts: int = 0) -> dict:
