@@ -38,6 +38,14 @@ message callback has decoded it into its state) minus ``bench_sent_ns`` (publish
 console: the client's write, the server, the console's read, its queue and its decoding), and minus
 the message's ``ts`` (when the engine wrote the book to the stats block: the age of what the
 console shows, which holds the wait for the next publisher round, up to 125 ms at 8 Hz).
+
+"0 impact on the feed path" is judged on the receive -> applied p99 of each window, placed
+inside its log2 bucket (``p99_log_us``): the median over the "publish on" windows against the
+median over the "publish off" ones, within ``IMPACT_BAND``, and the feeds' CPU. On 2 shared
+cores one window's p99 moves between 0.5 and 1.8 ms by itself (a window of the simulator's or
+the kernel's making), and a bucket's middle doubles when the p99 crosses a bucket's edge: the
+median of windows placed in their buckets is what two fleets of the same code agree on (use
+``--repeat`` 4 or more for a verdict; BENCHMARKS.md has the off-vs-off spread).
 """
 from __future__ import annotations
 
@@ -47,6 +55,7 @@ import logging
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -355,7 +364,7 @@ def _window(sup: Supervisor, procs: dict[str, psutil.Process], recv: Receiver | 
         "seconds": round(el, 2), "cpu_pct": cpu, "hist_rx_applied": h_app,
         "feeds_cpu_pct": round(sum(cpu.get(k, 0.0) for k in labels), 2),
         "msgs_per_s": round(frames / el), "records": sum(h_app),
-        "rx_applied_us": {"p50": qa[0], "p99": qa[1], "p999": qa[2]},
+        "rx_applied_us": {"p50": qa[0], "p99": qa[1], "p999": qa[2], "p99_log": p99_log_us(h_app)},
         "rx_pushed_us": {"p50": qp[0], "p99": qp[1]},
     }
     if a.pub is not None and b.pub is not None:
@@ -464,7 +473,7 @@ def _f(v: Any, fmt: str = "{:.1f}") -> str:
 
 def tables(rows: list[dict[str, Any]], markdown: bool) -> str:
     a_head = ["run", "publish", "window", "load", "msgs/s (feeds)", "feeds CPU %", "engine CPU %",
-              "rx->applied p50/p99/p99.9 us", "rx->pushed p50/p99 us", "publisher CPU %", "publisher round p50/p99 ms",
+              "rx->applied p50/p99/p99.9 us", "p99 in its bucket us", "rx->pushed p50/p99 us", "publisher CPU %", "publisher round p50/p99 ms",
               "round CPU p50/p99 ms", "nats-server CPU %", "console CPU %"]
     a = []
     for r in rows:
@@ -472,7 +481,8 @@ def tables(rows: list[dict[str, Any]], markdown: bool) -> str:
             q, p = w["rx_applied_us"], w["rx_pushed_us"]
             a.append([str(r["run"]), "on" if r["publish"] else "off", name, f"{r['load_before']:.2f}",
                       f"{w['msgs_per_s']:,}", _f(w["feeds_cpu_pct"]), _f(w["cpu_pct"].get("engine")),
-                      f"{_f(q['p50'])}/{_f(q['p99'])}/{_f(q['p999'])}", f"{_f(p['p50'])}/{_f(p['p99'])}",
+                      f"{_f(q['p50'])}/{_f(q['p99'])}/{_f(q['p999'])}", _f(q.get("p99_log"), "{:.0f}"),
+                      f"{_f(p['p50'])}/{_f(p['p99'])}",
                       _f(w["cpu_pct"].get("publisher")),
                       f"{_f(w['round_ms'].get('p50'))}/{_f(w['round_ms'].get('p99'))}" if "round_ms" in w else "-",
                       f"{_f(w['round_cpu_ms'].get('p50'), '{:.2f}')}/{_f(w['round_cpu_ms'].get('p99'), '{:.2f}')}"
@@ -527,10 +537,29 @@ def tables(rows: list[dict[str, Any]], markdown: bool) -> str:
     return "\n\n".join(render(h, body, markdown) for h, body in parts)
 
 
-def pooled_p99_us(windows: list[dict[str, Any]]) -> float | None:
-    """p99 receive -> applied (us, the bucket's middle) of several windows' histograms summed:
-    one window's p99 moves a bucket by itself from run to run; the pooled one much less."""
-    return _quantiles_us(_sum_hists([w["hist_rx_applied"] for w in windows]), (0.99,))[0] if windows else None
+IMPACT_BAND = 1.25      # "unchanged": the median p99 with publishing on within +25 % of the off one
+
+
+def p99_log_us(hist: list[int]) -> float | None:
+    """p99 (us) of a log2 histogram, placed inside its bucket as if the records were spread
+    evenly on a log scale there (bucket i holds [2^i, 2^(i+1)) ns). A bucket's middle moves by
+    a factor of 2 when the quantile crosses a bucket's edge; this one moves with the records."""
+    total = sum(hist)
+    if not total:
+        return None
+    rank, acc = 0.99 * total, 0
+    for i, c in enumerate(hist):
+        if c and acc + c >= rank:
+            return round(2 ** (i + (rank - acc) / c) / 1e3, 1)
+        acc += c
+    return None
+
+
+def share_over_us(hists: list[list[int]], us: float) -> float | None:
+    """The share of the records of ``hists`` (summed) in buckets that start at ``us`` or later."""
+    h = _sum_hists(hists)
+    total = sum(h)
+    return sum(c for i, c in enumerate(h) if 2 ** i >= us * 1e3) / total if total else None
 
 
 def verdicts(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -554,24 +583,35 @@ def verdicts(rows: list[dict[str, Any]]) -> list[list[str]]:
         off_w = [w for r in off for w in r["windows"].values()]
         on_w = [r["windows"]["publish on"] for r in on]
         con_w = [w for r in on for k, w in r["windows"].items() if k != "publish on"]
-        off_p99, on_p99, con_p99 = (pooled_p99_us(ws) for ws in (off_w, on_w, con_w))
+        off_p, on_p, con_p = ([p99_log_us(w["hist_rx_applied"]) for w in ws] for ws in (off_w, on_w, con_w))
         off_cpu = max(w["feeds_cpu_pct"] for w in off_w)
         on_cpu = max(w["feeds_cpu_pct"] for w in on_w)
 
-        def each(ws: list[dict[str, Any]]) -> str:
-            return ", ".join(_f(w["rx_applied_us"]["p99"]) for w in ws)
-        out.append(["0 impact on the feed path: --publish on, its consumers elsewhere (rx->applied p99 of the "
-                    "'publish on' windows pooled, in the pooled 'publish off' windows' bucket or lower; feeds "
-                    "CPU <= 1.1 x the worst off window's)",
-                    f"rx->applied p99 pooled: off {_f(off_p99)} us ({len(off_w)} windows: {each(off_w)}), on "
-                    f"{_f(on_p99)} us ({len(on_w)} windows: {each(on_w)}); feeds CPU off "
+        def med(v: list[float | None]) -> float | None:
+            x = [a for a in v if a is not None]
+            return statistics.median(x) if x else None
+
+        def tail(ws: list[dict[str, Any]]) -> str:
+            return "/".join(_f(None if (s := share_over_us([w["hist_rx_applied"] for w in ws], us)) is None
+                               else 100 * s, "{:.2f}") for us in (524.288, 1048.576))
+        off_m, on_m, con_m = med(off_p), med(on_p), med(con_p)
+        out.append([f"0 impact on the feed path: --publish on, its consumers elsewhere (the median over the windows "
+                    f"of rx->applied p99 with publishing on <= {IMPACT_BAND:g} x the median of the 'publish off' "
+                    f"windows; feeds CPU <= 1.1 x the worst off window's)",
+                    f"rx->applied p99 (placed in its log2 bucket), median: off {_f(off_m)} us, on {_f(on_m)} us "
+                    f"(x {_f(None if not off_m or on_m is None else on_m / off_m, '{:.2f}')}); per window off "
+                    f"{', '.join(_f(x, '{:.0f}') for x in off_p)}, on {', '.join(_f(x, '{:.0f}') for x in on_p)}; "
+                    f"records over 0.52/1.05 ms: off {tail(off_w)} %, on {tail(on_w)} %; feeds CPU off "
                     f"{', '.join(_f(w['feeds_cpu_pct']) for w in off_w)} %, on "
                     f"{', '.join(_f(w['feeds_cpu_pct']) for w in on_w)} %",
-                    ok(None if None in (off_p99, on_p99) else on_p99 <= off_p99 and on_cpu <= 1.1 * off_cpu)])
+                    ok(None if off_m is None or on_m is None
+                       else on_m <= IMPACT_BAND * off_m and on_cpu <= 1.1 * off_cpu)])
         console = [w["cpu_pct"].get("console") for w in con_w]
         out.append(["(measured, not a target) the same with a console attached on this machine too",
-                    f"rx->applied p99 pooled {_f(con_p99)} us ({len(con_w)} windows: {each(con_w)}); the "
-                    f"console's CPU {', '.join(_f(c) for c in console)} %",
+                    f"rx->applied p99 median {_f(con_m)} us "
+                    f"(x {_f(None if not off_m or con_m is None else con_m / off_m, '{:.2f}')} the off one; "
+                    f"{len(con_w)} windows: {', '.join(_f(x, '{:.0f}') for x in con_p)}); records over "
+                    f"0.52/1.05 ms {tail(con_w)} %; the console's CPU {', '.join(_f(c) for c in console)} %",
                     "-"])
     drops = sum(w["publisher"]["dropped"] + w["publisher"]["not_connected"] for r in on for w in r["windows"].values())
     out.append(["(precondition) every book valid, 0 ring drops, 0 messages dropped",

@@ -132,21 +132,21 @@ def test_receiver_reads_the_stamp_and_the_engine_time() -> None:
     assert len(recv.ts_ms) == 1 and 50 <= recv.ts_ms[0] < 1_000                 # the top-level ts, not the trade's
 
 
-def _nats_window(p99_bucket: int, feeds_cpu: float = 10.0) -> dict:
-    """A window whose receive -> applied records sit 98 % in bucket 5 and 2 % in ``p99_bucket``."""
+def _nats_window(p99_bucket: int, feeds_cpu: float = 10.0, tail: int = 20) -> dict:
+    """A window of 1,000 records: ``tail`` of them in bucket ``p99_bucket``, the rest in bucket 5."""
     h = [0] * HIST_BUCKETS
-    h[5] = 980
-    h[p99_bucket] += 20
+    h[5] = 1000 - tail
+    h[p99_bucket] += tail
     return {"hist_rx_applied": h, "rx_applied_us": {"p99": 1.0}, "feeds_cpu_pct": feeds_cpu,
             "cpu_pct": {"publisher": 5.0, "console": 12.0}, "publisher": {"dropped": 0, "not_connected": 0}}
 
 
-def _nats_rows(off: list[int], on: list[int], feeds_on: float = 10.0) -> list[dict]:
+def _nats_rows(off: list[int], on: list[int], feeds_on: float = 10.0, tail_on: int = 20) -> list[dict]:
     rows = []
     for run, (a, b) in enumerate(zip(off, on), 1):
         rows.append({"run": run, "publish": False, "books": 300, "books_valid_at_end": 300, "ring_drops": 0,
                      "windows": {"publish off": _nats_window(a)}})
-        w = {k: _nats_window(b, feeds_on) for k in ("publish on", "only changed", "every round")}
+        w = {k: _nats_window(b, feeds_on, tail_on) for k in ("publish on", "only changed", "every round")}
         w["latency"] = dict(_nats_window(8), latency={"publish_to_console_ms": {"p99": 4.0}})
         rows.append({"run": run, "publish": True, "books": 300, "books_valid_at_end": 300, "ring_drops": 0,
                      "windows": w})
@@ -155,12 +155,16 @@ def _nats_rows(off: list[int], on: list[int], feeds_on: float = 10.0) -> list[di
 
 @pytest.mark.timeout(10)
 @pytest.mark.xdist_group("heavy")
-def test_nats_feed_path_verdict_pools_the_windows() -> None:
+def test_nats_feed_path_verdict_takes_the_median_window() -> None:
     def verdict(rows: list[dict]) -> str:
         return next(v for v in bench_nats.verdicts(rows) if v[0].startswith("0 impact"))[2]
-    # one off window's tail a bucket lower than the others: pooled, the off tail is the others'
+    # p99 placed in its bucket: 990 of 1,000 records, 980 in bucket 5, the 10th of 20 in bucket 9
+    assert bench_nats.p99_log_us(_nats_window(9)["hist_rx_applied"]) == round(2 ** 9.5 / 1e3, 1)
+    # one off window's tail two buckets lower than the others: the median is the others'
     assert verdict(_nats_rows([7, 9, 9], [9, 9, 9])) == "met"
-    assert verdict(_nats_rows([9, 9, 9], [9, 10, 10])) == "MISSED"     # the on tail a bucket up
+    assert verdict(_nats_rows([9, 9, 9], [9, 10, 10])) == "MISSED"     # the on tail a bucket up: x 2
+    assert verdict(_nats_rows([9, 9, 9], [9, 9, 9], tail_on=25)) == "met"      # x 2^0.1 = 1.07
+    assert verdict(_nats_rows([9, 9, 9], [9, 9, 9], tail_on=100)) == "MISSED"  # x 2^0.4 = 1.32
     assert verdict(_nats_rows([9, 9], [9, 9], feeds_on=11.5)) == "MISSED"  # the feeds' CPU up 15 %
     # only the 'publish on' windows are judged; the console's windows are reported beside it
     rows = _nats_rows([9], [9])
