@@ -56,12 +56,12 @@ BACKOFF_CAP_S = 10.0
 JS_TIMEOUT_S = 2.0             # a JetStream API request (the stream's creation) waits at most this
 JS_ERR_STREAM_EXISTS = 10058   # "stream name already in use with a different configuration"
 LEVELS = 20                    # levels per side in a book message
-CHUNK_BOOKS = 32               # books made and handed to the client between two yields
+CHUNK_BOOKS = 16               # books made and handed to the client between two yields
 # The publisher runs below the feed path (lower_priority: this nice value, then SCHED_IDLE): a feed
 # or the engine woken while it makes a round takes the core at once (a bridge can be late by a
 # millisecond; a book cannot; issue #21, "0 impact on the feed path")
 PUBLISHER_NICE = 10
-SPREAD = 0.5                   # the chunks of a round are spread over this share of the period
+SPREAD = 0.75                  # the chunks of a round are spread over this share of the period
 # the counters every message moves, by index (send() runs ~2,500 times a second at 300 books)
 _FRAMES, _PUSHED, _BYTES = (FEED_COUNTERS.index(n) for n in ("frames", "frames_pushed", "bytes"))
 _SLOT_BYTES = book_slot_offsets()["end"]      # what a book's messages are written from
