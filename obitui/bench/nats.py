@@ -385,7 +385,7 @@ def measure(n: int, url: str | None, *, server_pid: int | None = None, window: f
     """One fleet of ``n`` markets; with ``url`` the publisher and an attached console, and its
     three windows (only changed, every round, latency); with ``jetstream`` (a max age, s; the
     server must run JetStream) a fourth: only changed with the books stream on."""
-    from obitui.bus.attach import Attachment
+    from obitui.bus.attach import Attachment, freeze_heap
     load = os.getloadavg()[0]
     cfg = load_config(None)
     spec = PublishSpec(url, HOST, rate=rate) if url else None
@@ -419,6 +419,7 @@ def measure(n: int, url: str | None, *, server_pid: int | None = None, window: f
             att = Attachment([url])
             att.fleets.on_message = recv.wrap(att.fleets.on_message)   # type: ignore[method-assign]
             att.start()
+            freeze_heap()                            # as `obitui --attach --no-ui` does once attached
             _poll_for(sup, min(warmup, 2.0))
             set_mode(url, HOST)
             windows["only changed"] = _window(sup, procs, recv, window, labels)

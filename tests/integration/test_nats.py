@@ -555,3 +555,17 @@ def test_an_unreachable_server_is_said_so_and_a_gone_reader_ends_the_run() -> No
     assert res.returncode == 0, res.stderr[-2000:]
     assert time.monotonic() - t0 < 20
     assert "Traceback" not in res.stderr and "BrokenPipeError" not in res.stderr, res.stderr[-2000:]
+
+
+@pytest.mark.timeout(60)
+def test_a_headless_attach_keeps_its_long_lived_heap_out_of_the_gc() -> None:
+    """`obitui --attach --no-ui/--json` freezes what it holds once attached (as the feeds, the
+    engine and the UI do): a full collection no longer stalls its decoding of messages."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    code = ("import gc, io\nfrom obitui.bus import attach\nbefore = gc.get_freeze_count()\n"
+            f"rc = attach.run([{url!r}], as_json=True, interval=0.2, duration=0.6, out=io.StringIO())\n"
+            "print(rc, before, gc.get_freeze_count())\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=45)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rc, before, after = map(int, res.stdout.split())
+    assert rc == 0 and before == 0 and after > 1000, res.stdout
