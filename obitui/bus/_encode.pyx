@@ -199,6 +199,7 @@ cdef class BookMessages:
     are what they were at the last message (the same update id, validity, trades, ticker, 24 h
     figures, flow and reason) gives no book message."""
     cdef readonly str key
+    cdef readonly object trade_error   # why the last call's trades were left out (None: they were not)
     cdef bytes tail, trade_head       # ',"v":1,"host":H,"key":K,"label":' and '{"v":1,"host":H,"key":K'
     cdef int64_t digits, qdigits, levels
     cdef bint have_sig, have_trades, have_market
@@ -221,6 +222,7 @@ cdef class BookMessages:
         self.digits, self.qdigits = digits, qdigits
         self.levels = max(0, min(levels, TOP))
         self.have_sig = self.have_trades = self.have_market = False
+        self.trade_error = None
         self.buf = NULL
         self.cap = 0
 
@@ -248,6 +250,7 @@ cdef class BookMessages:
         if raw.shape[0] < SLOT_END:
             raise ValueError(f"a book slot of {raw.shape[0]} bytes")
         cdef const unsigned char *p = &raw[0]
+        self.trade_error = None
         if p[S_EXCH] == 0:
             return None
         cdef uint64_t update_id = _u64(p + S_UPDATE_ID), trades = _u64(p + S_TRADES)
@@ -264,9 +267,15 @@ cdef class BookMessages:
         self.s_update_id, self.s_valid, self.s_crossed, self.s_trades = update_id, valid, crossed, trades
         self.s_ticker_ns, self.s_day_ns, self.s_buy, self.s_sell = ticker_ns, day_ns, buy, sell
         memcpy(self.s_reason, p + S_REASON, REASON_N)
+        # the book goes whatever its trades: trades that no message can carry (a tape entry at
+        # an int64 edge) are left out, the error kept in ``trade_error`` for the caller to
+        # count; they are not tried again (the old publisher's way too)
         cdef bytes trade = None
         if self.have_trades and trades > self.trades_seen:
-            trade = self._trades(p, trades - self.trades_seen)
+            try:
+                trade = self._trades(p, trades - self.trades_seen)
+            except Exception as exc:
+                self.trade_error = exc
         self.have_trades = True
         self.trades_seen = trades
         return book, trade

@@ -179,15 +179,16 @@ class Publisher:
         counters[_PUSHED] += 1
         counters[_BYTES] += len(payload)
 
-    def bad_slot(self, key: str, exc: Exception) -> None:
+    def bad_slot(self, key: str, exc: Exception, what: str = "it") -> None:
         """A book whose slot holds figures no message can carry (an int64 edge, a scale past
-        what a decimal string takes): counted (``frame_errors``) and logged; it is read again
-        when the engine writes it again."""
+        what a decimal string takes): counted (``frame_errors``) and logged. ``what`` "it": the
+        book is read again when the engine writes it again; "its trades": the book was sent,
+        those trades are left out."""
         self.me.inc("frame_errors")
         n = self.me.get("frame_errors")
         if n in (1, 10, 100, 1000) or n % 10000 == 0:
-            log.warning("%s: book %s not published: %s: %s; %d such so far", LABEL, key, type(exc).__name__,
-                        exc, n)
+            log.warning("%s: book %s: %s not published: %s: %s; %d such so far", LABEL, key, what,
+                        type(exc).__name__, exc, n)
 
     def _log_drop(self, subject: str, why: str) -> None:
         n = self.me.get("frames_dropped")
@@ -231,6 +232,8 @@ class Publisher:
             if got is None:               # no market in it yet
                 continue
             book, trade = got
+            if writer.trade_error is not None:
+                self.bad_slot(writer.key, writer.trade_error, "its trades")
             if book is not None:
                 await send(book_subj, book)
             if trade is not None:

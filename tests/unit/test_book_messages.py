@@ -69,21 +69,34 @@ def write_slot(st: StatsBlock, j: int, bv: BookView, obi_pos: int = 0, n_bids: i
 def reference(st: StatsBlock, j: int, digits: int, qdigits: int, levels: int,
               trades_seen: int | None) -> tuple[bytes, bytes | None]:
     """The book and trade messages of slot ``j`` the Python way (the publisher before the C
-    writer): read_book, book_json + v/host/key/label/ts, the tape's new trades oldest first."""
+    writer): read_book, book_json + v/host/key/label/ts, the tape's new trades oldest first.
+    Trades that cannot be written raise ``TradesRefused`` with the book message."""
     bv = st.read_book(j, history=False)
     assert bv is not None
     msg = book_json(bv, digits, qdigits, levels)
     msg.update(v=schema.SCHEMA, host=HOST, key=KEY, label=bv.label, ts=round(bv.last_update_ns / 1e9, 6))
     trade = None
     new = bv.trades - trades_seen if trades_seen is not None else 0
+    book = orjson.dumps(msg)
     if new > 0 and bv.tape:
         pdec, qdec = bv.price_decimals, bv.qty_decimals
-        trades = [{"price": fmt_fixed(p, digits, pdec), "qty": fmt_fixed(q, qdigits, qdec),
-                   "side": "buy" if s == 1 else "sell", "ts": round(ts / 1e9, 6)}
-                  for ts, p, q, s in reversed(bv.tape[:new])]
-        trade = orjson.dumps({"v": schema.SCHEMA, "host": HOST, "key": KEY, "trades": trades,
-                              "missed": max(0, new - len(bv.tape))})
-    return orjson.dumps(msg), trade
+        try:
+            trades = [{"price": fmt_fixed(p, digits, pdec), "qty": fmt_fixed(q, qdigits, qdec),
+                       "side": "buy" if s == 1 else "sell", "ts": round(ts / 1e9, 6)}
+                      for ts, p, q, s in reversed(bv.tape[:new])]
+            trade = orjson.dumps({"v": schema.SCHEMA, "host": HOST, "key": KEY, "trades": trades,
+                                  "missed": max(0, new - len(bv.tape))})
+        except Exception as exc:
+            raise TradesRefused(book) from exc
+    return book, trade
+
+
+class TradesRefused(Exception):
+    """The Python path wrote the book but not its trades."""
+
+    def __init__(self, book: bytes) -> None:
+        super().__init__("trades refused")
+        self.book = book
 
 
 def views() -> list[BookView]:
@@ -190,6 +203,23 @@ def test_the_trades_since_the_last_message_oldest_first(block: StatsBlock) -> No
     assert w.messages(raw) == reference(block, 0, 2, 5, 20, 2)
 
 
+def test_trades_no_message_can_carry_never_hold_the_book_back(block: StatsBlock) -> None:
+    """A tape entry at an int64 edge: the book message goes (the bytes of the Python path), the
+    trades are left out with the reason in ``trade_error``, and they are not tried again."""
+    base = views()[0]
+    w = BookMessages(HOST, KEY, 2, 5, 20, schema.SCHEMA)
+    assert w.messages(write_slot(block, 0, dataclasses.replace(base, update_id=1, trades=0)))[1] is None
+    bad = dataclasses.replace(base, update_id=2, trades=1, tape=[(1_796_548_544_000_000_000, -2**63, 1, 1)])
+    raw = write_slot(block, 0, bad)
+    book, trade = w.messages(raw)
+    assert book == reference(block, 0, 2, 5, 20, None)[0] and trade is None
+    assert isinstance(w.trade_error, ValueError)
+    assert w.messages(raw) == (None, None) and w.trade_error is None          # sent: nothing new
+    good = dataclasses.replace(bad, update_id=3, trades=2, tape=[(1_796_548_544_000_000_001, 5, 1, 2)] + bad.tape)
+    raw = write_slot(block, 0, good)
+    assert w.messages(raw) == reference(block, 0, 2, 5, 20, 1) and w.trade_error is None
+
+
 def test_a_slot_without_a_market_gives_nothing(block: StatsBlock) -> None:
     w = BookMessages(HOST, KEY, 2, 5, 20, schema.SCHEMA)
     assert w.messages(block.seg.read_consistent(block.book_offset(1), book_slot_offsets()["end"])) is None
@@ -243,7 +273,7 @@ def test_random_slots_give_what_the_python_path_gives(block: StatsBlock) -> None
     """3,000 slots with figures from anywhere in their ranges: the same bytes both ways, or the
     same error (an int64 edge fmt_fixed refuses, a scale it cannot take)."""
     rng = random.Random(2121)
-    errors = same = with_trades = 0
+    errors = same = with_trades = trades_refused = 0
     for _ in range(3000):
         bv, nb, na = _random_view(rng)
         try:
@@ -261,8 +291,16 @@ def test_random_slots_give_what_the_python_path_gives(block: StatsBlock) -> None
             struct.pack_into("<Q", first, 64, (bv.update_id + 1) % 2**64)
             if isinstance(_outcome(lambda: w.messages(bytes(first))), type):
                 seen = None               # that one was refused: nothing was sent before
-        want = _outcome(lambda: reference(block, 0, digits, qdigits, levels, seen))
+        try:
+            want = reference(block, 0, digits, qdigits, levels, seen)
+            refused = False
+        except TradesRefused as exc:            # the book goes, its trades are left out
+            want, refused = (exc.book, None), True
+        except Exception as exc:
+            want, refused = type(exc), False
         got = _outcome(lambda: w.messages(raw))
+        assert (not isinstance(got, type) and w.trade_error is not None) == refused, (bv, got, w.trade_error)
+        trades_refused += refused
         if isinstance(want, type):
             errors += 1
             assert isinstance(got, type) and issubclass(got, Exception), (bv, want, got)
@@ -270,8 +308,9 @@ def test_random_slots_give_what_the_python_path_gives(block: StatsBlock) -> None
             assert got == want, (bv, digits, qdigits, levels, seen)
             same += 1
             with_trades += want[1] is not None
-    # both ways are taken often (the seed gives ~1,450 equal messages, ~460 with trades)
-    assert errors > 500 and same > 1000 and with_trades > 200, (errors, same, with_trades)
+    # every way is taken often
+    assert errors > 500 and same > 1000 and with_trades > 200 and trades_refused >= 5, \
+        (errors, same, with_trades, trades_refused)
 
 
 def test_a_book_no_message_can_carry_is_counted_and_the_round_goes_on(shm_name: str,
@@ -302,7 +341,7 @@ def test_a_book_no_message_can_carry_is_counted_and_the_round_goes_on(shm_name: 
         with caplog.at_level("WARNING", logger="obitui.publisher"):
             asyncio.run(pub.tick())
         assert pub.me.get("frame_errors") == 1
-        assert f"{LABEL}: book {bad_key} not published: " in caplog.text
+        assert f"{LABEL}: book {bad_key}: it not published: " in caplog.text
         # every other book went to send(); the feeds message too (no connection: not queued)
         assert pub.me.get("frames") == pub.me.get("frames_discarded") == len(markets) - 1 + 1
         asyncio.run(pub.tick())                       # nothing new: the bad slot is not read again
@@ -310,5 +349,16 @@ def test_a_book_no_message_can_carry_is_counted_and_the_round_goes_on(shm_name: 
         write_slot(st, bad_j, dataclasses.replace(bad, update_id=100, bids=base.bids))
         asyncio.run(pub.tick())
         assert pub.me.get("frame_errors") == 1 and pub.me.get("frames") == len(markets) + 1
+        # a new trade no message can carry: the book goes, its trades are counted and left out
+        # (a publisher of its own: the log says the 1st, 10th, 100th ... of its errors)
+        pub = Publisher(cfg, st, len(cfg.feeds), [], PublishSpec("nats://127.0.0.1:1", "h1"))
+        asyncio.run(pub.tick())
+        assert pub.me.get("frame_errors") == 0 and pub.me.get("frames") == len(markets) + 1
+        write_slot(st, bad_j, dataclasses.replace(bad, update_id=101, bids=base.bids, trades=1,
+                                                  tape=[(1_796_548_544_000_000_000, -2**63, 1, 1)]))
+        with caplog.at_level("WARNING", logger="obitui.publisher"):
+            asyncio.run(pub.tick())
+        assert pub.me.get("frame_errors") == 1 and pub.me.get("frames") == len(markets) + 2
+        assert f"{LABEL}: book {bad_key}: its trades not published: ValueError" in caplog.text
     finally:
         st.close()
