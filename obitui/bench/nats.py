@@ -102,12 +102,6 @@ class BenchPublisher(Publisher):
 
     async def on_mode(self, msg: Any) -> None:
         req = orjson.loads(msg.data)
-        if isinstance(req.get("tune"), dict):
-            # exploration only (not used by the bench's windows): the publisher module's pacing
-            from obitui.bus import publisher as pub
-            for name, value in req["tune"].items():
-                if name in ("CHUNK_BOOKS", "SPREAD"):
-                    setattr(pub, name, type(getattr(pub, name))(value))
         self.every_round = bool(req.get("every_round"))
         self.stamp = bool(req.get("stamp"))
         js = req.get("jetstream")

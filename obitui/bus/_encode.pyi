@@ -1,4 +1,4 @@
-def book_slot_offsets() -> dict[str, int]: ...
+SLOT_BYTES: int
 
 class BookMessages:
     key: str

@@ -6,13 +6,19 @@ BookSlot's bytes in one call: each price and quantity the exact decimal string
 books 8 times a second: one C pass over a slot here, where Python read the slot into a
 BookView, built a dict and formatted ~40 levels a book."""
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdint cimport INT64_MIN, int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MIN, int64_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy
 
 from obitui.core.fixed cimport format_fixed_c
+from obitui.core.slot cimport (
+    ASKS_OFF, LEVELS_OFF, MARKET_OFF, REASON_SIZE, SLOT_END, TAPE_N, TAPE_OFF, TOP_N, BookFixed, MarketSection,
+    TapeEntry, check_layout,
+)
 
 import orjson
+
+from obitui.core import stats as _stats
 
 from obitui.widgets.format import decimals_needed, fmt_fixed
 
@@ -29,74 +35,16 @@ cdef enum:
 
 
 # ---------------------------------------------------------------- a book's messages from its slot
-# Where the figures lie in a BookSlot (obitui.core.stats: _BOOK_FIXED, _BOOK_MARKET, the
-# levels at 512, the tape; ``book_slot_offsets`` gives them, and test_nats holds them to stats.py)
+check_layout(_stats)       # the BookSlot's layout (obitui/core/slot.pxd) is obitui.core.stats's
+SLOT_BYTES = SLOT_END       # what ``BookMessages.messages`` reads of a slot
+
 cdef enum:
-    S_EXCH = 8
-    S_LABEL = 40
-    S_VALID = 56
-    S_CROSSED = 60
-    S_UPDATE_ID = 64
-    S_LAST_NS = 72
-    S_PDEC = 80
-    S_QDEC = 84
-    S_NB = 88
-    S_NA = 92
-    S_OBI = 128
-    S_BUY_Q = 136
-    S_SELL_Q = 144
-    S_BUY_N = 152
-    S_SELL_N = 160
-    S_LT_P = 168
-    S_LT_Q = 176
-    S_LT_SIDE = 184
-    S_LT_NS = 192
-    S_REASON = 232
-    REASON_N = 24
-    S_MARKET = 256      # ticker ns, last, bid, bid qty, ask, ask qty; day ns, open, high, low, volume; trades
-    S_TRADES = 256 + 88
-    S_LEVELS = 512
-    TOP = 20
-    S_ASKS = 512 + 16 * 20
-    S_TAPE = 3712
-    TAPE = 8
-    SLOT_END = 3968
     NUM = CAP + 2       # one number's text in quotes
     FLOAT_MAX = 64      # one float's JSON text (orjson writes at most ~24 characters)
 
 
-def book_slot_offsets() -> dict:
-    """The offsets this module reads a BookSlot at (held equal to stats.py's by a test)."""
-    return {"exchange": S_EXCH, "label": S_LABEL, "valid": S_VALID, "crossed": S_CROSSED,
-            "update_id": S_UPDATE_ID, "last_ns": S_LAST_NS, "pdec": S_PDEC, "qdec": S_QDEC,
-            "n_bids": S_NB, "n_asks": S_NA, "obi": S_OBI, "buy_qty": S_BUY_Q, "sell_qty": S_SELL_Q,
-            "buy_count": S_BUY_N, "sell_count": S_SELL_N, "last_trade_price": S_LT_P,
-            "last_trade_qty": S_LT_Q, "last_trade_side": S_LT_SIDE, "last_trade_ns": S_LT_NS,
-            "reason": S_REASON, "reason_size": REASON_N, "market": S_MARKET, "trades": S_TRADES,
-            "levels": S_LEVELS, "top_n": TOP, "asks": S_ASKS, "tape": S_TAPE, "tape_n": TAPE,
-            "end": SLOT_END}
-
-
 cdef inline int64_t _i64(const unsigned char *p) noexcept nogil:
     cdef int64_t v
-    memcpy(&v, p, 8)
-    return v
-
-
-cdef inline uint64_t _u64(const unsigned char *p) noexcept nogil:
-    cdef uint64_t v
-    memcpy(&v, p, 8)
-    return v
-
-
-cdef inline uint32_t _u32(const unsigned char *p) noexcept nogil:
-    cdef uint32_t v
-    memcpy(&v, p, 4)
-    return v
-
-
-cdef inline double _f64(const unsigned char *p) noexcept nogil:
-    cdef double v
     memcpy(&v, p, 8)
     return v
 
@@ -206,9 +154,9 @@ cdef class BookMessages:
     cdef uint64_t s_update_id, s_trades, trades_seen
     cdef int64_t s_ticker_ns, s_day_ns, s_buy, s_sell
     cdef bint s_valid, s_crossed
-    cdef unsigned char s_reason[REASON_N]
+    cdef unsigned char s_reason[REASON_SIZE]
     cdef unsigned char label_raw[16]
-    cdef unsigned char reason_raw[REASON_N]
+    cdef unsigned char reason_raw[REASON_SIZE]
     cdef bytes label_json, reason_json
     cdef int64_t m_key[15]              # what the last trade's and the ticker's text were made of
     cdef bytes last_trade_json, ticker_json
@@ -220,7 +168,7 @@ cdef class BookMessages:
         self.tail = b',"v":%d,"host":%b,"key":%b,"label":' % (schema, _dumps(host), _dumps(key))
         self.trade_head = b'{"v":%d,"host":%b,"key":%b' % (schema, _dumps(host), _dumps(key))
         self.digits, self.qdigits = digits, qdigits
-        self.levels = max(0, min(levels, TOP))
+        self.levels = max(0, min(levels, TOP_N))
         self.have_sig = self.have_trades = self.have_market = False
         self.trade_error = None
         self.buf = NULL
@@ -250,52 +198,56 @@ cdef class BookMessages:
         if raw.shape[0] < SLOT_END:
             raise ValueError(f"a book slot of {raw.shape[0]} bytes")
         cdef const unsigned char *p = &raw[0]
+        cdef BookFixed f
+        cdef MarketSection m
+        memcpy(&f, p, sizeof(f))                     # copies: a buffer may start anywhere
+        memcpy(&m, p + MARKET_OFF, sizeof(m))
         self.trade_error = None
-        if p[S_EXCH] == 0:
+        if f.exchange[0] == 0:
             return None
-        cdef uint64_t update_id = _u64(p + S_UPDATE_ID), trades = _u64(p + S_TRADES)
-        cdef bint valid = _u32(p + S_VALID) != 0, crossed = _u32(p + S_CROSSED) != 0
-        cdef int64_t ticker_ns = _i64(p + S_MARKET), day_ns = _i64(p + S_MARKET + 48)
-        cdef int64_t buy = _i64(p + S_BUY_Q), sell = _i64(p + S_SELL_Q)
+        cdef uint64_t update_id = f.update_id, trades = m.trades
+        cdef bint valid = f.valid != 0, crossed = f.crossed != 0
+        cdef int64_t ticker_ns = m.ticker[0], day_ns = m.day[0], buy = f.buy_qty, sell = f.sell_qty
         if (self.have_sig and update_id == self.s_update_id and valid == self.s_valid
                 and crossed == self.s_crossed and trades == self.s_trades and ticker_ns == self.s_ticker_ns
                 and day_ns == self.s_day_ns and buy == self.s_buy and sell == self.s_sell
-                and memcmp(p + S_REASON, self.s_reason, REASON_N) == 0):
+                and memcmp(f.reason, self.s_reason, REASON_SIZE) == 0):
             return None, None
-        cdef bytes book = self._book(p)
+        cdef bytes book = self._book(&f, &m, p)
         self.have_sig = True
         self.s_update_id, self.s_valid, self.s_crossed, self.s_trades = update_id, valid, crossed, trades
         self.s_ticker_ns, self.s_day_ns, self.s_buy, self.s_sell = ticker_ns, day_ns, buy, sell
-        memcpy(self.s_reason, p + S_REASON, REASON_N)
+        memcpy(self.s_reason, f.reason, REASON_SIZE)
         # the book goes whatever its trades: trades that no message can carry (a tape entry at
         # an int64 edge) are left out, the error kept in ``trade_error`` for the caller to
         # count; they are not tried again (the old publisher's way too)
         cdef bytes trade = None
         if self.have_trades and trades > self.trades_seen:
             try:
-                trade = self._trades(p, trades - self.trades_seen)
+                trade = self._trades(&f, &m, p, trades - self.trades_seen)
             except Exception as exc:
                 self.trade_error = exc
         self.have_trades = True
         self.trades_seen = trades
         return book, trade
 
-    cdef bytes _book(self, const unsigned char *p):
-        cdef int64_t pdec = _u32(p + S_PDEC), qdec = _u32(p + S_QDEC)
-        cdef uint64_t nb = min(<uint64_t>_u32(p + S_NB), <uint64_t>TOP)
-        cdef uint64_t na = min(<uint64_t>_u32(p + S_NA), <uint64_t>TOP)
-        cdef int64_t bid0 = _i64(p + S_LEVELS), ask0 = _i64(p + S_ASKS)
-        cdef int64_t buy = _i64(p + S_BUY_Q), sell = _i64(p + S_SELL_Q), flow
+    cdef bytes _book(self, const BookFixed *f, const MarketSection *m, const unsigned char *p):
+        """The book message; ``p``: the slot's bytes (its levels)."""
+        cdef int64_t pdec = f.pdec, qdec = f.qdec
+        cdef uint64_t nb = min(<uint64_t>f.n_bids, <uint64_t>TOP_N)
+        cdef uint64_t na = min(<uint64_t>f.n_asks, <uint64_t>TOP_N)
+        cdef int64_t bid0 = _i64(p + LEVELS_OFF), ask0 = _i64(p + ASKS_OFF)
+        cdef int64_t buy = f.buy_qty, sell = f.sell_qty, flow
         cdef uint64_t count
-        cdef bint valid = _u32(p + S_VALID) != 0
+        cdef bint valid = f.valid != 0
         cdef Py_ssize_t pos = 0
-        if self.reason_json is None or memcmp(p + S_REASON, self.reason_raw, REASON_N) != 0:
-            self.reason_json = _json_text(p + S_REASON, REASON_N)
-            memcpy(self.reason_raw, p + S_REASON, REASON_N)
-        if self.label_json is None or memcmp(p + S_LABEL, self.label_raw, 16) != 0:
-            self.label_json = _json_text(p + S_LABEL, 16)
-            memcpy(self.label_raw, p + S_LABEL, 16)
-        self._market(p, pdec, qdec)
+        if self.reason_json is None or memcmp(f.reason, self.reason_raw, REASON_SIZE) != 0:
+            self.reason_json = _json_text(<const unsigned char *>f.reason, REASON_SIZE)
+            memcpy(self.reason_raw, f.reason, REASON_SIZE)
+        if self.label_json is None or memcmp(f.label, self.label_raw, 16) != 0:
+            self.label_json = _json_text(<const unsigned char *>f.label, 16)
+            memcpy(self.label_raw, f.label, 16)
+        self._market(f, m)
         # every part at its longest: the levels, mid, flow, 3 floats, the texts, the words
         cdef char *b = self._reserve(
             512 + 2 * self.levels * (2 * NUM + 4) + 2 * NUM + 3 * FLOAT_MAX + len(self.tail)
@@ -303,15 +255,15 @@ cdef class BookMessages:
         pos += _put(b + pos, b'{"valid":', 9)
         pos += _put(b + pos, b"true", 4) if valid else _put(b + pos, b"false", 5)
         pos += _put(b + pos, b',"update_id":', 13)
-        pos += _uint(b + pos, _u64(p + S_UPDATE_ID))
+        pos += _uint(b + pos, f.update_id)
         pos += _put(b + pos, b',"obi":', 7)
-        pos += _float(b + pos, _f64(p + S_OBI), 6)
+        pos += _float(b + pos, f.obi, 6)
         pos += _put(b + pos, b',"crossed":', 11)
-        pos += _put(b + pos, b"true", 4) if _u32(p + S_CROSSED) else _put(b + pos, b"false", 5)
+        pos += _put(b + pos, b"true", 4) if f.crossed else _put(b + pos, b"false", 5)
         pos += _put(b + pos, b',"bids":', 8)
-        pos += self._levels(b + pos, p + S_LEVELS, min(nb, <uint64_t>self.levels), pdec, qdec)
+        pos += self._levels(b + pos, p + LEVELS_OFF, min(nb, <uint64_t>self.levels), pdec, qdec)
         pos += _put(b + pos, b',"asks":', 8)
-        pos += self._levels(b + pos, p + S_ASKS, min(na, <uint64_t>self.levels), pdec, qdec)
+        pos += self._levels(b + pos, p + ASKS_OFF, min(na, <uint64_t>self.levels), pdec, qdec)
         if valid:
             pos += _put(b + pos, b',"state":"synced","reason":', 27)
         else:
@@ -333,7 +285,7 @@ cdef class BookMessages:
         else:
             pos += _num_py(b + pos, <object>buy - <object>sell, self.qdigits, qdec)
         pos += _put(b + pos, b',"trades_1s":', 13)
-        if add_ovf_u64(_u64(p + S_BUY_N), _u64(p + S_SELL_N), &count):
+        if add_ovf_u64(f.buy_count, f.sell_count, &count):
             raise ValueError("trades_1s: an integer beyond 64 bits")   # what orjson says of it too
         pos += _uint(b + pos, count)
         pos += _put(b + pos, b',"last_trade":', 14)
@@ -343,7 +295,7 @@ cdef class BookMessages:
         pos += _put_bytes(b + pos, self.tail)
         pos += _put_bytes(b + pos, self.label_json)
         pos += _put(b + pos, b',"ts":', 6)
-        pos += _float(b + pos, <double>_i64(p + S_LAST_NS) / 1e9, 6)
+        pos += _float(b + pos, <double>f.published_ns / 1e9, 6)
         b[pos] = 125                                  # }
         return PyBytes_FromStringAndSize(b, pos + 1)
 
@@ -380,53 +332,49 @@ cdef class BookMessages:
         big = (<object>bid + <object>ask) * 5
         return _num_py(out, big, d, max(pdec, decimals_needed(big, d)))
 
-    cdef int _market(self, const unsigned char *p, int64_t pdec, int64_t qdec) except -1:
+    cdef int _market(self, const BookFixed *f, const MarketSection *m) except -1:
         """The last trade's and the ticker's text, made again only when their figures change."""
         cdef int64_t k[15]
-        cdef int i
-        k[0], k[1], k[2], k[3] = pdec, qdec, _i64(p + S_LT_SIDE), _i64(p + S_LT_P)
-        k[4], k[5] = _i64(p + S_LT_Q), _i64(p + S_LT_NS)
+        k[0], k[1], k[2], k[3], k[4], k[5] = f.pdec, f.qdec, f.trade_side, f.trade_price, f.trade_qty, f.trade_ns
         # the ticker's exch ns, last, bid, ask (not the sizes), the 24 h figures
-        k[6], k[7], k[8], k[9] = _i64(p + S_MARKET), _i64(p + S_MARKET + 8), _i64(p + S_MARKET + 16), \
-            _i64(p + S_MARKET + 32)
-        for i in range(5):
-            k[10 + i] = _i64(p + S_MARKET + 48 + 8 * i)
+        k[6], k[7], k[8], k[9] = m.ticker[0], m.ticker[1], m.ticker[2], m.ticker[4]
+        memcpy(&k[10], m.day, sizeof(m.day))
         if self.have_market and memcmp(k, self.m_key, sizeof(k)) == 0:
             return 0
         self.last_trade_json, self.ticker_json = _market_json(
-            self.digits, self.qdigits, pdec, qdec, _u64(p + S_LT_SIDE), k[3], k[4], _u64(p + S_LT_NS),
+            self.digits, self.qdigits, f.pdec, f.qdec, f.trade_side, f.trade_price, f.trade_qty, f.trade_ns,
             k[6], k[7], k[8], k[9], k[10], k[11], k[12], k[13], k[14])
         memcpy(self.m_key, k, sizeof(k))
         self.have_market = True
         return 0
 
-    cdef bytes _trades(self, const unsigned char *p, uint64_t new):
-        """The trade message of the ``new`` newest trades of the tape, oldest first, and how
-        many of them were past the tape (``missed``); None with an empty tape."""
-        cdef int64_t pdec = _u32(p + S_PDEC), qdec = _u32(p + S_QDEC)
-        cdef uint64_t limit = min(_u64(p + S_TRADES), <uint64_t>TAPE), n = 0
-        while n < limit and _i64(p + S_TAPE + 32 * n + 24):      # a side: an entry
+    cdef bytes _trades(self, const BookFixed *f, const MarketSection *m, const unsigned char *p, uint64_t new):
+        """The trade message of the ``new`` newest trades of the tape (``p``: the slot's
+        bytes), oldest first, and how many of them were past the tape (``missed``); None with
+        an empty tape."""
+        cdef TapeEntry tape[TAPE_N]
+        cdef uint64_t n = 0, limit = min(m.trades, <uint64_t>TAPE_N)
+        memcpy(tape, p + TAPE_OFF, sizeof(tape))
+        while n < limit and tape[n].side:                # a side: an entry
             n += 1
         if n == 0:
             return None
         cdef uint64_t take = min(new, n)
         cdef Py_ssize_t pos = 0
         cdef int64_t i
-        cdef const unsigned char *t
-        cdef char *b = self._reserve(64 + len(self.trade_head) + TAPE * (2 * NUM + 48 + FLOAT_MAX))
+        cdef char *b = self._reserve(64 + len(self.trade_head) + TAPE_N * (2 * NUM + 48 + FLOAT_MAX))
         pos += _put_bytes(b + pos, self.trade_head)
         pos += _put(b + pos, b',"trades":[', 11)
         for i in range(<int64_t>take - 1, -1, -1):
-            t = p + S_TAPE + 32 * i
             pos += _put(b + pos, b'{"price":', 9)
-            pos += _num64(b + pos, _i64(t + 8), self.digits, pdec)
+            pos += _num64(b + pos, tape[i].price, self.digits, f.pdec)
             pos += _put(b + pos, b',"qty":', 7)
-            pos += _num64(b + pos, _i64(t + 16), self.qdigits, qdec)
-            if _i64(t + 24) == 1:
+            pos += _num64(b + pos, tape[i].qty, self.qdigits, f.qdec)
+            if tape[i].side == 1:
                 pos += _put(b + pos, b',"side":"buy","ts":', 19)
             else:
                 pos += _put(b + pos, b',"side":"sell","ts":', 20)
-            pos += _float(b + pos, <double>_i64(t) / 1e9, 6)
+            pos += _float(b + pos, <double>tape[i].ts / 1e9, 6)
             b[pos] = 125
             pos += 1
             if i:

@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from obitui.bus import schema
-from obitui.bus._encode import BookMessages, book_slot_offsets
+from obitui.bus._encode import SLOT_BYTES, BookMessages
 from obitui.config import Config
 from obitui.core.ring import Ring
 from obitui.core.stats import FEED_COUNTERS, Command, FeedSlotWriter, FeedState, StatsBlock
@@ -64,7 +64,6 @@ PUBLISHER_NICE = 10
 SPREAD = 0.75                  # the chunks of a round are spread over this share of the period
 # the counters every message moves, by index (send() runs ~2,500 times a second at 300 books)
 _FRAMES, _PUSHED, _BYTES = (FEED_COUNTERS.index(n) for n in ("frames", "frames_pushed", "bytes"))
-_SLOT_BYTES = book_slot_offsets()["end"]      # what a book's messages are written from
 
 
 @dataclass
@@ -220,7 +219,7 @@ class Publisher:
             seq = load_u64(off)
             if book_seq.get(j) == seq:
                 continue
-            raw = read(off, _SLOT_BYTES)
+            raw = read(off, SLOT_BYTES)
             if raw is None:               # the engine was writing it every time we looked
                 continue
             book_seq[j] = seq

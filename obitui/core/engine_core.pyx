@@ -19,6 +19,10 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
 
 from obitui.core.book cimport BookSide, Level, OrderBook, obi_int128
+from obitui.core.slot cimport (
+    ASKS_OFF, HIST_BUCKETS, HIST_OFF, LEVELS_OFF, MARKET_OFF, OBI_HISTORY, OBI_OFF, REASON_SIZE, SLOT_END,
+    TAPE_N, TAPE_OFF, TOP_N, BookFixed, MarketSection, TapeEntry, check_layout,
+)
 from cpython.exc cimport PyErr_CheckSignals
 from obitui.core.ring cimport Ring, sleep_on
 from obitui.core.shm cimport (
@@ -30,74 +34,12 @@ from obitui.core.shm cimport (
 from obitui.core import stats as _stats
 from obitui.core.records import SIDE_BUY as _SIDE_BUY, Kind
 
-# ---- the BookSlot layout (obitui.core.stats is its one definition: checked at import)
-cdef packed struct BookFixed:
-    uint64_t seq
-    char exchange[16]
-    char symbol[16]
-    char label[16]
-    uint32_t valid
-    uint32_t crossed
-    uint64_t update_id
-    int64_t published_ns
-    uint32_t pdec
-    uint32_t qdec
-    uint32_t n_bids
-    uint32_t n_asks
-    int64_t best_bid
-    int64_t best_ask
-    int64_t best_bid_qty
-    int64_t best_ask_qty
-    double obi
-    int64_t buy_qty
-    int64_t sell_qty
-    uint64_t buy_count
-    uint64_t sell_count
-    int64_t trade_price
-    int64_t trade_qty
-    uint64_t trade_side
-    uint64_t trade_ns
-    uint64_t invalidations
-    uint64_t applied
-    uint64_t obi_pos
-    uint64_t reserved
-    char reason[24]
-
-cdef packed struct MarketSection:
-    int64_t ticker[6]       # exch ns, last, bid, bid qty, ask, ask qty
-    int64_t day[5]          # exch ns, open, high, low, volume
-    uint64_t trades
-
-cdef struct TapeEntry:
-    int64_t ts
-    int64_t price
-    int64_t qty
-    int64_t side
-
 cdef struct WindowTrade:
     int64_t t_ns            # monotonic ns when the engine took it
     int64_t qty
     int32_t side
 
-cdef enum:
-    TOP_N = 20
-    OBI_HISTORY = 256
-    HIST_BUCKETS = 64
-    TAPE_N = 8
-    REASON_SIZE = 24
-
-cdef Py_ssize_t MARKET_OFF = _stats._BOOK_MARKET_OFF
-cdef Py_ssize_t LEVELS_OFF = _stats._BOOK_LEVELS_OFF
-cdef Py_ssize_t ASKS_OFF = _stats._BOOK_ASKS_OFF
-cdef Py_ssize_t OBI_OFF = _stats._BOOK_OBI_OFF
-cdef Py_ssize_t HIST_OFF = _stats._BOOK_HIST_OFF
-cdef Py_ssize_t TAPE_OFF = _stats._BOOK_TAPE_OFF
-cdef Py_ssize_t SLOT_END = _stats._BOOK_END
-assert sizeof(BookFixed) == _stats._BOOK_FIXED.size, "BookFixed is not stats._BOOK_FIXED"
-assert sizeof(MarketSection) == _stats._BOOK_MARKET.size and sizeof(TapeEntry) * TAPE_N == _stats.TAPE_SIZE
-assert (TOP_N, OBI_HISTORY, HIST_BUCKETS, TAPE_N, REASON_SIZE) == (
-    _stats.TOP_N, _stats.OBI_HISTORY, _stats.HIST_BUCKETS, _stats.TAPE_N, _stats.REASON_SIZE)
-assert TAPE_OFF == HIST_OFF + 8 * HIST_BUCKETS and OBI_OFF == LEVELS_OFF + 32 * TOP_N
+check_layout(_stats)       # the BookSlot's layout (obitui/core/slot.pxd) is obitui.core.stats's
 
 cdef int SNAPSHOT = Kind.BOOK_SNAPSHOT
 cdef int DELTA = Kind.BOOK_DELTA

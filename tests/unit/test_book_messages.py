@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from obitui.bus import schema
-from obitui.bus._encode import BookMessages, book_slot_offsets
+from obitui.bus._encode import SLOT_BYTES, BookMessages
 from obitui.core import stats as S
 from obitui.core.stats import BookView, StatsBlock
 from obitui.headless import book_json
@@ -61,7 +61,7 @@ def write_slot(st: StatsBlock, j: int, bv: BookView, obi_pos: int = 0, n_bids: i
     raw[S._BOOK_TAPE_OFF:S._BOOK_END] = S.pack_tape(bv.tape)
     off = st.book_offset(j)
     st._publish(off, bytes(raw))
-    got = st.seg.read_consistent(off, book_slot_offsets()["end"])
+    got = st.seg.read_consistent(off, SLOT_BYTES)
     assert got is not None
     return got
 
@@ -128,38 +128,6 @@ def views() -> list[BookView]:
     ]
 
 
-def test_the_slot_offsets_are_those_of_stats() -> None:
-    fmt = S._BOOK_FIXED.format
-
-    def at(n: int) -> int:             # the offset of the n-th field of _BOOK_FIXED
-        return struct.calcsize("<" + "".join(f for f in _fields(fmt)[:n]))
-    names = ["seq", "exchange", "symbol", "label", "valid", "crossed", "update_id", "last_ns", "pdec", "qdec",
-             "n_bids", "n_asks", "bb", "ba", "bq", "aq", "obi", "buy_qty", "sell_qty", "buy_count", "sell_count",
-             "last_trade_price", "last_trade_qty", "last_trade_side", "last_trade_ns", "resets", "applied",
-             "obi_pos", "r1", "reason"]
-    want = {n: at(i) for i, n in enumerate(names)}
-    got = book_slot_offsets()
-    for n in names:
-        if n in got:
-            assert got[n] == want[n], n
-    assert got["reason_size"] == S.REASON_SIZE
-    assert got["market"] == S._BOOK_MARKET_OFF and got["trades"] == S._BOOK_MARKET_OFF + 8 * 11
-    assert got["levels"] == S._BOOK_LEVELS_OFF and got["asks"] == S._BOOK_ASKS_OFF and got["top_n"] == S.TOP_N
-    assert got["tape"] == S._BOOK_TAPE_OFF and got["tape_n"] == S.TAPE_N and got["end"] == S._BOOK_END
-
-
-def _fields(fmt: str) -> list[str]:
-    """'<Q16s16sII' -> ['Q', '16s', '16s', 'I', 'I']."""
-    out, num = [], ""
-    for ch in fmt.lstrip("<"):
-        if ch.isdigit():
-            num += ch
-        else:
-            out.append(num + ch)
-            num = ""
-    return out
-
-
 def test_a_book_message_is_book_json_byte_for_byte(block: StatsBlock) -> None:
     """Every view twice (a new message, then the same figures: none), after the other views of
     the same book (its last trade and ticker text reused or made again), at several level
@@ -222,7 +190,7 @@ def test_trades_no_message_can_carry_never_hold_the_book_back(block: StatsBlock)
 
 def test_a_slot_without_a_market_gives_nothing(block: StatsBlock) -> None:
     w = BookMessages(HOST, KEY, 2, 5, 20, schema.SCHEMA)
-    assert w.messages(block.seg.read_consistent(block.book_offset(1), book_slot_offsets()["end"])) is None
+    assert w.messages(block.seg.read_consistent(block.book_offset(1), SLOT_BYTES)) is None
     with pytest.raises(ValueError):
         w.messages(b"\0" * 100)                 # shorter than a slot: refused, never read past
 
@@ -284,7 +252,7 @@ def test_random_slots_give_what_the_python_path_gives(block: StatsBlock) -> None
         levels = rng.choice([20, 5, 0])
         seen = rng.choice([None, 0, max(0, bv.trades - 3)])
         w = BookMessages(HOST, KEY, digits, qdigits, levels, schema.SCHEMA)
-        raw = block.seg.read_consistent(block.book_offset(0), book_slot_offsets()["end"])
+        raw = block.seg.read_consistent(block.book_offset(0), SLOT_BYTES)
         if seen is not None:              # a message before, with ``seen`` trades
             first = bytearray(raw)
             struct.pack_into("<Q", first, S._BOOK_MARKET_OFF + 88, seen)
